@@ -1,0 +1,81 @@
+# Set-up and everyday commands. The two a newcomer needs:
+#   make demo   install what is missing, build the demo (imagery + model), serve it on :4444
+#   make test   install what is missing, lint, and run the whole test suite
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PORT ?= 4444
+DEMO_DIR := web_tool/data/demo
+DEMO_MODEL := web_tool/data/demo_model.keras
+export KERAS_BACKEND := tensorflow
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+.PHONY: demo test venv node system-deps demo-data demo-model serve lint format bench evaluate screenshot clean help
+
+help:
+	@echo "make demo       install, build the demo dataset and serve the tool on http://localhost:$(PORT)/"
+	@echo "make test       install, lint and run the tests (browser tests need Debian's chromium)"
+	@echo "make bench      run the benchmarks under bench/ and print their tables"
+	@echo "make evaluate   accuracy and mean IoU of the demo model on held-out ground"
+	@echo "make demo-model retrain the demo model (the committed weights are used otherwise)"
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	@echo "== installing Python packages into $(VENV)/ (first time: a few minutes)"
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+node_modules/.installed: package.json package-lock.json
+	@echo "== installing pinned frontend packages (Leaflet) into node_modules/"
+	npm ci --no-audit --no-fund --silent
+	touch $@
+
+node: node_modules/.installed
+
+# Debian's chromium for the browser tests; installed only where we may (root with apt-get).
+system-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "== installing Debian's chromium for the browser tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "== chromium not found and cannot be installed here: browser tests will be skipped"; fi; }
+
+$(DEMO_DIR)/scene.json: web_tool/demo/scene.py | venv
+	@echo "== generating the demo scene into $(DEMO_DIR)/"
+	$(PY) -m web_tool.demo.scene --out $(DEMO_DIR)
+
+demo-data: $(DEMO_DIR)/scene.json
+
+$(DEMO_MODEL): | demo-data
+	$(PY) -m web_tool.demo.train --data $(DEMO_DIR) --out $(DEMO_MODEL)
+
+demo-model: demo-data
+	$(PY) -m web_tool.demo.train --data $(DEMO_DIR) --out $(DEMO_MODEL)
+
+demo: venv node demo-data $(DEMO_MODEL) serve
+
+serve:
+	@echo "== serving on http://localhost:$(PORT)/ (Ctrl+C to stop)"
+	$(PY) web_tool/server.py --model nips_hr --model_fn web_tool/data/demo_model --fine_tune last_layer --port $(PORT)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: venv
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: venv node system-deps demo-data lint
+	$(PY) -m pytest -q -rs
+
+evaluate: venv demo-data
+	$(PY) -m web_tool.demo.evaluate --data $(DEMO_DIR) --model_fn web_tool/data/demo_model
+
+bench: venv demo-data
+	$(PY) bench/predpatch.py
+
+clean:
+	rm -rf $(DEMO_DIR) web_tool/data/state test-artifacts .pytest_cache

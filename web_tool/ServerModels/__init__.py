@@ -1,0 +1,31 @@
+"""Registry of servable models: the `--model` CLI name → the ServerModel class that serves it."""
+
+from __future__ import annotations
+
+from web_tool.errors import LandCoverError
+from web_tool.ServerModels.base import ServerModel
+
+_REGISTRY: dict[str, str] = {
+    # the seed's names for its Keras U-Net models, kept for its launch line
+    "nips_hr": "web_tool.ServerModels.keras_model:KerasSegmentationModel",
+    "nips_sr": "web_tool.ServerModels.keras_model:KerasSegmentationModel",
+    "keras": "web_tool.ServerModels.keras_model:KerasSegmentationModel",
+}
+
+
+def list_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_model(name: str) -> type[ServerModel]:
+    """The class registered under `name` (imported lazily: TensorFlow is slow to import)."""
+    try:
+        target = _REGISTRY[name]
+    except KeyError:
+        raise LandCoverError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}") from None
+    module_name, _, class_name = target.partition(":")
+    module = __import__(module_name, fromlist=[class_name])
+    return getattr(module, class_name)
+
+
+__all__ = ["ServerModel", "get_model", "list_models"]

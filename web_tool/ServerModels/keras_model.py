@@ -1,0 +1,132 @@
+"""A Keras (TensorFlow backend) segmentation network served as body + head.
+
+The network is split at its last 1x1 layer: the *body* maps an image to per-pixel features,
+the *head* (a kernel F x C and a bias C, kept as numpy) maps features to class logits. Fine-tuning
+the last layer, or growing a class, only swaps the head; sessions share the body.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from web_tool.errors import ModelError  # noqa: E402
+from web_tool.ServerModels.base import ServerModel  # noqa: E402
+from web_tool.ServerModels.tiling import run_tiled  # noqa: E402
+
+MODEL_SUFFIXES = (".keras", ".h5")
+
+
+def resolve_model_path(model_fn: str | os.PathLike) -> tuple[Path, Path | None]:
+    """(model file, weights file or None) for `model_fn`, with or without its extension.
+
+    Accepts a `.keras` or `.h5` file, or the seed's `<name>.json` + `<name>_weights.h5` pair.
+    """
+    base = Path(model_fn)
+    if base.suffix == ".json":
+        base = base.with_suffix("")
+    if base.is_file() and base.suffix in MODEL_SUFFIXES:
+        return base, None
+    for suffix in MODEL_SUFFIXES:
+        if base.with_name(base.name + suffix).is_file():
+            return base.with_name(base.name + suffix), None
+    json_path, weights = base.with_name(base.name + ".json"), base.with_name(base.name + "_weights.h5")
+    if json_path.is_file() and weights.is_file():
+        return json_path, weights
+    raise ModelError(
+        f"no model found at {str(model_fn)!r}: expected {base}.keras, {base}.h5, or"
+        f" {base}.json with {base}_weights.h5 (for the demo model run `make demo`)"
+    )
+
+
+def load_keras_model(model_fn: str | os.PathLike) -> keras.Model:
+    path, weights = resolve_model_path(model_fn)
+    try:
+        if weights is None:
+            return keras.saving.load_model(path, compile=False)
+        model = keras.models.model_from_json(path.read_text())
+        model.load_weights(weights)
+        return model
+    except Exception as exc:
+        raise ModelError(f"cannot load Keras model from {path}: {exc}") from None
+
+
+def split_head(model: keras.Model) -> tuple[keras.Model, np.ndarray, np.ndarray]:
+    """(body model → features, head kernel FxC, head bias C) from a network ending in a 1x1 layer."""
+    layers = [layer for layer in model.layers if layer.weights]
+    head = next((layer for layer in model.layers if layer.name == "logits"), layers[-1])
+    kernel, bias = head.get_weights()[:2]
+    if kernel.ndim == 4:
+        if kernel.shape[:2] != (1, 1):
+            raise ModelError(f"the model's last layer {head.name!r} is not a 1x1 convolution")
+        kernel = kernel[0, 0]
+    body = keras.Model(model.inputs, head.input)
+    return body, kernel.astype(np.float32), bias.astype(np.float32)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=-1, keepdims=True)
+    return z
+
+
+class KerasSegmentationModel(ServerModel):
+    """A Keras U-Net (or any fully convolutional net ending in a 1x1 layer) with a swappable head."""
+
+    padding = 32
+    window = 1024
+    overlap = 64
+    multiple = 16
+
+    def __init__(self, model_fn: str | os.PathLike, classes: list[dict], name: str | None = None):
+        network = load_keras_model(model_fn)
+        body, kernel, bias = split_head(network)
+        if kernel.shape[1] != len(classes):
+            classes = [{"name": f"Class {i}", "color": default_color(i)} for i in range(kernel.shape[1])]
+        super().__init__(name or Path(model_fn).stem, classes)
+        self.body = body
+        self.kernel, self.bias = kernel, bias
+        self.n_bands = int(body.inputs[0].shape[-1])
+        self._body_fn = tf.function(
+            lambda x: self.body(x, training=False),
+            input_signature=[tf.TensorSpec([None, None, None, self.n_bands], tf.float32)],
+            reduce_retracing=True,
+        )
+
+    def clone(self) -> KerasSegmentationModel:
+        other = object.__new__(type(self))
+        other.__dict__.update(self.__dict__)
+        other.kernel, other.bias = self.kernel.copy(), self.bias.copy()
+        other.classes = [dict(c) for c in self.classes]
+        return other
+
+    def _run_body(self, batch: np.ndarray) -> list[np.ndarray]:
+        x = tf.convert_to_tensor(batch.astype(np.float32) / 255.0)
+        return [self._body_fn(x).numpy()]
+
+    def features(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if image.shape[-1] != self.n_bands:
+            raise ModelError(f"model expects {self.n_bands} bands, the image has {image.shape[-1]}")
+        (feats,) = run_tiled(self._run_body, image, self.window, self.overlap, self.multiple)
+        return feats, self.head(feats)
+
+    def head(self, feats: np.ndarray) -> np.ndarray:
+        """Features (...xF) → probabilities (...xC) through the current head."""
+        return softmax(feats @ self.kernel + self.bias)
+
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        return self.features(image)[1]
+
+
+def default_color(i: int) -> str:
+    palette = ["#0000FF", "#008000", "#80FF80", "#806060", "#FFA500", "#FF00FF", "#00FFFF",
+               "#FFFF00", "#800000", "#808080"]  # fmt: skip
+    return palette[i % len(palette)]

@@ -1,0 +1,3 @@
+"""Interactive land-cover mapping tool: Bottle server, DataLoader, Keras ServerModels."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,127 @@
+"""Extents, CRS codes and pixel grids: the geometry every other stage speaks.
+
+A *grid* is where pixels live: a CRS, an affine transform and a shape. Requests arrive as
+extents; `DataLoader` fills grids; renderers and writers read grids back out.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.errors import CRSError as RasterioCRSError
+from rasterio.warp import transform_bounds
+
+from web_tool.errors import CRSError, ExtentError
+
+WEB_MERCATOR = CRS.from_epsg(3857)
+WGS84 = CRS.from_epsg(4326)
+
+
+def parse_crs(code: int | str) -> CRS:
+    """A CRS from an EPSG code (int or "EPSG:N"); CRSError naming the code if PROJ lacks it."""
+    try:
+        epsg = int(str(code).upper().removeprefix("EPSG:"))
+        return CRS.from_epsg(epsg)
+    except (ValueError, RasterioCRSError):
+        raise CRSError(
+            f"unknown CRS code {code!r}: give an EPSG code that PROJ knows, e.g. 3857 or 4326"
+        ) from None
+
+
+@dataclass(frozen=True)
+class Extent:
+    """An axis-aligned box in a CRS."""
+
+    xmin: float
+    ymin: float
+    xmax: float
+    ymax: float
+    crs: CRS = WEB_MERCATOR
+
+    def __post_init__(self) -> None:
+        values = (self.xmin, self.ymin, self.xmax, self.ymax)
+        if not all(math.isfinite(v) for v in values):
+            raise ExtentError(f"extent has a non-finite coordinate: {values}")
+        if not (self.xmin < self.xmax and self.ymin < self.ymax):
+            raise ExtentError(
+                f"extent needs xmin < xmax and ymin < ymax, got x {self.xmin}..{self.xmax},"
+                f" y {self.ymin}..{self.ymax}"
+            )
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        return (self.xmin, self.ymin, self.xmax, self.ymax)
+
+    def to_crs(self, crs: CRS) -> Extent:
+        """The smallest box in `crs` holding this one (edges densified)."""
+        if crs == self.crs:
+            return self
+        try:
+            bounds = transform_bounds(self.crs, crs, *self.bounds, densify_pts=21)
+        except Exception as exc:  # PROJ raises assorted errors for impossible boxes
+            raise ExtentError(f"extent cannot be transformed to {crs}: {exc}") from None
+        if not all(math.isfinite(v) for v in bounds):
+            raise ExtentError(f"extent {self.bounds} lies outside the valid area of {crs}")
+        return Extent(*bounds, crs=crs)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A raster grid: CRS, affine transform (north up) and size in pixels."""
+
+    crs: CRS
+    transform: Affine
+    width: int
+    height: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.height, self.width)
+
+    @property
+    def res(self) -> tuple[float, float]:
+        return (self.transform.a, -self.transform.e)
+
+    @property
+    def extent(self) -> Extent:
+        x0, y0 = self.transform.c, self.transform.f
+        x1, y1 = self.transform * (self.width, self.height)
+        return Extent(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1), crs=self.crs)
+
+    def padded(self, pad: int) -> Grid:
+        """The same grid grown by `pad` pixels on every side."""
+        transform = self.transform * Affine.translation(-pad, -pad)
+        return Grid(self.crs, transform, self.width + 2 * pad, self.height + 2 * pad)
+
+    @classmethod
+    def covering(cls, extent: Extent, res: float) -> Grid:
+        """A grid of about `res` units per pixel covering `extent` exactly."""
+        width = max(1, round((extent.xmax - extent.xmin) / res))
+        height = max(1, round((extent.ymax - extent.ymin) / res))
+        transform = Affine(
+            (extent.xmax - extent.xmin) / width, 0, extent.xmin,
+            0, -(extent.ymax - extent.ymin) / height, extent.ymax,
+        )  # fmt: skip
+        return cls(extent.crs, transform, width, height)
+
+
+def ground_resolution_in(crs: CRS, metres: float, latitude: float) -> float:
+    """Units of `crs` that span `metres` on the ground at `latitude` (web mercator stretches)."""
+    if crs.is_geographic:
+        return metres / 111_320.0
+    if crs == WEB_MERCATOR:
+        return metres / max(math.cos(math.radians(latitude)), 1e-6)
+    return metres / crs.linear_units_factor[1]
+
+
+def metres_per_unit(crs: CRS, latitude: float) -> float:
+    """Ground metres covered by one unit of `crs` (inverse of `ground_resolution_in`)."""
+    return 1.0 / ground_resolution_in(crs, 1.0, latitude)
+
+
+def center_latitude(extent: Extent) -> float:
+    geo = extent.to_crs(WGS84)
+    return (geo.ymin + geo.ymax) / 2

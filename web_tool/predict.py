@@ -1,0 +1,70 @@
+"""The seed's two operations, free of HTTP: imagery for an extent, and a prediction for it.
+
+request (validated) → DataLoader (padded read) → ServerModel (probabilities) → rendering (PNGs).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from web_tool.DataLoader import DataLoader, Patch
+from web_tool.errors import ClassIndexError
+from web_tool.geometry import Extent
+from web_tool.rendering import (
+    class_colors,
+    hard_rgb,
+    png_base64,
+    reweight,
+    soft_rgb,
+    with_alpha,
+)
+from web_tool.ServerModels.base import ServerModel
+
+
+def input_rgb(patch: Patch) -> np.ndarray:
+    """HxWx4 RGBA of the patch's first three bands (R, G, B), transparent where no imagery."""
+    return with_alpha(patch.data[..., :3], patch.valid)
+
+
+def read_padded(loader: DataLoader, extent: Extent, pad: int) -> tuple[Patch, Patch]:
+    """(patch with `pad` px of context on every side, the same patch cropped to the extent)."""
+    grid = loader.grid_for(extent)
+    padded = loader.read(grid.padded(pad))
+    inner = (slice(pad, pad + grid.height), slice(pad, pad + grid.width))
+    return padded, Patch(grid, padded.data[inner], padded.valid[inner])
+
+
+def get_input(loader: DataLoader, extent: Extent) -> dict:
+    patch = loader.read(loader.grid_for(extent))
+    return {"input_naip": png_base64(input_rgb(patch))}
+
+
+def predict_probs(loader: DataLoader, model: ServerModel, extent: Extent):
+    """(patch cropped to the extent, HxWxC probabilities on it)."""
+    padded, patch = read_padded(loader, extent, model.padding)
+    probs = model.predict(padded.data)
+    pad = model.padding
+    return patch, probs[pad : pad + patch.grid.height, pad : pad + patch.grid.width]
+
+
+def pred_patch(
+    loader: DataLoader,
+    model: ServerModel,
+    extent: Extent,
+    weights: list[float] | None = None,
+    classes: list[dict] | None = None,
+) -> dict:
+    """The /predPatch response fields for `extent` (besides the echoed request fields)."""
+    patch, probs = predict_probs(loader, model, extent)
+    probs = reweight(probs, weights)
+    colors = class_colors(classes or model.classes)
+    if len(colors) != probs.shape[-1]:
+        raise ClassIndexError(
+            f"classes has {len(colors)} entries but the model predicts {probs.shape[-1]} classes"
+        )
+    return {
+        "model_name": model.name,
+        "input_naip": png_base64(input_rgb(patch)),
+        "output_hard": png_base64(with_alpha(hard_rgb(probs, colors), patch.valid)),
+        "output_soft": png_base64(with_alpha(soft_rgb(probs, colors), patch.valid)),
+    }

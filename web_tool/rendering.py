@@ -1,0 +1,71 @@
+"""Turn arrays into what responses carry: class colours, PNG bytes, base64 text."""
+
+from __future__ import annotations
+
+import base64
+
+import cv2
+import numpy as np
+
+from web_tool.errors import ClassIndexError
+
+
+def hex_to_rgb(color: str) -> tuple[int, int, int]:
+    value = color.lstrip("#")
+    if len(value) == 3:
+        value = "".join(ch * 2 for ch in value)
+    try:
+        return int(value[0:2], 16), int(value[2:4], 16), int(value[4:6], 16)
+    except ValueError:
+        raise ClassIndexError(f"class colour {color!r} is not of the form #RRGGBB") from None
+
+
+def class_colors(classes: list[dict]) -> np.ndarray:
+    """Cx3 float32 RGB colours of the classes."""
+    return np.array([hex_to_rgb(c["color"]) for c in classes], dtype=np.float32)
+
+
+def reweight(probs: np.ndarray, weights: list[float] | None) -> np.ndarray:
+    """Multiply class probabilities by `weights` and renormalise (equal weights change nothing)."""
+    if weights is None:
+        return probs
+    w = np.asarray(weights, dtype=np.float32)
+    if w.shape != (probs.shape[-1],):
+        raise ClassIndexError(f"weights has {w.size} values but the model has {probs.shape[-1]} classes")
+    if w.sum() <= 0:
+        raise ClassIndexError("weights must not all be zero")
+    out = probs * w
+    out /= np.maximum(out.sum(axis=-1, keepdims=True), 1e-12)
+    return out
+
+
+def hard_rgb(probs: np.ndarray, colors: np.ndarray) -> np.ndarray:
+    """HxWx3 uint8: the colour of each pixel's most likely class."""
+    return colors.astype(np.uint8)[probs.argmax(axis=-1)]
+
+
+def soft_rgb(probs: np.ndarray, colors: np.ndarray) -> np.ndarray:
+    """HxWx3 uint8: class colours blended by probability."""
+    return np.clip(probs @ colors, 0, 255).astype(np.uint8)
+
+
+def with_alpha(rgb: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
+    """HxWx4 RGBA: opaque where `valid`, transparent elsewhere."""
+    alpha = np.full(rgb.shape[:2], 255, np.uint8) if valid is None else valid.astype(np.uint8) * 255
+    return np.dstack([rgb, alpha])
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """PNG bytes of an HxW, HxWx3 (RGB) or HxWx4 (RGBA) uint8 array."""
+    if image.ndim == 3:
+        code = cv2.COLOR_RGB2BGR if image.shape[2] == 3 else cv2.COLOR_RGBA2BGRA
+        image = cv2.cvtColor(np.ascontiguousarray(image), code)
+    ok, buf = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise RuntimeError("PNG encoding failed")
+    return buf.tobytes()
+
+
+def png_base64(image: np.ndarray) -> str:
+    """Base64 PNG (no data: prefix), as the API carries images."""
+    return base64.b64encode(png_bytes(image)).decode("ascii")

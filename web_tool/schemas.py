@@ -1,0 +1,94 @@
+"""Request bodies as pydantic models: one place that says what each endpoint accepts.
+
+`parse(Model, body)` turns a validation failure into a RequestError naming the field; the same
+models generate the OpenAPI description.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from web_tool.errors import RequestError
+from web_tool.geometry import Extent, parse_crs
+
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class Lenient(BaseModel):
+    """Unknown extra fields are ignored, as the API contract says."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class SpatialReference(Lenient):
+    latestWkid: int = 3857
+
+
+class ExtentBody(Lenient):
+    xmin: FiniteFloat
+    ymin: FiniteFloat
+    xmax: FiniteFloat
+    ymax: FiniteFloat
+    spatialReference: SpatialReference = SpatialReference()
+
+    def to_extent(self) -> Extent:
+        crs = parse_crs(self.spatialReference.latestWkid)
+        return Extent(self.xmin, self.ymin, self.xmax, self.ymax, crs=crs)
+
+
+class ClassBody(Lenient):
+    name: str = Field(min_length=1, max_length=100)
+    color: str = Field(pattern=r"^#([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
+
+
+class GetInputRequest(Lenient):
+    extent: ExtentBody
+    dataset: str | None = None
+
+
+class PredPatchRequest(GetInputRequest):
+    weights: list[Annotated[float, Field(ge=0, allow_inf_nan=False)]] | None = None
+    classes: list[ClassBody] | None = None
+    session: str | None = None
+
+    @field_validator("weights")
+    @classmethod
+    def _not_all_zero(cls, v):
+        if v is not None and not any(w > 0 for w in v):
+            raise ValueError("weights must contain at least one positive value")
+        return v
+
+
+def describe_error(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        parts.append(f"{where}: {err['msg']}")
+    return "invalid request: " + "; ".join(parts)
+
+
+def parse(model: type[BaseModel], body: Any):
+    """Validate `body` (already-decoded JSON) against `model`; RequestError naming the field."""
+    if not isinstance(body, dict):
+        raise RequestError("request body must be a JSON object")
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise RequestError(describe_error(exc)) from None
+
+
+def decode_json(raw: bytes) -> Any:
+    """JSON from request bytes; RequestError (not a traceback) when it is not JSON."""
+    if not raw.strip():
+        raise RequestError("request body is empty: send a JSON object")
+    try:
+        return json.loads(raw, parse_constant=_reject_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
+        raise RequestError(f"request body is not valid JSON: {exc}") from None
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a valid JSON number")

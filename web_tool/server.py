@@ -1,0 +1,208 @@
+"""Serve the land-cover mapping tool: the Leaflet app and its JSON API, in one process.
+
+    python web_tool/server.py --model nips_hr --model_fn web_tool/data/demo_model \
+        --fine_tune last_layer --port 4444
+
+`make_app(config)` builds the Bottle app (no global state); `main()` parses the command line,
+loads datasets and the model, and serves the app with a threaded WSGI server (waitress).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: import the package, not sibling modules
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+
+import bottle  # noqa: E402
+
+from web_tool import __version__, api  # noqa: E402
+from web_tool import datasets as dataset_config  # noqa: E402
+from web_tool.DataLoader import MAX_PATCH_PIXELS, DataLoader  # noqa: E402
+from web_tool.errors import LandCoverError, NotFoundError  # noqa: E402
+from web_tool.predict import get_input, pred_patch  # noqa: E402
+from web_tool.schemas import GetInputRequest, PredPatchRequest, parse  # noqa: E402
+from web_tool.ServerModels import ServerModel, get_model, list_models  # noqa: E402
+from web_tool.tiles import render_tile  # noqa: E402
+
+log = logging.getLogger("web_tool")
+
+WEB_ROOT = Path(__file__).resolve().parent
+REPO_ROOT = WEB_ROOT.parent
+#: the only files and folders of web_tool/ that the static route serves
+STATIC_FILES = {"index.html", "endpoints.js", "endpoints.mine.js", "favicon.ico"}
+STATIC_DIRS = {"js", "css", "img"}
+#: pinned frontend packages (installed by `make`), served under /vendor/<name>/
+VENDOR_DIRS = {"leaflet": REPO_ROOT / "node_modules" / "leaflet" / "dist"}
+FINE_TUNE_CHOICES = ("last_layer", "last_k_layers")
+
+
+@dataclass
+class AppConfig:
+    """Everything a running app needs; built by `main()` or by tests."""
+
+    loaders: dict[str, DataLoader]
+    model: ServerModel
+    fine_tune: str = "last_layer"
+    state_dir: Path = WEB_ROOT / "data" / "state"
+    max_body_bytes: int = api.MAX_BODY_BYTES
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def default_dataset(self) -> str:
+        return next((n for n, d in self.loaders.items() if d.config.default), next(iter(self.loaders)))
+
+    def loader(self, name: str | None) -> DataLoader:
+        name = name or self.default_dataset
+        if name not in self.loaders:
+            raise NotFoundError(f"unknown dataset {name!r}; available: {', '.join(self.loaders)}")
+        return self.loaders[name]
+
+
+def serve_static(path: str):
+    """A frontend file, or a JSON 404: never anything outside the frontend's own files."""
+    parts = Path(path).parts
+    if not parts or ".." in parts or path.startswith("/"):
+        raise NotFoundError(f"no such file: {path}")
+    if parts[0] == "vendor" and len(parts) > 2 and parts[1] in VENDOR_DIRS:
+        root, rel = VENDOR_DIRS[parts[1]], Path(*parts[2:])
+    elif (len(parts) == 1 and parts[0] in STATIC_FILES) or (len(parts) > 1 and parts[0] in STATIC_DIRS):
+        root, rel = WEB_ROOT, Path(path)
+    else:
+        raise NotFoundError(f"no such file: {path}")
+    real_root = root.resolve()
+    target = (root / rel).resolve()
+    if real_root not in target.parents or not target.is_file():
+        raise NotFoundError(f"no such file: {path}")
+    response = bottle.static_file(str(target.relative_to(real_root)), root=str(real_root))
+    if isinstance(response, bottle.HTTPError):
+        raise NotFoundError(f"no such file: {path}")
+    return response
+
+
+def make_app(config: AppConfig) -> bottle.Bottle:
+    """The Bottle app: static frontend, discovery, tiles and the seed's prediction endpoints."""
+    app = bottle.Bottle()
+    api.install(app)
+
+    @app.get("/")
+    def index():
+        return serve_static("index.html")
+
+    @app.get("/health")
+    def health():
+        return api.json_response({"status": "ok", "model_name": config.model.name, "version": __version__})
+
+    @app.get("/datasets")
+    def datasets():
+        return api.json_response([loader.describe() for loader in config.loaders.values()])
+
+    @app.get("/tiles/<dataset>/<z:int>/<x:int>/<y:int>.png")
+    def tiles(dataset, z, x, y):
+        png = render_tile(config.loader(dataset), z, x, y)
+        return bottle.HTTPResponse(png, content_type="image/png", Cache_Control="public, max-age=3600")
+
+    @app.post("/getInput")
+    def get_input_route():
+        body = api.read_json(config.max_body_bytes)
+        req = parse(GetInputRequest, body)
+        result = get_input(config.loader(req.dataset), req.extent.to_extent())
+        return api.json_response({"extent": body["extent"], **result})
+
+    @app.post("/predPatch")
+    def pred_patch_route():
+        body = api.read_json(config.max_body_bytes)
+        req = parse(PredPatchRequest, body)
+        loader = config.loader(req.dataset)
+        classes = [c.model_dump() for c in req.classes] if req.classes else None
+        model = config.extras.get("model_for", lambda session: config.model)(req.session)
+        result = pred_patch(loader, model, req.extent.to_extent(), req.weights, classes)
+        return api.json_response({"extent": body["extent"], "weights": body.get("weights"), **result})
+
+    for extend in config.extras.get("route_modules", []):
+        extend(app, config)
+
+    @app.get("/<path:path>")
+    def static(path):
+        return serve_static(path)
+
+    return app
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python web_tool/server.py",
+        description="Serve the land-cover mapping tool (web app + JSON API) on one port.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--model", default="nips_hr", choices=list_models(),
+                        help="which ServerModel class serves the model (nips_hr/nips_sr are the"
+                             " seed's names for the Keras U-Net)")  # fmt: skip
+    parser.add_argument("--model_fn", default=str(WEB_ROOT / "data" / "demo_model"),
+                        help="Keras model: a .keras or .h5 file, or the seed's <name>.json +"
+                             " <name>_weights.h5 pair; the extension may be left off")  # fmt: skip
+    parser.add_argument("--fine_tune", default="last_layer", choices=FINE_TUNE_CHOICES,
+                        help="how /retrainModel learns from corrections")  # fmt: skip
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind; 0.0.0.0 accepts connections from other machines")  # fmt: skip
+    parser.add_argument("--port", type=int, default=4444, help="port to listen on")
+    parser.add_argument("--dataset", action="append", default=[], metavar="[NAME=]PATH",
+                        help="imagery to serve: a GeoTIFF/COG/VRT file, a directory or a glob;"
+                             " repeat for several datasets (the first is the default)."
+                             " Without it, --datasets_json is read")  # fmt: skip
+    parser.add_argument("--datasets_json", default=str(WEB_ROOT / "datasets.json"),
+                        help="named datasets with band order and classes (see README)")  # fmt: skip
+    parser.add_argument("--state_dir", default=str(WEB_ROOT / "data" / "state"),
+                        help="where sessions, corrections, checkpoints and exports are kept")  # fmt: skip
+    parser.add_argument("--max_patch_pixels", type=int, default=MAX_PATCH_PIXELS,
+                        help="largest /predPatch or /getInput extent, in pixels")  # fmt: skip
+    parser.add_argument("--threads", type=int, default=8, help="HTTP worker threads")
+    parser.add_argument("--verbose", action="store_true", help="log every request")
+    return parser.parse_args(argv)
+
+
+def build_config(args: argparse.Namespace) -> AppConfig:
+    """Load datasets and the model named by the command line."""
+    if args.dataset:
+        configs = dataset_config.from_cli(args.dataset)
+    else:
+        configs = dataset_config.from_json(args.datasets_json)
+    loaders = {c.name: DataLoader(c, max_pixels=args.max_patch_pixels) for c in configs}
+    if not loaders:
+        raise NotFoundError("no dataset configured: pass --dataset PATH or fill --datasets_json")
+    default = next((d for d in loaders.values() if d.config.default), next(iter(loaders.values())))
+    model = get_model(args.model)(args.model_fn, classes=default.classes)
+    return AppConfig(loaders=loaders, model=model, fine_tune=args.fine_tune,
+                     state_dir=Path(args.state_dir))  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = build_config(args)
+    except LandCoverError as exc:
+        log.error("%s", exc)
+        return 2
+    app = make_app(config)
+    import waitress
+
+    for loader in config.loaders.values():
+        log.info("dataset %r: %d file(s), %s, %.2f m", loader.name, len(loader.files),
+                 loader.crs.to_string(), loader.resolution_m)  # fmt: skip
+    log.info("model %r (%d classes); serving on http://%s:%d/", config.model.name,
+             config.model.n_classes, args.host, args.port)  # fmt: skip
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    waitress.serve(app, host=args.host, port=args.port, threads=args.threads, ident="landcover",
+                   _quiet=not args.verbose)  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
