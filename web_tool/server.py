@@ -18,7 +18,8 @@ if __package__ in (None, ""):  # run as a script: import the package, not siblin
 import argparse  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from typing import Any  # noqa: E402
 
 import bottle  # noqa: E402
 
@@ -52,11 +53,18 @@ class AppConfig:
     fine_tune: str = "last_layer"
     state_dir: Path = WEB_ROOT / "data" / "state"
     max_body_bytes: int = api.MAX_BODY_BYTES
-    extras: dict = field(default_factory=dict)
+    #: human-in-the-loop state (sessions.SessionManager); None = every request uses `model`
+    sessions: Any = None
+    #: large-area jobs (jobs.JobManager); None = no /predTile
+    jobs: Any = None
 
     @property
     def default_dataset(self) -> str:
         return next((n for n, d in self.loaders.items() if d.config.default), next(iter(self.loaders)))
+
+    def model_for(self, session: str | None) -> ServerModel:
+        """The model that serves `session` (the base model when sessions are off)."""
+        return self.sessions.model(session) if self.sessions is not None else self.model
 
     def loader(self, name: str | None) -> DataLoader:
         name = name or self.default_dataset
@@ -97,7 +105,10 @@ def make_app(config: AppConfig) -> bottle.Bottle:
 
     @app.get("/health")
     def health():
-        return api.json_response({"status": "ok", "model_name": config.model.name, "version": __version__})
+        endpoints = sorted({f"{r.method} {r.rule}" for r in app.routes if r.method != "OPTIONS"})
+        return api.json_response(
+            {"status": "ok", "model_name": config.model.name, "version": __version__, "endpoints": endpoints}
+        )
 
     @app.get("/datasets")
     def datasets():
@@ -121,12 +132,11 @@ def make_app(config: AppConfig) -> bottle.Bottle:
         req = parse(PredPatchRequest, body)
         loader = config.loader(req.dataset)
         classes = [c.model_dump() for c in req.classes] if req.classes else None
-        model = config.extras.get("model_for", lambda session: config.model)(req.session)
+        model = config.model_for(req.session)
         result = pred_patch(loader, model, req.extent.to_extent(), req.weights, classes)
         return api.json_response({"extent": body["extent"], "weights": body.get("weights"), **result})
 
-    for extend in config.extras.get("route_modules", []):
-        extend(app, config)
+    # feature modules add their own routes here (human-in-the-loop, large-area jobs)
 
     @app.get("/<path:path>")
     def static(path):

@@ -1,0 +1,61 @@
+"""Saved state on disk: a SQLite database in WAL mode, and files written atomically.
+
+Everything that must survive a restart or a `kill -9` goes through here: rows in SQLite
+(each change one transaction), files via temp file + fsync + rename (never half-written).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+
+def connect(path: str | os.PathLike) -> sqlite3.Connection:
+    """A connection to the database at `path` (created if missing), WAL, foreign keys on.
+
+    Connections are cheap: open one per thread or per operation rather than sharing one.
+    """
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None] | bytes) -> Path:
+    """Write `path` so that it either holds the complete new content or does not change.
+
+    `write` is the bytes to write, or a function that writes a file at the temp path it is
+    given (e.g. `model.save`). The temp file sits in the same folder (same file system).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix + ".tmp", dir=path.parent)
+    try:
+        if isinstance(write, bytes | bytearray):
+            with os.fdopen(fd, "wb") as f:
+                f.write(write)
+        else:
+            os.close(fd)
+            write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
