@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +18,7 @@ import rtree
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
+from rasterio.errors import NodataShadowWarning
 from rasterio.warp import reproject
 from rasterio.windows import Window, from_bounds
 from shapely.geometry import box
@@ -111,8 +113,10 @@ def read_into(src, grid: Grid, bands: list[int], resampling: Resampling):
     read_resampling = Resampling.average if resampling != Resampling.nearest else resampling
     data = src.read(bands, window=window, out_shape=(len(bands), *shape),
                     resampling=read_resampling if factor > 1 else Resampling.nearest)  # fmt: skip
-    mask = src.dataset_mask(window=window, out_shape=shape)
-    transform = src.window_transform(window) * Affine.scale(window.width / shape[1], window.height / shape[0])
+    with warnings.catch_warnings():  # a nodata value and an alpha band: nodata wins, as documented
+        warnings.simplefilter("ignore", NodataShadowWarning)
+        mask = src.dataset_mask(window=window, out_shape=shape)
+    transform = src.window_transform(window) @ Affine.scale(window.width / shape[1], window.height / shape[0])
     out = np.zeros((len(bands), grid.height, grid.width), dtype=data.dtype)
     out_mask = np.zeros((grid.height, grid.width), dtype=np.uint8)
     common = dict(src_transform=transform, src_crs=src.crs, dst_transform=grid.transform,
@@ -202,11 +206,11 @@ class DataLoader:
         f = files[0]
         ext = extent.to_crs(f.crs)
         inv = ~f.transform
-        c0, r0 = inv * (ext.xmin, ext.ymax)
-        c1, r1 = inv * (ext.xmax, ext.ymin)
+        c0, r0 = inv @ (ext.xmin, ext.ymax)
+        c1, r1 = inv @ (ext.xmax, ext.ymin)
         (c0, c1), (r0, r1) = sorted((c0, c1)), sorted((r0, r1))
         c0, r0, c1, r1 = math.floor(c0), math.floor(r0), math.ceil(c1), math.ceil(r1)
-        transform = f.transform * Affine.translation(c0, r0)
+        transform = f.transform @ Affine.translation(c0, r0)
         return Grid(f.crs, transform, max(1, c1 - c0), max(1, r1 - r0))
 
     def read(self, grid: Grid, labels: bool = False) -> Patch:

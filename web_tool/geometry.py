@@ -88,12 +88,12 @@ class Grid:
     @property
     def extent(self) -> Extent:
         x0, y0 = self.transform.c, self.transform.f
-        x1, y1 = self.transform * (self.width, self.height)
+        x1, y1 = self.transform @ (self.width, self.height)
         return Extent(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1), crs=self.crs)
 
     def padded(self, pad: int) -> Grid:
         """The same grid grown by `pad` pixels on every side."""
-        transform = self.transform * Affine.translation(-pad, -pad)
+        transform = self.transform @ Affine.translation(-pad, -pad)
         return Grid(self.crs, transform, self.width + 2 * pad, self.height + 2 * pad)
 
     @classmethod

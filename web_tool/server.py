@@ -73,24 +73,30 @@ class AppConfig:
         return self.loaders[name]
 
 
+def is_frontend_path(parts: tuple[str, ...]) -> bool:
+    """Whether a path inside web_tool/ (as parts) names one of the frontend's own files."""
+    return (len(parts) == 1 and parts[0] in STATIC_FILES) or (len(parts) > 1 and parts[0] in STATIC_DIRS)
+
+
 def serve_static(path: str):
-    """A frontend file, or a JSON 404: never anything outside the frontend's own files."""
+    """A frontend file, or a JSON 404: never anything outside the frontend's own files.
+
+    The check runs on the resolved path too, so a symlink cannot lead out of the allowed files.
+    """
     parts = Path(path).parts
+    not_found = NotFoundError(f"no such file: {path}")
     if not parts or ".." in parts or path.startswith("/"):
-        raise NotFoundError(f"no such file: {path}")
+        raise not_found
     if parts[0] == "vendor" and len(parts) > 2 and parts[1] in VENDOR_DIRS:
-        root, rel = VENDOR_DIRS[parts[1]], Path(*parts[2:])
-    elif (len(parts) == 1 and parts[0] in STATIC_FILES) or (len(parts) > 1 and parts[0] in STATIC_DIRS):
-        root, rel = WEB_ROOT, Path(path)
+        root, rel, allowed = VENDOR_DIRS[parts[1]].resolve(), Path(*parts[2:]), lambda p: True
     else:
-        raise NotFoundError(f"no such file: {path}")
-    real_root = root.resolve()
+        root, rel, allowed = WEB_ROOT, Path(path), is_frontend_path
     target = (root / rel).resolve()
-    if real_root not in target.parents or not target.is_file():
-        raise NotFoundError(f"no such file: {path}")
-    response = bottle.static_file(str(target.relative_to(real_root)), root=str(real_root))
+    if root not in target.parents or not target.is_file() or not allowed(target.relative_to(root).parts):
+        raise not_found
+    response = bottle.static_file(str(target.relative_to(root)), root=str(root))
     if isinstance(response, bottle.HTTPError):
-        raise NotFoundError(f"no such file: {path}")
+        raise not_found
     return response
 
 

@@ -2,7 +2,7 @@
 
 Images that fit in one window run in one pass (reflect-padded to the network's size multiple).
 Larger ones are cut into overlapping windows, run in batches, and blended with weights that fall
-linearly to near zero across the overlap, so each output pixel leans on the window that sees it
+quadratically to near zero across the overlap, so each output pixel leans on the window that sees it
 with the most context.
 """
 
@@ -35,10 +35,14 @@ def window_starts(length: int, window: int, overlap: int) -> list[int]:
 
 
 def blend_weights(window: int, overlap: int) -> np.ndarray:
-    """window x window weights: 1 in the middle, a linear ramp to ~0 over `overlap` at the edges."""
+    """window x window weights: 1 in the middle, a quadratic ramp to ~0 over `overlap` at the edges.
+
+    Pixels next to a window's edge (where zero padding spoils the network's view) get almost no
+    say wherever another window sees them from further inside.
+    """
     ramp = np.ones(window, dtype=np.float32)
     if overlap > 0:
-        edge = (np.arange(overlap, dtype=np.float32) + 0.5) / overlap
+        edge = ((np.arange(overlap, dtype=np.float32) + 0.5) / overlap) ** 2
         ramp[:overlap] = edge
         ramp[-overlap:] = edge[::-1]
     return np.outer(ramp, ramp)

@@ -1,0 +1,153 @@
+"""Shared fixtures: tiny generated rasters, a tiny real Keras model, a live server on a free port."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import rasterio  # noqa: E402
+from rasterio.crs import CRS  # noqa: E402
+from rasterio.transform import from_bounds  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+NAIP_DIR = SHARED / "data" / "naip-nd"
+DEMO_DIR = REPO / "web_tool" / "data" / "demo"
+DEMO_MODEL = REPO / "web_tool" / "data" / "demo_model.keras"
+
+#: UTM 18N box where the tiny test rasters live (1 m pixels)
+UTM18 = CRS.from_epsg(32618)
+
+
+def make_geotiff(
+    path: Path,
+    bounds: tuple[float, float, float, float],
+    crs: CRS | str | int = UTM18,
+    size: tuple[int, int] = (64, 64),
+    bands: int = 4,
+    dtype: str = "uint8",
+    nodata: float | None = None,
+    data: np.ndarray | None = None,
+) -> Path:
+    """Write a tiled GeoTIFF of `size` (width, height) pixels over `bounds`; data defaults to a
+    deterministic pattern that depends on the ground position (so mosaics can be checked)."""
+    width, height = size
+    crs = CRS.from_user_input(crs)
+    transform = from_bounds(*bounds, width, height)
+    if data is None:
+        cols, rows = np.meshgrid(np.arange(width), np.arange(height))
+        xs, ys = rasterio.transform.xy(transform, rows, cols)
+        xs, ys = np.asarray(xs).reshape(rows.shape), np.asarray(ys).reshape(rows.shape)
+        data = np.stack([(xs * 7 + ys * 3 + 40 * b) % 250 + 1 for b in range(bands)]).astype(dtype)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    profile = dict(driver="GTiff", width=width, height=height, count=data.shape[0], dtype=dtype,
+                   crs=crs, transform=transform, nodata=nodata, tiled=True, blockxsize=16,
+                   blockysize=16, compress="deflate")  # fmt: skip
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    return path
+
+
+@pytest.fixture
+def geotiff_factory(tmp_path):
+    """make_geotiff bound to the test's tmp_path: factory(name, bounds, **kwargs) -> Path."""
+
+    def factory(name: str, bounds, **kwargs) -> Path:
+        return make_geotiff(tmp_path / name, bounds, **kwargs)
+
+    return factory
+
+
+def four_tiles(folder: Path, x0: float = 500_000, y0: float = 4_300_000, tile: int = 64) -> list[Path]:
+    """Four abutting 1 m tiles (2x2) whose top-left corner is (x0, y0 + 2*tile)."""
+    paths = []
+    for r in range(2):
+        for c in range(2):
+            left, top = x0 + c * tile, y0 + (2 - r) * tile
+            bounds = (left, top - tile, left + tile, top)
+            paths.append(make_geotiff(folder / f"t_{r}{c}.tif", bounds, size=(tile, tile)))
+    return paths
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory) -> Path:
+    """A small real Keras segmentation model (random but fixed weights), 4 bands → 4 classes."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((None, None, 4))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inp)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x)
+    x = keras.layers.Conv2D(4, 1, name="logits")(x)
+    out = keras.layers.Activation("softmax", name="probs")(x)
+    path = tmp_path_factory.mktemp("model") / "tiny.keras"
+    keras.Model(inp, out).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset_dir(tmp_path_factory) -> Path:
+    """A folder with the four-tile 1 m UTM dataset."""
+    folder = tmp_path_factory.mktemp("tiny_dataset")
+    four_tiles(folder)
+    return folder
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    """A real waitress server on a free loopback port, serving `app` in a background thread."""
+
+    def __init__(self, app):
+        import waitress.server
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = waitress.server.create_server(app, host="127.0.0.1", port=self.port, threads=4)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        time.sleep(0.05)
+
+    def close(self):
+        self.server.close()
+
+
+def build_app(dataset_specs: list[str], model_fn: Path, tmp_path: Path, **overrides):
+    """A make_app() app for `--dataset` specs and a model, with state in tmp_path."""
+    from web_tool import server
+
+    args = server.parse_args(
+        [
+            *(a for spec in dataset_specs for a in ("--dataset", spec)),
+            "--model_fn",
+            str(model_fn),
+            "--state_dir",
+            str(tmp_path / "state"),
+        ]  # fmt: skip
+    )
+    for key, value in overrides.items():
+        setattr(args, key, value)
+    config = server.build_config(args)
+    return server.make_app(config), config
+
+
+@pytest.fixture
+def live_server(tiny_dataset_dir, tiny_model_path, tmp_path):
+    """A live server on the tiny four-tile dataset (named "tiny") and the tiny model."""
+    app, config = build_app([f"tiny={tiny_dataset_dir}"], tiny_model_path, tmp_path)
+    srv = LiveServer(app)
+    srv.config = config
+    yield srv
+    srv.close()
