@@ -18,6 +18,7 @@ help:
 	@echo "make bench      run the benchmarks under bench/ and print their tables"
 	@echo "make evaluate   accuracy and mean IoU of the demo model on held-out ground"
 	@echo "make demo-model retrain the demo model (the committed weights are used otherwise)"
+	@echo "make screenshot render docs/screenshot.png of the demo with predictions shown"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@echo "== installing Python packages into $(VENV)/ (first time: a few minutes)"
@@ -76,6 +77,9 @@ evaluate: venv demo-data
 
 bench: venv demo-data
 	$(PY) bench/predpatch.py
+
+screenshot: venv node demo-data $(DEMO_MODEL)
+	$(PY) scripts/screenshot.py
 
 clean:
 	rm -rf $(DEMO_DIR) web_tool/data/state test-artifacts .pytest_cache

@@ -1,0 +1,152 @@
+"""Render the README screenshot: the demo served by a real server, a prediction shown on the map.
+
+    .venv/bin/python scripts/screenshot.py                 # → docs/screenshot.png
+    .venv/bin/python scripts/screenshot.py --out /tmp/s.png --dataset naip=PATH --model_fn PATH
+
+Starts `web_tool/server.py` on a free port (state in a temporary folder), drives Debian's
+chromium (/usr/bin/chromium) with Playwright, offline: every request not to this machine is
+refused. Needs the demo (`make demo-data`) unless --dataset is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlparse
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+DEMO_SCENE = REPO / "web_tool" / "data" / "demo" / "scene.json"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(REPO / "docs" / "screenshot.png"), help="PNG to write")
+    parser.add_argument("--model_fn", default="web_tool/data/demo_model", help="model the server loads")
+    parser.add_argument("--dataset", help="[NAME=]PATH of imagery instead of the demo (datasets.json)")
+    parser.add_argument("--width", type=int, default=1280)
+    parser.add_argument("--height", type=int, default=800)
+    parser.add_argument("--at", type=float, nargs=2, default=(0.25, 0.5), metavar=("FX", "FY"),
+                        help="where to predict, as fractions of the dataset's width and height")  # fmt: skip
+    parser.add_argument("--patch", type=int, default=512, help="size of the predicted square, in pixels")
+    parser.add_argument("--patch_screen", type=float, default=420,
+                        help="zoom so the square is at most this wide (0: fit the dataset)")  # fmt: skip
+    return parser.parse_args(argv)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(args: argparse.Namespace, state_dir: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    command = [sys.executable, "web_tool/server.py", "--model", "nips_hr", "--model_fn", args.model_fn,
+               "--port", str(port), "--state_dir", state_dir]  # fmt: skip
+    if args.dataset:
+        command += ["--dataset", args.dataset]
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    log_path = Path(state_dir) / "server.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the server exited:\n{log_path.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(url + "health", timeout=2) as response:
+                json.load(response)
+            return proc, url
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.3)
+    proc.kill()
+    raise SystemExit("the server did not answer /health within 120 s")
+
+
+#: centre the map on [lat, lng] at the largest integer zoom where the square is at most px wide
+ZOOM_TO_PATCH = """([lat, lng, px]) => { const s = landcover.state;
+    const side = s.patchPixels * s.dataset.resolution / Math.cos(lat * Math.PI / 180);
+    const world = 2 * Math.PI * 6378137;
+    const zoom = Math.floor(Math.log2(px * world / (256 * side)));
+    landcover.map.setView([lat, lng], zoom, {animate: false}); }"""
+
+
+def render(url: str, args: argparse.Namespace) -> None:
+    from playwright.sync_api import sync_playwright
+
+    def route(r):
+        host = urlparse(r.request.url).hostname
+        return r.continue_() if host in ("127.0.0.1", "localhost") else r.abort()
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": args.width, "height": args.height})
+        page.route("**/*", route)
+        page.goto(url)
+        page.wait_for_selector("body[data-ready='true']", timeout=60_000)
+        w, s, e, n = page.evaluate("landcover.state.dataset.bounds_4326")
+        fx, fy = args.at
+        lat, lng = n - fy * (n - s), w + fx * (e - w)
+        page.select_option("#patch-size", str(args.patch))
+        if args.patch_screen:
+            page.evaluate(ZOOM_TO_PATCH, [lat, lng, args.patch_screen])
+        box = page.locator("#map").bounding_box()
+        x, y = page.evaluate("([lat, lng]) => { const p = landcover.map.latLngToContainerPoint([lat, lng]);"
+                             " return [p.x, p.y]; }", [lat, lng])  # fmt: skip
+        page.keyboard.down("Shift")
+        page.mouse.click(box["x"] + x, box["y"] + y)
+        page.keyboard.up("Shift")
+        page.wait_for_selector("img.prediction-overlay", timeout=60_000)
+        page.wait_for_load_state("networkidle")
+        page.mouse.move(box["x"] + x + 40, box["y"] + y + 40)  # a coordinates readout
+        page.wait_for_timeout(300)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=args.out)
+        browser.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not Path(CHROMIUM).exists():
+        print(f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium)", file=sys.stderr)
+        return 2
+    if not args.dataset and not DEMO_SCENE.exists():
+        print(f"the demo is missing ({DEMO_SCENE}): run `make demo-data` first", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="landcover-screenshot-") as state_dir:
+        proc, url = start_server(args, state_dir)
+        try:
+            render(url, args)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

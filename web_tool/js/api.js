@@ -1,0 +1,343 @@
+// Every call the page makes to a server lives here, and so does the wire format (API.md).
+// Other modules speak in plain values (extents, class lists, ids) and get plain values back;
+// failures arrive as ApiError, whose message is always readable ("<server>: <what is wrong>").
+
+export class ApiError extends Error {
+  constructor(server, message, status = 0) {
+    super(status === 0 && message.startsWith("cannot reach") ? message : `${server.name}: ${message}`);
+    this.name = "ApiError";
+    this.server = server;
+    this.status = status; // HTTP status; 0 = the server could not be reached
+    this.detail = message;
+  }
+}
+
+/** "POST /jobs/<id>" → a matcher for "POST /jobs/abc" style strings. */
+function ruleMatcher(rule) {
+  const [method, path] = rule.split(" ");
+  const pattern = path.replace(/<[^>]+>/g, "[^/]+").replace(/[.]/g, "\\.");
+  return { method, regex: new RegExp(`^${pattern}$`) };
+}
+
+/** An extent object as the server wants it, from [xmin, ymin, xmax, ymax] in EPSG:`wkid`. */
+export function extentBody([xmin, ymin, xmax, ymax], wkid = 3857) {
+  return { xmin, ymin, xmax, ymax, spatialReference: { latestWkid: wkid } };
+}
+
+/** A base64 PNG field of a response as something an <img> or L.imageOverlay can show. */
+export function pngUrl(base64) {
+  return base64 ? `data:image/png;base64,${base64}` : null;
+}
+
+export class Server {
+  constructor({ name, url }, pageUrl = window.location.href) {
+    this.url = new URL(url || "./", pageUrl).href.replace(/\/?$/, "/");
+    this.name = name || this.url;
+    this.rules = []; // from GET /health; empty = not asked yet
+    this.modelName = "";
+  }
+
+  href(path) {
+    return new URL(path.replace(/^\//, ""), this.url).href;
+  }
+
+  /** Does the server offer `method path` (e.g. "POST /retrainModel", "GET /jobs/x")? */
+  offers(endpoint) {
+    const [method, path] = endpoint.split(" ");
+    return this.rules.some((r) => r.method === method && r.regex.test(path));
+  }
+
+  async request(method, path, body) {
+    const init = { method, headers: {} };
+    if (body !== undefined) {
+      init.headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    let response;
+    try {
+      response = await fetch(/^https?:/.test(path) ? path : this.href(path), init);
+    } catch {
+      throw new ApiError(this, `cannot reach server ${this.name} (${this.url})`);
+    }
+    let data = null;
+    try {
+      data = await response.json();
+    } catch {
+      if (!response.ok) {
+        throw new ApiError(this, `${method} ${path} failed: HTTP ${response.status} ${response.statusText}`, response.status);
+      }
+      throw new ApiError(this, `${method} ${path} answered something that is not JSON`, response.status);
+    }
+    if (!response.ok) {
+      const reason = data && typeof data.error === "string" && data.error ? data.error : `HTTP ${response.status}`;
+      throw new ApiError(this, reason, response.status);
+    }
+    return data;
+  }
+
+  // --- discovery and display ---------------------------------------------------------------
+
+  async health() {
+    const data = await this.request("GET", "/health");
+    // "GET /<path:path>" (the static files) would match anything: only rules with a fixed part count
+    const rules = (data.endpoints || []).filter((r) => typeof r === "string" && !/^\S+ \/<[^>]+>$/.test(r));
+    this.rules = rules.map(ruleMatcher);
+    this.modelName = data.model_name || "";
+    return data;
+  }
+
+  datasets() {
+    return this.request("GET", "/datasets");
+  }
+
+  tileUrlTemplate(dataset) {
+    return `${this.url}tiles/${encodeURIComponent(dataset)}/{z}/{x}/{y}.png`; // not via URL(): keeps {z}
+  }
+
+  // --- seed endpoints ------------------------------------------------------------------------
+
+  /** → {modelName, input, hard, soft, uncertainty, suggestions[]} (images as data: URLs). */
+  async predPatch({ extent, weights, classes, dataset, session }) {
+    const data = await this.request("POST", "/predPatch", {
+      extent: extentBody(extent),
+      weights,
+      classes,
+      dataset,
+      session,
+    });
+    return {
+      modelName: data.model_name || this.modelName,
+      input: pngUrl(data.input_naip),
+      hard: pngUrl(data.output_hard),
+      soft: pngUrl(data.output_soft),
+      uncertainty: pngUrl(data.output_uncertainty),
+      suggestions: parseSuggestions(data.suggestions),
+    };
+  }
+
+  async getInput({ extent, dataset }) {
+    const data = await this.request("POST", "/getInput", { extent: extentBody(extent), dataset });
+    return pngUrl(data.input_naip);
+  }
+
+  // --- human in the loop ---------------------------------------------------------------------
+
+  async createSession() {
+    const data = await this.request("POST", "/sessions", {});
+    return data.session;
+  }
+
+  /** Label the pixels inside `extent` ([xmin, ymin, xmax, ymax], EPSG:3857) as class `value`. */
+  async recordCorrection({ extent, value, session, dataset }) {
+    const data = await this.request("POST", "/recordCorrection", {
+      extent: extentBody(extent),
+      value,
+      session,
+      dataset,
+    });
+    return { count: Number(data.count) || 0 };
+  }
+
+  /** → {message, metrics: [{name, values: {metric: number}}], summary: {metric: number}} */
+  async retrain({ session, dataset }) {
+    const data = await this.request("POST", "/retrainModel", { session, dataset });
+    return { message: data.message || "model retrained", ...parseMetrics(data) };
+  }
+
+  async undo({ session }) {
+    const data = await this.request("POST", "/doUndo", { session });
+    return { message: data.message || "", count: data.count };
+  }
+
+  async reset({ session }) {
+    const data = await this.request("POST", "/resetModel", { session });
+    return { message: data.message || "" };
+  }
+
+  /** → {message, classes: [{name, color}] | null (the session's classes, when sent back)} */
+  async addClass({ session, name, color }) {
+    const data = await this.request("POST", "/addClass", { session, name, color });
+    return { message: data.message || "", classes: Array.isArray(data.classes) ? data.classes : null };
+  }
+
+  /** The session as the server sees it → {classes, corrections, pixels} (null fields if absent). */
+  async sessionInfo(session) {
+    const data = await this.request("GET", `/sessions/${encodeURIComponent(session)}`);
+    return {
+      classes: Array.isArray(data.classes) ? data.classes : null,
+      corrections: data.corrections ?? null,
+      pixels: data.pixels ?? null,
+    };
+  }
+
+  // --- checkpoints ---------------------------------------------------------------------------
+
+  async saveCheckpoint({ session, name }) {
+    const data = await this.request("POST", "/checkpoints", { session, name });
+    return data.checkpoint;
+  }
+
+  /** → [{id, name, time, session, corrections}] newest first */
+  async listCheckpoints() {
+    const data = await this.request("GET", "/checkpoints");
+    const list = Array.isArray(data) ? data : data.checkpoints || [];
+    return list
+      .map((c) => ({
+        id: String(c.id ?? c.checkpoint ?? ""),
+        name: String(c.name ?? ""),
+        time: c.time ?? c.created ?? "",
+        session: c.session ?? "",
+        corrections: c.corrections ?? c.n_corrections ?? c.count ?? null,
+      }))
+      .sort((a, b) => String(b.time).localeCompare(String(a.time)));
+  }
+
+  async loadCheckpoint({ checkpoint, session }) {
+    const data = await this.request("POST", "/doLoad", { checkpoint, session });
+    return {
+      message: data.message || "",
+      session: data.session,
+      classes: Array.isArray(data.classes) ? data.classes : null,
+    };
+  }
+
+  // --- large-area jobs -----------------------------------------------------------------------
+
+  /** `area` is {extent: [xmin, ymin, xmax, ymax]} (EPSG:3857) or {geometry, crs}. → job id */
+  async predTile({ area, session, dataset, weights }) {
+    const body = { session, dataset, weights };
+    if (area.extent) body.extent = extentBody(area.extent);
+    else Object.assign(body, { geometry: area.geometry, crs: area.crs });
+    const data = await this.request("POST", "/predTile", body);
+    return data.job;
+  }
+
+  /** → {state, progress 0..1, message, error, links: [{key, label, href}], stats, statsHref} */
+  async job(id) {
+    const data = await this.request("GET", `/jobs/${encodeURIComponent(id)}`);
+    return parseJob(this, data);
+  }
+
+  cancelJob(id) {
+    return this.request("DELETE", `/jobs/${encodeURIComponent(id)}`);
+  }
+
+  /** Class statistics of a finished job, from the JSON link its outputs name. */
+  async jobStats(href) {
+    return parseStats(await this.request("GET", href));
+  }
+}
+
+// --- response parsing (tolerant of the shapes API.md leaves open) ------------------------------
+
+/** Points to label next → [[x, y] in EPSG:3857 or {lat, lng}], whatever shape they came in. */
+export function parseSuggestions(raw) {
+  if (!Array.isArray(raw)) return [];
+  const points = [];
+  for (const p of raw) {
+    if (Array.isArray(p) && p.length >= 2) points.push(toPoint(p[0], p[1]));
+    else if (p && typeof p === "object") {
+      if ("lat" in p) points.push({ lat: +p.lat, lng: +(p.lng ?? p.lon) });
+      else if ("x" in p) points.push(toPoint(p.x, p.y, p.spatialReference?.latestWkid ?? p.crs));
+      else if (p.extent) {
+        const e = p.extent;
+        points.push(toPoint((e.xmin + e.xmax) / 2, (e.ymin + e.ymax) / 2, e.spatialReference?.latestWkid));
+      }
+    }
+  }
+  return points.filter((p) => (p.xy ? p.xy.every(Number.isFinite) : Number.isFinite(p.lat + p.lng)));
+}
+
+function toPoint(x, y, wkid) {
+  if (wkid === 4326 || wkid === "EPSG:4326") return { lat: +y, lng: +x };
+  return { xy: [+x, +y] };
+}
+
+/** Per-class hold-out metrics, from {metrics: {class: {m: v}}} or {metrics: [{name, m: v}]}. */
+export function parseMetrics(data) {
+  const raw = data.metrics ?? data.holdout ?? data.hold_out ?? null;
+  const perClass = [];
+  const summary = {};
+  const numbers = (obj) =>
+    Object.fromEntries(
+      Object.entries(obj).filter(([k, v]) => k !== "class" && typeof v === "number" && Number.isFinite(v)),
+    );
+  if (Array.isArray(raw)) {
+    for (const row of raw) perClass.push({ name: String(row.name ?? row.class ?? ""), values: numbers(row) });
+  } else if (raw && typeof raw === "object") {
+    const classes = raw.per_class ?? raw.classes ?? raw;
+    if (Array.isArray(classes)) {
+      for (const row of classes) perClass.push({ name: String(row.name ?? row.class ?? ""), values: numbers(row) });
+    } else {
+      for (const [name, v] of Object.entries(classes)) {
+        if (v && typeof v === "object") perClass.push({ name, values: numbers(v) });
+        else if (typeof v === "number") summary[name] = v;
+      }
+    }
+    Object.assign(summary, numbers(raw));
+  }
+  for (const key of ["accuracy", "mean_iou", "miou", "loss"]) {
+    if (typeof data[key] === "number") summary[key] = data[key];
+  }
+  return { metrics: perClass, summary };
+}
+
+const OUTPUT_LABELS = {
+  cog: "class map (Cloud-Optimized GeoTIFF)",
+  preview: "preview (PNG)",
+  stats_json: "class statistics (JSON)",
+  stats_csv: "class statistics (CSV)",
+};
+
+/** A job output as a link: a bare file name lives under /downloads/, a path or URL as given. */
+function downloadHref(server, value) {
+  return /[/:]/.test(value) ? server.href(value) : server.href(`downloads/${encodeURIComponent(value)}`);
+}
+
+function parseJob(server, data) {
+  const outputs = data.outputs && typeof data.outputs === "object" ? data.outputs : {};
+  const links = [];
+  let statsHref = null;
+  let stats = data.stats && typeof data.stats === "object" ? parseStats(data.stats) : null;
+  for (const [key, value] of Object.entries(outputs)) {
+    if (typeof value === "string" && value) {
+      const href = downloadHref(server, value);
+      links.push({ key, label: OUTPUT_LABELS[key] || key.replace(/_/g, " "), href });
+      if (!statsHref && /stat/i.test(key) && /json/i.test(key + value)) statsHref = href;
+    } else if (!stats && key.startsWith("stat") && value && typeof value === "object") {
+      stats = parseStats(value);
+    }
+  }
+  const progress = Math.max(0, Math.min(1, Number(data.progress) || 0));
+  const state = data.state || "queued";
+  return {
+    state,
+    progress: state === "done" ? 1 : progress,
+    message: data.message || "",
+    error: data.error || (state === "failed" ? data.message || "" : ""),
+    links,
+    stats,
+    statsHref,
+  };
+}
+
+/** Class statistics → [{name, color, pixels, percent, km2}], whatever shape they came in. */
+export function parseStats(raw) {
+  let rows = raw;
+  if (raw && !Array.isArray(raw)) rows = raw.classes ?? raw.per_class ?? raw.stats ?? raw;
+  if (rows && !Array.isArray(rows) && typeof rows === "object") {
+    rows = Object.entries(rows).map(([name, v]) => ({ name, ...(typeof v === "object" ? v : { pixels: v }) }));
+  }
+  if (!Array.isArray(rows)) return [];
+  const num = (...values) => {
+    const v = values.find((x) => typeof x === "number" && Number.isFinite(x));
+    return v === undefined ? null : v;
+  };
+  return rows.map((r, i) => ({
+    name: String(r.name ?? r.class ?? `class ${i}`),
+    color: typeof r.color === "string" ? r.color : null,
+    pixels: num(r.pixels, r.count, r.pixel_count),
+    percent: num(r.percent, r.pct, r.percentage, r["%"]),
+    km2: num(r.km2, r.area_km2, r.sq_km),
+  }));
+}

@@ -1,0 +1,165 @@
+// The classes panel: name, colour, weight (→ /predPatch `weights`) and corrections since the
+// last retrain, per class; the active class is the one corrections label.
+import { state, emit, anyOffers, serversOffering } from "./state.js";
+import { el, $, notify, withBusy, errorText } from "./ui.js";
+import { withSession, sessionFor } from "./sessions.js";
+
+const DEFAULT_WEIGHT = 1;
+
+/** Take the classes of `dataset` (GET /datasets), keeping nothing of the previous dataset's. */
+export function setClasses(classes) {
+  state.classes = classes.map(newClass);
+  state.activeClass = 0;
+  renderClasses();
+}
+
+const newClass = (c) => ({ name: c.name, color: normaliseColor(c.color), weight: DEFAULT_WEIGHT, corrections: 0, pixels: 0 });
+
+/** Classes a session added on `server` (POST /addClass, before a reload) join the list. */
+export async function syncClassesWithSession(server) {
+  if (!server?.offers("GET /sessions/x")) return;
+  try {
+    const info = await withSession(server, (session) => server.sessionInfo(session));
+    const extra = (info.classes || []).slice(state.classes.length);
+    if (!extra.length) return;
+    state.classes.push(...extra.map(newClass));
+    renderClasses();
+  } catch (err) {
+    notify(errorText(err), "error");
+  }
+}
+
+/** Start each server's session now (POST /sessions), so its id is kept from the first moment. */
+export function startSessions() {
+  return Promise.allSettled(state.servers.map((s) => sessionFor(s).catch((err) => notify(errorText(err), "error"))));
+}
+
+/** "#00f" → "#0000ff" (colour inputs only take 6 digits). */
+function normaliseColor(color) {
+  const c = String(color || "#888888").trim();
+  if (/^#[0-9a-f]{3}$/i.test(c)) return `#${[...c.slice(1)].map((d) => d + d).join("")}`.toLowerCase();
+  return /^#[0-9a-f]{6}$/i.test(c) ? c.toLowerCase() : "#888888";
+}
+
+export const weights = () => state.classes.map((c) => c.weight);
+export const classesBody = () => state.classes.map(({ name, color }) => ({ name, color }));
+
+export function setActiveClass(index) {
+  if (index < 0 || index >= state.classes.length) return;
+  state.activeClass = index;
+  const radio = $(`#class-${index}`);
+  if (radio) radio.checked = true;
+  emit("active-class", index);
+}
+
+/** Count one correction of `pixels` pixels for class `index` (negative to take one back). */
+export function countCorrection(index, pixels, sign = 1) {
+  const c = state.classes[index];
+  if (!c) return;
+  c.corrections = Math.max(0, c.corrections + sign);
+  c.pixels = Math.max(0, c.pixels + sign * pixels);
+  updateCounts();
+}
+
+export function countsSnapshot() {
+  return state.classes.map(({ corrections, pixels }) => ({ corrections, pixels }));
+}
+
+export function restoreCounts(snapshot) {
+  state.classes.forEach((c, i) => Object.assign(c, snapshot?.[i] || { corrections: 0, pixels: 0 }));
+  updateCounts();
+}
+
+function updateCounts() {
+  state.classes.forEach((c, i) => {
+    const badge = $(`#class-count-${i}`);
+    if (!badge) return;
+    badge.textContent = String(c.corrections);
+    badge.title = `${c.corrections} correction(s), ${c.pixels} pixel(s) since the last retrain`;
+    badge.classList.toggle("zero", c.corrections === 0);
+  });
+}
+
+let rerunTimer = null;
+function rerunSoon() {
+  clearTimeout(rerunTimer);
+  rerunTimer = setTimeout(() => emit("classes-changed"), 350);
+}
+
+function classRow(c, i) {
+  const id = `class-${i}`;
+  const weightOut = el("output", { class: "weight-value", for: `weight-${i}` }, c.weight.toFixed(2));
+  return el(
+    "li",
+    { class: "class-row" },
+    el("input", {
+      type: "radio",
+      name: "active-class",
+      id,
+      checked: i === state.activeClass,
+      onchange: () => setActiveClass(i),
+    }),
+    el("input", {
+      type: "color",
+      class: "class-color",
+      value: c.color,
+      "aria-label": `colour of ${c.name}`,
+      title: "class colour",
+      oninput: (e) => {
+        c.color = e.target.value;
+        rerunSoon();
+      },
+    }),
+    el("label", { for: id, class: "class-name", title: i < 9 ? `key ${i + 1}` : "" }, c.name),
+    el("input", {
+      type: "range",
+      id: `weight-${i}`,
+      class: "class-weight",
+      min: "0",
+      max: "2",
+      step: "0.05",
+      value: String(c.weight),
+      "aria-label": `weight of ${c.name}`,
+      title: "weight: multiplies this class's probability before the colours are drawn",
+      oninput: (e) => {
+        c.weight = Number(e.target.value);
+        weightOut.textContent = c.weight.toFixed(2);
+        rerunSoon();
+      },
+    }),
+    weightOut,
+    el("span", { class: "count zero", id: `class-count-${i}`, "aria-label": `corrections of ${c.name}` }, "0"),
+  );
+}
+
+export function renderClasses() {
+  const list = $("#class-list");
+  list.replaceChildren(...state.classes.map(classRow));
+  updateCounts();
+  $("#add-class").hidden = !anyOffers("POST /addClass");
+}
+
+/** The "add class" form: asks every server that can to grow its model by one class. */
+export function initClasses() {
+  const form = $("#add-class");
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const name = form.elements["new-class-name"].value.trim();
+    const color = form.elements["new-class-color"].value;
+    if (!name) return notify("give the new class a name", "error");
+    if (state.classes.some((c) => c.name === name)) return notify(`there is already a class named ${name}`, "error");
+    await withBusy(form.querySelector("button"), async () => {
+      const results = await Promise.allSettled(
+        serversOffering("POST /addClass").map((s) => withSession(s, (session) => s.addClass({ session, name, color }))),
+      );
+      const failed = results.filter((r) => r.status === "rejected");
+      failed.forEach((r) => notify(errorText(r.reason), "error"));
+      if (failed.length === results.length) return;
+      state.classes.push(newClass({ name, color }));
+      renderClasses();
+      setActiveClass(state.classes.length - 1);
+      form.reset();
+      notify(`added class ${name}`, "ok");
+    });
+  });
+}
