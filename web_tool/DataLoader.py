@@ -98,15 +98,20 @@ def source_window(src, extent: Extent, margin: int = 2) -> Window | None:
 
 
 def read_into(src, grid: Grid, bands: list[int], resampling: Resampling):
-    """Warp `bands` of the open dataset `src` into `grid` → (B,H,W) array, HxW valid mask.
+    """Warp `bands` of the open dataset `src` into the part of `grid` it covers.
 
-    The source is read at about the grid's resolution (so zoomed-out reads stay cheap), then
-    warped. Returns None when `src` does not reach into the grid.
+    Returns ((B,h,w) array, hxw valid mask, (row slice, col slice) of that part in `grid`), or
+    None when `src` does not reach into the grid. The source is read at about the grid's
+    resolution (so zoomed-out reads stay cheap), and only the covered part of the grid is warped.
     """
     extent = grid.extent.to_crs(src.crs)
     window = source_window(src, extent)
     if window is None:
         return None
+    cropped = grid.crop_to(Extent(*src.window_bounds(window), crs=src.crs))
+    if cropped is None:
+        return None
+    grid, slices = cropped
     step = (extent.xmax - extent.xmin) / grid.width / abs(src.transform.a)
     factor = max(1, int(step))
     shape = (max(1, math.ceil(window.height / factor)), max(1, math.ceil(window.width / factor)))
@@ -123,7 +128,7 @@ def read_into(src, grid: Grid, bands: list[int], resampling: Resampling):
                   dst_crs=grid.crs)  # fmt: skip
     reproject(data, out, resampling=resampling, **common)
     reproject(mask, out_mask, resampling=Resampling.nearest, **common)
-    return out, out_mask > 0
+    return out, out_mask > 0, slices
 
 
 class DataLoader:
@@ -225,10 +230,11 @@ class DataLoader:
                 result = read_into(src, grid, bands, resampling)
             if result is None:
                 continue
-            part, part_valid = result
-            fill = part_valid & ~valid
-            data[fill] = np.moveaxis(part, 0, -1)[fill]
-            valid |= fill
+            part, part_valid, (rows, cols) = result
+            region, region_valid = data[rows, cols], valid[rows, cols]  # views into the mosaic
+            fill = part_valid & ~region_valid
+            region[fill] = np.moveaxis(part, 0, -1)[fill]
+            region_valid |= fill
         if not valid.any():
             what = "label rasters" if labels else "imagery"
             bounds = ", ".join(f"{v:.1f}" for v in self.extent_3857.bounds)

@@ -96,6 +96,21 @@ class Grid:
         transform = self.transform @ Affine.translation(-pad, -pad)
         return Grid(self.crs, transform, self.width + 2 * pad, self.height + 2 * pad)
 
+    def crop_to(self, extent: Extent) -> tuple[Grid, tuple[slice, slice]] | None:
+        """The part of this grid that `extent` (any CRS) touches, grown by a pixel, and its slices.
+
+        None when the extent misses the grid.
+        """
+        ext = extent.to_crs(self.crs)
+        inv = ~self.transform
+        (c0, r0), (c1, r1) = inv @ (ext.xmin, ext.ymax), inv @ (ext.xmax, ext.ymin)
+        col0, col1 = max(0, math.floor(min(c0, c1)) - 1), min(self.width, math.ceil(max(c0, c1)) + 1)
+        row0, row1 = max(0, math.floor(min(r0, r1)) - 1), min(self.height, math.ceil(max(r0, r1)) + 1)
+        if col1 <= col0 or row1 <= row0:
+            return None
+        sub = Grid(self.crs, self.transform @ Affine.translation(col0, row0), col1 - col0, row1 - row0)
+        return sub, (slice(row0, row1), slice(col0, col1))
+
     @classmethod
     def covering(cls, extent: Extent, res: float) -> Grid:
         """A grid of about `res` units per pixel covering `extent` exactly."""
