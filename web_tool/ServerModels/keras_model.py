@@ -82,7 +82,7 @@ class KerasSegmentationModel(ServerModel):
     """A Keras U-Net (or any fully convolutional net ending in a 1x1 layer) with a swappable head."""
 
     padding = 32
-    window = 1024
+    window = 1536  # a padded 1024 px patch runs in one pass; larger inputs are tiled
     overlap = 64
     multiple = 16
 
