@@ -5,6 +5,8 @@ request (validated) → DataLoader (padded read) → ServerModel (probabilities)
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from web_tool.DataLoader import DataLoader, Patch
@@ -19,6 +21,10 @@ from web_tool.rendering import (
     with_alpha,
 )
 from web_tool.ServerModels.base import ServerModel
+from web_tool.uncertainty import entropy, suggestions, uncertainty_rgba
+
+#: renders and encodes a response's PNGs side by side (OpenCV and numpy release the GIL)
+RENDER_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="render")
 
 
 def input_rgb(patch: Patch) -> np.ndarray:
@@ -55,16 +61,27 @@ def pred_patch(
     classes: list[dict] | None = None,
 ) -> dict:
     """The /predPatch response fields for `extent` (besides the echoed request fields)."""
+    colors = class_colors(classes or model.classes)
+    if len(colors) != model.n_classes:  # checked before any pixel is read
+        raise ClassIndexError(
+            f"classes has {len(colors)} entries but the model predicts {model.n_classes} classes"
+        )
+    if weights is not None and len(weights) != model.n_classes:
+        raise ClassIndexError(
+            f"weights has {len(weights)} values but the model has {model.n_classes} classes"
+        )
     patch, probs = predict_probs(loader, model, extent)
     probs = reweight(probs, weights)
-    colors = class_colors(classes or model.classes)
-    if len(colors) != probs.shape[-1]:
-        raise ClassIndexError(
-            f"classes has {len(colors)} entries but the model predicts {probs.shape[-1]} classes"
-        )
+    score = entropy(probs)
+    images = {
+        "input_naip": lambda: input_rgb(patch),
+        "output_hard": lambda: with_alpha(hard_rgb(probs, colors), patch.valid),
+        "output_soft": lambda: with_alpha(soft_rgb(probs, colors), patch.valid),
+        "output_uncertainty": lambda: uncertainty_rgba(score, patch.valid),
+    }
+    encoded = RENDER_POOL.map(lambda render: png_base64(render()), images.values())
     return {
         "model_name": model.name,
-        "input_naip": png_base64(input_rgb(patch)),
-        "output_hard": png_base64(with_alpha(hard_rgb(probs, colors), patch.valid)),
-        "output_soft": png_base64(with_alpha(soft_rgb(probs, colors), patch.valid)),
+        **dict(zip(images, encoded, strict=True)),
+        "suggestions": suggestions(score, patch.valid, patch.grid),
     }

@@ -1,0 +1,131 @@
+"""Shared pieces of the human-in-the-loop tests: a striped scene, a model that knows it, HTTP helpers.
+
+The scene is one 128 x 128 px, 1 m UTM tile of four vertical stripes (Water, Forest, Field, Built
+colours with noise). The model is conftest's tiny architecture with its random body and a head
+fitted to the stripes, so the base model predicts each stripe's class; its replay file holds
+crops of the scene with the stripe labels.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import cv2
+import numpy as np
+import requests
+from conftest import UTM18, make_geotiff
+from rasterio.warp import transform_bounds
+
+X0, Y0, SIZE, STRIPE = 500_000, 4_300_000, 128, 32
+COLOURS = [(20, 50, 110, 15), (35, 90, 45, 160), (170, 190, 110, 210), (185, 175, 170, 70)]
+WATER, FOREST, FIELD, BUILT = range(4)
+
+
+def stripe_labels() -> np.ndarray:
+    return np.repeat(np.arange(4, dtype=np.uint8), STRIPE)[None, :].repeat(SIZE, axis=0)
+
+
+def stripe_image(seed: int = 0) -> np.ndarray:
+    """SIZE x SIZE x 4 uint8: the stripes' colours plus noise."""
+    rng = np.random.default_rng(seed)
+    image = np.array(COLOURS, dtype=np.float32)[stripe_labels()]
+    image += rng.normal(0, 6, image.shape)
+    return image.clip(0, 255).astype(np.uint8)
+
+
+def write_scene(folder: Path) -> Path:
+    bounds = (X0, Y0, X0 + SIZE, Y0 + SIZE)
+    make_geotiff(folder / "stripes.tif", bounds, size=(SIZE, SIZE), data=stripe_image().transpose(2, 0, 1))
+    return folder
+
+
+def write_model(folder: Path, replay: bool = True) -> Path:
+    """conftest's tiny architecture, random body, head fitted to the stripes; + replay npz."""
+    import keras
+
+    from web_tool.ServerModels.keras_model import KerasSegmentationModel
+    from web_tool.softmax_fit import fit_head
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((None, None, 4))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inp)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x)
+    x = keras.layers.Conv2D(4, 1, name="logits")(x)
+    out = keras.layers.Activation("softmax", name="probs")(x)
+    network = keras.Model(inp, out)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "stripes.keras"
+    network.save(path)
+    model = KerasSegmentationModel(path, classes=[])
+    feats, _ = model.features(stripe_image(seed=1))
+    labels = stripe_labels().reshape(-1)
+    f = feats.reshape(-1, feats.shape[-1])
+    kernel, bias = fit_head(f, labels, np.ones(labels.size), model.kernel, model.bias,
+                            (model.kernel, model.bias), l2=1e-4)  # fmt: skip
+    network.get_layer("logits").set_weights([kernel[None, None], bias])
+    network.save(path)
+    if replay:
+        image, labels = stripe_image(seed=2), stripe_labels()
+        starts = [(r, c) for r in (0, 32, 64) for c in (0, 16, 32, 48, 64)]
+        np.savez(folder / "stripes.replay.npz",
+                 images=np.stack([image[r : r + 64, c : c + 64] for r, c in starts]),
+                 labels=np.stack([labels[r : r + 64, c : c + 64] for r, c in starts]))  # fmt: skip
+    return path
+
+
+def utm_extent(xmin: float, ymin: float, xmax: float, ymax: float) -> dict:
+    """An API extent in the scene's own CRS, from offsets in metres from its lower-left corner."""
+    return {"xmin": X0 + xmin, "ymin": Y0 + ymin, "xmax": X0 + xmax, "ymax": Y0 + ymax,
+            "spatialReference": {"latestWkid": UTM18.to_epsg()}}  # fmt: skip
+
+
+def stripe_extent(k: int, margin: float = 6) -> dict:
+    """The inside of stripe `k` as an EPSG:3857 extent (margin metres from its edges)."""
+    b = transform_bounds(UTM18, "EPSG:3857", X0 + k * STRIPE + margin, Y0 + margin,
+                         X0 + (k + 1) * STRIPE - margin, Y0 + SIZE - margin)  # fmt: skip
+    return dict(zip(("xmin", "ymin", "xmax", "ymax"), b, strict=True))
+
+
+def post(url: str, path: str, body: dict | None = None, status: int = 200) -> dict:
+    r = requests.post(url + path, json=body if body is not None else {}, timeout=120)
+    assert r.status_code == status, (path, r.status_code, r.text[:500])
+    assert r.headers["Content-Type"].startswith("application/json")
+    return r.json()
+
+
+def decode_png(b64: str) -> np.ndarray:
+    image = cv2.imdecode(np.frombuffer(base64.b64decode(b64), np.uint8), cv2.IMREAD_UNCHANGED)
+    return cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
+
+
+def hex_rgb(color: str) -> tuple[int, int, int]:
+    return tuple(int(color[i : i + 2], 16) for i in (1, 3, 5))
+
+
+def predicted(url: str, k: int, session: str | None = None, classes: list[dict] | None = None) -> np.ndarray:
+    """Class index per pixel (-1 for colours of no class) that /predPatch shows inside stripe k."""
+    body = {"extent": stripe_extent(k), "session": session}
+    result = post(url, "/predPatch", body)
+    hard = decode_png(result["output_hard"])[..., :3]
+    classes = classes or default_classes()
+    out = np.full(hard.shape[:2], -1)
+    for i, c in enumerate(classes):
+        out[(hard == hex_rgb(c["color"])).all(axis=-1)] = i
+    return out
+
+
+def share(pred: np.ndarray, value: int) -> float:
+    return float((pred == value).mean())
+
+
+def default_classes() -> list[dict]:
+    from web_tool.datasets import DEFAULT_CLASSES
+
+    return DEFAULT_CLASSES
+
+
+def correct_box(url: str, value: int, x: float, y: float, size: float = 4, session: str | None = None) -> int:
+    """Label a size x size m box whose lower-left is (x, y) m from the scene's corner; → pixels."""
+    body = {"extent": utm_extent(x, y, x + size, y + size), "value": value, "session": session}
+    return post(url, "/recordCorrection", body)["count"]

@@ -1,0 +1,219 @@
+"""Human-in-the-loop endpoints over real HTTP: corrections, retraining, sessions, undo, classes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import requests
+from conftest import LiveServer, build_app
+from hitl_support import (
+    BUILT,
+    FIELD,
+    FOREST,
+    WATER,
+    correct_box,
+    post,
+    predicted,
+    share,
+    stripe_extent,
+    utm_extent,
+    write_model,
+    write_scene,
+)
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    return write_scene(tmp_path_factory.mktemp("stripes"))
+
+
+@pytest.fixture(scope="module")
+def stripes_model(tmp_path_factory):
+    return write_model(tmp_path_factory.mktemp("stripes_model"))
+
+
+def serve(scene, model_path, tmp_path, **overrides):
+    app, config = build_app([f"stripes={scene}"], model_path, tmp_path, **overrides)
+    srv = LiveServer(app)
+    srv.config = config
+    return srv
+
+
+@pytest.fixture
+def server(scene, stripes_model, tmp_path):
+    srv = serve(scene, stripes_model, tmp_path)
+    yield srv
+    srv.close()
+
+
+def field_to_built(url: str, session: str | None = None, clicks: int = 6) -> None:
+    """Clicks across the Field stripe saying it is Built."""
+    for i in range(clicks):
+        correct_box(url, BUILT, 66 + 4 * i, 10 + 18 * i, size=2, session=session)
+
+
+def test_base_model_knows_the_stripes(server):
+    for k in (WATER, FOREST, FIELD, BUILT):
+        assert share(predicted(server.url, k), k) > 0.9
+
+
+@pytest.mark.parametrize("strategy", ["last_layer", "last_k_layers"])
+def test_retrain_changes_the_head_and_flips_the_corrected_area_but_keeps_other_classes(
+    scene, stripes_model, tmp_path, strategy
+):
+    srv = serve(scene, stripes_model, tmp_path, fine_tune=strategy)
+    try:
+        session = post(srv.url, "/sessions")["session"]
+        before = srv.config.model_for(session)
+        field_to_built(srv.url, session)
+        result = post(srv.url, "/retrainModel", {"session": session})
+        assert result["success"] and "replay" in result["message"]
+        assert "per_class" in result["metrics"] or "note" in result["metrics"]
+        after = srv.config.model_for(session)
+        assert not np.allclose(after.kernel, before.kernel)
+        assert (
+            share(predicted(srv.url, FIELD, session), BUILT) > 0.5
+        )  # most of the stripe: the corrections won
+        for k in (WATER, FOREST, BUILT):  # nobody corrected these: replay keeps them
+            assert share(predicted(srv.url, k, session), k) > 0.9
+    finally:
+        srv.close()
+
+
+def test_sessions_are_isolated_and_default_is_shared(server):
+    a, b = post(server.url, "/sessions")["session"], post(server.url, "/sessions")["session"]
+    assert a != b
+    field_to_built(server.url, a)
+    post(server.url, "/retrainModel", {"session": a})
+    assert share(predicted(server.url, FIELD, a), BUILT) > 0.5  # most of the stripe: the corrections won
+    assert share(predicted(server.url, FIELD, b), FIELD) > 0.9
+    assert share(predicted(server.url, FIELD), FIELD) > 0.9  # the shared default session
+    assert post(server.url, "/doUndo", {"session": b})["count"] == 0
+    field_to_built(server.url)  # no session: the default one
+    post(server.url, "/retrainModel", {})
+    assert share(predicted(server.url, FIELD, None), BUILT) > 0.5  # most of the stripe: the corrections won
+    assert share(predicted(server.url, FIELD, b), FIELD) > 0.9
+
+
+def test_undo_steps_back_a_retrain_then_a_correction_and_reset_clears_all(server):
+    s = post(server.url, "/sessions")["session"]
+    base_png = post(server.url, "/predPatch", {"extent": stripe_extent(FIELD), "session": s})["output_hard"]
+    field_to_built(server.url, s, clicks=3)
+    n = correct_box(server.url, BUILT, 70, 60, size=3, session=s)
+    assert n == 9
+    post(server.url, "/retrainModel", {"session": s})
+    assert share(predicted(server.url, FIELD, s), BUILT) > 0.5  # most of the stripe: the corrections won
+    undo = post(server.url, "/doUndo", {"session": s})
+    assert undo == {**undo, "success": True, "count": 0, "undone": "retrain", "corrections": 4}
+    body = {"extent": stripe_extent(FIELD), "session": s}
+    assert post(server.url, "/predPatch", body)["output_hard"] == base_png
+    undo = post(server.url, "/doUndo", {"session": s})
+    assert undo == {**undo, "count": 9, "undone": "correction", "corrections": 3}
+    reset = post(server.url, "/resetModel", {"session": s})
+    assert reset["success"] and reset["count"] == 3
+    info = requests.get(f"{server.url}/sessions/{s}", timeout=10).json()
+    assert info["corrections"] == 0
+    assert post(server.url, "/doUndo", {"session": s})["undone"] is None
+    post(server.url, "/retrainModel", {"session": s}, status=400)  # nothing to learn from
+
+
+def test_new_class_grows_the_head_and_is_rendered_in_its_colour(server):
+    s = post(server.url, "/sessions")["session"]
+    added = post(server.url, "/addClass", {"session": s, "name": "Quarry", "color": "#FF00FF"})
+    classes = added["classes"]
+    assert [c["name"] for c in classes][-1] == "Quarry" and len(classes) == 5
+    assert share(predicted(server.url, BUILT, s, classes), 4) == 0  # untrained: never predicted
+    for i in range(6):
+        correct_box(server.url, 4, 100 + 4 * i, 8 + 20 * i, size=2, session=s)
+    post(server.url, "/retrainModel", {"session": s})
+    assert srv_model(server, s).kernel.shape[1] == 5
+    assert share(predicted(server.url, BUILT, s, classes), 4) > 0.5  # most of the stripe: the corrections won
+    assert share(predicted(server.url, WATER, s, classes), WATER) > 0.9
+    # a client that sends only the dataset's four classes still sees the fifth in its colour
+    body = {"extent": stripe_extent(BUILT), "session": s, "classes": classes[:4]}
+    assert post(server.url, "/predPatch", body)["output_hard"]
+    post(server.url, "/addClass", {"session": s, "name": "quarry", "color": "#00FF00"}, status=400)
+
+
+def srv_model(server, session):
+    return server.config.model_for(session)
+
+
+def test_geometry_labels_pixel_centres_inside_and_a_tiny_box_labels_one_pixel(server):
+    s = post(server.url, "/sessions")["session"]
+    square = {"type": "Polygon", "coordinates": [[[500010, 4300010], [500015, 4300010], [500015, 4300015],
+                                                  [500010, 4300015], [500010, 4300010]]]}  # fmt: skip
+    body = {"geometry": square, "crs": 32618, "value": WATER, "session": s}
+    assert post(server.url, "/recordCorrection", body)["count"] == 25
+    triangle = [[[500020, 4300020], [500023, 4300020], [500023, 4300023], [500020, 4300020]]]
+    multi = {"type": "MultiPolygon", "coordinates": [square["coordinates"], triangle]}
+    body = {"geometry": multi, "crs": 32618, "value": WATER, "session": s}
+    assert post(server.url, "/recordCorrection", body)["count"] == 25 + 3  # + 3 centres in the triangle
+    tiny = {"extent": utm_extent(40.1, 40.1, 40.3, 40.3), "value": 1, "session": s}  # no pixel centre
+    assert post(server.url, "/recordCorrection", tiny)["count"] == 1
+    anywhere = {"extent": utm_extent(120, 120, 126, 126), "value": 2, "session": s}  # never predicted
+    assert post(server.url, "/recordCorrection", anywhere)["count"] == 36
+
+
+def test_pred_patch_returns_uncertainty_and_spread_suggestions(server):
+    result = post(server.url, "/predPatch", {"extent": stripe_extent(FOREST, margin=-20)})
+    from hitl_support import decode_png
+
+    unc, hard = decode_png(result["output_uncertainty"]), decode_png(result["output_hard"])
+    assert unc.shape == hard.shape
+    points = result["suggestions"]
+    assert 1 <= len(points) <= 5
+    ext = stripe_extent(FOREST, margin=-20)
+    xy = np.array([[p["x"], p["y"]] for p in points])
+    assert ((xy[:, 0] >= ext["xmin"]) & (xy[:, 0] <= ext["xmax"])).all()
+    assert ((xy[:, 1] >= ext["ymin"]) & (xy[:, 1] <= ext["ymax"])).all()
+    d = np.sqrt(((xy[:, None] - xy[None]) ** 2).sum(-1)) + np.eye(len(xy)) * 1e9
+    assert d.min() > 3  # metres apart: not neighbouring pixels
+    assert all(0 <= p["score"] <= 1 for p in points)
+
+
+BOX = utm_extent(1, 1, 3, 3)
+RC = "/recordCorrection"
+
+
+def polygon(coordinates) -> dict:
+    return {"type": "Polygon", "coordinates": coordinates}
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "needle"),
+    [
+        (RC, {"extent": BOX, "value": 9}, 400, "class index 9"),
+        (RC, {"extent": BOX, "value": -1}, 400, "class index -1"),
+        (RC, {"extent": BOX, "value": "water"}, 400, "value"),
+        (RC, {"extent": BOX, "value": 1, "session": "nope"}, 404, "session"),
+        (RC, {"extent": BOX, "value": 1, "dataset": "nope"}, 404, "dataset"),
+        (RC, {"value": 1}, 400, "extent"),
+        (RC, {"extent": BOX, "geometry": polygon([]), "value": 1}, 400, "exactly one"),
+        (RC, {"geometry": {"type": "Point", "coordinates": [0, 0]}, "value": 1}, 400, "Polygon"),
+        (RC, {"geometry": polygon([[0, 0], [1]]), "value": 1}, 400, "geometry"),
+        (RC, {"geometry": polygon("x"), "value": 1}, 400, "geometry"),
+        (RC, {"geometry": polygon([[[0, 0], [1, 1], [0, 0]]]), "value": 1}, 400, "geometry"),
+        (RC, {"geometry": polygon([[[0, 0], [1, 0], [1, 1], [0, 0]]]), "crs": 99999, "value": 1}, 400, "crs"),
+        (RC, {"extent": utm_extent(1000, 1000, 1002, 1002), "value": 1}, 404, "covers"),
+        (RC, {"extent": utm_extent(0, 0, 2000, 2000), "value": 1}, 413, "pixels"),
+        ("/retrainModel", {"session": "nope"}, 404, "session"),
+        ("/predPatch", {"extent": stripe_extent(0), "session": "nope"}, 404, "session"),
+        ("/doUndo", {"session": "../../etc"}, 404, "session"),
+        ("/doLoad", {"checkpoint": "nope"}, 404, "checkpoint"),
+        ("/doLoad", {"checkpoint": "../../etc/passwd"}, 404, "checkpoint"),
+        ("/doLoad", {}, 400, "checkpoint"),
+        ("/addClass", {"name": "X", "color": "red"}, 400, "color"),
+        ("/addClass", {"name": "", "color": "#FF0000"}, 400, "name"),
+    ],
+)
+def test_bad_input_gets_a_4xx_json_error_naming_the_problem(server, path, body, status, needle):
+    result = post(server.url, path, body, status=status)
+    assert needle.lower() in result["error"].lower()
+
+
+def test_non_json_body_is_a_400(server):
+    r = requests.post(f"{server.url}/recordCorrection", data=b"{not json", timeout=10)
+    assert r.status_code == 400 and "JSON" in r.json()["error"]
+    r = requests.get(f"{server.url}/sessions/nope", timeout=10)
+    assert r.status_code == 404 and "session" in r.json()["error"]

@@ -1,0 +1,164 @@
+"""Checkpoints and sessions survive restarts, and a `kill -9` in the middle of a checkpoint write."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import REPO, LiveServer, build_app, free_port
+from hitl_support import (
+    BUILT,
+    FIELD,
+    correct_box,
+    post,
+    predicted,
+    share,
+    stripe_extent,
+    write_model,
+    write_scene,
+)
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    return write_scene(tmp_path_factory.mktemp("stripes"))
+
+
+@pytest.fixture(scope="module")
+def stripes_model(tmp_path_factory):
+    return write_model(tmp_path_factory.mktemp("stripes_model"))
+
+
+def serve(scene, model_path, tmp_path, **overrides):
+    app, config = build_app([f"stripes={scene}"], model_path, tmp_path, **overrides)
+    srv = LiveServer(app)
+    srv.config = config
+    return srv
+
+
+def hard_png(url: str, session: str | None) -> str:
+    return post(url, "/predPatch", {"extent": stripe_extent(FIELD), "session": session})["output_hard"]
+
+
+@pytest.mark.parametrize("strategy", ["last_layer", "last_k_layers"])
+def test_checkpoint_round_trip_across_a_restart(scene, stripes_model, tmp_path, strategy):
+    from web_tool.store import load_checkpoint_model
+
+    srv = serve(scene, stripes_model, tmp_path, fine_tune=strategy)
+    s = post(srv.url, "/sessions")["session"]
+    post(srv.url, "/addClass", {"session": s, "name": "Quarry", "color": "#FF00FF"})
+    for i in range(4):
+        correct_box(srv.url, BUILT, 66 + 4 * i, 10 + 25 * i, size=2, session=s)
+    post(srv.url, "/retrainModel", {"session": s})
+    tuned = hard_png(srv.url, s)
+    checkpoint = post(srv.url, "/checkpoints", {"session": s, "name": "fields are built"})["checkpoint"]
+    post(srv.url, "/resetModel", {"session": s})
+    srv.close()
+
+    again = serve(scene, stripes_model, tmp_path, fine_tune=strategy)  # a new app on the same state_dir
+    try:
+        (listed,) = requests.get(f"{again.url}/checkpoints", timeout=10).json()
+        assert listed["id"] == checkpoint and listed["name"] == "fields are built"
+        assert listed["session"] == s and listed["corrections"] == 4 and listed["parent"] is None
+        assert [c["name"] for c in listed["classes"]][-1] == "Quarry" and listed["created"]
+        assert "metrics" in listed
+        other = post(again.url, "/sessions")["session"]
+        loaded = post(again.url, "/doLoad", {"checkpoint": checkpoint, "session": other})
+        assert loaded["success"] and len(loaded["classes"]) == 5
+        assert hard_png(again.url, other) == tuned
+        assert requests.get(f"{again.url}/sessions/{other}", timeout=10).json()["corrections"] == 4
+        assert share(predicted(again.url, FIELD, s), FIELD) > 0.9  # s was reset before the restart
+        model = load_checkpoint_model(tmp_path / "state", checkpoint, again.config.model)
+        assert model.n_classes == 5 and (model.kernel == again.config.model_for(other).kernel).all()
+        second = post(again.url, "/checkpoints", {"session": other})["checkpoint"]
+        newest = requests.get(f"{again.url}/checkpoints", timeout=10).json()[0]
+        assert newest["id"] == second and newest["parent"] == checkpoint  # lineage
+    finally:
+        again.close()
+
+
+def test_sessions_keep_their_corrections_and_model_across_a_restart(scene, stripes_model, tmp_path):
+    srv = serve(scene, stripes_model, tmp_path)
+    s = post(srv.url, "/sessions")["session"]
+    for i in range(4):
+        correct_box(srv.url, BUILT, 66 + 4 * i, 10 + 25 * i, size=2, session=s)
+    post(srv.url, "/retrainModel", {"session": s})
+    tuned = hard_png(srv.url, s)
+    srv.close()
+    again = serve(scene, stripes_model, tmp_path)
+    try:
+        assert hard_png(again.url, s) == tuned
+        assert post(again.url, "/doUndo", {"session": s})["undone"] == "correction"
+        assert requests.get(f"{again.url}/sessions/{s}", timeout=10).json()["corrections"] == 3
+    finally:
+        again.close()
+
+
+def start_server(scene: Path, model: Path, state: Path, port: int) -> subprocess.Popen:
+    cmd = [sys.executable, str(REPO / "web_tool" / "server.py"), "--dataset", f"stripes={scene}",
+           "--model_fn", str(model), "--state_dir", str(state), "--port", str(port),
+           "--fine_tune", "last_k_layers"]  # fmt: skip
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).ok:
+                return proc
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("server did not start")
+
+
+@pytest.mark.slow
+def test_kill_9_during_checkpoint_writes_leaves_only_complete_checkpoints(scene, stripes_model, tmp_path):
+    state, port = tmp_path / "state", free_port()
+    url = f"http://127.0.0.1:{port}"
+    acknowledged: list[str] = []
+    stop = threading.Event()
+
+    def save_many():
+        while not stop.is_set():
+            try:
+                r = requests.post(f"{url}/checkpoints", json={"name": "x" * 50}, timeout=5)
+            except requests.RequestException:
+                return
+            if r.ok:
+                acknowledged.append(r.json()["checkpoint"])
+
+    proc = start_server(scene, stripes_model, state, port)
+    try:
+        for i in range(3):
+            correct_box(url, BUILT, 66 + 4 * i, 10 + 25 * i, size=2)
+        post(url, "/retrainModel", {})  # last_k_layers: checkpoints carry body weights too
+        workers = [threading.Thread(target=save_many) for _ in range(3)]
+        for w in workers:
+            w.start()
+        time.sleep(1.0)
+        os.kill(proc.pid, signal.SIGKILL)  # mid-write, most likely: three writers never pause
+        stop.set()
+        for w in workers:
+            w.join()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert acknowledged
+
+    srv = serve(scene, stripes_model, tmp_path, fine_tune="last_k_layers")  # a clean restart
+    try:
+        listed = {c["id"] for c in requests.get(f"{srv.url}/checkpoints", timeout=10).json()}
+        assert set(acknowledged) <= listed  # nothing acknowledged is lost
+        files = {p.name for p in (state / "checkpoints").iterdir()}
+        assert files == {f"{c}.npz" for c in listed}  # no orphan or temp file left behind
+        for checkpoint in listed:
+            assert post(srv.url, "/doLoad", {"checkpoint": checkpoint})["success"]
+    finally:
+        srv.close()

@@ -1,0 +1,162 @@
+"""The pieces behind the human-in-the-loop endpoints, without HTTP: pixels, fitting, hold-out, store."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from affine import Affine
+from rasterio.crs import CRS
+from shapely.geometry import box
+
+from web_tool import holdout
+from web_tool.corrections import Correction, labelled_pixels, parse_geometry, record
+from web_tool.DataLoader import DataLoader
+from web_tool.datasets import DatasetConfig
+from web_tool.errors import ExtentError, NotFoundError, TooLargeError
+from web_tool.finetune import get_strategy
+from web_tool.geometry import WEB_MERCATOR, Extent, Grid
+from web_tool.softmax_fit import fit_head
+from web_tool.store import ModelState, Store
+from web_tool.training_data import class_weights, replay_path
+from web_tool.uncertainty import entropy, suggestions
+
+UTM18 = CRS.from_epsg(32618)
+
+
+@pytest.fixture(scope="module")
+def loader(tiny_dataset_dir):
+    paths = sorted(str(p) for p in tiny_dataset_dir.glob("*.tif"))
+    return DataLoader(DatasetConfig(name="tiny", paths=paths))
+
+
+def test_box_labels_the_pixels_whose_centre_is_inside(loader):
+    grid, rows, cols = labelled_pixels(loader, box(500_010, 4_300_010, 500_013, 4_300_012), UTM18)
+    assert len(rows) == 6 and grid.crs == UTM18
+    xs, ys = grid.transform @ (cols + 0.5, rows + 0.5)
+    assert set(np.round(xs, 1)) == {500_010.5, 500_011.5, 500_012.5}
+    assert set(np.round(ys, 1)) == {4_300_010.5, 4_300_011.5}
+
+
+def test_box_without_a_pixel_centre_labels_the_pixel_under_its_centre(loader):
+    grid, rows, cols = labelled_pixels(loader, box(500_020.6, 4_300_030.1, 500_020.9, 4_300_030.4), UTM18)
+    assert len(rows) == 1
+    x, y = grid.transform @ (cols[0] + 0.5, rows[0] + 0.5)
+    assert (x, y) == (500_020.5, 4_300_030.5)
+
+
+def test_web_mercator_box_is_labelled_on_the_native_utm_grid(loader):
+    ext = Extent(500_040, 4_300_040, 500_050, 4_300_050, crs=UTM18).to_crs(WEB_MERCATOR)
+    c = record(loader, box(*ext.bounds), WEB_MERCATOR, 2, context=8)
+    assert c.crs == "EPSG:32618" and 100 <= c.count <= 121  # 10 x 10 m, plus the reprojected edges
+    assert np.allclose((c.xs - 0.5) % 1, 0) and c.image.shape[:2] == (c.rows.max() + 9, c.cols.max() + 9)
+
+
+def test_huge_areas_and_bad_geometries_are_refused(loader):
+    with pytest.raises(TooLargeError):
+        labelled_pixels(loader, box(499_000, 4_299_000, 501_000, 4_301_000), UTM18)
+    for bad in ({"type": "LineString", "coordinates": [[0, 0], [1, 1]]}, {"type": "Polygon"}, [1, 2],
+                {"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [0, 0]]]},
+                {"type": "Polygon", "coordinates": [[[0, 0], [1, "a"], [1, 1], [0, 0]]]}):  # fmt: skip
+        with pytest.raises(ExtentError):
+            parse_geometry(bad)
+    bowtie = parse_geometry({"type": "Polygon", "coordinates": [[[0, 0], [2, 2], [2, 0], [0, 2], [0, 0]]]})
+    assert bowtie.is_valid and bowtie.area == pytest.approx(2)
+
+
+def test_fit_head_learns_a_separable_problem_and_stays_near_its_reference():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 600)
+    x = (np.eye(3)[y] * 3 + rng.normal(0, 0.3, (600, 3))).astype(np.float32) * 50  # large-scale features
+    k0, b0 = np.zeros((3, 3), np.float32), np.zeros(3, np.float32)
+    k, b = fit_head(x, y, class_weights(y, 1.0), k0, b0, (k0, b0), l2=1e-3)
+    assert ((x @ k + b).argmax(1) == y).mean() > 0.98
+    k_strong, _ = fit_head(x, y, class_weights(y, 1.0), k0, b0, (k0, b0), l2=10.0)
+    assert np.abs(k_strong).sum() < np.abs(k).sum()
+
+
+def test_class_weights_give_each_class_the_same_total():
+    w = class_weights(np.array([0, 0, 0, 1]), 2.0)
+    assert w.sum() == pytest.approx(2.0) and w[:3].sum() == pytest.approx(w[3])
+
+
+def correction(value: int, i: int) -> Correction:
+    one, image = np.zeros(1), np.zeros((1, 1, 4))
+    return Correction("d", "EPSG:3857", value, one, one, one.astype(int), one.astype(int), image,
+                      (1, 0, 0, 0, -1, 0), id=i)  # fmt: skip
+
+
+def test_holdout_is_stratified_and_needs_enough_corrections_per_class():
+    few = [correction(v, i) for i, v in enumerate([0, 0, 1, 1])]
+    assert holdout.split(few)[1] == []
+    many = [correction(v, i) for i, v in enumerate([0] * 10 + [1] * 5 + [2] * 2)]
+    train, held = holdout.split(many)
+    assert sorted(c.value for c in held) == [0, 0, 1] and len(train) == 14
+    assert [c.id for c in holdout.split(many)[1]] == [c.id for c in held]  # a fixed draw
+    m = holdout.report(np.array([0, 0, 1]), np.array([1, 1, 1]), np.array([0, 0, 1]), [{"name": "a"}] * 3, 3)
+    assert m["accuracy_before"] == pytest.approx(1 / 3, abs=1e-3) and m["accuracy"] == 1.0
+    assert [r["name"] for r in m["per_class"]] == ["a", "a"] and m["per_class"][0]["f1"] == 1.0
+
+
+def test_suggestions_are_the_most_uncertain_points_spread_apart():
+    probs = np.full((64, 64, 2), [0.99, 0.01], np.float32)
+    probs[10:13, 10:13] = [0.5, 0.5]  # one unsure blob ...
+    probs[50, 40] = [0.6, 0.4]  # ... and a less unsure pixel far away
+    grid = Grid(WEB_MERCATOR, Affine(2, 0, 1000, 0, -2, 5000), 64, 64)
+    points = suggestions(entropy(probs), np.ones((64, 64), bool), grid, n=5)
+    assert points[0]["score"] == pytest.approx(1.0) and 1020 < points[0]["x"] < 1026
+    assert points[1]["x"] == 1000 + 2 * 40.5 and points[1]["y"] == 5000 - 2 * 50.5
+    xy = np.array([[p["x"], p["y"]] for p in points])
+    d = np.sqrt(((xy[:, None] - xy[None]) ** 2).sum(-1)) + np.eye(len(xy)) * 1e9
+    assert d.min() >= 2 * 9  # at least the spacing (15% of 64 px) apart
+
+
+def test_store_removes_temp_files_and_unlisted_checkpoints_at_start_up(tmp_path):
+    store = Store(tmp_path)
+    state = ModelState(
+        np.ones((2, 3), np.float32), np.zeros(3, np.float32), [{"name": "a", "color": "#000"}] * 3
+    )
+    store.add_session("default", state.classes)
+    kept = store.add_checkpoint(name="../x", session="default", parent=None, state=state, corrections=[],
+                                metrics={}, strategy="last_layer")  # fmt: skip
+    (tmp_path / "checkpoints" / ".abc.npz.tmp").write_bytes(b"half")
+    (tmp_path / "checkpoints" / "0123456789abcdef.npz").write_bytes(b"no row")
+    Store(tmp_path)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [f"{kept}.npz"]
+    assert (Store(tmp_path).checkpoint_state(kept).kernel == 1).all()
+    with pytest.raises(NotFoundError):
+        Store(tmp_path).checkpoint_state("../../etc/passwd")
+
+
+def test_replay_file_sits_next_to_the_model_and_strategies_are_registered():
+    assert replay_path("web_tool/data/demo_model").name == "demo_model.replay.npz"
+    assert replay_path("x/m.keras").as_posix() == "x/m.replay.npz"
+    assert get_strategy("last_k_layers")
+    with pytest.raises(Exception, match="last_layer"):
+        get_strategy("everything")
+
+
+def test_without_replay_the_retrain_message_says_so(tiny_dataset_dir, tiny_model_path, tmp_path):
+    from web_tool.ServerModels.keras_model import KerasSegmentationModel
+    from web_tool.sessions import SessionManager
+
+    paths = sorted(str(p) for p in tiny_dataset_dir.glob("*.tif"))
+    loader = DataLoader(DatasetConfig(name="tiny", paths=paths))
+    base = KerasSegmentationModel(tiny_model_path, classes=[])
+    sessions = SessionManager(base, tmp_path, "last_layer", replay_path(tiny_model_path))
+    sessions.record(None, loader, box(500_010, 4_300_010, 500_014, 4_300_014), UTM18, 1)
+    result = sessions.retrain(None)
+    assert "no replay data" in result["message"] and "too few" in result["message"]
+    assert not np.allclose(sessions.model(None).kernel, base.kernel)
+    assert np.allclose(sessions.model("default").kernel, sessions.model(None).kernel)
+    assert (base.kernel == KerasSegmentationModel(tiny_model_path, classes=[]).kernel).all()  # base untouched
+
+
+def test_a_k_the_network_cannot_tune_is_refused_at_start_up(tiny_model_path, tmp_path):
+    from web_tool.errors import ModelError
+    from web_tool.ServerModels.keras_model import KerasSegmentationModel
+    from web_tool.sessions import SessionManager
+
+    base = KerasSegmentationModel(tiny_model_path, classes=[])
+    with pytest.raises(ModelError, match="between 2 and 3"):
+        SessionManager(base, tmp_path, "last_k_layers", options={"k": 7})
+    SessionManager(base, tmp_path, "last_k_layers", options={"k": 3})

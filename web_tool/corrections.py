@@ -1,0 +1,137 @@
+"""Corrections: the native-grid pixels an area labels, and the imagery needed to learn from them.
+
+A correction is one `/recordCorrection`: an area (a box or a GeoJSON polygon, in any CRS) and a
+class. It labels every pixel of the dataset's own lattice (`DataLoader.native_grid`) whose centre
+lies inside the area (a box too small to hold a centre labels the pixel under its centre), and
+keeps the native-grid imagery around those pixels, `context` pixels wider on every side, so deep
+features can be recomputed at any time without going back to the dataset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import shapely
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.warp import transform_geom
+from shapely.geometry import MultiPolygon, Polygon, box, mapping, shape
+
+from web_tool.DataLoader import DataLoader
+from web_tool.errors import ExtentError, NoImageryError, TooLargeError
+from web_tool.geometry import Extent, Grid
+
+#: Largest box of native pixels (width x height) one correction may span.
+MAX_CORRECTION_PIXELS = 512 * 512
+#: Vertices added along each edge before reprojecting, so straight edges bend as they should.
+DENSIFY = 16
+
+
+@dataclass
+class Correction:
+    """One labelled area: its pixels (centres in `crs`, positions in `image`) and their class."""
+
+    dataset: str
+    crs: str
+    value: int
+    xs: np.ndarray
+    ys: np.ndarray
+    rows: np.ndarray
+    cols: np.ndarray
+    image: np.ndarray
+    transform: tuple[float, ...]
+    id: int | None = None
+
+    @property
+    def count(self) -> int:
+        return int(self.xs.size)
+
+
+def parse_geometry(geojson) -> Polygon | MultiPolygon:
+    """A shapely (Multi)Polygon from a GeoJSON geometry; ExtentError saying what is wrong."""
+    if not isinstance(geojson, dict) or geojson.get("type") not in ("Polygon", "MultiPolygon"):
+        kind = geojson.get("type") if isinstance(geojson, dict) else type(geojson).__name__
+        raise ExtentError(f"geometry must be a GeoJSON Polygon or MultiPolygon, got {kind!r}")
+    try:
+        geom = shape(geojson)
+    except Exception as exc:  # shapely raises assorted errors for malformed coordinates
+        raise ExtentError(f"geometry is not a valid GeoJSON {geojson['type']}: {exc}") from None
+    if geom.is_empty or not np.isfinite(geom.bounds).all():
+        raise ExtentError("geometry is empty or has non-finite coordinates")
+    if not geom.is_valid:
+        geom = shapely.make_valid(geom)
+    if geom.area <= 0:
+        raise ExtentError("geometry encloses no area")
+    return geom
+
+
+def area_in(geom, crs: CRS, target: CRS):
+    """`geom` (in `crs`) in `target`, its edges densified first."""
+    if crs == target:
+        return geom
+    minx, miny, maxx, maxy = geom.bounds
+    dense = shapely.segmentize(geom, max(maxx - minx, maxy - miny) / DENSIFY)
+    try:
+        return shape(transform_geom(crs, target, mapping(dense)))
+    except Exception as exc:
+        raise ExtentError(f"geometry cannot be transformed to {target}: {exc}") from None
+
+
+def pixel_centres(grid: Grid) -> tuple[np.ndarray, np.ndarray]:
+    """HxW arrays of the x and y of every pixel centre of `grid`."""
+    cols, rows = np.meshgrid(np.arange(grid.width) + 0.5, np.arange(grid.height) + 0.5)
+    return grid.transform @ (cols, rows)
+
+
+def labelled_pixels(loader: DataLoader, geom, crs: CRS) -> tuple[Grid, np.ndarray, np.ndarray]:
+    """(native grid around the area, rows, cols) of the pixels whose centre lies inside `geom`."""
+    grid = loader.native_grid(Extent(*geom.bounds, crs=crs))
+    if grid.width * grid.height > MAX_CORRECTION_PIXELS:
+        raise TooLargeError(
+            f"the area spans {grid.width} x {grid.height} native pixels; one correction may span at most"
+            f" {MAX_CORRECTION_PIXELS} pixels: send smaller areas"
+        )
+    native = area_in(geom, crs, grid.crs)
+    xs, ys = pixel_centres(grid)
+    inside = shapely.contains_xy(native, xs, ys)
+    if not inside.any():  # a click smaller than a pixel: the pixel under the area's centre
+        centre = native.representative_point() if native.area > 0 else native.centroid
+        col, row = ~grid.transform @ (centre.x, centre.y)
+        row, col = min(max(int(row), 0), grid.height - 1), min(max(int(col), 0), grid.width - 1)
+        inside[row, col] = True
+    rows, cols = np.nonzero(inside)
+    return grid, rows, cols
+
+
+def record(loader: DataLoader, geom, crs: CRS, value: int, context: int) -> Correction:
+    """The correction that labels `geom` (in `crs`) as class `value` on `loader`'s dataset.
+
+    NoImageryError when none of the labelled pixels has imagery.
+    """
+    grid, rows, cols = labelled_pixels(loader, geom, crs)
+    r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    window = Grid(grid.crs, grid.transform @ Affine.translation(c0, r0), int(c1 - c0), int(r1 - r0))
+    patch = loader.read(window.padded(context))
+    rows, cols = rows - r0 + context, cols - c0 + context
+    keep = patch.valid[rows, cols]
+    if not keep.any():
+        raise NoImageryError(f"no imagery of dataset {loader.name!r} under the corrected area")
+    rows, cols = rows[keep], cols[keep]
+    t = patch.grid.transform
+    xs, ys = t @ (cols + 0.5, rows + 0.5)
+    return Correction(dataset=loader.name, crs=grid.crs.to_string(), value=value, xs=xs, ys=ys,
+                      rows=rows.astype(np.int32), cols=cols.astype(np.int32), image=patch.data,
+                      transform=tuple(t)[:6])  # fmt: skip
+
+
+def extent_geometry(extent: Extent) -> Polygon:
+    return box(*extent.bounds)
+
+
+def sample_pixels(c: Correction, limit: int) -> np.ndarray:
+    """Indices of at most `limit` of the correction's pixels (a fixed draw per correction)."""
+    if c.count <= limit:
+        return np.arange(c.count)
+    rng = np.random.default_rng(c.id or 0)
+    return np.sort(rng.choice(c.count, size=limit, replace=False))

@@ -1,0 +1,272 @@
+"""Sessions: each user's corrections, fine-tuned model and undo history, isolated from the others.
+
+`SessionManager.model(id)` is what `/predPatch` serves a session with. A session starts as a copy
+of the base model (sharing its body); corrections, retraining, new classes, undo and checkpoints
+replace its model with a new object, so a prediction in flight never sees a half-changed one.
+Every change holds the session's own lock; different sessions never wait for each other.
+
+State lives in a `store.Store` (SQLite + files in `state_dir`): corrections as they are recorded,
+the session's current model after each change, checkpoints on request. A session evicted by a
+restart comes back with its corrections, classes and latest model (its undo history then holds
+its corrections only).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from web_tool import finetune, holdout
+from web_tool.corrections import Correction, record
+from web_tool.errors import ClassIndexError, NotFoundError, RequestError
+from web_tool.modelparts import from_state, grow_head, state_of
+from web_tool.ServerModels.base import ServerModel
+from web_tool.store import Store, new_id
+from web_tool.training_data import FeatureSource, load_replay
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SESSION = "default"
+#: retrains a session can undo (older models are let go)
+MAX_UNDO_RETRAINS = 5
+
+
+@dataclass
+class Session:
+    """One user's state. `history` holds ("correction", id) and ("retrain", (model, metrics))."""
+
+    id: str
+    model: ServerModel
+    corrections: list[Correction]
+    parent: str | None = None
+    metrics: dict = field(default_factory=dict)
+    history: list[tuple[str, object]] = field(default_factory=list)
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+    @property
+    def classes(self) -> list[dict]:
+        return self.model.classes
+
+    def remember_retrain(self) -> None:
+        """Keep the current model for undo (only the last MAX_UNDO_RETRAINS: tuned bodies are big)."""
+        self.history.append(("retrain", (self.model, self.metrics)))
+        retrains = [i for i, (kind, _) in enumerate(self.history) if kind == "retrain"]
+        for i in reversed(retrains[:-MAX_UNDO_RETRAINS]):
+            del self.history[i]
+
+    def describe(self) -> dict:
+        return {"session": self.id, "classes": self.classes, "corrections": len(self.corrections),
+                "pixels": sum(c.count for c in self.corrections), "parent": self.parent,
+                "metrics": self.metrics}  # fmt: skip
+
+
+class SessionManager:
+    """All sessions of one server: created from `base`, trained with the `fine_tune` strategy."""
+
+    def __init__(self, base: ServerModel, state_dir: str | Path, fine_tune: str = "last_layer",
+                 replay_file: str | Path | None = None, options: dict | None = None):  # fmt: skip
+        self.base = base
+        self.store = Store(state_dir)
+        self.fine_tune = fine_tune
+        self.strategy = finetune.get_strategy(fine_tune)
+        self.options = options or {}
+        self.strategy.check(base, **self.options)
+        self.replay_file = replay_file
+        self.source = FeatureSource(base, load_replay(replay_file))
+        self._sessions: dict[str, Session] = {}
+        self._lock = threading.Lock()
+        self.store.add_session(DEFAULT_SESSION, base.classes)
+
+    # --- finding sessions ----------------------------------------------------------------------
+
+    def create(self) -> str:
+        session_id = new_id()
+        self.store.add_session(session_id, self.base.classes)
+        return session_id
+
+    def get(self, session_id: str | None) -> Session:
+        """The session (loaded from the store after a restart); NotFoundError if unknown."""
+        session_id = session_id or DEFAULT_SESSION
+        with self._lock:
+            session = self._sessions.get(session_id)
+            if session is None:
+                session = self._sessions[session_id] = self._load(session_id)
+            return session
+
+    def _load(self, session_id: str) -> Session:
+        row = self.store.session_row(session_id) if isinstance(session_id, str) else None
+        if row is None:
+            raise NotFoundError(
+                f"unknown session {session_id!r}: create one with POST /sessions, or leave `session`"
+                " out to use the shared default session"
+            )
+        state = self.store.session_model(session_id)
+        model = from_state(self.base, state) if state is not None else self.base.clone()
+        corrections = self.store.session_corrections(session_id)
+        history = [("correction", c.id) for c in corrections]
+        return Session(session_id, model, corrections, parent=row["parent"], history=history)
+
+    def model(self, session_id: str | None) -> ServerModel:
+        return self.get(session_id).model
+
+    def describe(self, session_id: str | None) -> dict:
+        return self.get(session_id).describe()
+
+    # --- corrections ---------------------------------------------------------------------------
+
+    def record(self, session_id: str | None, loader, geom, crs, value: int) -> int:
+        """Label the native pixels of `loader` inside `geom` (in `crs`) as `value`; → pixel count."""
+        session = self.get(session_id)
+        check_class(value, session.classes, session.id)
+        correction = record(loader, geom, crs, value, context=self.base.padding)
+        with session.lock:
+            check_class(value, session.classes, session.id)
+            correction.id = self.store.add_correction(session.id, correction)
+            session.corrections.append(correction)
+            session.history.append(("correction", correction.id))
+        try:  # ready what the next retrain needs while the user goes on clicking
+            self.strategy.prepare(session.model, self.base, correction, self.source, **self.options)
+        except Exception:  # the retrain will compute it (or report what is wrong)
+            log.exception("could not prepare correction %s for retraining", correction.id)
+        return correction.count
+
+    def add_class(self, session_id: str | None, name: str, color: str) -> list[dict]:
+        session = self.get(session_id)
+        with session.lock:
+            if any(c["name"].lower() == name.lower() for c in session.classes):
+                raise ClassIndexError(f"session {session.id!r} already has a class named {name!r}")
+            session.model = grow_head(session.model, {"name": name, "color": color})
+            self._save(session)
+            return session.classes
+
+    # --- learning ------------------------------------------------------------------------------
+
+    def retrain(self, session_id: str | None) -> dict:
+        """Fine-tune the session's model on all its corrections → {"message", "metrics"}."""
+        session = self.get(session_id)
+        with session.lock:
+            corrections = list(session.corrections)
+            if not corrections:
+                raise RequestError("nothing to learn from: record corrections with /recordCorrection first")
+            start = time.perf_counter()
+            metrics = self._holdout(session.model, corrections)
+            model, info = self.strategy.fit(
+                session.model, self.base, corrections, self.source, **self.options
+            )
+            seconds = time.perf_counter() - start
+            session.remember_retrain()
+            session.model, session.metrics = model, metrics
+            self._save(session)
+        return {"message": self._message(info, corrections, metrics, seconds), "metrics": metrics,
+                "seconds": round(seconds, 3), "strategy": self.fine_tune}  # fmt: skip
+
+    def _holdout(self, model: ServerModel, corrections: list[Correction]) -> dict:
+        train, held = holdout.split(corrections)
+        if not held or not train:
+            return holdout.too_few(corrections)
+        trial, _ = self.strategy.fit(model, self.base, train, self.source, **self.options)
+        y, before = self.strategy.predict(model, self.base, held, self.source, **self.options)
+        _, after = self.strategy.predict(trial, self.base, held, self.source, **self.options)
+        return holdout.report(y, before, after, model.classes, len(held))
+
+    def _message(self, info: dict, corrections: list[Correction], metrics: dict, seconds: float) -> str:
+        replay = (
+            f" + {info['replay_pixels']} replay pixels"
+            if info.get("replay_pixels")
+            else f"; no replay data ({self.replay_file} not found): classes nobody corrected may drift"
+        )
+        return (
+            f"retrained ({self.fine_tune}) on {len(corrections)} corrections ({info['pixels']} px)"
+            f"{replay} in {seconds:.2f} s; {holdout.summary(metrics)}"
+        )
+
+    # --- undo, reset ---------------------------------------------------------------------------
+
+    def undo(self, session_id: str | None) -> dict:
+        """Step back one correction or one retrain → {"count": pixels un-labelled, "undone", ...}."""
+        session = self.get(session_id)
+        with session.lock:
+            if not session.history:
+                return {"count": 0, "undone": None, "message": "nothing to undo",
+                        "corrections": len(session.corrections)}  # fmt: skip
+            kind, item = session.history.pop()
+            count = 0
+            if kind == "correction":
+                gone = [c for c in session.corrections if c.id == item]
+                session.corrections = [c for c in session.corrections if c.id != item]
+                self.store.remove_corrections(session.id, [item])
+                count = sum(c.count for c in gone)
+                message = f"removed the last correction ({count} px)"
+            else:
+                session.model, session.metrics = item
+                self._save(session)
+                message = "went back to the model before the last retrain"
+            return {
+                "count": count,
+                "undone": kind,
+                "message": message,
+                "corrections": len(session.corrections),
+            }
+
+    def reset(self, session_id: str | None) -> dict:
+        session = self.get(session_id)
+        with session.lock:
+            n = len(session.corrections)
+            self.store.remove_corrections(session.id)
+            session.model, session.corrections, session.history = self.base.clone(), [], []
+            session.metrics, session.parent = {}, None
+            self._save(session)
+        return {"message": f"back to the base model; {n} corrections cleared", "count": n}
+
+    def _save(self, session: Session) -> None:
+        """Persist the session's model (None when it is the base model) and its classes/lineage."""
+        model = session.model
+        untouched = model.body is self.base.body and model.classes == self.base.classes and (
+            (model.kernel == self.base.kernel).all() and (model.bias == self.base.bias).all())  # fmt: skip
+        self.store.save_session_model(session.id, None if untouched else state_of(model, self.base))
+        self.store.set_session(session.id, session.classes, session.parent)
+
+    # --- checkpoints ---------------------------------------------------------------------------
+
+    def save_checkpoint(self, session_id: str | None, name: str | None = None) -> str:
+        session = self.get(session_id)
+        with session.lock:
+            checkpoint_id = self.store.add_checkpoint(
+                name=name or f"{session.id} #{len(session.corrections)}", session=session.id,
+                parent=session.parent, state=state_of(session.model, self.base),
+                corrections=list(session.corrections), metrics=session.metrics, strategy=self.fine_tune,
+            )  # fmt: skip
+            session.parent = checkpoint_id
+            self.store.set_session(session.id, session.classes, session.parent)
+        return checkpoint_id
+
+    def list_checkpoints(self) -> list[dict]:
+        return self.store.list_checkpoints()
+
+    def load_checkpoint(self, checkpoint_id: str, session_id: str | None) -> dict:
+        """Replace the session's model and corrections with the checkpoint's."""
+        row = self.store.checkpoint_row(checkpoint_id)
+        model = from_state(self.base, self.store.checkpoint_state(row["id"]))
+        session = self.get(session_id)
+        with session.lock:
+            self.store.replace_corrections(session.id, self.store.checkpoint_correction_ids(row["id"]))
+            session.corrections = self.store.session_corrections(session.id)
+            session.history = [("correction", c.id) for c in session.corrections]
+            session.model, session.parent = model, row["id"]
+            session.metrics = json.loads(row["metrics"])
+            self._save(session)
+        return {"message": f"loaded checkpoint {row['name']!r} ({len(session.corrections)} corrections)",
+                "session": session.id, "checkpoint": row["id"], "classes": session.classes}  # fmt: skip
+
+
+def check_class(value: int, classes: list[dict], session_id: str) -> None:
+    if not 0 <= value < len(classes):
+        names = ", ".join(f"{i} {c['name']}" for i, c in enumerate(classes))
+        raise ClassIndexError(
+            f"class index {value} is out of range: session {session_id!r} has {len(classes)} classes"
+            f" ({names}); add one with POST /addClass"
+        )

@@ -1,0 +1,285 @@
+"""Human-in-the-loop state on disk: a SQLite database and model files under `state_dir`.
+
+    state_dir/hitl.sqlite            sessions, corrections, checkpoints (WAL, one transaction per change)
+    state_dir/checkpoints/<id>.npz   a checkpoint's model (head, classes, body weights if tuned)
+    state_dir/sessions/<id>.npz      a session's current model, rewritten after each change
+
+Files are written with `db.atomic_write` (temp file, fsync, rename) *before* the row that names
+them is committed, so a `kill -9` at any moment leaves either no row or a complete file. Start-up
+removes temp files and checkpoint files no row names. File names are generated ids, never user
+input. Corrections are stored once and linked to sessions and checkpoints by id.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from web_tool import db
+from web_tool.corrections import Correction
+from web_tool.errors import NotFoundError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY, created REAL NOT NULL, classes TEXT NOT NULL, parent TEXT,
+    has_model INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS corrections (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, created REAL NOT NULL, dataset TEXT NOT NULL,
+    crs TEXT NOT NULL, value INTEGER NOT NULL, count INTEGER NOT NULL, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS session_corrections (
+    session TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    correction INTEGER NOT NULL REFERENCES corrections(id), PRIMARY KEY (session, correction));
+CREATE TABLE IF NOT EXISTS checkpoints (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, created REAL NOT NULL, session TEXT NOT NULL,
+    parent TEXT, classes TEXT NOT NULL, n_corrections INTEGER NOT NULL, pixels INTEGER NOT NULL,
+    metrics TEXT NOT NULL, strategy TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS checkpoint_corrections (
+    checkpoint TEXT NOT NULL REFERENCES checkpoints(id) ON DELETE CASCADE,
+    correction INTEGER NOT NULL REFERENCES corrections(id), PRIMARY KEY (checkpoint, correction));
+"""
+DB_NAME = "hitl.sqlite"
+#: ids this module generates (and the shared "default" session): the only names used in paths
+ID_PATTERN = re.compile(r"^(default|[0-9a-f]{16})$")
+
+
+@dataclass
+class ModelState:
+    """What a checkpoint keeps of a model: its head, its classes, and a tuned body's weights."""
+
+    kernel: np.ndarray
+    bias: np.ndarray
+    classes: list[dict]
+    body_weights: list[np.ndarray] | None = None
+
+    def to_bytes(self) -> bytes:
+        arrays = {"kernel": self.kernel, "bias": self.bias, "classes": np.array(json.dumps(self.classes))}
+        for i, w in enumerate(self.body_weights or []):
+            arrays[f"body_{i}"] = w
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        return buf.getvalue()
+
+    @classmethod
+    def from_file(cls, path: Path) -> ModelState:
+        with np.load(path, allow_pickle=False) as f:
+            n_body = sum(1 for k in f.files if k.startswith("body_"))
+            body = [f[f"body_{i}"] for i in range(n_body)] or None
+            return cls(f["kernel"], f["bias"], json.loads(str(f["classes"])), body)
+
+
+def new_id() -> str:
+    return secrets.token_hex(8)
+
+
+def iso_time(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def correction_blob(c: Correction) -> bytes:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, xs=c.xs, ys=c.ys, rows=c.rows, cols=c.cols, image=c.image,
+                        transform=np.array(c.transform, dtype=np.float64))  # fmt: skip
+    return buf.getvalue()
+
+
+def correction_from_row(row) -> Correction:
+    with np.load(io.BytesIO(row["data"]), allow_pickle=False) as f:
+        return Correction(dataset=row["dataset"], crs=row["crs"], value=row["value"], xs=f["xs"], ys=f["ys"],
+                          rows=f["rows"], cols=f["cols"], image=f["image"],
+                          transform=tuple(f["transform"].tolist()), id=row["id"])  # fmt: skip
+
+
+class Store:
+    """The database and model files of one `state_dir`; safe to use from many threads."""
+
+    def __init__(self, state_dir: str | Path, clean: bool = True):
+        self.dir = Path(state_dir)
+        self.checkpoint_dir = self.dir / "checkpoints"
+        self.session_dir = self.dir / "sessions"
+        for folder in (self.checkpoint_dir, self.session_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self.conn().executescript(SCHEMA)
+        if clean:  # only the server that owns state_dir, at start-up: a writer may be mid-write
+            self.clean_orphans()
+
+    def conn(self):
+        """This thread's connection (SQLite connections are cheap but not shared across threads)."""
+        if getattr(self._local, "conn", None) is None:
+            self._local.conn = db.connect(self.dir / DB_NAME)
+        return self._local.conn
+
+    def transaction(self):
+        return _Transaction(self.conn())
+
+    def clean_orphans(self) -> None:
+        """Remove temp files left by a crash, and checkpoint files whose row was never committed."""
+        known = {r["id"] for r in self.conn().execute("SELECT id FROM checkpoints")}
+        for folder in (self.checkpoint_dir, self.session_dir):
+            for path in folder.iterdir():
+                if path.name.startswith(".") and path.name.endswith(".tmp"):
+                    path.unlink(missing_ok=True)
+        for path in self.checkpoint_dir.glob("*.npz"):
+            if path.stem not in known:
+                path.unlink(missing_ok=True)
+
+    # --- sessions ------------------------------------------------------------------------------
+
+    def add_session(self, session_id: str, classes: list[dict], parent: str | None = None) -> None:
+        self.conn().execute("INSERT OR IGNORE INTO sessions (id, created, classes, parent) VALUES (?,?,?,?)",
+                            (session_id, time.time(), json.dumps(classes), parent))  # fmt: skip
+
+    def session_row(self, session_id: str):
+        return self.conn().execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
+
+    def set_session(self, session_id: str, classes: list[dict], parent: str | None) -> None:
+        self.conn().execute("UPDATE sessions SET classes = ?, parent = ? WHERE id = ?",
+                            (json.dumps(classes), parent, session_id))  # fmt: skip
+
+    def save_session_model(self, session_id: str, state: ModelState | None) -> None:
+        """Keep the session's current model (None: it is the base model again)."""
+        path = self.session_dir / f"{_checked(session_id)}.npz"
+        if state is None:
+            self.conn().execute("UPDATE sessions SET has_model = 0 WHERE id = ?", (session_id,))
+            path.unlink(missing_ok=True)
+            return
+        db.atomic_write(path, state.to_bytes())
+        self.conn().execute("UPDATE sessions SET has_model = 1 WHERE id = ?", (session_id,))
+
+    def session_model(self, session_id: str) -> ModelState | None:
+        row = self.session_row(session_id)
+        path = self.session_dir / f"{_checked(session_id)}.npz"
+        return ModelState.from_file(path) if row and row["has_model"] and path.is_file() else None
+
+    # --- corrections ---------------------------------------------------------------------------
+
+    def add_correction(self, session_id: str, c: Correction) -> int:
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO corrections (created, dataset, crs, value, count, data) VALUES (?,?,?,?,?,?)",
+                (time.time(), c.dataset, c.crs, c.value, c.count, correction_blob(c)),
+            )
+            conn.execute("INSERT INTO session_corrections VALUES (?, ?)", (session_id, cur.lastrowid))
+        return cur.lastrowid
+
+    def session_corrections(self, session_id: str) -> list[Correction]:
+        rows = self.conn().execute(
+            "SELECT c.* FROM corrections c JOIN session_corrections s ON s.correction = c.id"
+            " WHERE s.session = ? ORDER BY c.id", (session_id,)
+        )  # fmt: skip
+        return [correction_from_row(r) for r in rows]
+
+    def remove_corrections(self, session_id: str, ids: list[int] | None = None) -> None:
+        """Unlink `ids` (all when None) from the session; rows nothing links to any more go."""
+        with self.transaction() as conn:
+            if ids is None:
+                conn.execute("DELETE FROM session_corrections WHERE session = ?", (session_id,))
+            else:
+                conn.executemany("DELETE FROM session_corrections WHERE session = ? AND correction = ?",
+                                 [(session_id, i) for i in ids])  # fmt: skip
+            _drop_unlinked(conn)
+
+    def replace_corrections(self, session_id: str, ids: list[int]) -> None:
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM session_corrections WHERE session = ?", (session_id,))
+            conn.executemany("INSERT INTO session_corrections VALUES (?, ?)", [(session_id, i) for i in ids])
+            _drop_unlinked(conn)
+
+    # --- checkpoints ---------------------------------------------------------------------------
+
+    def add_checkpoint(self, *, name: str, session: str, parent: str | None, state: ModelState,
+                       corrections: list[Correction], metrics: dict, strategy: str) -> str:  # fmt: skip
+        """Write the model file durably, then commit the row: a listed checkpoint always loads."""
+        checkpoint_id = new_id()
+        db.atomic_write(self.checkpoint_dir / f"{checkpoint_id}.npz", state.to_bytes())
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO checkpoints VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (checkpoint_id, name, time.time(), session, parent, json.dumps(state.classes),
+                 len(corrections), sum(c.count for c in corrections), json.dumps(metrics), strategy),
+            )  # fmt: skip
+            conn.executemany("INSERT INTO checkpoint_corrections VALUES (?, ?)",
+                             [(checkpoint_id, c.id) for c in corrections])  # fmt: skip
+        return checkpoint_id
+
+    def checkpoint_row(self, checkpoint_id: str):
+        row = self.conn().execute("SELECT * FROM checkpoints WHERE id = ?", (str(checkpoint_id),)).fetchone()
+        if row is None:
+            raise NotFoundError(
+                f"unknown checkpoint {checkpoint_id!r}: GET /checkpoints lists the saved ones"
+            )
+        return row
+
+    def checkpoint_state(self, checkpoint_id: str) -> ModelState:
+        row = self.checkpoint_row(checkpoint_id)
+        return ModelState.from_file(self.checkpoint_dir / f"{_checked(row['id'])}.npz")
+
+    def checkpoint_correction_ids(self, checkpoint_id: str) -> list[int]:
+        rows = self.conn().execute(
+            "SELECT correction FROM checkpoint_corrections WHERE checkpoint = ? ORDER BY correction",
+            (checkpoint_id,),
+        )
+        return [r[0] for r in rows]
+
+    def list_checkpoints(self) -> list[dict]:
+        rows = self.conn().execute("SELECT * FROM checkpoints ORDER BY created DESC, id")
+        return [describe_checkpoint(r) for r in rows]
+
+
+def load_checkpoint_model(state_dir: str | Path, checkpoint_id: str, base_model):
+    """The model saved as checkpoint `checkpoint_id` in `state_dir`, built on `base_model`.
+
+    For tools outside the server (the batch CLI's `--checkpoint ID`): it only reads, so it is safe
+    while a server uses the same `state_dir`. NotFoundError for an unknown id.
+    """
+    from web_tool.modelparts import from_state  # modelparts builds on this module
+
+    if not (Path(state_dir) / DB_NAME).is_file():
+        raise NotFoundError(f"no checkpoints in {state_dir}: it holds no {DB_NAME} (wrong --state_dir?)")
+    store = Store(state_dir, clean=False)
+    return from_state(base_model, store.checkpoint_state(checkpoint_id))
+
+
+def describe_checkpoint(row) -> dict:
+    """A checkpoint as `GET /checkpoints` lists it."""
+    created = iso_time(row["created"])
+    return {"id": row["id"], "name": row["name"], "created": created, "time": created,
+            "session": row["session"], "parent": row["parent"], "classes": json.loads(row["classes"]),
+            "corrections": row["n_corrections"], "pixels": row["pixels"],
+            "metrics": json.loads(row["metrics"]), "strategy": row["strategy"]}  # fmt: skip
+
+
+def _checked(file_id: str) -> str:
+    """`file_id` if it is one of our generated ids (so it is safe in a path), else NotFoundError."""
+    if not ID_PATTERN.match(str(file_id)):
+        raise NotFoundError(f"no such id: {file_id!r}")
+    return file_id
+
+
+def _drop_unlinked(conn) -> None:
+    conn.execute(
+        "DELETE FROM corrections WHERE id NOT IN (SELECT correction FROM session_corrections)"
+        " AND id NOT IN (SELECT correction FROM checkpoint_corrections)"
+    )
+
+
+class _Transaction:
+    """`with store.transaction() as conn:` BEGIN IMMEDIATE … COMMIT (ROLLBACK on error)."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def __enter__(self):
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type, exc, tb):
+        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")

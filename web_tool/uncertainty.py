@@ -1,0 +1,59 @@
+"""Where is the model unsure? Per-pixel uncertainty as an image, and points worth labelling next.
+
+Uncertainty is the entropy of the class probabilities divided by log(C): 0 = certain, 1 = all
+classes equally likely. Suggestions are the most uncertain pixels of a patch, at most one per
+cell of a coarse lattice and at least a cell apart, so they spread over the patch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from web_tool.geometry import Grid
+
+#: how many labelling suggestions a prediction carries
+N_SUGGESTIONS = 5
+#: suggestions lie at least this fraction of the patch's shorter side apart (and >= 4 px)
+MIN_SPACING = 0.15
+
+
+def entropy(probs: np.ndarray) -> np.ndarray:
+    """HxW normalised entropy in [0, 1] of HxWxC probabilities."""
+    n = probs.shape[-1]
+    if n < 2:
+        return np.zeros(probs.shape[:-1], np.float32)
+    p = np.clip(probs, 1e-12, 1.0)
+    return (-(p * np.log(p)).sum(axis=-1) / np.log(n)).clip(0, 1).astype(np.float32)
+
+
+def uncertainty_rgba(score: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """HxWx4 uint8: transparent where certain, more opaque magenta the less certain; 0 where invalid."""
+    alpha = (score * 255).astype(np.uint8) * valid.astype(np.uint8)
+    rgb = np.empty((*score.shape, 3), np.uint8)
+    rgb[...] = (255, 0, 255)
+    return np.dstack([rgb, alpha])
+
+
+def suggestions(score: np.ndarray, valid: np.ndarray, grid: Grid, n: int = N_SUGGESTIONS) -> list[dict]:
+    """Up to `n` of the most uncertain pixels, spread apart, as {"x", "y", "score"} in grid's CRS."""
+    h, w = score.shape
+    spacing = max(4, int(min(h, w) * MIN_SPACING))
+    masked = np.where(valid, score, -1.0)
+    points: list[tuple[float, int, int]] = []
+    for r0 in range(0, h, spacing):  # the best pixel of each cell
+        for c0 in range(0, w, spacing):
+            cell = masked[r0 : r0 + spacing, c0 : c0 + spacing]
+            r, c = np.unravel_index(int(cell.argmax()), cell.shape)
+            if cell[r, c] >= 0:
+                points.append((float(cell[r, c]), r0 + int(r), c0 + int(c)))
+    chosen: list[tuple[float, int, int]] = []
+    for s, r, c in sorted(points, reverse=True):
+        if all((r - r2) ** 2 + (c - c2) ** 2 >= spacing**2 for _, r2, c2 in chosen):
+            chosen.append((s, r, c))
+            if len(chosen) == n:
+                break
+    out = []
+    for s, r, c in chosen:
+        x, y = grid.transform @ (c + 0.5, r + 0.5)
+        out.append({"x": float(x), "y": float(y), "score": round(s, 4)})
+    return out
