@@ -123,3 +123,13 @@ def test_expand_paths_takes_files_folders_and_globs(tmp_path):
     assert expand_paths(str(tmp_path / "t_0*.tif")) == sorted(map(str, paths[:2]))
     assert expand_paths(paths[0]) == [str(paths[0])]
     assert expand_paths(tmp_path / "missing.tif") == []
+
+
+@pytest.mark.parametrize("x0", [500_020, 500_040, 500_050])
+def test_reads_across_tile_edges_match_the_ground_truth_pattern(tmp_path, x0):
+    loader = loader_for(four_tiles(tmp_path))
+    grid = Grid.covering(Extent(x0, 4_300_040, x0 + 50, 4_300_090, crs=UTM), 1.0)
+    cols, rows = np.meshgrid(np.arange(grid.width), np.arange(grid.height))
+    xs, ys = grid.transform.c + cols + 0.5, grid.transform.f - rows - 0.5
+    truth = np.stack([(xs * 7 + ys * 3 + 40 * b) % 250 + 1 for b in range(4)], -1).astype(np.uint8)
+    np.testing.assert_array_equal(loader.read(grid).data, truth)

@@ -108,11 +108,11 @@ def read_into(src, grid: Grid, bands: list[int], resampling: Resampling):
     window = source_window(src, extent)
     if window is None:
         return None
+    step = (extent.xmax - extent.xmin) / grid.width / abs(src.transform.a)  # source px per grid px
     cropped = grid.crop_to(Extent(*src.window_bounds(window), crs=src.crs))
     if cropped is None:
         return None
     grid, slices = cropped
-    step = (extent.xmax - extent.xmin) / grid.width / abs(src.transform.a)
     factor = max(1, int(step))
     shape = (max(1, math.ceil(window.height / factor)), max(1, math.ceil(window.width / factor)))
     read_resampling = Resampling.average if resampling != Resampling.nearest else resampling
