@@ -9,28 +9,33 @@ loads datasets and the model, and serves the app with a threaded WSGI server (wa
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: import the package, not sibling modules
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
+    # numpy's BLAS threads fight TensorFlow's for 2 cores; small matrix work runs best on one
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
 import logging  # noqa: E402
-import os  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from typing import Any  # noqa: E402
 
 import bottle  # noqa: E402
 
-from web_tool import __version__, api  # noqa: E402
+from web_tool import __version__, api, routes_hitl, routes_jobs  # noqa: E402
 from web_tool import datasets as dataset_config  # noqa: E402
 from web_tool.DataLoader import MAX_PATCH_PIXELS, DataLoader  # noqa: E402
 from web_tool.errors import LandCoverError, NotFoundError  # noqa: E402
+from web_tool.jobs import MAX_TILE_KM2, JobManager  # noqa: E402
 from web_tool.predict import get_input, pred_patch  # noqa: E402
 from web_tool.schemas import GetInputRequest, PredPatchRequest, parse  # noqa: E402
 from web_tool.ServerModels import ServerModel, get_model, list_models  # noqa: E402
+from web_tool.sessions import SessionManager  # noqa: E402
 from web_tool.tiles import render_tile  # noqa: E402
+from web_tool.training_data import replay_path  # noqa: E402
 
 log = logging.getLogger("web_tool")
 
@@ -139,10 +144,14 @@ def make_app(config: AppConfig) -> bottle.Bottle:
         loader = config.loader(req.dataset)
         classes = [c.model_dump() for c in req.classes] if req.classes else None
         model = config.model_for(req.session)
+        if classes and len(classes) < model.n_classes:  # the session added classes (/addClass)
+            classes += model.classes[len(classes) :]
         result = pred_patch(loader, model, req.extent.to_extent(), req.weights, classes)
         return api.json_response({"extent": body["extent"], "weights": body.get("weights"), **result})
 
-    # feature modules add their own routes here (human-in-the-loop, large-area jobs)
+    # feature modules add their own routes: human-in-the-loop, then large-area jobs
+    routes_hitl.add_routes(app, config)
+    routes_jobs.add_routes(app, config)
 
     @app.get("/<path:path>")
     def static(path):
@@ -165,6 +174,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              " <name>_weights.h5 pair; the extension may be left off")  # fmt: skip
     parser.add_argument("--fine_tune", default="last_layer", choices=FINE_TUNE_CHOICES,
                         help="how /retrainModel learns from corrections")  # fmt: skip
+    parser.add_argument("--fine_tune_layers", type=int, default=2, metavar="K",
+                        help="last_k_layers: weighted layers to tune (the head counts as one)")  # fmt: skip
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind; 0.0.0.0 accepts connections from other machines")  # fmt: skip
     parser.add_argument("--port", type=int, default=4444, help="port to listen on")
@@ -178,6 +189,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="where sessions, corrections, checkpoints and exports are kept")  # fmt: skip
     parser.add_argument("--max_patch_pixels", type=int, default=MAX_PATCH_PIXELS,
                         help="largest /predPatch or /getInput extent, in pixels")  # fmt: skip
+    parser.add_argument("--max_tile_km2", type=float, default=MAX_TILE_KM2,
+                        help="largest /predTile area in km² (the batch CLI has no cap)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=8, help="HTTP worker threads")
     parser.add_argument("--verbose", action="store_true", help="log every request")
     return parser.parse_args(argv)
@@ -194,8 +207,11 @@ def build_config(args: argparse.Namespace) -> AppConfig:
         raise NotFoundError("no dataset configured: pass --dataset PATH or fill --datasets_json")
     default = next((d for d in loaders.values() if d.config.default), next(iter(loaders.values())))
     model = get_model(args.model)(args.model_fn, classes=default.classes)
+    sessions = SessionManager(model, args.state_dir, args.fine_tune, replay_path(args.model_fn),
+                              options={"k": args.fine_tune_layers})  # fmt: skip
+    jobs = JobManager(Path(args.state_dir), max_km2=args.max_tile_km2)
     return AppConfig(loaders=loaders, model=model, fine_tune=args.fine_tune,
-                     state_dir=Path(args.state_dir))  # fmt: skip
+                     state_dir=Path(args.state_dir), sessions=sessions, jobs=jobs)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,246 @@
+"""How fast and how lean is large-area mapping? km² per minute and peak memory, one process vs Dask.
+
+For square AOIs of 1, 4 and 16 km² of generated 1 m imagery (4-band random texture in EPSG:32618,
+1024 px tiles) it runs `python -m web_tool.batch` in a fresh subprocess, once in one process
+(`--workers 0`) and once on a LocalCluster over the same cores (`--workers N`), and prints, in one
+Markdown table: the mapping time (windows + COG + preview + stats, start-up excluded; start-up
+shown apart), km² per minute, the speed as a ratio to the single process on the same AOI, and the
+peak RSS of the whole process tree (driver + Dask workers) as a ratio to the 4 km² run.
+
+Aims: the Dask path within 15 % of the single-process speed; peak memory at 16 km² within 1.2x of
+4 km² (memory must not grow with the area).
+
+    python bench/throughput.py [--quick] [--repeat 3] [--workers 2] [--model_fn MODEL.keras]
+
+The model is --model_fn, else the demo model when it has been built, else a randomly initialised
+U-Net of the demo's architecture (the speed depends on the architecture, not on the weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from common import REPO, markdown_table  # common puts the repository on sys.path
+
+DEMO_MODEL = REPO / "web_tool" / "data" / "demo_model.keras"
+TILE = 1024
+ORIGIN = (400_000.0, 4_400_000.0)  # top-left, UTM 18N
+SIZES_KM2 = (1, 4, 16)
+QUICK_SIZES_KM2 = (0.0625, 0.25, 1)
+
+
+def write_imagery(folder: Path, side_m: float, seed: int = 0) -> None:
+    """Enough 1 m tiles of 4-band random texture (smooth fields + fine grain) to cover side_m x side_m."""
+    import cv2
+    import rasterio
+    from rasterio.transform import from_origin
+
+    n = math.ceil(side_m / TILE)
+    rng = np.random.default_rng(seed)
+    size = n * TILE
+    bands = []
+    for _ in range(4):
+        coarse = cv2.resize(
+            rng.random((n * 8, n * 8), np.float32), (size, size), interpolation=cv2.INTER_CUBIC
+        )
+        mid = cv2.resize(
+            rng.random((n * 64, n * 64), np.float32), (size, size), interpolation=cv2.INTER_LINEAR
+        )
+        band = 140 * coarse + 70 * mid + rng.normal(0, 8, (size, size)).astype(np.float32)
+        bands.append(np.clip(band, 0, 255).astype(np.uint8))
+    image = np.stack(bands)
+    for r in range(n):
+        for c in range(n):
+            left, top = ORIGIN[0] + c * TILE, ORIGIN[1] - r * TILE
+            profile = dict(driver="GTiff", width=TILE, height=TILE, count=4, dtype="uint8", crs="EPSG:32618",
+                           transform=from_origin(left, top, 1.0, 1.0), tiled=True, blockxsize=256,
+                           blockysize=256, compress="deflate")  # fmt: skip
+            with rasterio.open(folder / f"tile_{r}_{c}.tif", "w", **profile) as dst:
+                dst.write(image[:, r * TILE : (r + 1) * TILE, c * TILE : (c + 1) * TILE])
+
+
+def write_aoi(path: Path, km2: float) -> None:
+    side = math.sqrt(km2) * 1000
+    x0, y1 = ORIGIN[0] + 10, ORIGIN[1] - 10
+    ring = [[x0, y1 - side], [x0 + side, y1 - side], [x0 + side, y1], [x0, y1], [x0, y1 - side]]
+    path.write_text(json.dumps({"type": "Polygon", "coordinates": [ring]}))
+
+
+def standin_model(path: Path) -> None:
+    """A small encoder-decoder (2 strided downsamplings, transposed-conv upsampling), random weights."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((None, None, 4))
+    x = layers.Conv2D(16, 3, padding="same", activation="relu")(inp)
+    skip = layers.Conv2D(16, 3, padding="same", activation="relu")(x)
+    x = layers.Conv2D(32, 3, strides=2, padding="same", activation="relu")(skip)
+    x = layers.Conv2D(32, 3, padding="same", activation="relu")(x)
+    x = layers.Conv2D(64, 3, strides=2, padding="same", activation="relu")(x)
+    x = layers.Conv2D(64, 3, padding="same", activation="relu")(x)
+    x = layers.Conv2DTranspose(32, 3, strides=2, padding="same", activation="relu")(x)
+    x = layers.Conv2DTranspose(16, 3, strides=2, padding="same", activation="relu")(x)
+    x = layers.Concatenate()([x, skip])
+    x = layers.Conv2D(32, 3, padding="same", activation="relu")(x)
+    x = layers.Conv2D(4, 1, name="logits")(x)
+    keras.Model(inp, layers.Activation("softmax", name="probs")(x)).save(path)
+
+
+def servable(model_fn: str) -> bool:
+    """Whether the server's model class can run this model (a quick 64 px prediction)."""
+    from web_tool.ServerModels.keras_model import KerasSegmentationModel
+
+    try:
+        model = KerasSegmentationModel(model_fn, [{"name": str(i), "color": "#000000"} for i in range(4)])
+        model.predict(np.zeros((64, 64, 4), np.uint8))
+        return True
+    except Exception as exc:
+        print(f"{model_fn} cannot be served ({type(exc).__name__}): using a stand-in model", file=sys.stderr)
+        return False
+
+
+def make_model(folder: Path, model_fn: str | None) -> str:
+    """--model_fn, else the built demo model, else a random demo-architecture U-Net, else a stand-in."""
+    if model_fn:
+        return model_fn
+    if DEMO_MODEL.is_file() and servable(str(DEMO_MODEL)):
+        return str(DEMO_MODEL)
+    try:
+        from web_tool.ServerModels.unet import build_unet
+
+        build_unet().save(folder / "unet.keras")
+        if servable(str(folder / "unet.keras")):
+            return str(folder / "unet.keras")
+    except ImportError:
+        pass
+    standin_model(folder / "standin.keras")
+    return str(folder / "standin.keras")
+
+
+def tree_rss(proc) -> int:
+    """RSS of `proc` and all its descendants (Dask workers included), in bytes; 0 once it is gone."""
+    import psutil
+
+    try:
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:  # a worker that just exited
+            pass
+    return total
+
+
+def run_batch(args: list[str]) -> dict:
+    """Run the CLI in a subprocess; its timings (parsed) and the peak RSS of its process tree."""
+    import psutil
+
+    cmd = [sys.executable, "-m", "web_tool.batch", *args, "--quiet"]
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    ps, peak, done = psutil.Process(proc.pid), [0], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], tree_rss(ps))
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out, err = proc.communicate()
+    done.set()
+    sampler.join()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{err[-3000:]}")
+    line = next(ln for ln in out.splitlines() if ln.startswith("wrote "))
+    # "wrote PATH: 1.000 km² in 4 windows, 12.3 s (+ 4.5 s start-up)"
+    km2 = float(line.split(": ", 1)[1].split(" km²")[0])
+    map_s = float(line.split("windows, ")[1].split(" s ")[0])
+    startup_s = float(line.split("(+ ")[1].split(" s")[0])
+    return {"km2": km2, "map_s": map_s, "startup_s": startup_s, "peak_mb": peak[0] / 2**20}
+
+
+def best(a: dict | None, b: dict) -> dict:
+    """Of two runs of one case: the fastest times (least disturbed by other load), the highest peak."""
+    if a is None:
+        return b
+    return {**min(a, b, key=lambda r: r["map_s"]), "peak_mb": max(a["peak_mb"], b["peak_mb"])}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny AOIs (1/16 of the sizes): a smoke run")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="Dask LocalCluster workers")
+    parser.add_argument("--model_fn", default=None, help="Keras model to map with")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs per case: the fastest time, the highest peak"
+    )
+    args = parser.parse_args()
+    sizes = QUICK_SIZES_KM2 if args.quick else SIZES_KM2
+    with tempfile.TemporaryDirectory(prefix="throughput-") as tmp:
+        tmp = Path(tmp)
+        (tmp / "imagery").mkdir()
+        print(f"generating {max(sizes):g} km² of 1 m imagery ...", file=sys.stderr)
+        write_imagery(tmp / "imagery", math.sqrt(max(sizes)) * 1000 + 20)
+        model_fn = make_model(tmp, args.model_fn)
+        results = {}
+        for km2 in sizes:
+            write_aoi(tmp / f"aoi_{km2}.geojson", km2)
+            for attempt in range(args.repeat):  # interleaved, so both executors see the same load
+                for name, workers in (("1 process", 0), (f"Dask {args.workers} workers", args.workers)):
+                    print(f"{km2:g} km², {name}, run {attempt + 1} of {args.repeat} ...", file=sys.stderr)
+                    out = tmp / "out" / f"{km2}_{workers}.tif"
+                    cli = ["--dataset", str(tmp / "imagery"), "--aoi", str(tmp / f"aoi_{km2}.geojson"),
+                           "--aoi_crs", "32618", "--model_fn", model_fn, "--out", str(out),
+                           "--workers", str(workers)]  # fmt: skip
+                    results[km2, name] = best(results.get((km2, name)), run_batch(cli))
+    print(report(results, sizes, args.workers, model_fn))
+    return 0
+
+
+def report(results: dict, sizes, workers: int, model_fn: str) -> str:
+    names = ["1 process", f"Dask {workers} workers"]
+    ref_size = sizes[1]
+    rows = []
+    for km2 in sizes:
+        for name in names:
+            r, base = results[km2, name], results[km2, names[0]]
+            speed = r["km2"] / (r["map_s"] / 60)
+            rows.append([f"{km2:g}", name, f"{r['map_s']:.1f}", f"{r['startup_s']:.1f}", f"{speed:.2f}",
+                         f"{base['map_s'] / r['map_s']:.2f}", f"{r['peak_mb']:.0f}",
+                         f"{r['peak_mb'] / results[ref_size, name]['peak_mb']:.2f}"])  # fmt: skip
+    table = markdown_table(
+        ["AOI km²", "executor", "map s", "start-up s", "km²/min", "speed vs 1 process", "peak RSS MB",
+         f"RSS vs {ref_size:g} km²"],
+        rows,
+    )  # fmt: skip
+    big = sizes[-1]
+    speed_ratio = results[big, names[0]]["map_s"] / results[big, names[1]]["map_s"]
+    mem = [results[big, n]["peak_mb"] / results[ref_size, n]["peak_mb"] for n in names]
+    notes = [
+        "",
+        f"{os.cpu_count()} CPU cores; model {Path(model_fn).name}; 1 m pixels; windows sized for the model.",
+        f"Dask speed at {big:g} km²: {speed_ratio:.2f}x the single process (aim ≥ 0.85):"
+        f" {'met' if speed_ratio >= 0.85 else 'NOT met'}.",
+        f"Peak memory {big:g} km² / {ref_size:g} km²: {mem[0]:.2f} (1 process), {mem[1]:.2f} (Dask)"
+        f" (aim ≤ 1.2): {'met' if max(mem) <= 1.2 else 'NOT met'}.",
+    ]
+    return table + "\n" + "\n".join(notes)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
