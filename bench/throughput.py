@@ -22,6 +22,7 @@ import argparse
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -174,11 +175,12 @@ def run_batch(args: list[str]) -> dict:
     return {"km2": km2, "map_s": map_s, "startup_s": startup_s, "peak_mb": peak[0] / 2**20}
 
 
-def best(a: dict | None, b: dict) -> dict:
-    """Of two runs of one case: the fastest times (least disturbed by other load), the highest peak."""
-    if a is None:
-        return b
-    return {**min(a, b, key=lambda r: r["map_s"]), "peak_mb": max(a["peak_mb"], b["peak_mb"])}
+def summarise(runs: list[dict]) -> dict:
+    """Of the runs of one case: the median of each time, the highest peak memory."""
+    return {
+        **{key: statistics.median(r[key] for r in runs) for key in ("km2", "map_s", "startup_s")},
+        "peak_mb": max(r["peak_mb"] for r in runs),
+    }
 
 
 def main() -> int:
@@ -187,7 +189,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="Dask LocalCluster workers")
     parser.add_argument("--model_fn", default=None, help="Keras model to map with")
     parser.add_argument(
-        "--repeat", type=int, default=1, help="runs per case: the fastest time, the highest peak"
+        "--repeat", type=int, default=3, help="runs per case: the median time, the highest peak"
     )
     args = parser.parse_args()
     sizes = QUICK_SIZES_KM2 if args.quick else SIZES_KM2
@@ -197,7 +199,7 @@ def main() -> int:
         print(f"generating {max(sizes):g} km² of 1 m imagery ...", file=sys.stderr)
         write_imagery(tmp / "imagery", math.sqrt(max(sizes)) * 1000 + 20)
         model_fn = make_model(tmp, args.model_fn)
-        results = {}
+        runs: dict[tuple, list[dict]] = {}
         for km2 in sizes:
             write_aoi(tmp / f"aoi_{km2}.geojson", km2)
             for attempt in range(args.repeat):  # interleaved, so both executors see the same load
@@ -207,7 +209,8 @@ def main() -> int:
                     cli = ["--dataset", str(tmp / "imagery"), "--aoi", str(tmp / f"aoi_{km2}.geojson"),
                            "--aoi_crs", "32618", "--model_fn", model_fn, "--out", str(out),
                            "--workers", str(workers)]  # fmt: skip
-                    results[km2, name] = best(results.get((km2, name)), run_batch(cli))
+                    runs.setdefault((km2, name), []).append(run_batch(cli))
+    results = {case: summarise(case_runs) for case, case_runs in runs.items()}
     print(report(results, sizes, args.workers, model_fn))
     return 0
 

@@ -38,6 +38,10 @@ from web_tool.geometry import (
 
 log = logging.getLogger(__name__)
 
+# A nodata value beside an alpha band: nodata wins, as rasterio documents; nothing to warn about.
+# (Set once here: warnings.catch_warnings() around each read is not thread-safe.)
+warnings.filterwarnings("ignore", category=NodataShadowWarning)
+
 #: Largest patch (in output pixels, padding excluded) that one request may read.
 MAX_PATCH_PIXELS = 2048 * 2048
 
@@ -118,9 +122,7 @@ def read_into(src, grid: Grid, bands: list[int], resampling: Resampling):
     read_resampling = Resampling.average if resampling != Resampling.nearest else resampling
     data = src.read(bands, window=window, out_shape=(len(bands), *shape),
                     resampling=read_resampling if factor > 1 else Resampling.nearest)  # fmt: skip
-    with warnings.catch_warnings():  # a nodata value and an alpha band: nodata wins, as documented
-        warnings.simplefilter("ignore", NodataShadowWarning)
-        mask = src.dataset_mask(window=window, out_shape=shape)
+    mask = src.dataset_mask(window=window, out_shape=shape)
     transform = src.window_transform(window) @ Affine.scale(window.width / shape[1], window.height / shape[0])
     out = np.zeros((len(bands), grid.height, grid.width), dtype=data.dtype)
     out_mask = np.zeros((grid.height, grid.width), dtype=np.uint8)
