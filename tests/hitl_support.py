@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import requests
-from conftest import UTM18, make_geotiff
+from conftest import UTM18, LiveServer, build_app, make_geotiff
 from rasterio.warp import transform_bounds
 
 X0, Y0, SIZE, STRIPE = 500_000, 4_300_000, 128, 32
@@ -129,3 +129,11 @@ def correct_box(url: str, value: int, x: float, y: float, size: float = 4, sessi
     """Label a size x size m box whose lower-left is (x, y) m from the scene's corner; → pixels."""
     body = {"extent": utm_extent(x, y, x + size, y + size), "value": value, "session": session}
     return post(url, "/recordCorrection", body)["count"]
+
+
+def serve(scene: Path, model_path: Path, tmp_path: Path, **overrides) -> LiveServer:
+    """A live server on the stripes scene (dataset "stripes") and `model_path`."""
+    app, config = build_app([f"stripes={scene}"], model_path, tmp_path, **overrides)
+    srv = LiveServer(app)
+    srv.config = config
+    return srv

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import requests
-from conftest import LiveServer, build_app
 from hitl_support import (
     BUILT,
     FIELD,
@@ -14,29 +13,11 @@ from hitl_support import (
     correct_box,
     post,
     predicted,
+    serve,
     share,
     stripe_extent,
     utm_extent,
-    write_model,
-    write_scene,
 )
-
-
-@pytest.fixture(scope="module")
-def scene(tmp_path_factory):
-    return write_scene(tmp_path_factory.mktemp("stripes"))
-
-
-@pytest.fixture(scope="module")
-def stripes_model(tmp_path_factory):
-    return write_model(tmp_path_factory.mktemp("stripes_model"))
-
-
-def serve(scene, model_path, tmp_path, **overrides):
-    app, config = build_app([f"stripes={scene}"], model_path, tmp_path, **overrides)
-    srv = LiveServer(app)
-    srv.config = config
-    return srv
 
 
 @pytest.fixture

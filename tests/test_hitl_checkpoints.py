@@ -12,35 +12,17 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import REPO, LiveServer, build_app, free_port
+from conftest import REPO, free_port
 from hitl_support import (
     BUILT,
     FIELD,
     correct_box,
     post,
     predicted,
+    serve,
     share,
     stripe_extent,
-    write_model,
-    write_scene,
 )
-
-
-@pytest.fixture(scope="module")
-def scene(tmp_path_factory):
-    return write_scene(tmp_path_factory.mktemp("stripes"))
-
-
-@pytest.fixture(scope="module")
-def stripes_model(tmp_path_factory):
-    return write_model(tmp_path_factory.mktemp("stripes_model"))
-
-
-def serve(scene, model_path, tmp_path, **overrides):
-    app, config = build_app([f"stripes={scene}"], model_path, tmp_path, **overrides)
-    srv = LiveServer(app)
-    srv.config = config
-    return srv
 
 
 def hard_png(url: str, session: str | None) -> str:

@@ -5,11 +5,8 @@ from __future__ import annotations
 import base64
 import csv
 import io
-import json
 import threading
 import time
-import urllib.error
-import urllib.request
 
 import cv2
 import numpy as np
@@ -18,6 +15,7 @@ import rasterio
 from conftest import LiveServer, build_app
 from rasterio.warp import transform as transform_points
 from rio_cogeo.cogeo import cog_validate
+from test_api import call
 
 from web_tool.errors import BusyError, ExtentError
 from web_tool.geometry import WEB_MERCATOR, Extent, parse_crs
@@ -32,22 +30,6 @@ POLYGON_UTM = [
     (X0 + 100.2, Y0 + 122.9),
     (X0 + 12.1, Y0 + 90.6),
 ]
-
-
-def call(server, path, body=None, method=None):
-    """(status, headers, decoded JSON or raw bytes) of a real HTTP request."""
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(server.url + path, data=data, method=method)
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            status, headers, payload = resp.status, resp.headers, resp.read()
-    except urllib.error.HTTPError as err:
-        status, headers, payload = err.code, err.headers, err.read()
-    if headers.get("Content-Type", "").startswith("application/json"):
-        payload = json.loads(payload)
-    return status, headers, payload
 
 
 def polygon_3857(points=POLYGON_UTM) -> dict:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from web_tool.errors import RequestError
 from web_tool.geometry import Extent, parse_crs
@@ -49,17 +49,20 @@ class GetInputRequest(Lenient):
     dataset: str | None = None
 
 
+def _some_positive(weights: list[float]) -> list[float]:
+    if not any(w > 0 for w in weights):
+        raise ValueError("weights must contain at least one positive value")
+    return weights
+
+
+#: one non-negative finite weight per class, at least one positive
+Weights = Annotated[list[Annotated[float, Field(ge=0, allow_inf_nan=False)]], AfterValidator(_some_positive)]
+
+
 class PredPatchRequest(GetInputRequest):
-    weights: list[Annotated[float, Field(ge=0, allow_inf_nan=False)]] | None = None
+    weights: Weights | None = None
     classes: list[ClassBody] | None = None
     session: str | None = None
-
-    @field_validator("weights")
-    @classmethod
-    def _not_all_zero(cls, v):
-        if v is not None and not any(w > 0 for w in v):
-            raise ValueError("weights must contain at least one positive value")
-        return v
 
 
 def describe_error(exc: ValidationError) -> str:

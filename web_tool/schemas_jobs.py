@@ -5,15 +5,13 @@ Kept apart from `schemas.py` (the seed's endpoints) but built from the same piec
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import model_validator
 
 from web_tool.geometry import parse_crs
 from web_tool.mapping import AOI, aoi_from_extent, aoi_from_geojson
-from web_tool.schemas import ExtentBody, Lenient
-
-Weights = list[Annotated[float, Field(ge=0, allow_inf_nan=False)]]
+from web_tool.schemas import ExtentBody, Lenient, Weights
 
 
 class PredTileRequest(Lenient):
@@ -25,13 +23,6 @@ class PredTileRequest(Lenient):
     dataset: str | None = None
     session: str | None = None
     weights: Weights | None = None
-
-    @field_validator("weights")
-    @classmethod
-    def _not_all_zero(cls, v):
-        if v is not None and not any(w > 0 for w in v):
-            raise ValueError("weights must contain at least one positive value")
-        return v
 
     @model_validator(mode="after")
     def _one_area(self):
