@@ -116,12 +116,22 @@ class LiveServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = waitress.server.create_server(app, host="127.0.0.1", port=self.port, threads=4)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.closing = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
         time.sleep(0.05)
 
+    def _run(self):
+        try:
+            self.server.run()
+        except OSError:  # the socket closed under select() while stopping
+            if not self.closing:
+                raise
+
     def close(self):
+        self.closing = True
         self.server.close()
+        self.server.task_dispatcher.shutdown()
 
 
 def build_app(dataset_specs: list[str], model_fn: Path, tmp_path: Path, **overrides):
