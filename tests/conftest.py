@@ -77,9 +77,8 @@ def four_tiles(folder: Path, x0: float = 500_000, y0: float = 4_300_000, tile: i
     return paths
 
 
-@pytest.fixture(scope="session")
-def tiny_model_path(tmp_path_factory) -> Path:
-    """A small real Keras segmentation model (random but fixed weights), 4 bands → 4 classes."""
+def tiny_network():
+    """Two 3x3 convolutions (a 5x5 view), a 1x1 `logits` layer and a softmax; seeded weights."""
     import keras
 
     keras.utils.set_random_seed(0)
@@ -88,8 +87,14 @@ def tiny_model_path(tmp_path_factory) -> Path:
     x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x)
     x = keras.layers.Conv2D(4, 1, name="logits")(x)
     out = keras.layers.Activation("softmax", name="probs")(x)
+    return keras.Model(inp, out)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory) -> Path:
+    """A small real Keras segmentation model (random but fixed weights), 4 bands → 4 classes."""
     path = tmp_path_factory.mktemp("model") / "tiny.keras"
-    keras.Model(inp, out).save(path)
+    tiny_network().save(path)
     return path
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import requests
-from conftest import UTM18, LiveServer, build_app, make_geotiff
+from conftest import UTM18, LiveServer, build_app, make_geotiff, tiny_network
 from rasterio.warp import transform_bounds
 
 X0, Y0, SIZE, STRIPE = 500_000, 4_300_000, 128, 32
@@ -42,18 +42,11 @@ def write_scene(folder: Path) -> Path:
 
 def write_model(folder: Path, replay: bool = True) -> Path:
     """conftest's tiny architecture, random body, head fitted to the stripes; + replay npz."""
-    import keras
 
     from web_tool.ServerModels.keras_model import KerasSegmentationModel
     from web_tool.softmax_fit import fit_head
 
-    keras.utils.set_random_seed(0)
-    inp = keras.Input((None, None, 4))
-    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inp)
-    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x)
-    x = keras.layers.Conv2D(4, 1, name="logits")(x)
-    out = keras.layers.Activation("softmax", name="probs")(x)
-    network = keras.Model(inp, out)
+    network = tiny_network()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "stripes.keras"
     network.save(path)
