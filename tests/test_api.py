@@ -199,3 +199,20 @@ def test_leaflet_is_served_from_the_pinned_package(live_server):
         pytest.skip("node_modules/leaflet not installed (make node)")
     status, hdrs, body = call(live_server, "/vendor/leaflet/leaflet.js")
     assert status == 200 and b"Leaflet" in body[:2000]
+
+
+def test_openapi_describes_every_endpoint_with_the_validating_schemas(live_server):
+    status, _, doc = call(live_server, "/openapi.json")
+    assert status == 200 and doc["openapi"].startswith("3.1")
+    _, _, health = call(live_server, "/health")
+    for endpoint in health["endpoints"]:
+        method, rule = endpoint.split(" ", 1)
+        if rule in ("/", "/<path:path>"):
+            continue
+        path = rule.replace("<z:int>", "{z}").replace("<x:int>", "{x}").replace("<y:int>", "{y}")
+        path = path.replace("<", "{").replace(">", "}")
+        assert method.lower() in doc["paths"][path], endpoint
+    body = doc["paths"]["/predPatch"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    pred = doc["components"]["schemas"][body["$ref"].rsplit("/", 1)[1]]
+    assert "extent" in pred["required"] and "weights" in pred["properties"]
+    assert "ExtentBody" in doc["components"]["schemas"]

@@ -30,6 +30,7 @@ from web_tool import datasets as dataset_config  # noqa: E402
 from web_tool.DataLoader import MAX_PATCH_PIXELS, DataLoader  # noqa: E402
 from web_tool.errors import LandCoverError, NotFoundError  # noqa: E402
 from web_tool.jobs import MAX_TILE_KM2, JobManager  # noqa: E402
+from web_tool.openapi import build_openapi  # noqa: E402
 from web_tool.predict import get_input, pred_patch  # noqa: E402
 from web_tool.schemas import GetInputRequest, PredPatchRequest, parse  # noqa: E402
 from web_tool.ServerModels import ServerModel, get_model, list_models  # noqa: E402
@@ -152,6 +153,10 @@ def make_app(config: AppConfig) -> bottle.Bottle:
     # feature modules add their own routes: human-in-the-loop, then large-area jobs
     routes_hitl.add_routes(app, config)
     routes_jobs.add_routes(app, config)
+
+    @app.get("/openapi.json")
+    def openapi_route():
+        return api.json_response(build_openapi(app))
 
     @app.get("/<path:path>")
     def static(path):

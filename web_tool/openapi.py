@@ -1,0 +1,91 @@
+"""The API described as OpenAPI 3.1, built from the app's own routes and request models.
+
+Every route the app serves appears; the POST endpoints' bodies are the same pydantic models that
+validate requests, so the description cannot drift from what the server accepts.
+"""
+
+from __future__ import annotations
+
+import re
+
+import bottle
+from pydantic import BaseModel
+
+from web_tool import __version__
+from web_tool.routes_hitl import (
+    AddClassRequest,
+    CheckpointRequest,
+    CorrectionRequest,
+    LoadRequest,
+    SessionRequest,
+)
+from web_tool.schemas import GetInputRequest, PredPatchRequest
+from web_tool.schemas_jobs import PredTileRequest
+
+#: request body model of each JSON endpoint
+REQUEST_MODELS: dict[str, type[BaseModel]] = {
+    "POST /predPatch": PredPatchRequest,
+    "POST /getInput": GetInputRequest,
+    "POST /sessions": SessionRequest,
+    "POST /recordCorrection": CorrectionRequest,
+    "POST /retrainModel": SessionRequest,
+    "POST /addClass": AddClassRequest,
+    "POST /doUndo": SessionRequest,
+    "POST /resetModel": SessionRequest,
+    "POST /checkpoints": CheckpointRequest,
+    "POST /doLoad": LoadRequest,
+    "POST /predTile": PredTileRequest,
+}
+ERROR = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
+HIDDEN = {"/<path:path>", "/"}  # static files and the page itself
+
+
+def openapi_path(rule: str) -> tuple[str, list[str]]:
+    """Bottle's `/jobs/<job_id>` or `/tiles/<z:int>.png` → (`/jobs/{job_id}`, parameter names)."""
+    names = re.findall(r"<(\w+)(?::\w+)?>", rule)
+    return re.sub(r"<(\w+)(?::\w+)?>", r"{\1}", rule), names
+
+
+def operation(method: str, rule: str, params: list[str], schemas: dict) -> dict:
+    op: dict = {
+        "summary": f"{method} {rule}",
+        "responses": {
+            "200": {"description": "success"},
+            "4XX": {
+                "description": "the request is wrong; the message says what to change",
+                "content": {"application/json": {"schema": ERROR}},
+            },  # fmt: skip
+        },
+    }
+    if params:
+        op["parameters"] = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
+                            for n in params]  # fmt: skip
+    model = REQUEST_MODELS.get(f"{method} {rule}")
+    if model is not None:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+        op["requestBody"] = {
+            "required": model is not SessionRequest,  # {"session"?} alone: the body may be empty
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}},
+        }
+    return op
+
+
+def build_openapi(app: bottle.Bottle) -> dict:
+    """The OpenAPI document of `app`'s routes (OPTIONS and static files left out)."""
+    paths: dict = {}
+    schemas: dict = {}
+    for route in app.routes:
+        if route.method == "OPTIONS" or route.rule in HIDDEN:
+            continue
+        path, params = openapi_path(route.rule)
+        paths.setdefault(path, {})[route.method.lower()] = operation(
+            route.method, route.rule, params, schemas
+        )
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Land Cover Mapping tool", "version": __version__},
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }
