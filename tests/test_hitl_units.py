@@ -9,12 +9,12 @@ from rasterio.crs import CRS
 from shapely.geometry import box
 
 from web_tool import holdout
-from web_tool.corrections import Correction, labelled_pixels, parse_geometry, record
+from web_tool.corrections import Correction, labelled_pixels, record
 from web_tool.DataLoader import DataLoader
 from web_tool.datasets import DatasetConfig
 from web_tool.errors import ExtentError, NotFoundError, TooLargeError
 from web_tool.finetune import get_strategy
-from web_tool.geometry import WEB_MERCATOR, Extent, Grid
+from web_tool.geometry import WEB_MERCATOR, Extent, Grid, polygon_from_geojson
 from web_tool.softmax_fit import fit_head
 from web_tool.store import ModelState, Store
 from web_tool.training_data import class_weights, replay_path
@@ -58,8 +58,10 @@ def test_huge_areas_and_bad_geometries_are_refused(loader):
                 {"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [0, 0]]]},
                 {"type": "Polygon", "coordinates": [[[0, 0], [1, "a"], [1, 1], [0, 0]]]}):  # fmt: skip
         with pytest.raises(ExtentError):
-            parse_geometry(bad)
-    bowtie = parse_geometry({"type": "Polygon", "coordinates": [[[0, 0], [2, 2], [2, 0], [0, 2], [0, 0]]]})
+            polygon_from_geojson(bad)
+    bowtie = polygon_from_geojson(
+        {"type": "Polygon", "coordinates": [[[0, 0], [2, 2], [2, 0], [0, 2], [0, 0]]]}
+    )
     assert bowtie.is_valid and bowtie.area == pytest.approx(2)
 
 

@@ -16,7 +16,7 @@ import shapely
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.warp import transform_geom
-from shapely.geometry import MultiPolygon, Polygon, box, mapping, shape
+from shapely.geometry import mapping, shape
 
 from web_tool.DataLoader import DataLoader
 from web_tool.errors import ExtentError, NoImageryError, TooLargeError
@@ -46,24 +46,6 @@ class Correction:
     @property
     def count(self) -> int:
         return int(self.xs.size)
-
-
-def parse_geometry(geojson) -> Polygon | MultiPolygon:
-    """A shapely (Multi)Polygon from a GeoJSON geometry; ExtentError saying what is wrong."""
-    if not isinstance(geojson, dict) or geojson.get("type") not in ("Polygon", "MultiPolygon"):
-        kind = geojson.get("type") if isinstance(geojson, dict) else type(geojson).__name__
-        raise ExtentError(f"geometry must be a GeoJSON Polygon or MultiPolygon, got {kind!r}")
-    try:
-        geom = shape(geojson)
-    except Exception as exc:  # shapely raises assorted errors for malformed coordinates
-        raise ExtentError(f"geometry is not a valid GeoJSON {geojson['type']}: {exc}") from None
-    if geom.is_empty or not np.isfinite(geom.bounds).all():
-        raise ExtentError("geometry is empty or has non-finite coordinates")
-    if not geom.is_valid:
-        geom = shapely.make_valid(geom)
-    if geom.area <= 0:
-        raise ExtentError("geometry encloses no area")
-    return geom
 
 
 def area_in(geom, crs: CRS, target: CRS):
@@ -123,10 +105,6 @@ def record(loader: DataLoader, geom, crs: CRS, value: int, context: int) -> Corr
     return Correction(dataset=loader.name, crs=grid.crs.to_string(), value=value, xs=xs, ys=ys,
                       rows=rows.astype(np.int32), cols=cols.astype(np.int32), image=patch.data,
                       transform=tuple(t)[:6])  # fmt: skip
-
-
-def extent_geometry(extent: Extent) -> Polygon:
-    return box(*extent.bounds)
 
 
 def sample_pixels(c: Correction, limit: int) -> np.ndarray:

@@ -9,10 +9,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+import shapely
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.errors import CRSError as RasterioCRSError
 from rasterio.warp import transform_bounds
+from shapely.geometry import shape
+from shapely.geometry.base import BaseGeometry
 
 from web_tool.errors import CRSError, ExtentError
 
@@ -140,3 +144,39 @@ def metres_per_unit(crs: CRS, latitude: float) -> float:
 def center_latitude(extent: Extent) -> float:
     geo = extent.to_crs(WGS84)
     return (geo.ymin + geo.ymax) / 2
+
+
+def polygonal(geom: BaseGeometry) -> BaseGeometry:
+    """The polygonal part of `geom`, made valid; ExtentError when nothing with an area is left."""
+    if not geom.is_valid:
+        geom = shapely.make_valid(geom)
+    if geom.geom_type == "GeometryCollection":
+        geom = shapely.union_all([g for g in geom.geoms if g.geom_type in ("Polygon", "MultiPolygon")])
+    if geom.is_empty or geom.area <= 0 or geom.geom_type not in ("Polygon", "MultiPolygon"):
+        raise ExtentError("the geometry encloses no area: send a Polygon or MultiPolygon with an inside")
+    return geom
+
+
+def polygon_from_geojson(obj: dict) -> BaseGeometry:
+    """A valid (Multi)Polygon from GeoJSON: a Polygon or MultiPolygon, or a Feature or
+    FeatureCollection of them; ExtentError saying what is wrong."""
+    if not isinstance(obj, dict):
+        raise ExtentError("geometry must be a GeoJSON object")
+    kind = obj.get("type")
+    if kind == "FeatureCollection":
+        parts = [polygon_from_geojson(f) for f in obj.get("features") or []]
+        if not parts:
+            raise ExtentError("the FeatureCollection holds no features")
+        return polygonal(shapely.union_all(parts))
+    if kind == "Feature":
+        return polygon_from_geojson(obj.get("geometry"))
+    if kind not in ("Polygon", "MultiPolygon"):
+        raise ExtentError(f"geometry must be a GeoJSON Polygon or MultiPolygon, got type {kind!r}")
+    try:
+        geom = shape(obj)
+        coords = shapely.get_coordinates(geom)
+    except Exception as exc:  # shapely raises assorted errors for malformed coordinates
+        raise ExtentError(f"geometry is not a valid GeoJSON {kind}: {exc}") from None
+    if not np.isfinite(coords).all():
+        raise ExtentError("geometry has a non-finite coordinate")
+    return polygonal(geom)

@@ -32,7 +32,7 @@ from shapely.geometry.base import BaseGeometry
 from web_tool.DataLoader import DataLoader
 from web_tool.errors import ClassIndexError, ExtentError, NoImageryError
 from web_tool.export import NODATA, ClassStats, export_all, row_areas_km2
-from web_tool.geometry import WEB_MERCATOR, WGS84, Extent, Grid
+from web_tool.geometry import WEB_MERCATOR, WGS84, Extent, Grid, polygon_from_geojson, polygonal
 from web_tool.rendering import reweight
 from web_tool.ServerModels.base import ServerModel
 
@@ -72,7 +72,7 @@ class AOI:
             geom = shape(transform_geom(self.crs, crs, mapping(self.geometry)))
         except Exception as exc:
             raise ExtentError(f"the geometry cannot be transformed to {crs}: {exc}") from None
-        return AOI(_polygonal(geom), crs)
+        return AOI(polygonal(geom), crs)
 
     def area_km2(self) -> float:
         """Area on the WGS84 ellipsoid (edges densified before reprojection)."""
@@ -84,43 +84,13 @@ class AOI:
         return abs(area) / 1e6
 
 
-def _polygonal(geom: BaseGeometry) -> BaseGeometry:
-    """The polygonal part of `geom`, made valid; ExtentError when nothing with an area is left."""
-    if not geom.is_valid:
-        geom = shapely.make_valid(geom)
-    if geom.geom_type == "GeometryCollection":
-        geom = shapely.union_all([g for g in geom.geoms if g.geom_type in ("Polygon", "MultiPolygon")])
-    if geom.is_empty or geom.area <= 0 or geom.geom_type not in ("Polygon", "MultiPolygon"):
-        raise ExtentError("the geometry encloses no area: send a Polygon or MultiPolygon with an inside")
-    return geom
-
-
 def aoi_from_extent(extent: Extent) -> AOI:
     return AOI(box(*extent.bounds), extent.crs)
 
 
 def aoi_from_geojson(obj: dict, crs: CRS) -> AOI:
     """An AOI from a GeoJSON Polygon or MultiPolygon (a Feature or FeatureCollection of them also do)."""
-    if not isinstance(obj, dict):
-        raise ExtentError("geometry must be a GeoJSON object")
-    kind = obj.get("type")
-    if kind == "FeatureCollection":
-        parts = [aoi_from_geojson(f, crs).geometry for f in obj.get("features") or []]
-        if not parts:
-            raise ExtentError("the FeatureCollection holds no features")
-        return AOI(_polygonal(shapely.union_all(parts)), crs)
-    if kind == "Feature":
-        return aoi_from_geojson(obj.get("geometry"), crs)
-    if kind not in ("Polygon", "MultiPolygon"):
-        raise ExtentError(f"geometry must be a GeoJSON Polygon or MultiPolygon, got type {kind!r}")
-    try:
-        geom = shape(obj)
-        coords = shapely.get_coordinates(geom)
-    except Exception as exc:
-        raise ExtentError(f"geometry is not a valid GeoJSON {kind}: {exc}") from None
-    if not np.isfinite(coords).all():
-        raise ExtentError("geometry has a non-finite coordinate")
-    return AOI(_polygonal(geom), crs)
+    return AOI(polygon_from_geojson(obj), crs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -180,7 +150,7 @@ def clip_to_imagery(loader: DataLoader, aoi: AOI) -> AOI:
     if footprint.contains(aoi.geometry):
         return aoi
     try:
-        return AOI(_polygonal(aoi.geometry.intersection(footprint)), aoi.crs)
+        return AOI(polygonal(aoi.geometry.intersection(footprint)), aoi.crs)
     except ExtentError:
         raise none from None
 

@@ -9,13 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 import bottle
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from web_tool import api
-from web_tool.corrections import extent_geometry, parse_geometry
 from web_tool.errors import RequestError
-from web_tool.geometry import parse_crs
-from web_tool.schemas import ClassBody, ExtentBody, Lenient, parse
+from web_tool.schemas import AreaRequest, ClassBody, Lenient, parse
 
 SessionId = Field(default=None, max_length=64)
 
@@ -24,20 +22,12 @@ class SessionRequest(Lenient):
     session: str | None = SessionId
 
 
-class CorrectionRequest(SessionRequest):
+class CorrectionRequest(SessionRequest, AreaRequest):
     """An area (`extent`, or a GeoJSON `geometry` in EPSG:`crs`) and the class it is."""
 
     value: int
-    extent: ExtentBody | None = None
-    geometry: dict[str, Any] | None = None
     crs: int = 3857
     dataset: str | None = None
-
-    @model_validator(mode="after")
-    def _one_area(self):
-        if (self.extent is None) == (self.geometry is None):
-            raise ValueError("send exactly one of `extent` or `geometry` (GeoJSON Polygon/MultiPolygon)")
-        return self
 
 
 class AddClassRequest(SessionRequest, ClassBody):
@@ -55,14 +45,6 @@ class LoadRequest(SessionRequest):
 def optional_json(max_bytes: int) -> Any:
     """The JSON body, or {} when the request has none (e.g. `POST /sessions`)."""
     return api.read_json(max_bytes) if bottle.request.content_length else {}
-
-
-def correction_area(req: CorrectionRequest):
-    """(shapely geometry, CRS) of a correction request."""
-    if req.extent is not None:
-        extent = req.extent.to_extent()
-        return extent_geometry(extent), extent.crs
-    return parse_geometry(req.geometry), parse_crs(req.crs)
 
 
 def add_routes(app: bottle.Bottle, config) -> None:
@@ -88,7 +70,7 @@ def add_routes(app: bottle.Bottle, config) -> None:
     def record_correction():
         req = body(CorrectionRequest)
         loader = config.loader(req.dataset)
-        geom, crs = correction_area(req)
+        geom, crs = req.area()
         count = sessions.record(req.session, loader, geom, crs, req.value)
         return api.json_response({"success": True, "count": count})
 

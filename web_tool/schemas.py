@@ -9,10 +9,13 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from rasterio.crs import CRS
+from shapely.geometry import box
+from shapely.geometry.base import BaseGeometry
 
 from web_tool.errors import RequestError
-from web_tool.geometry import Extent, parse_crs
+from web_tool.geometry import Extent, parse_crs, polygon_from_geojson
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
@@ -42,6 +45,27 @@ class ExtentBody(Lenient):
 class ClassBody(Lenient):
     name: str = Field(min_length=1, max_length=100)
     color: str = Field(pattern=r"^#([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
+
+
+class AreaRequest(Lenient):
+    """An area: an `extent`, or a GeoJSON `geometry` in EPSG:`crs` (default 3857) — exactly one."""
+
+    extent: ExtentBody | None = None
+    geometry: dict[str, Any] | None = None
+    crs: int | str = 3857
+
+    @model_validator(mode="after")
+    def _one_area(self):
+        if (self.extent is None) == (self.geometry is None):
+            raise ValueError("send exactly one of `extent` or `geometry` (a GeoJSON Polygon or MultiPolygon)")
+        return self
+
+    def area(self) -> tuple[BaseGeometry, CRS]:
+        """(shapely polygon, its CRS) of the request's area."""
+        if self.extent is not None:
+            extent = self.extent.to_extent()
+            return box(*extent.bounds), extent.crs
+        return polygon_from_geojson(self.geometry), parse_crs(self.crs)
 
 
 class GetInputRequest(Lenient):
