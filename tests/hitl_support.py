@@ -17,6 +17,8 @@ import requests
 from conftest import UTM18, LiveServer, build_app, make_geotiff, tiny_network
 from rasterio.warp import transform_bounds
 
+from web_tool.rendering import hex_to_rgb
+
 X0, Y0, SIZE, STRIPE = 500_000, 4_300_000, 128, 32
 COLOURS = [(20, 50, 110, 15), (35, 90, 45, 160), (170, 190, 110, 210), (185, 175, 170, 70)]
 WATER, FOREST, FIELD, BUILT = range(4)
@@ -92,10 +94,6 @@ def decode_png(b64: str) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
 
 
-def hex_rgb(color: str) -> tuple[int, int, int]:
-    return tuple(int(color[i : i + 2], 16) for i in (1, 3, 5))
-
-
 def predicted(url: str, k: int, session: str | None = None, classes: list[dict] | None = None) -> np.ndarray:
     """Class index per pixel (-1 for colours of no class) that /predPatch shows inside stripe k."""
     body = {"extent": stripe_extent(k), "session": session}
@@ -104,7 +102,7 @@ def predicted(url: str, k: int, session: str | None = None, classes: list[dict] 
     classes = classes or default_classes()
     out = np.full(hard.shape[:2], -1)
     for i, c in enumerate(classes):
-        out[(hard == hex_rgb(c["color"])).all(axis=-1)] = i
+        out[(hard == hex_to_rgb(c["color"])).all(axis=-1)] = i
     return out
 
 
