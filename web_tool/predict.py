@@ -61,7 +61,8 @@ def pred_patch(
     classes: list[dict] | None = None,
 ) -> dict:
     """The /predPatch response fields for `extent` (besides the echoed request fields)."""
-    colors = class_colors(classes or model.classes)
+    classes = list(classes or [])
+    colors = class_colors(classes + model.classes[len(classes) :])  # classes the request omits: the model's
     if len(colors) != model.n_classes:  # checked before any pixel is read
         raise ClassIndexError(
             f"classes has {len(colors)} entries but the model predicts {model.n_classes} classes"

@@ -145,8 +145,6 @@ def make_app(config: AppConfig) -> bottle.Bottle:
         loader = config.loader(req.dataset)
         classes = [c.model_dump() for c in req.classes] if req.classes else None
         model = config.model_for(req.session)
-        if classes and len(classes) < model.n_classes:  # the session added classes (/addClass)
-            classes += model.classes[len(classes) :]
         result = pred_patch(loader, model, req.extent.to_extent(), req.weights, classes)
         return api.json_response({"extent": body["extent"], "weights": body.get("weights"), **result})
 
