@@ -19,13 +19,15 @@ if __package__ in (None, ""):  # run as a script: import the package, not siblin
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
+import ipaddress  # noqa: E402
 import logging  # noqa: E402
+import socket  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from typing import Any  # noqa: E402
 
 import bottle  # noqa: E402
 
-from web_tool import __version__, api, routes_hitl, routes_jobs  # noqa: E402
+from web_tool import __version__, api, auth, routes_hitl, routes_jobs  # noqa: E402
 from web_tool import datasets as dataset_config  # noqa: E402
 from web_tool.DataLoader import MAX_PATCH_PIXELS, DataLoader  # noqa: E402
 from web_tool.errors import LandCoverError, NotFoundError  # noqa: E402
@@ -63,6 +65,8 @@ class AppConfig:
     sessions: Any = None
     #: large-area jobs (jobs.JobManager); None = no /predTile
     jobs: Any = None
+    #: shared secret every API call must carry (auth.py); None = no auth
+    token: str | None = None
 
     @property
     def default_dataset(self) -> str:
@@ -110,6 +114,7 @@ def make_app(config: AppConfig) -> bottle.Bottle:
     """The Bottle app: static frontend, discovery, tiles and the seed's prediction endpoints."""
     app = bottle.Bottle()
     api.install(app)
+    auth.install(app, config.token)
 
     @app.get("/")
     def index():
@@ -119,7 +124,13 @@ def make_app(config: AppConfig) -> bottle.Bottle:
     def health():
         endpoints = sorted({f"{r.method} {r.rule}" for r in app.routes if r.method != "OPTIONS"})
         return api.json_response(
-            {"status": "ok", "model_name": config.model.name, "version": __version__, "endpoints": endpoints}
+            {
+                "status": "ok",
+                "model_name": config.model.name,
+                "version": __version__,
+                "auth": bool(config.token),
+                "endpoints": endpoints,
+            }  # fmt: skip
         )
 
     @app.get("/datasets")
@@ -163,6 +174,15 @@ def make_app(config: AppConfig) -> bottle.Bottle:
     return app
 
 
+def is_loopback(host: str) -> bool:
+    """Whether every address `host` names is this machine's own (127.0.0.0/8, ::1)."""
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+        return bool(addresses) and all(ipaddress.ip_address(a).is_loopback for a in addresses)
+    except (OSError, ValueError):
+        return False
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python web_tool/server.py",
@@ -181,6 +201,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="last_k_layers: weighted layers to tune (the head counts as one)")  # fmt: skip
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind; 0.0.0.0 accepts connections from other machines")  # fmt: skip
+    parser.add_argument("--token", default=argparse.SUPPRESS,
+                        help="shared secret every API call must send as 'Authorization: Bearer <token>';"
+                             f" safer in the environment variable {auth.TOKEN_ENV} (not shown by ps)."
+                             " Without one there is no auth: keep --host on loopback")  # fmt: skip
     parser.add_argument("--port", type=int, default=4444, help="port to listen on")
     parser.add_argument("--dataset", action="append", default=[], metavar="[NAME=]PATH",
                         help="imagery to serve: a GeoTIFF/COG/VRT file, a directory or a glob;"
@@ -214,7 +238,8 @@ def build_config(args: argparse.Namespace) -> AppConfig:
                               options={"k": args.fine_tune_layers})  # fmt: skip
     jobs = JobManager(Path(args.state_dir), max_km2=args.max_tile_km2)
     return AppConfig(loaders=loaders, model=model, fine_tune=args.fine_tune,
-                     state_dir=Path(args.state_dir), sessions=sessions, jobs=jobs)  # fmt: skip
+                     state_dir=Path(args.state_dir), sessions=sessions, jobs=jobs,
+                     token=vars(args).get("token") or os.environ.get(auth.TOKEN_ENV))  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -233,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
                  loader.crs.to_string(), loader.resolution_m)  # fmt: skip
     log.info("model %r (%d classes); serving on http://%s:%d/", config.model.name,
              config.model.n_classes, args.host, args.port)  # fmt: skip
+    if not config.token and not is_loopback(args.host):
+        log.warning("serving %s without --token: anyone who can reach this port can use the API", args.host)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     waitress.serve(app, host=args.host, port=args.port, threads=args.threads, ident="landcover",
                    _quiet=not args.verbose)  # fmt: skip
