@@ -8,6 +8,7 @@ LANDCOVER_BROWSER_DATASET=[NAME=]PATH and LANDCOVER_BROWSER_MODEL=PATH.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -42,6 +43,7 @@ EARTH_RADIUS = 6378137.0
 OVERLAY = "img.prediction-overlay"
 SERVER_START_S = 120
 TIMEOUT_MS = 30_000
+GUARD_TOKEN = "browser-test-token"
 
 
 def free_port() -> int:
@@ -71,13 +73,13 @@ def server_command(port: int, state_dir: Path) -> list[str]:
     return command
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory):
-    """A real server process: {"url", "health", "port"}; killed at the end of the session."""
+@contextlib.contextmanager
+def running_server(state_dir: Path, **env: str):
+    """A real server process (extra environment `env`) → {"url", "health", "port"}; killed after."""
     port = free_port()
-    state_dir = tmp_path_factory.mktemp("browser_state")
     log_path = state_dir / "server.log"
-    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1",
+           **env}  # fmt: skip
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(server_command(port, state_dir), cwd=REPO, stdout=log,
                                 stderr=subprocess.STDOUT, env=env)  # fmt: skip
@@ -92,6 +94,20 @@ def server(tmp_path_factory):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    """The demo served by a real server process for the whole session."""
+    with running_server(tmp_path_factory.mktemp("browser_state")) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def guarded_server(tmp_path_factory):
+    """The demo served by a second server process that was started with LANDCOVER_TOKEN."""
+    with running_server(tmp_path_factory.mktemp("guarded_state"), LANDCOVER_TOKEN=GUARD_TOKEN) as running:
+        yield running
 
 
 def wait_for_health(proc: subprocess.Popen, url: str, log_path: Path) -> dict:
@@ -233,11 +249,13 @@ def is_local(url: str) -> bool:
 
 @pytest.fixture
 def open_page(browser, server, request):
-    """open_page(endpoints_mine=None) → a MapPage of the loaded tool; endpoints_mine, when given,
-    is served as endpoints.mine.js. A screenshot of each page is saved when the test ends."""
+    """open_page(endpoints_mine=None, url=None) → a MapPage of the loaded tool (from `url`, default
+    the session's server); endpoints_mine, when given, is served as endpoints.mine.js.
+    `on_page(page)` runs before the page loads. A screenshot of each page is saved at the end."""
     contexts = []
 
-    def opener(endpoints_mine: str | None = None, wait_ready: bool = True):
+    def opener(endpoints_mine: str | None = None, wait_ready: bool = True, url: str | None = None,
+               on_page=None):  # fmt: skip
         context = browser.new_context(viewport={"width": 1400, "height": 900})
         context.set_default_timeout(TIMEOUT_MS)
         contexts.append(context)
@@ -257,7 +275,9 @@ def open_page(browser, server, request):
         page.on("console", lambda m: m.type == "error" and log.console_error(m))
         page.on("pageerror", lambda e: log.page_errors.append(str(e)))
         page.on("response", lambda r: log.responses.append((r.url, r.status)))
-        page.goto(server["url"])
+        if on_page:
+            on_page(page)
+        page.goto(url or server["url"])
         if wait_ready:
             page.wait_for_selector("body[data-ready='true']")
         return MapPage(page, log)

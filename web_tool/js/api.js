@@ -2,6 +2,8 @@
 // Other modules speak in plain values (extents, class lists, ids) and get plain values back;
 // failures arrive as ApiError, whose message is always readable ("<server>: <what is wrong>").
 
+const TOKEN_KEY = "landcover.token."; // + server URL → the access token the user gave
+
 export class ApiError extends Error {
   constructor(server, message, status = 0) {
     super(status === 0 && message.startsWith("cannot reach") ? message : `${server.name}: ${message}`);
@@ -35,10 +37,39 @@ export class Server {
     this.name = name || this.url;
     this.rules = []; // from GET /health; empty = not asked yet
     this.modelName = "";
+    this.asking = null; // the pending token prompt, shared by calls refused at the same time
   }
 
   href(path) {
     return new URL(path.replace(/^\//, ""), this.url).href;
+  }
+
+  // --- access token (servers started with --token) -------------------------------------------
+
+  get token() {
+    return localStorage.getItem(TOKEN_KEY + this.url) || "";
+  }
+
+  set token(value) {
+    if (value) localStorage.setItem(TOKEN_KEY + this.url, value);
+    else localStorage.removeItem(TOKEN_KEY + this.url);
+  }
+
+  /** A URL the browser fetches by itself (tiles, downloads): the token rides as ?access_token=. */
+  withToken(url) {
+    if (!this.token) return url;
+    return `${url}${url.includes("?") ? "&" : "?"}access_token=${encodeURIComponent(this.token)}`;
+  }
+
+  /** Ask the user for the token once (however many calls were refused); → whether one was given. */
+  askToken(reason) {
+    this.asking ??= Promise.resolve().then(() => {
+      const given = window.prompt(`${this.name} needs an access token (${reason}).\nToken:`, "");
+      this.token = given ? given.trim() : "";
+      this.asking = null;
+      return Boolean(this.token);
+    });
+    return this.asking;
   }
 
   /** Does the server offer `method path` (e.g. "POST /retrainModel", "GET /jobs/x")? */
@@ -47,12 +78,14 @@ export class Server {
     return this.rules.some((r) => r.method === method && r.regex.test(path));
   }
 
-  async request(method, path, body) {
+  async request(method, path, body, retried = false) {
     const init = { method, headers: {} };
     if (body !== undefined) {
       init.headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
     }
+    const sentToken = this.token;
+    if (sentToken) init.headers.Authorization = `Bearer ${sentToken}`;
     let response;
     try {
       response = await fetch(/^https?:/.test(path) ? path : this.href(path), init);
@@ -70,6 +103,11 @@ export class Server {
     }
     if (!response.ok) {
       const reason = data && typeof data.error === "string" && data.error ? data.error : `HTTP ${response.status}`;
+      if (response.status === 401 && !retried) {
+        // another call may have been given the token meanwhile; otherwise ask the user once
+        if (this.token && this.token !== sentToken) return this.request(method, path, body, true);
+        if (await this.askToken(reason)) return this.request(method, path, body, true);
+      }
       throw new ApiError(this, reason, response.status);
     }
     return data;
@@ -91,7 +129,7 @@ export class Server {
   }
 
   tileUrlTemplate(dataset) {
-    return `${this.url}tiles/${encodeURIComponent(dataset)}/{z}/{x}/{y}.png`; // not via URL(): keeps {z}
+    return this.withToken(`${this.url}tiles/${encodeURIComponent(dataset)}/{z}/{x}/{y}.png`); // keeps {z}
   }
 
   // --- seed endpoints ------------------------------------------------------------------------
@@ -291,7 +329,8 @@ const OUTPUT_LABELS = {
 
 /** A job output as a link: a bare file name lives under /downloads/, a path or URL as given. */
 function downloadHref(server, value) {
-  return /[/:]/.test(value) ? server.href(value) : server.href(`downloads/${encodeURIComponent(value)}`);
+  const href = /[/:]/.test(value) ? server.href(value) : server.href(`downloads/${encodeURIComponent(value)}`);
+  return server.withToken(href);
 }
 
 function parseJob(server, data) {
