@@ -31,12 +31,12 @@ from web_tool import __version__, api, auth, routes_hitl, routes_jobs  # noqa: E
 from web_tool import datasets as dataset_config  # noqa: E402
 from web_tool.DataLoader import MAX_PATCH_PIXELS, DataLoader  # noqa: E402
 from web_tool.errors import LandCoverError, NotFoundError  # noqa: E402
-from web_tool.jobs import MAX_TILE_KM2, JobManager  # noqa: E402
+from web_tool.jobs import JOB_WORKERS, MAX_QUEUED_JOBS, MAX_TILE_KM2, JobManager  # noqa: E402
 from web_tool.openapi import build_openapi  # noqa: E402
 from web_tool.predict import get_input, pred_patch  # noqa: E402
 from web_tool.schemas import GetInputRequest, PredPatchRequest, parse  # noqa: E402
 from web_tool.ServerModels import ServerModel, get_model, list_models  # noqa: E402
-from web_tool.sessions import SessionManager  # noqa: E402
+from web_tool.sessions import IDLE_S, MAX_SESSIONS, SessionManager  # noqa: E402
 from web_tool.tiles import render_tile  # noqa: E402
 from web_tool.training_data import replay_path  # noqa: E402
 
@@ -214,10 +214,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="named datasets with band order and classes (see README)")  # fmt: skip
     parser.add_argument("--state_dir", default=str(WEB_ROOT / "data" / "state"),
                         help="where sessions, corrections, checkpoints and exports are kept")  # fmt: skip
+    parser.add_argument("--max_body_mb", type=float, default=api.MAX_BODY_BYTES / 2**20,
+                        help="largest request body in MiB (GeoJSON polygons make bodies grow)")  # fmt: skip
     parser.add_argument("--max_patch_pixels", type=int, default=MAX_PATCH_PIXELS,
                         help="largest /predPatch or /getInput extent, in pixels")  # fmt: skip
     parser.add_argument("--max_tile_km2", type=float, default=MAX_TILE_KM2,
                         help="largest /predTile area in km² (the batch CLI has no cap)")  # fmt: skip
+    parser.add_argument("--max_sessions", type=int, default=MAX_SESSIONS,
+                        help="sessions kept in memory; the least recently used idle ones are let go"
+                             " (their corrections and model stay on disk)")  # fmt: skip
+    parser.add_argument("--session_idle_minutes", type=float, default=IDLE_S / 60,
+                        help="a session unused this long is let go from memory"
+                             " (and reloads on its next call)")  # fmt: skip
+    parser.add_argument("--job_workers", type=int, default=JOB_WORKERS,
+                        help="/predTile jobs that run at once; later ones wait in the queue")  # fmt: skip
+    parser.add_argument("--max_queued_jobs", type=int, default=MAX_QUEUED_JOBS,
+                        help="jobs that may wait; beyond this /predTile answers 503")  # fmt: skip
     parser.add_argument("--threads", type=int, default=8, help="HTTP worker threads")
     parser.add_argument("--verbose", action="store_true", help="log every request")
     return parser.parse_args(argv)
@@ -235,10 +247,13 @@ def build_config(args: argparse.Namespace) -> AppConfig:
     default = next((d for d in loaders.values() if d.config.default), next(iter(loaders.values())))
     model = get_model(args.model)(args.model_fn, classes=default.classes)
     sessions = SessionManager(model, args.state_dir, args.fine_tune, replay_path(args.model_fn),
-                              options={"k": args.fine_tune_layers})  # fmt: skip
-    jobs = JobManager(Path(args.state_dir), max_km2=args.max_tile_km2)
+                              options={"k": args.fine_tune_layers}, max_sessions=args.max_sessions,
+                              idle_s=args.session_idle_minutes * 60)  # fmt: skip
+    jobs = JobManager(Path(args.state_dir), max_km2=args.max_tile_km2, workers=args.job_workers,
+                      max_queued=args.max_queued_jobs)  # fmt: skip
     return AppConfig(loaders=loaders, model=model, fine_tune=args.fine_tune,
                      state_dir=Path(args.state_dir), sessions=sessions, jobs=jobs,
+                     max_body_bytes=int(args.max_body_mb * 2**20),
                      token=vars(args).get("token") or os.environ.get(auth.TOKEN_ENV))  # fmt: skip
 
 

@@ -6,9 +6,10 @@ replace its model with a new object, so a prediction in flight never sees a half
 Every change holds the session's own lock; different sessions never wait for each other.
 
 State lives in a `store.Store` (SQLite + files in `state_dir`): corrections as they are recorded,
-the session's current model after each change, checkpoints on request. A session evicted by a
-restart comes back with its corrections, classes and latest model (its undo history then holds
-its corrections only).
+the session's current model after each change, checkpoints on request. Memory holds at most
+`max_sessions` sessions: ones idle for `idle_s` are let go, and the least recently used idle ones
+when there are too many. A session evicted (or lost to a restart) comes back from the store with
+its corrections, classes and latest model; its undo history then holds its corrections only.
 """
 
 from __future__ import annotations
@@ -33,6 +34,12 @@ log = logging.getLogger(__name__)
 DEFAULT_SESSION = "default"
 #: retrains a session can undo (older models are let go)
 MAX_UNDO_RETRAINS = 5
+#: sessions kept in memory (a session with a tuned body holds a copy of the network's weights)
+MAX_SESSIONS = 32
+#: seconds without a request after which a session is let go from memory (its state is on disk)
+IDLE_S = 30 * 60
+#: a session is never evicted within this many seconds of its last use, however many there are
+GRACE_S = 5.0
 
 
 @dataclass
@@ -46,6 +53,8 @@ class Session:
     metrics: dict = field(default_factory=dict)
     history: list[tuple[str, object]] = field(default_factory=list)
     lock: threading.RLock = field(default_factory=threading.RLock)
+    #: time.monotonic() of the last request that used this session
+    used: float = 0.0
 
     @property
     def classes(self) -> list[dict]:
@@ -68,7 +77,8 @@ class SessionManager:
     """All sessions of one server: created from `base`, trained with the `fine_tune` strategy."""
 
     def __init__(self, base: ServerModel, state_dir: str | Path, fine_tune: str = "last_layer",
-                 replay_file: str | Path | None = None, options: dict | None = None):  # fmt: skip
+                 replay_file: str | Path | None = None, options: dict | None = None,
+                 max_sessions: int = MAX_SESSIONS, idle_s: float = IDLE_S, clock=time.monotonic):  # fmt: skip
         self.base = base
         self.store = Store(state_dir)
         self.fine_tune = fine_tune
@@ -79,6 +89,7 @@ class SessionManager:
         self.source = FeatureSource(base, load_replay(replay_file))
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
+        self.max_sessions, self.idle_s, self.clock = max(1, max_sessions), idle_s, clock
         self.store.add_session(DEFAULT_SESSION, base.classes)
 
     # --- finding sessions ----------------------------------------------------------------------
@@ -93,9 +104,38 @@ class SessionManager:
         session_id = session_id or DEFAULT_SESSION
         with self._lock:
             session = self._sessions.get(session_id)
+            self._evict(room_for=session is None)
             if session is None:
                 session = self._sessions[session_id] = self._load(session_id)
+            session.used = self.clock()
             return session
+
+    def in_memory(self) -> list[str]:
+        with self._lock:
+            return list(self._sessions)
+
+    def _evict(self, room_for: int) -> None:
+        """Let go of idle sessions, then of the least recently used ones while there are too many.
+
+        Everything a session has is already in the store, so letting go loses only the undo
+        history of its retrains. A session busy or used within GRACE_S is kept, even over the cap.
+        Called with `self._lock` held.
+        """
+        now = self.clock()
+        by_age = sorted(self._sessions.values(), key=lambda s: s.used)
+        excess = len(by_age) + room_for - self.max_sessions
+        for session in by_age:
+            idle = now - session.used
+            if idle < GRACE_S or not (idle >= self.idle_s or excess > 0):
+                continue
+            if not session.lock.acquire(blocking=False):  # a retrain or correction is running
+                continue
+            try:
+                del self._sessions[session.id]
+                excess -= 1
+                log.info("session %s let go from memory after %.0f s idle", session.id, idle)
+            finally:
+                session.lock.release()
 
     def _load(self, session_id: str) -> Session:
         row = self.store.session_row(session_id) if isinstance(session_id, str) else None
