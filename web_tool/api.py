@@ -11,7 +11,7 @@ from typing import Any
 
 import bottle
 
-from web_tool.errors import TooLargeError, status_for
+from web_tool.errors import TooLargeError, disk_full, status_for
 from web_tool.schemas import decode_json
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,10 @@ def json_errors(callback):
             raise
         except Exception as exc:
             status = status_for(exc)
+            full = disk_full(exc) if status >= 500 else None
+            if full is not None:
+                log.error("%s %s: %s (%s)", bottle.request.method, bottle.request.path, full, exc)
+                return error_response(status_for(full), str(full))
             if status >= 500:
                 log.exception("unexpected error in %s %s", bottle.request.method, bottle.request.path)
                 return error_response(status, f"internal error ({type(exc).__name__}): see the server log")

@@ -6,6 +6,10 @@ module can still catch it. Messages say what was asked, what exists and what to 
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
+
 
 class LandCoverError(Exception):
     """Root of every error the tool raises on purpose."""
@@ -47,6 +51,10 @@ class BusyError(LandCoverError, RuntimeError):
     """A limited resource (job queue, sessions) is full right now."""
 
 
+class DiskFullError(LandCoverError, OSError):
+    """The server's disk (its --state_dir) has no room for what it had to write."""
+
+
 #: exception class -> HTTP status; the first matching entry (in MRO order) wins.
 STATUS_CODES: dict[type[Exception], int] = {
     RequestError: 400,
@@ -57,8 +65,34 @@ STATUS_CODES: dict[type[Exception], int] = {
     NoImageryError: 404,
     TooLargeError: 413,
     BusyError: 503,
+    DiskFullError: 507,
     ModelError: 500,
 }
+
+
+#: errno values and message fragments (SQLite, GDAL) that mean "no room left on the disk"
+DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+#: free bytes under which a failed write counts as a full disk
+LOW_DISK_BYTES = 2**20
+DISK_FULL_WORDS = ("no space left", "disk is full", "disk i/o error", "free disk space")
+
+
+def disk_full(exc: BaseException, folder: str | os.PathLike | None = None) -> DiskFullError | None:
+    """A DiskFullError if `exc` (or its cause) means a full disk: by its errno or message, or, for
+    libraries that only say "write failed" (GDAL), an OSError while `folder` has under 1 MiB free."""
+    low = folder is not None and shutil.disk_usage(folder).free < LOW_DISK_BYTES
+    while exc is not None:
+        if isinstance(exc, DiskFullError):
+            return exc
+        words = str(exc).lower()
+        if (getattr(exc, "errno", None) in DISK_FULL_ERRNOS or any(w in words for w in DISK_FULL_WORDS)
+                or (low and isinstance(exc, OSError))):  # fmt: skip
+            return DiskFullError(
+                "the server's disk is full (or failing): this request saved nothing; ask the operator to"
+                " free space in the server's state folder, then try again"
+            )
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def status_for(exc: BaseException) -> int:

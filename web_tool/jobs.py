@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from web_tool import db
-from web_tool.errors import BusyError, LandCoverError, NotFoundError
+from web_tool.errors import BusyError, LandCoverError, NotFoundError, disk_full
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +119,9 @@ class JobManager:
         self._lock = threading.Lock()  # guards _events and _threads only, never held while a job runs
         self._threads: list[threading.Thread] = []
         self._closing = False
+        self._local = threading.local()
+        #: job id → failure message that could not be written to the database (a full disk)
+        self._unsaved: dict[str, str] = {}
         self.downloads.mkdir(parents=True, exist_ok=True)
         with self._conn() as conn:
             conn.executescript(SCHEMA)
@@ -128,11 +131,12 @@ class JobManager:
 
     @contextmanager
     def _conn(self) -> Iterator[sqlite3.Connection]:
-        conn = db.connect(self.db_path)
-        try:
-            yield conn
-        finally:
-            conn.close()
+        """This thread's connection, kept open: its WAL and shared-memory files then stay in place,
+        so that the database can still record a failure when the disk has filled up."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = db.connect(self.db_path)
+        yield conn
 
     def _update(self, sql: str, *params) -> int:
         with self._conn() as conn:
@@ -188,7 +192,9 @@ class JobManager:
 
     def get(self, job_id: str) -> dict:
         """The job as `GET /jobs/<id>` describes it (outputs as kind → file name)."""
-        row = self._row(job_id)
+        row = dict(self._row(job_id))
+        if job_id in self._unsaved and row["state"] == "running":
+            row.update(state="failed", message=self._unsaved[job_id])
         with self._conn() as conn:
             files = conn.execute("SELECT name, kind FROM job_files WHERE job=?", (job_id,)).fetchall()
         return describe(row, {f["kind"]: f["name"] for f in files} if row["state"] == "done" else {})
@@ -258,9 +264,15 @@ class JobManager:
             t.start()
 
     def _report(self, job_id: str, fraction: float, message: str) -> None:
-        self._update(
-            "UPDATE jobs SET progress=?, message=? WHERE id=? AND state='running'", fraction, message, job_id
-        )
+        try:
+            self._update(
+                "UPDATE jobs SET progress=?, message=? WHERE id=? AND state='running'",
+                fraction,
+                message,
+                job_id,
+            )
+        except sqlite3.Error as exc:  # progress is best-effort; the job goes on
+            log.warning("job %s: cannot record progress: %s", job_id, exc)
 
     def _work_loop(self) -> None:
         while not self._closing:
@@ -300,20 +312,30 @@ class JobManager:
             self._fail(job_id, str(exc))
             return
         except Exception as exc:
+            full = disk_full(exc, self.downloads)
+            if full is not None:
+                log.error("job %s: %s (%s)", job_id, full, exc)
+                self._fail(job_id, str(full).replace("this request saved nothing", "the map was not saved"))
+                return
             log.exception("job %s failed", job_id)
             self._fail(job_id, f"internal error ({type(exc).__name__}): see the server log")
             return
         self._finish(job_id, result)
 
     def _fail(self, job_id: str, message: str) -> None:
-        """Mark a running job failed (a cancelled one stays cancelled) and remove its files."""
-        self._update(
-            "UPDATE jobs SET state='failed', message=?, finished=? WHERE id=? AND state='running'",
-            message,
-            time.time(),
-            job_id,
-        )
-        self._remove_files(job_id)
+        """Remove a job's files and mark it failed (a cancelled one stays cancelled). If even that
+        cannot be written, the failure is kept in memory; a restart marks the job failed anyway."""
+        self._remove_files(job_id)  # first: frees the space a full disk needs for the update
+        try:
+            self._update(
+                "UPDATE jobs SET state='failed', message=?, finished=? WHERE id=? AND state='running'",
+                message,
+                time.time(),
+                job_id,
+            )
+        except sqlite3.Error as exc:
+            log.error("job %s: cannot record its failure (%s): %s", job_id, exc, message)
+            self._unsaved[job_id] = message
 
     def _check_outputs(self, result: JobResult) -> None:
         for path in result.outputs.values():

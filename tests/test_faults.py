@@ -1,0 +1,121 @@
+"""Faults the server must survive with its saved state intact: a full disk while writing a
+download, and `kill -9` in the middle of a retrain or of a /predTile job.
+
+(A kill during checkpoint writes is in test_hitl_checkpoints; a corrupt GeoTIFF in test_dataloader.)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from conftest import LiveServer, build_app, make_geotiff
+from hitl_support import BUILT, FIELD, X0, Y0, correct_box, post, utm_extent
+from test_jobs_api import polygon_3857, wait_for
+
+DISK_BYTES = 16 * 2**20
+NOISE_PX = 768
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 16 MiB file system of its own (tmpfs) at tmp_path/"disk"; needs root (CI runs as root)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a small tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_BYTES}", f"lc-{uuid.uuid4().hex[:6]}",
+                           str(mount)], capture_output=True, text=True)  # fmt: skip
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(folder: Path, leave: int = 0) -> Path:
+    """Write a file into `folder` until its file system has only about `leave` bytes free."""
+    filler = folder / "filler.bin"
+    with open(filler, "wb", buffering=0) as f:
+        for block in (65536, 4096, 1):  # big steps, then the last few bytes too
+            try:
+                while shutil.disk_usage(folder).free - block >= leave and f.write(b"\0" * block):
+                    pass
+            except OSError:
+                pass
+    return filler
+
+
+def integrity(db_path: Path) -> str:
+    with sqlite3.connect(db_path) as conn:
+        return conn.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+@pytest.fixture
+def noise_server(stripes_model, small_disk, tmp_path):
+    """A live server whose state is on the small disk, over a 768 m tile of noise (so its class maps
+    do not compress much: each export needs a few hundred KB)."""
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 255, (4, NOISE_PX, NOISE_PX), dtype=np.uint8)
+    make_geotiff(tmp_path / "noise" / "noise.tif", (X0, Y0, X0 + NOISE_PX, Y0 + NOISE_PX),
+                 size=(NOISE_PX, NOISE_PX), data=noise)  # fmt: skip
+    app, config = build_app([f"noise={tmp_path / 'noise'}"], stripes_model, small_disk)
+    srv = LiveServer(app)
+    srv.config = config
+    yield srv
+    srv.close()
+    config.jobs.close()
+
+
+def test_a_full_disk_fails_the_download_clearly_and_loses_nothing(noise_server, small_disk):
+    srv, state = noise_server, small_disk / "state"
+    s = post(srv.url, "/sessions")["session"]
+    for i in range(4):
+        correct_box(srv.url, BUILT, 66 + 4 * i, 10 + 25 * i, size=2, session=s)
+    checkpoint = post(srv.url, "/checkpoints", {"session": s, "name": "before the disk filled"})["checkpoint"]
+    corners = [(X0 + 5, Y0 + 5), (X0 + NOISE_PX - 5, Y0 + 5), (X0 + NOISE_PX - 5, Y0 + NOISE_PX - 5)]
+    area = {"geometry": polygon_3857(corners + [(X0 + 5, Y0 + NOISE_PX - 5)]), "crs": 3857, "session": s}
+    first = wait_for(srv, post(srv.url, "/predTile", area, status=202)["job"])
+    assert first["state"] == "done", first
+    cog_before = requests.get(srv.url + first["outputs"]["cog"], timeout=10).content
+    assert len(cog_before) > 200_000, "the export must be bigger than the room left below"
+
+    fill(small_disk, leave=128 * 1024)  # room for the database, not for the map
+    job = post(srv.url, "/predTile", area, status=202)["job"]
+    failed = wait_for(srv, job)
+    assert failed["state"] == "failed" and "disk is full" in failed["message"], failed
+    assert str(small_disk) not in failed["message"]  # says what, not where on the server
+    assert not [p.name for p in (state / "downloads").iterdir() if job in p.name]
+
+    # nothing else was lost: the earlier download, the session, its corrections, the checkpoint
+    assert requests.get(srv.url + first["outputs"]["cog"], timeout=10).content == cog_before
+    assert requests.get(f"{srv.url}/sessions/{s}", timeout=10).json()["corrections"] == 4
+    assert post(srv.url, "/doLoad", {"checkpoint": checkpoint, "session": s})["success"]
+
+    fill(small_disk)  # not a byte left: every request still answers, in JSON
+    correction = {"extent": utm_extent(70, 70, 72, 72), "value": FIELD}
+    for path, body in [
+        ("/predTile", area),
+        ("/checkpoints", {"session": s}),
+        ("/recordCorrection", correction),
+    ]:
+        r = requests.post(srv.url + path, json=body, timeout=60)
+        full = r.status_code == 507 and "disk is full" in r.json()["error"]
+        assert r.status_code in (200, 202) or full, (path, r.status_code, r.text)
+        if r.status_code == 202:
+            assert wait_for(srv, r.json()["job"])["state"] == "failed"
+
+    for f in small_disk.glob("filler*"):
+        f.unlink()  # room again: the same request works, and both databases are sound
+    again = wait_for(srv, post(srv.url, "/predTile", area, status=202)["job"])
+    assert again["state"] == "done", again
+    assert requests.get(srv.url + first["outputs"]["cog"], timeout=10).content == cog_before
+    assert integrity(state / "jobs.sqlite") == "ok" and integrity(state / "hitl.sqlite") == "ok"
