@@ -9,12 +9,16 @@ crops of the scene with the stripe labels.
 from __future__ import annotations
 
 import base64
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import requests
-from conftest import UTM18, LiveServer, build_app, make_geotiff, tiny_network
+from conftest import REPO, UTM18, LiveServer, build_app, make_geotiff, tiny_network
 from rasterio.warp import transform_bounds
 
 from web_tool.rendering import hex_to_rgb
@@ -128,3 +132,20 @@ def serve(scene: Path, model_path: Path, tmp_path: Path, **overrides) -> LiveSer
     srv = LiveServer(app)
     srv.config = config
     return srv
+
+
+def start_server(dataset: str, model: Path, state: Path, port: int, *args: str) -> subprocess.Popen:
+    """`python web_tool/server.py` on `port` (a real process, to be killed); returns once it answers."""
+    cmd = [sys.executable, str(REPO / "web_tool" / "server.py"), "--dataset", dataset,
+           "--model_fn", str(model), "--state_dir", str(state), "--port", str(port), *args]  # fmt: skip
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).ok:
+                return proc
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("server did not start")

@@ -8,17 +8,33 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
+import threading
+import time
 import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
-from conftest import LiveServer, build_app, make_geotiff
-from hitl_support import BUILT, FIELD, X0, Y0, correct_box, post, utm_extent
+from conftest import LiveServer, build_app, free_port, make_geotiff
+from hitl_support import (
+    BUILT,
+    FIELD,
+    X0,
+    Y0,
+    correct_box,
+    post,
+    serve,
+    start_server,
+    stripe_extent,
+    utm_extent,
+)
 from test_jobs_api import polygon_3857, wait_for
+
+from web_tool.jobs import RESTART_MESSAGE
 
 DISK_BYTES = 16 * 2**20
 NOISE_PX = 768
@@ -119,3 +135,115 @@ def test_a_full_disk_fails_the_download_clearly_and_loses_nothing(noise_server, 
     assert again["state"] == "done", again
     assert requests.get(srv.url + first["outputs"]["cog"], timeout=10).content == cog_before
     assert integrity(state / "jobs.sqlite") == "ok" and integrity(state / "hitl.sqlite") == "ok"
+
+
+def consistent_state(state: Path) -> None:
+    """The saved state a restart finds: sound databases, and no temp or orphan file left behind."""
+    assert integrity(state / "hitl.sqlite") == "ok" and integrity(state / "jobs.sqlite") == "ok"
+    leftovers = [p.name for p in state.rglob(".*") if p.is_file()]
+    assert not leftovers, leftovers
+
+
+def post_in_background(url: str, body: dict, answers: list) -> threading.Thread:
+    def send():
+        try:
+            answers.append(requests.post(url, json=body, timeout=120).status_code)
+        except requests.RequestException as exc:
+            answers.append(exc)
+
+    thread = threading.Thread(target=send)
+    thread.start()
+    return thread
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fraction", [0.3, 0.8])
+def test_kill_9_during_a_retrain_keeps_every_correction_and_a_whole_model(scene, stripes_model, tmp_path,
+                                                                          fraction):  # fmt: skip
+    state, port = tmp_path / "state", free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = start_server(f"stripes={scene}", stripes_model, state, port, "--fine_tune", "last_k_layers")
+    try:
+        s = post(url, "/sessions")["session"]
+        for i in range(4):
+            correct_box(url, BUILT, 66 + 4 * i, 10 + 25 * i, size=2, session=s)
+        start = time.monotonic()
+        post(url, "/retrainModel", {"session": s})
+        seconds = time.monotonic() - start
+        checkpoint = post(url, "/checkpoints", {"session": s})["checkpoint"]
+        for i in range(4):
+            correct_box(url, FIELD, 2 + 4 * i, 10 + 25 * i, size=2, session=s)
+        answers: list = []
+        thread = post_in_background(f"{url}/retrainModel", {"session": s}, answers)
+        time.sleep(seconds * fraction)  # somewhere inside the second retrain
+        os.kill(proc.pid, signal.SIGKILL)
+        thread.join()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert isinstance(answers[0], requests.RequestException), "the retrain finished before the kill"
+
+    consistent_state(state)
+    srv = serve(scene, stripes_model, tmp_path, fine_tune="last_k_layers")  # restart on the same state
+    try:
+        assert requests.get(f"{srv.url}/sessions/{s}", timeout=10).json()["corrections"] == 8
+        assert post(srv.url, "/predPatch", {"extent": stripe_extent(FIELD), "session": s})["output_hard"]
+        assert post(srv.url, "/doLoad", {"checkpoint": checkpoint})["success"]
+        assert post(srv.url, "/retrainModel", {"session": s})["success"]  # and it learns again
+    finally:
+        srv.close()
+
+
+@pytest.mark.slow
+def test_kill_9_during_a_pred_tile_job_reports_it_failed_after_the_restart(stripes_model, tmp_path):
+    rng = np.random.default_rng(1)
+    size = 1536
+    noise = rng.integers(0, 255, (4, size, size), dtype=np.uint8)
+    make_geotiff(
+        tmp_path / "noise" / "noise.tif", (X0, Y0, X0 + size, Y0 + size), size=(size, size), data=noise
+    )
+    corners = [
+        (X0 + 5, Y0 + 5),
+        (X0 + size - 5, Y0 + 5),
+        (X0 + size - 5, Y0 + size - 5),
+        (X0 + 5, Y0 + size - 5),
+    ]
+    area = {"geometry": polygon_3857(corners), "crs": 3857}
+    state, port = tmp_path / "state", free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = start_server(f"noise={tmp_path / 'noise'}", stripes_model, state, port)
+    try:
+        done = post(url, "/predTile", area, status=202)["job"]
+        while (first := requests.get(f"{url}/jobs/{done}", timeout=10).json())["state"] in (
+            "queued",
+            "running",
+        ):
+            time.sleep(0.05)
+        assert first["state"] == "done", first
+        cog = requests.get(url + first["outputs"]["cog"], timeout=10).content
+        job = post(url, "/predTile", area, status=202)["job"]
+        queued = post(url, "/predTile", area, status=202)["job"]  # waits behind it
+        while (seen := requests.get(f"{url}/jobs/{job}", timeout=10).json()["state"]) == "queued":
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+        assert seen == "running", seen
+    finally:
+        proc.kill()
+        proc.wait()
+
+    proc = start_server(f"noise={tmp_path / 'noise'}", stripes_model, state, port)
+    try:
+        for interrupted in (job, queued):
+            reply = requests.get(f"{url}/jobs/{interrupted}", timeout=10).json()
+            assert reply["state"] == "failed" and reply["message"] == RESTART_MESSAGE, reply
+            assert not reply["outputs"]
+        assert not [p.name for p in (state / "downloads").iterdir() if not p.name.startswith(done)]
+        assert requests.get(url + first["outputs"]["cog"], timeout=10).content == cog
+        again = post(url, "/predTile", area, status=202)["job"]
+        while requests.get(f"{url}/jobs/{again}", timeout=10).json()["state"] in ("queued", "running"):
+            time.sleep(0.05)
+        assert requests.get(f"{url}/jobs/{again}", timeout=10).json()["state"] == "done"
+    finally:
+        proc.terminate()
+        proc.wait()
+    consistent_state(state)

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import requests
-from conftest import REPO, free_port
+from conftest import free_port
 from hitl_support import (
     BUILT,
     FIELD,
@@ -21,6 +18,7 @@ from hitl_support import (
     predicted,
     serve,
     share,
+    start_server,
     stripe_extent,
 )
 
@@ -83,23 +81,6 @@ def test_sessions_keep_their_corrections_and_model_across_a_restart(scene, strip
         again.close()
 
 
-def start_server(scene: Path, model: Path, state: Path, port: int) -> subprocess.Popen:
-    cmd = [sys.executable, str(REPO / "web_tool" / "server.py"), "--dataset", f"stripes={scene}",
-           "--model_fn", str(model), "--state_dir", str(state), "--port", str(port),
-           "--fine_tune", "last_k_layers"]  # fmt: skip
-    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).ok:
-                return proc
-        except requests.ConnectionError:
-            time.sleep(0.2)
-    proc.kill()
-    raise AssertionError("server did not start")
-
-
 @pytest.mark.slow
 def test_kill_9_during_checkpoint_writes_leaves_only_complete_checkpoints(scene, stripes_model, tmp_path):
     state, port = tmp_path / "state", free_port()
@@ -116,7 +97,7 @@ def test_kill_9_during_checkpoint_writes_leaves_only_complete_checkpoints(scene,
             if r.ok:
                 acknowledged.append(r.json()["checkpoint"])
 
-    proc = start_server(scene, stripes_model, state, port)
+    proc = start_server(f"stripes={scene}", stripes_model, state, port, "--fine_tune", "last_k_layers")
     try:
         for i in range(3):
             correct_box(url, BUILT, 66 + 4 * i, 10 + 25 * i, size=2)
