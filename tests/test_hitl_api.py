@@ -198,3 +198,18 @@ def test_non_json_body_is_a_400(server):
     assert r.status_code == 400 and "JSON" in r.json()["error"]
     r = requests.get(f"{server.url}/sessions/nope", timeout=10)
     assert r.status_code == 404 and "session" in r.json()["error"]
+
+
+def test_a_post_without_any_body_creates_a_session_as_curl_sends_it(server):
+    import http.client
+    import json
+
+    conn = http.client.HTTPConnection("127.0.0.1", server.url.rsplit(":", 1)[1], timeout=30)
+    conn.putrequest("POST", "/sessions")  # `curl -X POST $S/sessions`: no Content-Length, no body
+    conn.endheaders()
+    response = conn.getresponse()
+    assert response.status == 200, response.read()
+    session = json.loads(response.read())["session"]
+    assert requests.get(f"{server.url}/sessions/{session}", timeout=10).json()["corrections"] == 0
+    r = requests.post(f"{server.url}/retrainModel", data=b"  ", timeout=10)  # blank = {} here too
+    assert r.status_code == 400 and "nothing to learn from" in r.json()["error"]

@@ -36,14 +36,17 @@ def error_response(status: int, message: str) -> bottle.HTTPResponse:
     return json_response({"error": message}, status=status)
 
 
-def read_json(max_bytes: int = MAX_BODY_BYTES) -> Any:
-    """The request's JSON body, refusing bodies over `max_bytes` before reading them."""
+def read_json(max_bytes: int = MAX_BODY_BYTES, if_empty: Any = None) -> Any:
+    """The request's JSON body, refusing bodies over `max_bytes` before reading them. An empty body
+    is an error, unless `if_empty` says what it stands for (`curl -X POST` sends no body at all)."""
     request = bottle.request
     if request.content_length > max_bytes:
         raise TooLargeError(f"request body is {request.content_length} bytes; the limit is {max_bytes}")
     raw = request.body.read(max_bytes + 1)
     if len(raw) > max_bytes:
         raise TooLargeError(f"request body is over the {max_bytes}-byte limit")
+    if if_empty is not None and not raw.strip():
+        return if_empty
     return decode_json(raw)
 
 

@@ -43,8 +43,8 @@ class LoadRequest(SessionRequest):
 
 
 def optional_json(max_bytes: int) -> Any:
-    """The JSON body, or {} when the request has none (e.g. `POST /sessions`)."""
-    return api.read_json(max_bytes) if bottle.request.content_length else {}
+    """The JSON body, or {} when the request has none (e.g. `curl -X POST .../sessions`)."""
+    return api.read_json(max_bytes, if_empty={})
 
 
 def add_routes(app: bottle.Bottle, config) -> None:
