@@ -78,6 +78,7 @@ evaluate: venv demo-data
 bench: venv demo-data
 	$(PY) bench/predpatch.py
 	$(PY) bench/hitl.py
+	$(PY) bench/load.py
 	$(PY) bench/throughput.py
 
 screenshot: venv node demo-data $(DEMO_MODEL)

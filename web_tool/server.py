@@ -19,6 +19,7 @@ if __package__ in (None, ""):  # run as a script: import the package, not siblin
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
+import ctypes  # noqa: E402
 import ipaddress  # noqa: E402
 import logging  # noqa: E402
 import socket  # noqa: E402
@@ -257,8 +258,27 @@ def build_config(args: argparse.Namespace) -> AppConfig:
                      token=vars(args).get("token") or os.environ.get(auth.TOKEN_ENV))  # fmt: skip
 
 
+def return_freed_memory_promptly() -> None:
+    """Make glibc's malloc give freed memory back to the system instead of keeping it fragmented.
+
+    Requests allocate and free many mid-sized arrays from many threads; with glibc's adaptive
+    thresholds the server's RSS kept creeping up (bench/load.py: +11 % over 60 s of 8 clients after
+    warm-up; +2 % with these settings, at the same latencies). Same as MALLOC_MMAP_THRESHOLD_ and
+    MALLOC_TRIM_THRESHOLD_ = 128 KiB in the environment; a no-op on other C libraries.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3  # from <malloc.h>
+    mallopt(m_mmap_threshold, 128 * 1024)
+    mallopt(m_trim_threshold, 128 * 1024)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    return_freed_memory_promptly()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = build_config(args)
