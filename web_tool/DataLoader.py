@@ -44,6 +44,8 @@ warnings.filterwarnings("ignore", category=NodataShadowWarning)
 
 #: Largest patch (in output pixels, padding excluded) that one request may read.
 MAX_PATCH_PIXELS = 2048 * 2048
+#: Longest side of such a patch, in pixels (a thin strip fits the pixel cap, but not a PNG).
+MAX_PATCH_SIDE = 16384
 
 
 @dataclass(frozen=True)
@@ -196,14 +198,20 @@ class DataLoader:
         """
         ext = extent.to_crs(WEB_MERCATOR)
         res = ground_resolution_in(WEB_MERCATOR, self.resolution_m, center_latitude(ext))
-        width = (ext.xmax - ext.xmin) / res
-        height = (ext.ymax - ext.ymin) / res
+        # the sizes Grid.covering will give (at least a pixel each way: a sliver is still a column)
+        width = max(1, round((ext.xmax - ext.xmin) / res))
+        height = max(1, round((ext.ymax - ext.ymin) / res))
         if width * height > self.max_pixels:
             side = int(math.sqrt(self.max_pixels) * self.resolution_m)
             raise TooLargeError(
-                f"extent is about {width:.0f} x {height:.0f} px at the dataset's"
+                f"extent is about {width} x {height} px at the dataset's"
                 f" {self.resolution_m:g} m resolution; the limit is {self.max_pixels} px"
                 f" (about {side} m x {side} m): request a smaller extent or use /predTile"
+            )
+        if max(width, height) > MAX_PATCH_SIDE:
+            raise TooLargeError(
+                f"extent is about {width} x {height} px at the dataset's {self.resolution_m:g} m"
+                f" resolution; the limit is {MAX_PATCH_SIDE} px a side: request a squarer extent"
             )
         return Grid.covering(ext, res)
 

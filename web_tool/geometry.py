@@ -22,6 +22,9 @@ from web_tool.errors import CRSError, ExtentError
 
 WEB_MERCATOR = CRS.from_epsg(3857)
 WGS84 = CRS.from_epsg(4326)
+#: largest coordinate magnitude accepted in any CRS: far beyond any real one (the Earth is 4e7 m
+#: around), and PROJ spins for minutes wrapping longitudes of boxes much larger than this
+MAX_COORD = 1e10
 
 
 def parse_crs(code: int | str) -> CRS:
@@ -49,6 +52,10 @@ class Extent:
         values = (self.xmin, self.ymin, self.xmax, self.ymax)
         if not all(math.isfinite(v) for v in values):
             raise ExtentError(f"extent has a non-finite coordinate: {values}")
+        if any(abs(v) > MAX_COORD for v in values):
+            raise ExtentError(
+                f"extent has a coordinate beyond ±{MAX_COORD:g}, which no CRS reaches: {values}"
+            )
         if not (self.xmin < self.xmax and self.ymin < self.ymax):
             raise ExtentError(
                 f"extent needs xmin < xmax and ymin < ymax, got x {self.xmin}..{self.xmax},"
@@ -179,4 +186,6 @@ def polygon_from_geojson(obj: dict) -> BaseGeometry:
         raise ExtentError(f"geometry is not a valid GeoJSON {kind}: {exc}") from None
     if not np.isfinite(coords).all():
         raise ExtentError("geometry has a non-finite coordinate")
+    if coords.size and np.abs(coords).max() > MAX_COORD:
+        raise ExtentError(f"geometry has a coordinate beyond ±{MAX_COORD:g}, which no CRS reaches")
     return polygonal(geom)

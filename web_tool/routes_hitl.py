@@ -13,13 +13,11 @@ from pydantic import Field
 
 from web_tool import api
 from web_tool.errors import RequestError
-from web_tool.schemas import AreaRequest, ClassBody, Lenient, parse
-
-SessionId = Field(default=None, max_length=64)
+from web_tool.schemas import AreaRequest, ClassBody, Lenient, SessionId, parse
 
 
 class SessionRequest(Lenient):
-    session: str | None = SessionId
+    session: SessionId = None
 
 
 class CorrectionRequest(SessionRequest, AreaRequest):

@@ -15,9 +15,11 @@ from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
 from web_tool.errors import RequestError
-from web_tool.geometry import Extent, parse_crs, polygon_from_geojson
+from web_tool.geometry import MAX_COORD, Extent, parse_crs, polygon_from_geojson
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+#: a coordinate in any CRS: finite, and no larger than any CRS's coordinates can be
+Coordinate = Annotated[float, Field(allow_inf_nan=False, ge=-MAX_COORD, le=MAX_COORD)]
 
 
 class Lenient(BaseModel):
@@ -26,15 +28,19 @@ class Lenient(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+#: a session id (`POST /sessions` makes them); None: the shared default session
+SessionId = Annotated[str | None, Field(max_length=64)]
+
+
 class SpatialReference(Lenient):
     latestWkid: int = 3857
 
 
 class ExtentBody(Lenient):
-    xmin: FiniteFloat
-    ymin: FiniteFloat
-    xmax: FiniteFloat
-    ymax: FiniteFloat
+    xmin: Coordinate
+    ymin: Coordinate
+    xmax: Coordinate
+    ymax: Coordinate
     spatialReference: SpatialReference = SpatialReference()
 
     def to_extent(self) -> Extent:
@@ -86,7 +92,7 @@ Weights = Annotated[list[Annotated[float, Field(ge=0, allow_inf_nan=False)]], Af
 class PredPatchRequest(GetInputRequest):
     weights: Weights | None = None
     classes: list[ClassBody] | None = None
-    session: str | None = None
+    session: SessionId = None
 
 
 def describe_error(exc: ValidationError) -> str:
@@ -107,12 +113,17 @@ def parse(model: type[BaseModel], body: Any):
         raise RequestError(describe_error(exc)) from None
 
 
+TOO_DEEP = "request body is JSON nested too deeply (arrays or objects inside each other): send a flatter one"
+
+
 def decode_json(raw: bytes) -> Any:
     """JSON from request bytes; RequestError (not a traceback) when it is not JSON."""
     if not raw.strip():
         raise RequestError("request body is empty: send a JSON object")
     try:
         return json.loads(raw, parse_constant=_reject_constant)
+    except RecursionError:  # json's C scanner recurses once per nested array/object
+        raise RequestError(TOO_DEEP) from None
     except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
         raise RequestError(f"request body is not valid JSON: {exc}") from None
 

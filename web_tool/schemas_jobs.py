@@ -6,14 +6,14 @@ Kept apart from `schemas.py` (the seed's endpoints) but built from the same piec
 from __future__ import annotations
 
 from web_tool.mapping import AOI
-from web_tool.schemas import AreaRequest, Weights
+from web_tool.schemas import AreaRequest, SessionId, Weights
 
 
 class PredTileRequest(AreaRequest):
     """`{"extent": {...}}` or `{"geometry": GeoJSON, "crs": N}`, + session, dataset, weights."""
 
     dataset: str | None = None
-    session: str | None = None
+    session: SessionId = None
     weights: Weights | None = None
 
     def to_aoi(self) -> AOI:
