@@ -40,13 +40,19 @@ ERROR = {"type": "object", "properties": {"error": {"type": "string"}}, "require
 HIDDEN = {"/<path:path>", "/"}  # static files and the page itself
 
 
-def openapi_path(rule: str) -> tuple[str, list[str]]:
-    """Bottle's `/jobs/<job_id>` or `/tiles/<z:int>.png` → (`/jobs/{job_id}`, parameter names)."""
-    names = re.findall(r"<(\w+)(?::\w+)?>", rule)
-    return re.sub(r"<(\w+)(?::\w+)?>", r"{\1}", rule), names
+#: JSON Schema type of a Bottle route filter's value (other filters, and none, match a string)
+FILTER_TYPES = {"int": "integer", "float": "number"}
 
 
-def operation(method: str, rule: str, params: list[str], schemas: dict) -> dict:
+def openapi_path(rule: str) -> tuple[str, list[tuple[str, str]]]:
+    """Bottle's `/jobs/<job_id>` or `/tiles/<z:int>.png` → (`/jobs/{job_id}`, [(name, JSON type)])."""
+    params = [
+        (name, FILTER_TYPES.get(kind, "string")) for name, kind in re.findall(r"<(\w+)(?::(\w+))?>", rule)
+    ]
+    return re.sub(r"<(\w+)(?::\w+)?>", r"{\1}", rule), params
+
+
+def operation(method: str, rule: str, params: list[tuple[str, str]], schemas: dict) -> dict:
     op: dict = {
         "summary": f"{method} {rule}",
         "responses": {
@@ -58,8 +64,8 @@ def operation(method: str, rule: str, params: list[str], schemas: dict) -> dict:
         },
     }
     if params:
-        op["parameters"] = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
-                            for n in params]  # fmt: skip
+        op["parameters"] = [{"name": n, "in": "path", "required": True, "schema": {"type": kind}}
+                            for n, kind in params]  # fmt: skip
     model = REQUEST_MODELS.get(f"{method} {rule}")
     if model is not None:
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
