@@ -18,7 +18,7 @@ import rtree
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
-from rasterio.errors import NodataShadowWarning
+from rasterio.errors import NodataShadowWarning, NotGeoreferencedWarning
 from rasterio.warp import reproject
 from rasterio.windows import Window, from_bounds
 from shapely.geometry import box
@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 # A nodata value beside an alpha band: nodata wins, as rasterio documents; nothing to warn about.
 # (Set once here: warnings.catch_warnings() around each read is not thread-safe.)
 warnings.filterwarnings("ignore", category=NodataShadowWarning)
+# reproject() builds in-memory datasets that briefly have no transform before it sets the one we
+# pass; rasterio silences the warning with catch_warnings(), which concurrent threads undo.
+warnings.filterwarnings("ignore", category=NotGeoreferencedWarning, module=r"rasterio\.warp")
 
 #: Largest patch (in output pixels, padding excluded) that one request may read.
 MAX_PATCH_PIXELS = 2048 * 2048
