@@ -77,9 +77,11 @@ LOW_DISK_BYTES = 2**20
 DISK_FULL_WORDS = ("no space left", "disk is full", "disk i/o error", "free disk space")
 
 
-def disk_full(exc: BaseException, folder: str | os.PathLike | None = None) -> DiskFullError | None:
-    """A DiskFullError if `exc` (or its cause) means a full disk: by its errno or message, or, for
-    libraries that only say "write failed" (GDAL), an OSError while `folder` has under 1 MiB free."""
+def disk_full(exc: BaseException, folder: str | os.PathLike | None = None,
+              lost: str = "this request saved nothing") -> DiskFullError | None:  # fmt: skip
+    """A DiskFullError saying `lost` if `exc` (or its cause) means a full disk: by its errno or
+    message, or, for libraries that only say "write failed" (GDAL), an OSError while `folder` has
+    under 1 MiB free."""
     low = folder is not None and shutil.disk_usage(folder).free < LOW_DISK_BYTES
     while exc is not None:
         if isinstance(exc, DiskFullError):
@@ -88,8 +90,8 @@ def disk_full(exc: BaseException, folder: str | os.PathLike | None = None) -> Di
         if (getattr(exc, "errno", None) in DISK_FULL_ERRNOS or any(w in words for w in DISK_FULL_WORDS)
                 or (low and isinstance(exc, OSError))):  # fmt: skip
             return DiskFullError(
-                "the server's disk is full (or failing): this request saved nothing; ask the operator to"
-                " free space in the server's state folder, then try again"
+                f"the server's disk is full (or failing): {lost}; ask the operator to free space in the"
+                " server's state folder, then try again"
             )
         exc = exc.__cause__ or exc.__context__
     return None

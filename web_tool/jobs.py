@@ -312,10 +312,10 @@ class JobManager:
             self._fail(job_id, str(exc))
             return
         except Exception as exc:
-            full = disk_full(exc, self.downloads)
+            full = disk_full(exc, self.downloads, lost="the map was not saved")
             if full is not None:
                 log.error("job %s: %s (%s)", job_id, full, exc)
-                self._fail(job_id, str(full).replace("this request saved nothing", "the map was not saved"))
+                self._fail(job_id, str(full))
                 return
             log.exception("job %s failed", job_id)
             self._fail(job_id, f"internal error ({type(exc).__name__}): see the server log")

@@ -202,7 +202,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="last_k_layers: weighted layers to tune (the head counts as one)")  # fmt: skip
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind; 0.0.0.0 accepts connections from other machines")  # fmt: skip
-    parser.add_argument("--token", default=argparse.SUPPRESS,
+    parser.add_argument("--token", default=None,
                         help="shared secret every API call must send as 'Authorization: Bearer <token>';"
                              f" safer in the environment variable {auth.TOKEN_ENV} (not shown by ps)."
                              " Without one there is no auth: keep --host on loopback")  # fmt: skip
@@ -255,7 +255,7 @@ def build_config(args: argparse.Namespace) -> AppConfig:
     return AppConfig(loaders=loaders, model=model, fine_tune=args.fine_tune,
                      state_dir=Path(args.state_dir), sessions=sessions, jobs=jobs,
                      max_body_bytes=int(args.max_body_mb * 2**20),
-                     token=vars(args).get("token") or os.environ.get(auth.TOKEN_ENV))  # fmt: skip
+                     token=args.token or os.environ.get(auth.TOKEN_ENV))  # fmt: skip
 
 
 def return_freed_memory_promptly() -> None:
