@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,20 +20,10 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from urllib.parse import urlparse
+
+from offline_chromium import CHROMIUM, CHROMIUM_ARGS, free_port, is_local
 
 REPO = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 DEMO_SCENE = REPO / "web_tool" / "data" / "demo" / "scene.json"
 
 
@@ -51,12 +40,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--patch_screen", type=float, default=420,
                         help="zoom so the square is at most this wide (0: fit the dataset)")  # fmt: skip
     return parser.parse_args(argv)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_server(args: argparse.Namespace, state_dir: str) -> tuple[subprocess.Popen, str]:
@@ -96,11 +79,10 @@ def render(url: str, args: argparse.Namespace) -> None:
     from playwright.sync_api import sync_playwright
 
     def route(r):
-        host = urlparse(r.request.url).hostname
-        return r.continue_() if host in ("127.0.0.1", "localhost") else r.abort()
+        return r.continue_() if is_local(r.request.url) else r.abort()
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": args.width, "height": args.height})
         page.route("**/*", route)
         page.goto(url)
@@ -128,7 +110,7 @@ def render(url: str, args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if not Path(CHROMIUM).exists():
+    if not CHROMIUM.exists():
         print(f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium)", file=sys.stderr)
         return 2
     if not args.dataset and not DEMO_SCENE.exists():

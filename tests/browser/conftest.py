@@ -12,7 +12,6 @@ import contextlib
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -24,32 +23,18 @@ from urllib.parse import urlparse
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
+sys.path.insert(0, str(REPO / "scripts"))
+
+from offline_chromium import CHROMIUM, CHROMIUM_ARGS, free_port, is_local  # noqa: E402
+
 DEMO_SCENE = REPO / "web_tool" / "data" / "demo" / "scene.json"
 DEMO_MODEL = REPO / "web_tool" / "data" / "demo_model.keras"
 ARTIFACTS = REPO / "test-artifacts" / "browser"
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 EARTH_RADIUS = 6378137.0
 OVERLAY = "img.prediction-overlay"
 SERVER_START_S = 120
 TIMEOUT_MS = 30_000
 GUARD_TOKEN = "browser-test-token"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get_json(url: str, timeout: float = 5) -> dict:
@@ -240,11 +225,6 @@ class MapPage:
 
     def toast(self) -> str:
         return self.page.locator("#toast").inner_text()
-
-
-def is_local(url: str) -> bool:
-    parsed = urlparse(url)
-    return parsed.scheme in ("data", "blob", "about") or parsed.hostname in LOCAL_HOSTS
 
 
 @pytest.fixture
