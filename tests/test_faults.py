@@ -157,7 +157,7 @@ def post_in_background(url: str, body: dict, answers: list) -> threading.Thread:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fraction", [0.3, 0.8])
+@pytest.mark.parametrize("fraction", [0.25, 0.6])
 def test_kill_9_during_a_retrain_keeps_every_correction_and_a_whole_model(scene, stripes_model, tmp_path,
                                                                           fraction):  # fmt: skip
     state, port = tmp_path / "state", free_port()
@@ -167,15 +167,16 @@ def test_kill_9_during_a_retrain_keeps_every_correction_and_a_whole_model(scene,
         s = post(url, "/sessions")["session"]
         for i in range(4):
             correct_box(url, BUILT, 66 + 4 * i, 10 + 25 * i, size=2, session=s)
+        post(url, "/retrainModel", {"session": s})  # the first one also builds TF's graphs
         start = time.monotonic()
-        post(url, "/retrainModel", {"session": s})
+        post(url, "/retrainModel", {"session": s})  # how long a warm retrain on 4 corrections takes
         seconds = time.monotonic() - start
         checkpoint = post(url, "/checkpoints", {"session": s})["checkpoint"]
         for i in range(4):
             correct_box(url, FIELD, 2 + 4 * i, 10 + 25 * i, size=2, session=s)
         answers: list = []
         thread = post_in_background(f"{url}/retrainModel", {"session": s}, answers)
-        time.sleep(seconds * fraction)  # somewhere inside the second retrain
+        time.sleep(seconds * fraction)  # inside the retrain on 8 corrections, which takes longer
         os.kill(proc.pid, signal.SIGKILL)
         thread.join()
     finally:
