@@ -115,10 +115,10 @@ def test_the_session_survives_a_reload(open_page, server, require):
     assert session
     page.keyboard.press("c")
     cx, cy = mp.dataset_center()
-    with page.expect_request("**/recordCorrection") as request:
+    with page.expect_response("**/recordCorrection") as response:
         page.mouse.click(cx, cy)
-    assert request.value.post_data_json["session"] == session
-    page.reload()
+    assert response.value.ok and response.value.request.post_data_json["session"] == session
+    page.reload()  # only once the server has recorded it: a reload would abort the request
     page.wait_for_selector("body[data-ready='true']")
     assert page.evaluate("k => localStorage.getItem(k)", key) == session
     with urllib.request.urlopen(f"{server['url']}sessions/{session}") as response:
