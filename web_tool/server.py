@@ -28,7 +28,7 @@ from typing import Any  # noqa: E402
 
 import bottle  # noqa: E402
 
-from web_tool import __version__, api, auth, routes_hitl, routes_jobs  # noqa: E402
+from web_tool import __version__, api, auth, routes_hitl, routes_jobs, routes_page  # noqa: E402
 from web_tool import datasets as dataset_config  # noqa: E402
 from web_tool.DataLoader import MAX_PATCH_PIXELS, DataLoader  # noqa: E402
 from web_tool.errors import LandCoverError, NotFoundError  # noqa: E402
@@ -160,9 +160,10 @@ def make_app(config: AppConfig) -> bottle.Bottle:
         result = pred_patch(loader, model, req.extent.to_extent(), req.weights, classes)
         return api.json_response({"extent": body["extent"], "weights": body.get("weights"), **result})
 
-    # feature modules add their own routes: human-in-the-loop, then large-area jobs
+    # feature modules add their own routes: human-in-the-loop, large-area jobs, the page's map layers
     routes_hitl.add_routes(app, config)
     routes_jobs.add_routes(app, config)
+    routes_page.add_routes(app, config)
 
     @app.get("/openapi.json")
     def openapi_route():
@@ -296,8 +297,9 @@ def main(argv: list[str] | None = None) -> int:
     if not config.token and not is_loopback(args.host):
         log.warning("serving %s without --token: anyone who can reach this port can use the API", args.host)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    # channel_request_lookahead: routes may ask waitress.client_disconnected() and skip abandoned work
     waitress.serve(app, host=args.host, port=args.port, threads=args.threads, ident="landcover",
-                   _quiet=not args.verbose)  # fmt: skip
+                   channel_request_lookahead=4, _quiet=not args.verbose)  # fmt: skip
     return 0
 
 

@@ -14,6 +14,7 @@ its corrections, classes and latest model; its undo history then holds its corre
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import threading
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from web_tool import finetune, holdout
-from web_tool.corrections import Correction, record
+from web_tool.corrections import Correction, pixels_inside, record, without
 from web_tool.errors import ClassIndexError, NotFoundError, RequestError
 from web_tool.modelparts import from_state, grow_head, state_of
 from web_tool.ServerModels.base import ServerModel
@@ -40,6 +41,8 @@ MAX_SESSIONS = 32
 IDLE_S = 30 * 60
 #: a session is never evicted within this many seconds of its last use, however many there are
 GRACE_S = 5.0
+#: model versions, unique in this process (across sessions and reloads): caches key on them
+MODEL_VERSIONS = itertools.count(1)
 
 
 @dataclass
@@ -55,6 +58,13 @@ class Session:
     lock: threading.RLock = field(default_factory=threading.RLock)
     #: time.monotonic() of the last request that used this session
     used: float = 0.0
+    #: changes whenever `model` is assigned (see __setattr__): what prediction caches key on
+    version: int = field(default=0, init=False)
+
+    def __setattr__(self, name: str, value) -> None:
+        object.__setattr__(self, name, value)
+        if name == "model":  # after the model: a reader of `version`, then `model`, never pairs a
+            object.__setattr__(self, "version", next(MODEL_VERSIONS))  # new version with an old model
 
     @property
     def classes(self) -> list[dict]:
@@ -70,7 +80,8 @@ class Session:
     def describe(self) -> dict:
         return {"session": self.id, "classes": self.classes, "corrections": len(self.corrections),
                 "pixels": sum(c.count for c in self.corrections), "parent": self.parent,
-                "metrics": self.metrics}  # fmt: skip
+                "metrics": self.metrics, "version": self.version, "undo_steps": len(self.history),
+                "next_undo": self.history[-1][0] if self.history else None}  # fmt: skip
 
 
 class SessionManager:
@@ -174,6 +185,42 @@ class SessionManager:
             log.exception("could not prepare correction %s for retraining", correction.id)
         return correction.count
 
+    def erase(self, session_id: str | None, dataset: str, geom, crs) -> dict:
+        """Un-label the session's corrected pixels of `dataset` inside `geom` (in `crs`); undoable."""
+        session = self.get(session_id)
+        with session.lock:
+            gone, parts, count = [], [], 0
+            for c in session.corrections:
+                inside = pixels_inside(c, geom, crs) if c.dataset == dataset else None
+                if inside is not None and inside.any():
+                    gone.append(c)
+                    count += int(inside.sum())
+                    parts += [without(c, inside)] if not inside.all() else []
+            if gone:
+                gone_ids = [c.id for c in gone]
+                new_ids = self.store.swap_corrections(session.id, gone_ids, parts)
+                for part, new in zip(parts, new_ids, strict=True):
+                    part.id = new
+                session.corrections = [c for c in session.corrections if c.id not in gone_ids] + parts
+                session.history.append(("erase", (gone, [p.id for p in parts], count)))
+            message = f"erased {count} corrected pixel(s)" if count else "no corrected pixels there"
+            return {"count": count, "corrections": len(session.corrections), "message": message}
+
+    def _unerase(self, session: Session, item) -> int:
+        """Undo an erase: its corrections come back (under new ids), the parts it left go."""
+        gone, part_ids, count = item
+        new_ids = self.store.swap_corrections(session.id, part_ids, gone)
+        renamed = {}
+        for c, new in zip(gone, new_ids, strict=True):
+            renamed[c.id], c.id = new, new
+        session.corrections = [c for c in session.corrections if c.id not in set(part_ids)] + gone
+        session.history = [
+            (kind, renamed.get(it, it)) if kind == "correction"
+            else (kind, (it[0], [renamed.get(i, i) for i in it[1]], it[2])) if kind == "erase" else (kind, it)
+            for kind, it in session.history
+        ]  # fmt: skip
+        return count
+
     def add_class(self, session_id: str | None, name: str, color: str) -> list[dict]:
         session = self.get(session_id)
         with session.lock:
@@ -241,6 +288,9 @@ class SessionManager:
                 self.store.remove_corrections(session.id, [item])
                 count = sum(c.count for c in gone)
                 message = f"removed the last correction ({count} px)"
+            elif kind == "erase":
+                count = self._unerase(session, item)
+                message = f"put back {count} erased pixel(s)"
             else:
                 session.model, session.metrics = item
                 self._save(session)
