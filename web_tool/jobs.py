@@ -42,8 +42,8 @@ PROGRESS_INTERVAL_S = 0.25
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
 JOB_ID = re.compile(r"^[0-9a-f]{16}$")
-#: what a download's name may look like: a job id, then letters, digits, `_`, and one extension
-FILE_NAME = re.compile(r"^[0-9a-f]{16}[A-Za-z0-9_]*\.[a-z]{2,4}$")
+#: what a download's name may look like: a job id, then letters, digits, `_`, and 1-3 extensions
+FILE_NAME = re.compile(r"^[0-9a-f]{16}[A-Za-z0-9_]*(\.[a-z]{2,7}){1,3}$")
 RESTART_MESSAGE = "interrupted by a server restart"
 
 SCHEMA = """

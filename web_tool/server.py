@@ -23,7 +23,7 @@ import ctypes  # noqa: E402
 import ipaddress  # noqa: E402
 import logging  # noqa: E402
 import socket  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
 from typing import Any  # noqa: E402
 
 import bottle  # noqa: E402
@@ -68,6 +68,10 @@ class AppConfig:
     jobs: Any = None
     #: shared secret every API call must carry (auth.py); None = no auth
     token: str | None = None
+    #: how the batch CLI makes the same model and reads the same datasets (its command-line hints)
+    model_kind: str = "nips_hr"
+    model_fn: str | None = None
+    dataset_args: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def default_dataset(self) -> str:
@@ -241,8 +245,13 @@ def build_config(args: argparse.Namespace) -> AppConfig:
     """Load datasets and the model named by the command line."""
     if args.dataset:
         configs = dataset_config.from_cli(args.dataset)
+        dataset_args = {
+            c.name: ["--dataset", spec.rpartition("=")[2]]
+            for c, spec in zip(configs, args.dataset, strict=True)
+        }
     else:
         configs = dataset_config.from_json(args.datasets_json)
+        dataset_args = {c.name: ["--dataset", c.name, "--datasets_json", args.datasets_json] for c in configs}
     loaders = {c.name: DataLoader(c, max_pixels=args.max_patch_pixels) for c in configs}
     if not loaders:
         raise NotFoundError("no dataset configured: pass --dataset PATH or fill --datasets_json")
@@ -256,7 +265,8 @@ def build_config(args: argparse.Namespace) -> AppConfig:
     return AppConfig(loaders=loaders, model=model, fine_tune=args.fine_tune,
                      state_dir=Path(args.state_dir), sessions=sessions, jobs=jobs,
                      max_body_bytes=int(args.max_body_mb * 2**20),
-                     token=args.token or os.environ.get(auth.TOKEN_ENV))  # fmt: skip
+                     token=args.token or os.environ.get(auth.TOKEN_ENV), model_kind=args.model,
+                     model_fn=args.model_fn, dataset_args=dataset_args)  # fmt: skip
 
 
 def return_freed_memory_promptly() -> None:
