@@ -112,6 +112,7 @@ def test_unknown_tiles_datasets_and_sessions_are_json_errors(srv):
 
 def test_coarser_zooms_never_predict_and_show_what_is_cached(srv):
     session = post(srv.url, "/sessions")["session"]
+    post(srv.url, "/addClass", {"session": session, "name": "Wetland", "color": "#00aaaa"})  # its own model
     cache = srv.tiles.cache
     zb = 17 - BLOCK_LEVELS
     before = cache.computed
@@ -124,23 +125,34 @@ def test_coarser_zooms_never_predict_and_show_what_is_cached(srv):
     assert cache.computed == before + 1 and coarse[..., 3].max() == 255  # composed from the cache
 
 
+def test_fresh_sessions_share_the_base_models_blocks(srv):
+    png(get_tile(srv, 17))
+    before = srv.tiles.cache.computed
+    for _ in range(2):
+        session = post(srv.url, "/sessions")["session"]
+        r = get_tile(srv, 17, session=session)
+        assert r.headers["X-Model-Version"] == "0"
+    assert srv.tiles.cache.computed == before
+
+
 def test_retrain_undo_and_reset_repaint_and_drop_the_old_versions_blocks(srv):
     session = post(srv.url, "/sessions")["session"]
     cache = srv.tiles.cache
     first = get_tile(srv, 17, session=session)
     version = int(first.headers["X-Model-Version"])
-    assert any(k[0] == session and k[1] == version for k in cache.keys())
+    assert version == 0 and any(k[0] == "base" for k in cache.keys())
     for y in range(8, 120, 8):  # the Field stripe (64..96 m) labelled Water
         correct_box(srv.url, 0, 70, y, size=20, session=session)
     post(srv.url, "/retrainModel", {"session": session})
     retrained = get_tile(srv, 17, session=session)
     assert int(retrained.headers["X-Model-Version"]) > version
     assert not (png(retrained) == png(first)).all()
-    assert not any(k[0] == session and k[1] == version for k in cache.keys())  # dropped
+    retrained_version = int(retrained.headers["X-Model-Version"])
     post(srv.url, "/doUndo", {"session": session})
     undone = get_tile(srv, 17, session=session)
-    assert int(undone.headers["X-Model-Version"]) > int(retrained.headers["X-Model-Version"])
+    assert int(undone.headers["X-Model-Version"]) > retrained_version
     assert (png(undone) == png(first)).all()
+    assert not any(k[0] == session and k[1] == retrained_version for k in cache.keys())  # dropped
     post(srv.url, "/resetModel", {"session": session})
     reset = get_tile(srv, 17, session=session)
     assert int(reset.headers["X-Model-Version"]) > int(undone.headers["X-Model-Version"])

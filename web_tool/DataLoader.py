@@ -209,7 +209,7 @@ class DataLoader:
             raise TooLargeError(
                 f"extent is about {width} x {height} px at the dataset's"
                 f" {self.resolution_m:g} m resolution; the limit is {self.max_pixels} px"
-                f" (about {side} m x {side} m): request a smaller extent or use /predTile"
+                f" (about {side} m x {side} m): ask for a smaller area, or export it as a map"
             )
         if max(width, height) > MAX_PATCH_SIDE:
             raise TooLargeError(
@@ -250,9 +250,9 @@ class DataLoader:
             region_valid |= fill
         if not valid.any():
             what = "label rasters" if labels else "imagery"
-            bounds = ", ".join(f"{v:.1f}" for v in self.extent_3857.bounds)
+            w, s, e, n = self.extent_3857.to_crs(WGS84).bounds
             raise NoImageryError(
-                f"no {what} of dataset {self.name!r} covers the requested extent; the dataset"
-                f" covers EPSG:3857 [{bounds}] (see GET /datasets)"
+                f"no {what} of dataset {self.name!r} here: it covers latitudes {s:.5f} to {n:.5f}"
+                f" and longitudes {w:.5f} to {e:.5f}"
             )
         return Patch(grid, data, valid)

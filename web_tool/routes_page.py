@@ -33,12 +33,13 @@ class AoiRequest(AreaRequest):
 
 
 def owner_and_model(config, session_id: str | None):
-    """((session id, model version), model) serving `session_id`; version before model (see Session)."""
+    """((session id, model version), model) serving `session_id`; version before model (see Session).
+    Sessions still on the base model (version 0) share one owner, so they share cached blocks."""
     if config.sessions is None:
         return ("base", 0), config.model
     session = config.sessions.get(session_id)
     version = session.version
-    return (session.id, version), session.model
+    return ((session.id, version) if version else ("base", 0)), session.model
 
 
 def int_query(name: str, default: int = 0) -> int:

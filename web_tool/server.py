@@ -49,7 +49,10 @@ REPO_ROOT = WEB_ROOT.parent
 STATIC_FILES = {"index.html", "endpoints.js", "endpoints.mine.js", "favicon.ico"}
 STATIC_DIRS = {"js", "css", "img"}
 #: pinned frontend packages (installed by `make`), served under /vendor/<name>/
-VENDOR_DIRS = {"leaflet": REPO_ROOT / "node_modules" / "leaflet" / "dist"}
+VENDOR_DIRS = {
+    "leaflet": REPO_ROOT / "node_modules" / "leaflet" / "dist",
+    "geoman": REPO_ROOT / "node_modules" / "@geoman-io" / "leaflet-geoman-free" / "dist",
+}
 FINE_TUNE_CHOICES = ("last_layer", "last_k_layers")
 
 
@@ -98,6 +101,8 @@ def serve_static(path: str):
 
     The check runs on the resolved path too, so a symlink cannot lead out of the allowed files.
     """
+    if path == "endpoints.js" and (WEB_ROOT / "endpoints.mine.js").is_file():
+        path = "endpoints.mine.js"  # the local override (git-ignored), without a 404 when there is none
     parts = Path(path).parts
     not_found = NotFoundError(f"no such file: {path}")
     if not parts or ".." in parts or path.startswith("/"):

@@ -159,7 +159,10 @@ class SessionManager:
         model = from_state(self.base, state) if state is not None else self.base.clone()
         corrections = self.store.session_corrections(session_id)
         history = [("correction", c.id) for c in corrections]
-        return Session(session_id, model, corrections, parent=row["parent"], history=history)
+        session = Session(session_id, model, corrections, parent=row["parent"], history=history)
+        if state is None:
+            session.version = 0  # the base model's own version: prediction caches share it
+        return session
 
     def model(self, session_id: str | None) -> ServerModel:
         return self.get(session_id).model
@@ -238,7 +241,7 @@ class SessionManager:
         with session.lock:
             corrections = list(session.corrections)
             if not corrections:
-                raise RequestError("nothing to learn from: record corrections with /recordCorrection first")
+                raise RequestError("nothing to learn from yet: correct some pixels first, then retrain")
             start = time.perf_counter()
             metrics = self._holdout(session.model, corrections)
             model, info = self.strategy.fit(
@@ -358,5 +361,5 @@ def check_class(value: int, classes: list[dict], session_id: str) -> None:
         names = ", ".join(f"{i} {c['name']}" for i, c in enumerate(classes))
         raise ClassIndexError(
             f"class index {value} is out of range: session {session_id!r} has {len(classes)} classes"
-            f" ({names}); add one with POST /addClass"
+            f" ({names}); add the class first"
         )

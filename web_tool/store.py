@@ -218,7 +218,7 @@ class Store:
         row = self.conn().execute("SELECT * FROM checkpoints WHERE id = ?", (str(checkpoint_id),)).fetchone()
         if row is None:
             raise NotFoundError(
-                f"unknown checkpoint {checkpoint_id!r}: GET /checkpoints lists the saved ones"
+                f"unknown checkpoint {checkpoint_id!r}: it is not among the saved checkpoints"
             )
         return row
 
