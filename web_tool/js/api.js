@@ -196,7 +196,7 @@ export class Server {
 
   async undo({ session }) {
     const data = await this.request("POST", "/doUndo", { session });
-    return { message: data.message || "", count: data.count };
+    return { message: data.message || "", count: data.count, undone: data.undone ?? null };
   }
 
   async reset({ session }) {

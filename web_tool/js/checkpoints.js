@@ -5,7 +5,7 @@ import { el, $, notify, withBusy, errorText } from "./ui.js";
 import { withSession } from "./sessions.js";
 import { rerunLast } from "./predict.js";
 import { loadCorrections } from "./correct.js";
-import { restoreCounts, syncClassesWithSession } from "./classes.js";
+import { restoreBaseline, syncClassesWithSession } from "./classes.js";
 
 /** Checkpoints live on the selected server (the one whose prediction the map shows). */
 const server = () => state.servers[state.selected] || primary();
@@ -58,7 +58,7 @@ function load(button, checkpoint) {
   return withBusy(button, async () => {
     const result = await withSession(s, (session) => s.loadCheckpoint({ checkpoint: checkpoint.id, session }));
     await syncClassesWithSession(s, true);
-    restoreCounts(null);
+    restoreBaseline(null);
     emit("model-changed");
     await loadCorrections(true);
     notify(result.message ? `${s.name}: ${result.message}` : `loaded checkpoint ${checkpoint.name || checkpoint.id}`, "ok");

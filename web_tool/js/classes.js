@@ -67,39 +67,43 @@ export function setActiveClass(index) {
   emit("active-class", index);
 }
 
-/** Count one correction of `pixels` pixels for class `index` (negative to take one back). */
-export function countCorrection(index, pixels, sign = 1) {
-  const c = state.classes[index];
-  if (!c) return;
-  c.corrections = Math.max(0, c.corrections + sign);
-  c.pixels = Math.max(0, c.pixels + sign * pixels);
-  updateCounts();
-}
+// Counts since the last retrain: the session's counts (from the server, per class) less those it had
+// at the last retrain (the *baseline*, remembered with the session's work across reloads).
+let serverCounts = {}; // class index → {corrections, pixels}, all the session's corrections
+const ZERO = { corrections: 0, pixels: 0 };
 
-export function countsSnapshot() {
-  return state.classes.map(({ corrections, pixels }) => ({ corrections, pixels }));
-}
-
-export function restoreCounts(snapshot) {
-  state.classes.forEach((c, i) => Object.assign(c, snapshot?.[i] || { corrections: 0, pixels: 0 }));
-  updateCounts();
-}
-
-const countsKey = () => {
+const baselineKey = () => {
   const s = state.servers[state.selected];
-  return ["work", workKey(s, currentSession(s)), "counts", state.dataset?.name || ""];
+  return ["work", workKey(s, currentSession(s)), "baseline", state.dataset?.name || ""];
 };
 
-/** The counts since the last retrain from before a reload (this session's). */
-export function restoreSavedCounts() {
-  const saved = recall(countsKey());
-  if (Array.isArray(saved)) state.classes.forEach((c, i) => Object.assign(c, saved[i] || { corrections: 0, pixels: 0 }));
-  updateCounts(false);
+/** The server's counts per class ({"0": {corrections, pixels}}, from GET /corrections). */
+export function setServerCounts(counts) {
+  serverCounts = counts || {};
+  updateCounts();
 }
 
-function updateCounts(save = true) {
-  if (save && state.dataset) remember(countsKey(), countsSnapshot());
+/** A retrain happened: counting starts afresh; → the baseline it replaces (for an undo). */
+export function markRetrained() {
+  const previous = recall(baselineKey(), {});
+  remember(baselineKey(), serverCounts);
+  updateCounts();
+  return previous;
+}
+
+/** Back to `baseline` (an undone retrain's), or to nothing (a reset). */
+export function restoreBaseline(baseline) {
+  remember(baselineKey(), baseline || {});
+  updateCounts();
+}
+
+function updateCounts() {
+  const baseline = recall(baselineKey(), {});
   state.classes.forEach((c, i) => {
+    const now = serverCounts[String(i)] || ZERO;
+    const then = baseline[String(i)] || ZERO;
+    c.corrections = Math.max(0, now.corrections - then.corrections);
+    c.pixels = Math.max(0, now.pixels - then.pixels);
     const badge = $(`#class-count-${i}`);
     if (!badge) return;
     badge.textContent = String(c.corrections);
@@ -169,7 +173,7 @@ function classRow(c, i) {
 export function renderClasses() {
   const list = $("#class-list");
   list.replaceChildren(...state.classes.map(classRow));
-  updateCounts(false);
+  updateCounts();
   $("#add-class").hidden = !anyOffers("POST /addClass");
 }
 

@@ -8,7 +8,7 @@ import { el, $, notify, withBusy, errorText, fmt } from "./ui.js";
 import { getMap, busy } from "./map.js";
 import { setMode } from "./draw.js";
 import { mercatorUnits, toMercator, polygonGeoJSON } from "./geo.js";
-import { countCorrection, countsSnapshot, restoreCounts, syncClassesWithSession } from "./classes.js";
+import { markRetrained, restoreBaseline, setServerCounts, syncClassesWithSession } from "./classes.js";
 import { rerunLast } from "./predict.js";
 import { initTools } from "./tools.js";
 import { withSession, currentSession } from "./sessions.js";
@@ -55,7 +55,6 @@ async function correct(drawn) {
       s.recordCorrection({ ...area, value: cls, session, dataset: state.dataset.name }),
     );
     const pixels = ok[0].value.count;
-    countCorrection(cls, pixels);
     if (pixels === 0) notify(`${ok[0].server.name}: that area holds no pixel of the dataset`, "error");
     await loadCorrections(false);
   } catch (err) {
@@ -100,7 +99,7 @@ function classLayer(index) {
     const layer = L.geoJSON(null, {
       pane: `corrections-${index}`,
       style: () => ({ color: "#ffffff", weight: 1, fillColor: color(), fillOpacity: 0.55, className: "correction" }),
-      pointToLayer: (feature, latlng) => L.circleMarker(latlng, { radius: 5, weight: 1.5, color: "#ffffff",
+      pointToLayer: (feature, latlng) => L.circleMarker(latlng, { pane: `corrections-${index}`, radius: 5, weight: 1.5, color: "#ffffff",
         fillColor: color(), fillOpacity: 0.95, className: "correction", interactive: false }),
       interactive: false,
     });
@@ -137,6 +136,7 @@ export async function loadCorrections(all = true) {
         setLabel(`corrections-${i}`, label(i, c.corrections, c.pixels));
       }
     });
+    setServerCounts(body.counts);
     emit("corrections", body.counts || {});
   } catch (err) {
     notify(errorText(err), "error");
@@ -164,9 +164,8 @@ export function retrain() {
     busy("retrain", "retraining…");
     try {
       const ok = await onEveryServer("POST /retrainModel", (s, session) => s.retrain({ session, dataset: state.dataset?.name }));
-      const counts = countsSnapshot();
-      restoreCounts(null);
-      remember(reportKey(), { reports: ok.map(({ server: s, value }) => ({ name: s.name, ...value })), counts });
+      const previous = markRetrained();
+      remember(reportKey(), { reports: ok.map(({ server: s, value }) => ({ name: s.name, ...value })), previous });
       showReports(ok.map(({ server: s, value }) => ({ name: s.name, ...value })));
       ok.forEach(({ server: s, value }) => notify(`${s.name}: ${value.message}`, "ok"));
       emit("model-changed");
@@ -234,8 +233,8 @@ export function undo() {
     const undone = ok[0].value;
     notify(undone.message ? `${ok[0].server.name}: ${undone.message}` : "undone", "ok");
     const saved = recall(reportKey());
-    if (/retrain/.test(undone.message || "") && saved?.counts) {
-      restoreCounts(saved.counts);
+    if (undone.undone === "retrain") {
+      restoreBaseline(saved?.previous);
       remember(reportKey(), undefined);
       $("#retrain-result").replaceChildren();
     }
@@ -271,7 +270,7 @@ export function reset() {
   disarmReset();
   return withBusy(button, async () => {
     const ok = await onEveryServer("POST /resetModel", (s, session) => s.reset({ session }));
-    restoreCounts(null);
+    restoreBaseline(null);
     remember(reportKey(), undefined);
     $("#retrain-result").replaceChildren();
     notify(ok[0].value.message ? `${ok[0].server.name}: ${ok[0].value.message}` : "back to the base model; corrections cleared", "ok");

@@ -15,7 +15,7 @@ const OPACITY_STEP = 0.1;
 
 /** [keys, what they do, shown only when this is true] — the help overlay is built from it. */
 export const KEYS = [
-  ["Click", "predict the square around the point (shift+click in any mode); double-click zooms"],
+  ["Click / Shift + click", "predict the square around the point (shift+click: in any mode); double-click zooms"],
   ["Tab to the map, then arrows / + / − / Enter", "pan, zoom, predict at the centre (label it, in Correct mode)"],
   ["a / s / d", "hide / show / toggle the prediction"],
   ["↑ / → and ↓ / ←", "prediction opacity up / down by 10% (when the map does not have the focus)"],
@@ -35,13 +35,19 @@ const KEYLESS_INPUTS = ["checkbox", "color", "button", "submit", "reset", "file"
 /** Does the focused control use `key` itself (typing in a text box, arrows on a slider, the map)? */
 function controlOwnsKey(target, key) {
   if (!(target instanceof HTMLElement)) return false;
-  if (target.id === "map") return key.startsWith("Arrow") || /^[-+=_]$/.test(key) || key === "Enter";
+  if (target.id === "map") return mapOwns(target, key);
   if (target.isContentEditable || target.tagName === "TEXTAREA" || target.tagName === "SELECT") return true;
   if (target.tagName === "BUTTON" && (key === "Enter" || key === " ")) return true;
   if (target.tagName !== "INPUT") return false;
   if (target.type === "range" || target.type === "radio") return key.startsWith("Arrow");
   return !KEYLESS_INPUTS.includes(target.type);
 }
+
+/** The map owns the arrows, +/- and Enter when it was reached with the keyboard (Tab); after a
+ *  click on it, the arrows set the prediction's opacity as they always did. */
+let mapFocusByPointer = false;
+let lastPointerDown = -1e9;
+const mapOwns = (map, key) => !mapFocusByPointer && (key.startsWith("Arrow") || /^[-+=_]$/.test(key) || key === "Enter");
 
 export function toggleHelp(show) {
   const help = $("#help");
@@ -99,7 +105,7 @@ function onKey(event) {
 
 /** Enter on the focused map: predict (or label) at its centre. */
 function onMapKey(event) {
-  if (event.key !== "Enter" || event.target.id !== "map") return;
+  if (event.key !== "Enter" || event.target.id !== "map" || !mapOwns(event.target, "Enter")) return;
   event.preventDefault();
   const centre = getMap().getCenter();
   if (state.mode === "correct" && state.tool === "point") getMap().fire("pm:create", { shape: "CircleMarker", layer: L_point(centre) });
@@ -110,7 +116,21 @@ const L_point = (latlng) => ({ getLatLng: () => latlng, remove: () => {} });
 
 export function initKeys() {
   document.addEventListener("keydown", onKey);
-  $("#map").addEventListener("keydown", onMapKey);
+  document.addEventListener("keydown", (e) => {  // before Leaflet's own handler on the map
+    if (e.target.id === "map" && e.key.startsWith("Arrow") && !mapOwns(e.target, e.key)) {
+      e.stopPropagation();
+      onKey(e);
+    }
+  }, true);
+  const map = $("#map");
+  map.addEventListener("keydown", onMapKey);
+  map.addEventListener("pointerdown", () => {
+    lastPointerDown = performance.now();
+    mapFocusByPointer = true;
+  }, true);
+  map.addEventListener("focus", () => {
+    mapFocusByPointer = performance.now() - lastPointerDown < 1000;
+  });
   $("#help-button").addEventListener("click", () => toggleHelp());
   $("#help-close").addEventListener("click", () => toggleHelp(false));
   $("#help").addEventListener("click", (e) => {

@@ -1,7 +1,7 @@
 // Start-up: read endpoints.js (the server serves endpoints.mine.js in its place when there is one),
 // ask every server what it offers (GET /health), build the map and the panels, and show the
 // dataset as the user left it: view, layers, colours, weights, last prediction, corrections, report.
-import { ENDPOINTS } from "../endpoints.js";
+import * as endpoints from "../endpoints.js";
 import { Server } from "./api.js";
 import { state, primary, emit } from "./state.js";
 import { $, el, notify, errorText, restoreMessages } from "./ui.js";
@@ -9,7 +9,7 @@ import { createMap, showDataset, zoomToDataset, getMap, initGoTo } from "./map.j
 import { initGestures } from "./draw.js";
 import { initPredict, predictAt, clearPredictions, renderResultCards, restoreLast } from "./predict.js";
 import { initPredictionLayer } from "./predlayer.js";
-import { initClasses, setClasses, startSessions, syncClassesWithSession, restoreSavedCounts } from "./classes.js";
+import { initClasses, setClasses, startSessions, syncClassesWithSession } from "./classes.js";
 import { initCorrections } from "./correct.js";
 import { initCheckpoints } from "./checkpoints.js";
 import { initExport } from "./export.js";
@@ -33,7 +33,6 @@ async function setDataset(dataset) {
   clearPredictions();
   $("#dataset-info").textContent = `${dataset.crs} · ${dataset.resolution} m/px`;
   await syncClassesWithSession(primary());
-  restoreSavedCounts();
   emit("dataset", dataset);
 }
 
@@ -48,7 +47,9 @@ function fillDatasetSelect(datasets) {
 
 async function main() {
   restoreMessages();
-  state.servers = ENDPOINTS.map((e) => new Server(typeof e === "string" ? { url: e } : e));
+  const list = endpoints.default ?? endpoints.ENDPOINTS; // either export, as endpoints.mine.js files have it
+  if (!Array.isArray(list) || !list.length) throw new Error("endpoints.js (or endpoints.mine.js) lists no server");
+  state.servers = list.map((e) => new Server(typeof e === "string" ? { url: e } : e));
   await Promise.all(state.servers.map(askHealth));
   const map = createMap($("#map"));
   window.landcover = { map, state }; // for the console and the browser tests

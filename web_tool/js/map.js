@@ -62,9 +62,9 @@ export function showDataset(server, dataset) {
   currentDataset = dataset.name;
 }
 
-/** The dataset's centre a zoom out from its native zoom: predictions fill the view there. */
+/** The dataset's centre at its native zoom: predictions fill the view there, soon. */
 export function firstView(dataset) {
-  map.setView(datasetBounds(dataset).getCenter(), nativeZoom(dataset) - 1, { animate: false });
+  map.setView(datasetBounds(dataset).getCenter(), nativeZoom(dataset), { animate: false });
 }
 
 export function datasetBounds(dataset) {

@@ -17,6 +17,53 @@ const BLOCK_LEVELS = 2;
 const COMPOSE_LEVELS = 3;
 /** most blocks "Predict the view" asks for when zoomed out (each ~1 s of server time) */
 export const MAX_VIEW_BLOCKS = 48;
+/** prediction tiles loading at once: a browser has 6 connections to a server, and a tile may wait
+ *  for the model; the rest stay free for clicks, corrections and retrains */
+const MAX_TILE_REQUESTS = 2;
+
+const queue = [];
+let loading = 0;
+
+function loadNext() {
+  while (loading < MAX_TILE_REQUESTS && queue.length) {
+    const { tile, url } = queue.shift();
+    if (!tile.isConnected && !tile.dataset.queued) continue; // dropped by the map meanwhile
+    delete tile.dataset.queued;
+    loading++;
+    const finished = () => {
+      loading--;
+      tile.removeEventListener("load", finished);
+      tile.removeEventListener("error", finished);
+      loadNext();
+    };
+    tile.addEventListener("load", finished);
+    tile.addEventListener("error", finished);
+    tile.src = url;
+  }
+}
+
+/** A tile layer whose images load a few at a time (see MAX_TILE_REQUESTS). */
+const QueuedTileLayer = L.TileLayer.extend({
+  createTile(coords, done) {
+    const tile = document.createElement("img");
+    L.DomEvent.on(tile, "load", L.Util.bind(this._tileOnLoad, this, done, tile));
+    L.DomEvent.on(tile, "error", L.Util.bind(this._tileOnError, this, done, tile));
+    tile.alt = "";
+    tile.setAttribute("role", "presentation");
+    tile.dataset.queued = "1";
+    queue.push({ tile, url: this.getTileUrl(coords) });
+    setTimeout(loadNext, 0);
+    return tile;
+  },
+  _removeTile(key) {
+    const tile = this._tiles[key];
+    if (tile) {
+      const i = queue.findIndex((q) => q.tile === tile.el);
+      if (i >= 0) queue.splice(i, 1);
+    }
+    L.TileLayer.prototype._removeTile.call(this, key);
+  },
+});
 
 /** A layer group whose opacity applies to every layer in it (tiles and image overlays). */
 const Group = L.LayerGroup.extend({
@@ -68,7 +115,7 @@ function tileUrl(style) {
 /** A tile layer of the selected server's predictions, or null when it has no /predTiles. */
 function makeTiles(style, className) {
   const native = nativeZoom(state.dataset);
-  const layer = L.tileLayer(tileUrl(style), {
+  const layer = new QueuedTileLayer(tileUrl(style), {
     pane: style === "uncertainty" ? "uncertainty" : "prediction", className, maxNativeZoom: native,
     minZoom: native - BLOCK_LEVELS - COMPOSE_LEVELS, maxZoom: native + 2, bounds: datasetBounds(state.dataset),
     keepBuffer: 1, updateWhenZooming: false,
