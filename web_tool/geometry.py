@@ -188,6 +188,8 @@ def polygon_from_geojson(obj: dict) -> BaseGeometry:
         raise ExtentError("geometry has a non-finite coordinate")
     if coords.size and np.abs(coords).max() > MAX_COORD:
         raise ExtentError(f"geometry has a coordinate beyond ±{MAX_COORD:g}, which no CRS reaches")
-    if kind == "MultiPolygon" and not geom.is_valid:  # overlapping parts (a brush stroke's pieces): their union
+    if (
+        kind == "MultiPolygon" and not geom.is_valid
+    ):  # overlapping parts (a brush stroke's pieces): their union
         geom = shapely.union_all([shapely.make_valid(part) for part in geom.geoms])
     return polygonal(geom)

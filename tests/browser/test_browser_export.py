@@ -45,7 +45,7 @@ def test_drawn_rectangle_exports_with_progress_downloads_and_a_class_chart(open_
         page.locator("#export-start").click()
     assert started.value.status == 202, started.value.text()
     body = started.value.request.post_data_json
-    assert set(body["extent"]) >= {"xmin", "ymin", "xmax", "ymax"}
+    assert body["geometry"]["type"] == "Polygon" and body["crs"] == 4326  # the drawn rectangle
     assert body["dataset"] == page.evaluate("landcover.state.dataset.name")
     assert page.locator("#export-progress").is_visible()
     wait_for_job(page)

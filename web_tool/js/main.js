@@ -8,7 +8,7 @@ import { $, el, notify, errorText, restoreMessages } from "./ui.js";
 import { createMap, showDataset, zoomToDataset, getMap, initGoTo } from "./map.js";
 import { initGestures } from "./draw.js";
 import { initPredict, predictAt, clearPredictions, renderResultCards, restoreLast } from "./predict.js";
-import { initPredictionLayer } from "./predlayer.js";
+import { initPredictionLayer, viewBlocks } from "./predlayer.js";
 import { initClasses, setClasses, startSessions, syncClassesWithSession } from "./classes.js";
 import { initCorrections } from "./correct.js";
 import { initCheckpoints } from "./checkpoints.js";
@@ -52,7 +52,7 @@ async function main() {
   state.servers = list.map((e) => new Server(typeof e === "string" ? { url: e } : e));
   await Promise.all(state.servers.map(askHealth));
   const map = createMap($("#map"));
-  window.landcover = { map, state }; // for the console and the browser tests
+  window.landcover = { map, state, blocks: () => viewBlocks().length }; // for the console and the browser tests
   renderResultCards();
   initGestures(map, (latlng) => predictAt(latlng));
   initPredictionLayer();

@@ -85,7 +85,7 @@ export const uncertainty = group(); // uncertainty tiles + the squares' uncertai
 let tiles = null;
 let uncertaintyTiles = null;
 let version = null; // the model version the tile URLs name
-let pending = 0;
+const pending = new Set(); // tiles asked for and not there yet
 let filling = null; // AbortController of a running "Predict the view"
 
 export function initPredictionLayer() {
@@ -121,23 +121,26 @@ function makeTiles(style, className) {
     keepBuffer: 1, updateWhenZooming: false,
   });
   if (style !== "uncertainty") {
-    layer.on("tileloadstart", () => tileBusy(+1));
-    layer.on("tileload tileerror tileabort", () => tileBusy(-1));
+    const key = (e) => `${e.coords.z}/${e.coords.x}/${e.coords.y}`;
+    layer.on("tileloadstart", (e) => tileBusy(key(e), true));
+    layer.on("tileload tileerror tileabort tileunload", (e) => tileBusy(key(e), false));
   }
   return layer;
 }
 
-function tileBusy(delta) {
-  pending = Math.max(0, pending + delta);
-  busy("tiles", pending ? `predicting the view… ${pending} tile${pending > 1 ? "s" : ""} to go` : null);
+function tileBusy(key, loading) {
+  if (loading) pending.add(key);
+  else pending.delete(key);
+  const n = pending.size;
+  busy("tiles", n ? `predicting the view… ${n} tile${n > 1 ? "s" : ""} to go` : null);
 }
 
 async function rebuild() {
   if (tiles) prediction.removeLayer(tiles);
   if (uncertaintyTiles) uncertainty.removeLayer(uncertaintyTiles);
   tiles = uncertaintyTiles = null;
-  pending = 0;
-  tileBusy(0);
+  pending.clear();
+  busy("tiles", null);
   if (!state.dataset || !server()?.offers("GET /predTiles/d/1/1/1.png")) return;
   await updateVersion(false);
   tiles = makeTiles(state.view.soft ? "soft" : "hard", "prediction-tiles");

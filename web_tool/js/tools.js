@@ -90,7 +90,11 @@ function startStroke(e) {
   if (!brushing() || e.shiftKey || (e.pointerType === "mouse" && e.button !== 0) || stroke) return;
   if (e.target.closest?.(".leaflet-control")) return;
   e.preventDefault();
-  map.getContainer().setPointerCapture?.(e.pointerId);
+  try {
+    map.getContainer().setPointerCapture(e.pointerId); // the stroke goes on outside the map
+  } catch {
+    /* a pointer the browser does not track (synthetic events): no capture needed */
+  }
   const latlng = map.mouseEventToLatLng(e);
   const erasing = state.tool === "eraser";
   const color = erasing ? "#ffffff" : state.classes[state.activeClass]?.color || "#ffcc00";
