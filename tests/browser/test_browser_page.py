@@ -128,8 +128,10 @@ def test_bug3_a_colour_change_recolours_without_the_model_and_reaches_the_export
     assert sent == [], "a colour change ran the model again"
     pixels = page.evaluate("""async () => { const img = document.querySelector('img.prediction-overlay');
         const c = document.createElement('canvas'); c.width = img.naturalWidth; c.height = img.naturalHeight;
-        const g = c.getContext('2d'); g.drawImage(img, 0, 0); const d = g.getImageData(0, 0, c.width, c.height).data;
-        let n = 0; for (let i = 0; i < d.length; i += 4) if (d[i] === 255 && d[i+1] === 0 && d[i+2] === 170) n++;
+        const g = c.getContext('2d'); g.drawImage(img, 0, 0);
+        const d = g.getImageData(0, 0, c.width, c.height).data;
+        let n = 0;
+        for (let i = 0; i < d.length; i += 4) if (d[i] === 255 && d[i+1] === 0 && d[i+2] === 170) n++;
         return n; }""")
     assert pixels > 0  # the Field pixels, in the new colour
     # the export carries the page's colours
@@ -179,8 +181,9 @@ def test_bug5_an_over_size_export_gives_the_batch_command_with_model_and_checkpo
     from offline_chromium import free_port
 
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "web_tool/server.py", "--port", str(port), "--state_dir", str(tmp_path),
-                             "--max_tile_km2", "0.05"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    command = [sys.executable, "web_tool/server.py", "--port", str(port), "--state_dir", str(tmp_path),
+               "--max_tile_km2", "0.05"]  # fmt: skip
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.monotonic() + 120
@@ -227,8 +230,9 @@ def test_bug6_a_projected_geojson_area_is_drawn_where_it_is(open_page, require):
     to_utm = Transformer.from_crs(4326, 32618, always_xy=True)
     x0, y0 = to_utm.transform((w + e) / 2, (s + n) / 2)
     ring = [[x0, y0], [x0 + 400, y0], [x0 + 400, y0 + 300], [x0, y0 + 300], [x0, y0]]
-    collection = {"type": "FeatureCollection", "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::32618"}},
-                  "features": [{"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [ring]}}]}  # fmt: skip
+    crs = {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::32618"}}
+    feature = {"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [ring]}}
+    collection = {"type": "FeatureCollection", "crs": crs, "features": [feature]}
     page.locator("#export-section summary").click()
     with page.expect_response("**/aoi"):
         page.locator("#export-file").set_input_files(
@@ -287,7 +291,8 @@ def test_bug7_zoom_focus_contrast_console_and_words(open_page):
     mp.wait_predictions()
     # errors in the user's words
     page.evaluate("""() => { const [w, s, e, n] = landcover.state.dataset.bounds_4326;
-        landcover.map.setView([n + (n - s) * 3, e + (e - w) * 3], landcover.map.getZoom(), {animate: false}); }""")
+        const far = [n + (n - s) * 3, e + (e - w) * 3];
+        landcover.map.setView(far, landcover.map.getZoom(), {animate: false}); }""")
     with page.expect_response("**/predPatch"):
         mp.shift_click(*map_middle(page))
     page.wait_for_selector(".result-card.is-error")
@@ -364,8 +369,9 @@ def test_brush_works_with_a_pen_and_with_touch(browser, server, require):
         with page.expect_response("**/recordCorrection") as pen:
             page.evaluate(
                 """([x, y]) => { const map = document.querySelector('#map');
-                const ev = (type, dx) => new PointerEvent(type, {bubbles: true, pointerId: 7, pointerType: 'pen',
-                    clientX: x + dx, clientY: y, button: 0, buttons: type === 'pointerup' ? 0 : 1, pressure: 0.5});
+                const ev = (type, dx) => new PointerEvent(type, {bubbles: true, pointerId: 7,
+                    pointerType: 'pen', clientX: x + dx, clientY: y, button: 0,
+                    buttons: type === 'pointerup' ? 0 : 1, pressure: 0.5});
                 map.dispatchEvent(ev('pointerdown', -40));
                 for (let dx = -30; dx <= 40; dx += 10) map.dispatchEvent(ev('pointermove', dx));
                 map.dispatchEvent(ev('pointerup', 40)); }""",
@@ -391,7 +397,7 @@ def test_brush_works_with_a_pen_and_with_touch(browser, server, require):
         context.close()
 
 
-# --- the continuous prediction layer, map chrome -------------------------------------------------------------
+# --- the continuous prediction layer, map chrome ---------------------------------------------------
 
 
 def test_a_retrain_repaints_the_whole_view(open_page, require):
@@ -425,7 +431,8 @@ def test_predict_the_view_when_zoomed_out_fills_it_block_by_block(open_page, req
     page.evaluate(
         """(z) => { const m = landcover.map, [w, s, e, n] = landcover.state.dataset.bounds_4326;
         const size = m.getSize(), corner = m.project([n, e], z);
-        m.setView(m.unproject(corner.add([size.x / 2 - 200, -(size.y / 2 - 200)]), z), z, {animate: false}); }""",
+        const centre = m.unproject(corner.add([size.x / 2 - 200, -(size.y / 2 - 200)]), z);
+        m.setView(centre, z, {animate: false}); }""",
         zb - 1,
     )
     blocks = page.evaluate("() => landcover.blocks()")
@@ -531,7 +538,8 @@ def test_keyboard_reaches_every_control_with_a_visible_focus(open_page):
     for _ in range(60):
         page.keyboard.press("Tab")
         info = page.evaluate("""() => { const el = document.activeElement; const s = getComputedStyle(el);
-            return [el.id || el.dataset.tool || el.dataset.mode || el.tagName, s.outlineStyle, s.outlineWidth]; }""")
+            const name = el.id || el.dataset.tool || el.dataset.mode || el.tagName;
+            return [name, s.outlineStyle, s.outlineWidth]; }""")
         seen.add(info[0])
         if info[0] in ("map", "predict-view", "mode-correct"):
             assert info[1] != "none" and info[2] != "0px", info
