@@ -119,7 +119,7 @@ def work(page, args: argparse.Namespace) -> None:
         page.mouse.move(x - 20, y + 70, steps=6)
         page.mouse.move(x + 40, y + 55, steps=6)
         page.mouse.up()
-    page.keyboard.press("4")
+    page.locator("#class-3").check()  # Built (a key would go to the brush width box)
     page.locator("[data-tool='polygon']").click()
     with page.expect_response("**/recordCorrection", timeout=120_000):
         for dx, dy in ((60, -20), (100, -10), (95, 30), (60, -20)):
