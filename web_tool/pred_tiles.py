@@ -50,6 +50,8 @@ COMPOSE_LEVELS = 3
 MAX_OVERZOOM = 4
 #: memory for cached block probabilities, in MiB (a 4-class block takes 4 MiB)
 CACHE_MB = 256
+#: blocks remembered at most (those without imagery take no memory but an entry)
+CACHE_ENTRIES = 20_000
 #: blocks predicted at once by the whole server (others wait; interactive requests keep a core)
 COMPUTE_SLOTS = 1
 STYLES = ("hard", "soft", "uncertainty")
@@ -182,7 +184,9 @@ class BlockCache:
                 self._drop(key)
             self._blocks[key] = block
             self._bytes += block.nbytes if block is not None else 0
-            while self._bytes > self.max_bytes and len(self._blocks) > 1:
+            while (self._bytes > self.max_bytes or len(self._blocks) > CACHE_ENTRIES) and len(
+                self._blocks
+            ) > 1:
                 self._drop(next(iter(self._blocks)))
 
     def _drop(self, key: tuple) -> None:

@@ -16,6 +16,7 @@ import { addLayer, setLabel } from "./layers.js";
 import { recall, remember, workKey } from "./saved.js";
 
 const classLayers = new Map(); // class index → L.GeoJSON of its corrections
+const drawnIds = new Set(); // corrections on the map (two loads at once must not draw one twice)
 let lastId = 0; // newest correction id drawn
 let undoSteps = 0;
 let resetArmed = null;
@@ -121,11 +122,10 @@ export async function loadCorrections(all = true) {
     const body = await withSession(s, (session) =>
       s.corrections({ session, dataset: state.dataset.name, after: all ? 0 : lastId }),
     );
-    if (all) {
-      classLayers.forEach((layer) => layer.clearLayers());
-      lastId = 0;
-    }
+    if (all) clearDrawn();
     for (const feature of body.features || []) {
+      if (drawnIds.has(feature.id)) continue;
+      drawnIds.add(feature.id);
       classLayer(feature.properties.value).addData(feature);
       lastId = Math.max(lastId, feature.id || 0);
     }
@@ -292,6 +292,7 @@ function disarmReset() {
 /** Forget the corrections drawn (another dataset); the server keeps its own state. */
 export function clearDrawn() {
   classLayers.forEach((layer) => layer.clearLayers());
+  drawnIds.clear();
   lastId = 0;
 }
 
