@@ -19,7 +19,7 @@ import numpy as np
 from rasterio.warp import transform as transform_points
 from rasterio.windows import Window
 
-from web_tool.errors import LandCoverError
+from web_tool.errors import RequestError
 from web_tool.export import NODATA, ClassStats, row_areas_km2
 from web_tool.geometry import WGS84, Grid
 
@@ -32,8 +32,8 @@ DEFAULT_MIN_PER_CLASS = 20
 WINDOW_PX = 2048
 
 
-class DesignError(LandCoverError, ValueError):
-    """The sample asked for cannot be drawn from this map (too small a total, an empty map)."""
+class DesignError(RequestError):
+    """The sample asked for cannot be drawn from this map (too small a total, an empty map): a 400."""
 
 
 @dataclass(frozen=True)

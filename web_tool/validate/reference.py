@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 from rasterio.enums import Resampling
+from rasterio.errors import RasterioIOError
 from rasterio.warp import transform as transform_points
 
 from web_tool.DataLoader import read_into
@@ -147,7 +148,10 @@ def raster_reader(src) -> Reader:
     def read(grid: Grid):
         codes = np.zeros(grid.shape, dtype=src.dtypes[0])
         valid = np.zeros(grid.shape, dtype=bool)
-        part = read_into(src, grid, [1], Resampling.nearest)
+        try:
+            part = read_into(src, grid, [1], Resampling.nearest)
+        except RasterioIOError as exc:
+            raise RequestError(f"the reference raster cannot be read (damaged?): {exc}") from None
         if part is not None:
             data, part_valid, (rows, cols) = part
             codes[rows, cols], valid[rows, cols] = data[0], part_valid

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any, Literal
 
 import bottle
@@ -98,16 +100,20 @@ def caller_session() -> str | None:
     return session
 
 
-def open_raster(encoded: str):
-    """The uploaded reference GeoTIFF (base64) as an open dataset."""
+@contextmanager
+def open_raster(encoded: str) -> Iterator:
+    """The uploaded reference GeoTIFF (base64) as an open dataset, while the block runs."""
     try:
         data = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
         raise RequestError("raster must be a GeoTIFF file encoded as base64") from None
-    try:
-        return rasterio.MemoryFile(data).open()
-    except RasterioIOError:
-        raise RequestError("raster is not a GeoTIFF (or another raster format GDAL reads)") from None
+    with rasterio.MemoryFile(data) as memfile:
+        try:
+            src = memfile.open()
+        except RasterioIOError:
+            raise RequestError("raster is not a GeoTIFF (or another raster format GDAL reads)") from None
+        with src:
+            yield src
 
 
 def csv_response(text: str, name: str) -> bottle.HTTPResponse:
