@@ -15,7 +15,10 @@ import numpy as np
 import pytest
 import rasterio
 from conftest import LiveServer, build_app, make_geotiff
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_api import call
+from test_fuzz import JSON, assert_clean, post
 from test_jobs_api import polygon_3857, submit, wait_for
 
 from web_tool.jobs import JobResult
@@ -304,3 +307,41 @@ def test_reference_points_as_geojson_with_a_class_property(live_server, done_job
     assert status == 400 and "FeatureCollection" in reply["error"]
     status, _, reply = call(live_server, f"/jobs/{job}/reference", {"labels": True, "points": body["points"]})
     assert status == 400 and "exactly one" in reply["error"]
+
+
+# --------------------------------------------------------------------------- fuzzing the new bodies
+
+
+@pytest.fixture(scope="module")
+def fuzz_target(tiny_dataset_dir, tiny_model_path, tmp_path_factory):
+    """A server with a finished job and a sample of it, for the whole module."""
+    app, config = build_app([f"tiny={tiny_dataset_dir}"], tiny_model_path, tmp_path_factory.mktemp("vfuzz"))
+    config.jobs.window_px = 64
+    server = LiveServer(app)
+    job = wait_for(server, submit(server, {"geometry": polygon_3857(), "crs": 3857}))["job"]
+    sample = new_sample(server, job)["sample"]
+    yield server, job, sample
+    server.close()
+    config.jobs.close()
+
+
+VALID_BODIES = {
+    "samples": {"total": 12, "min_per_class": 2, "seed": 1},
+    "answers": {"point": 0, "answer": 1},
+    "reference": {"points": {"type": "FeatureCollection", "features": []}, "property": "class"},
+}
+FIELDS = ["total", "min_per_class", "seed", "point", "answer", "labels", "raster", "points", "property",
+          "crs", "codes", "format", "session", "features", "type", "geometry", "coordinates"]  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    endpoint=st.sampled_from(sorted(VALID_BODIES)),
+    changes=st.dictionaries(st.sampled_from(FIELDS), JSON, max_size=4),
+)
+def test_any_values_in_the_validation_bodies_get_an_answer_or_a_json_error(fuzz_target, endpoint, changes):
+    server, job, sample = fuzz_target
+    path = {"samples": f"/jobs/{job}/samples", "answers": f"/jobs/{job}/samples/{sample}/answers",
+            "reference": f"/jobs/{job}/reference"}[endpoint]  # fmt: skip
+    body = {**VALID_BODIES[endpoint], **changes}
+    assert_clean(*post(server, path, body), what=f"POST {path} {body!r:.300}")

@@ -21,14 +21,15 @@ CLASSES = [{"name": n, "color": c} for n, c in NAMES.items()]
 
 
 def class_map(data: np.ndarray, names: list[str] | None = None, crs="EPSG:32618", res=1.0,
-              origin=(500_000, 4_300_000), colormap: dict | None = None) -> MemoryFile:  # fmt: skip
+              origin=(500_000, 4_300_000), colormap: dict | None = None,
+              dtype="uint8") -> MemoryFile:  # fmt: skip
     """An in-memory class map GeoTIFF like an export's (uint8, nodata 255, CLASSES tag)."""
     memfile = MemoryFile()
     h, w = data.shape
-    with memfile.open(driver="GTiff", width=w, height=h, count=1, dtype="uint8", crs=crs, nodata=NODATA,
+    with memfile.open(driver="GTiff", width=w, height=h, count=1, dtype=dtype, crs=crs, nodata=NODATA,
                       transform=Affine(res, 0, origin[0], 0, -res, origin[1]), tiled=True, blockxsize=256,
                       blockysize=256) as dst:  # fmt: skip
-        dst.write(data.astype(np.uint8), 1)
+        dst.write(data.astype(dtype), 1)
         if names is not None:
             dst.update_tags(CLASSES=str(names).replace("'", '"'))
         if colormap is not None:

@@ -68,6 +68,14 @@ def test_codes_map_reference_values_to_classes_and_unnamed_values_are_left_out()
         check_codes({"5": "Wetland"}, CLASSES)
 
 
+def test_reference_values_beyond_a_byte_are_looked_up_too():
+    mapped = stripes()
+    reference = np.where(mapped == NODATA, 0, mapped.astype(np.uint16) + 1000)
+    codes = {"1000": "Water", "1001": "Forest", "1002": "Field", "1003": "Built"}
+    pixels, _, _ = compare(mapped, reference, codes, dtype="uint16")
+    assert np.array_equal(pixels, np.diag([59 * 20] * 4))
+
+
 def test_a_reference_on_another_grid_and_crs_is_warped_onto_the_map():
     mapped = stripes(200, 200)
     # the same stripes, in web mercator at 0.5 m (mercator units), covering the map

@@ -82,6 +82,14 @@ def lookup_table(values: np.ndarray, classes: list[dict], codes: dict[str, int |
     return np.array([_or_none(reference_class(v.item(), classes, codes)) for v in values], dtype=np.int64)
 
 
+def reference_classes(values: np.ndarray, classes, codes, byte_table: np.ndarray) -> np.ndarray:
+    """Class index (-1: none) of every reference value in the array `values`."""
+    if values.dtype == np.uint8:
+        return byte_table[values]
+    unique, inverse = np.unique(values, return_inverse=True)
+    return lookup_table(unique, classes, codes)[inverse.reshape(values.shape)]
+
+
 def _or_none(index: int | None) -> int:
     return -1 if index is None else index
 
@@ -98,14 +106,14 @@ def census(src, read: Reader, classes: list[dict], codes: dict[str, int | None] 
     pixels = np.zeros(k * k, dtype=np.int64)
     km2 = np.zeros(k * k, dtype=np.float64)
     mapped = unclassified = 0
+    byte_table = lookup_table(np.arange(256, dtype=np.uint8), classes, codes)  # most label rasters are uint8
     for window in windows(src.height, src.width):
         block = src.read(1, window=window).astype(np.int64)
         wgrid = Grid(grid.crs, src.window_transform(window), int(window.width), int(window.height))
         codes_block, valid = read(wgrid)
         on_map = (block != NODATA) & (block < k)
         mapped += int(on_map.sum())
-        values, inverse = np.unique(codes_block, return_inverse=True)
-        ref = lookup_table(values, classes, codes)[inverse.reshape(codes_block.shape)]
+        ref = reference_classes(codes_block, classes, codes, byte_table)
         unclassified += int((on_map & valid & (ref < 0)).sum())
         both = on_map & valid & (ref >= 0)
         cell = block[both] * k + ref[both]
