@@ -214,6 +214,9 @@ def test_unknown_jobs_and_samples_are_404_and_unfinished_maps_cannot_be_sampled(
         release.set()
     other = wait_for(live_server, submit(live_server, {"geometry": polygon_3857(), "crs": 3857}))
     assert call(live_server, f"/jobs/{other['job']}/samples/{sample}")[0] == 404  # a sample of another job
+    no_map = wait_for(live_server, live_server.config.jobs.submit(lambda ctx: JobResult({})))
+    status, _, reply = call(live_server, f"/jobs/{no_map['job']}/samples", {})
+    assert status == 400 and "no class map" in reply["error"]
 
 
 # --------------------------------------------------------------------------- against a reference

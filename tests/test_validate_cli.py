@@ -203,6 +203,25 @@ def test_mistakes_are_one_line_errors_with_exit_code_2(mapped_and_truth, capsys,
     assert err.startswith("error:") and words in err and "Traceback" not in err
 
 
+def test_a_map_without_a_classified_pixel_has_nothing_to_assess(tmp_path, capsys):
+    empty = write_class_map(tmp_path / "empty.tif", np.full((20, 20), NODATA, np.uint8))
+    assert main(["sample", str(empty)]) == 2
+    assert "no classified pixel" in capsys.readouterr().err
+    points = {
+        "type": "FeatureCollection",
+        "features": [
+            {
+                "type": "Feature",
+                "geometry": {"type": "Point", "coordinates": [-75, 38.8]},
+                "properties": {"reference": 1},
+            }
+        ],
+    }
+    (tmp_path / "p.geojson").write_text(json.dumps(points))
+    assert main(["report", str(empty), "--points", str(tmp_path / "p.geojson")]) == 2
+    assert "no classified pixel" in capsys.readouterr().err
+
+
 def test_the_module_runs_as_a_command(mapped_and_truth):
     done = subprocess.run([sys.executable, "-m", "web_tool.validate", "report", str(mapped_and_truth[0]),
                            "--reference", str(mapped_and_truth[1])], cwd=REPO, capture_output=True, text=True,

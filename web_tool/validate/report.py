@@ -14,6 +14,7 @@ import io
 
 import numpy as np
 
+from web_tool.errors import RequestError
 from web_tool.validate.estimators import Z95, Assessment, Estimate, IncompleteSample, stratified
 
 KINDS = ("sample", "points", "census")
@@ -26,6 +27,8 @@ def sample_report(classes: list[dict], mapped_pixels: list[int], mapped_km2: lis
     notes = list(notes or [])
     counts = np.asarray(counts, dtype=np.int64)
     total_km2 = float(sum(mapped_km2))
+    if not total_km2 > 0:
+        raise RequestError("the map has no classified pixel: there is nothing to assess")
     try:
         assessment: Assessment | None = stratified(counts, np.asarray(mapped_km2))
     except IncompleteSample as exc:

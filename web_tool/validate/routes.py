@@ -83,6 +83,8 @@ def finished_map(jobs, job_id: str, session: str | None) -> tuple[dict, Any]:
     job = jobs.get(job_id)
     if job["state"] != "done":
         raise RequestError(f"job {job_id} is {job['state']}: a validation sample needs a finished map")
+    if "cog" not in job["outputs"]:
+        raise RequestError(f"job {job_id} made no class map to assess")
     return job, jobs.download(job["outputs"]["cog"])
 
 
