@@ -80,6 +80,7 @@ bench: venv demo-data
 	$(PY) bench/hitl.py
 	$(PY) bench/load.py
 	$(PY) bench/throughput.py
+	$(PY) bench/validate.py
 
 screenshot: venv node demo-data $(DEMO_MODEL)
 	$(PY) scripts/screenshot.py

@@ -2,15 +2,7 @@
 // class, a chart of each class's area (what the map's pixels add up to, and what the sample
 // estimates, with its 95 % interval), the error matrix, notes, and the CSV download.
 import { el } from "./ui.js";
-
-const SVG = "http://www.w3.org/2000/svg";
-
-function svg(tag, attrs = {}, text) {
-  const node = document.createElementNS(SVG, tag);
-  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
+import { svg } from "./chart.js";
 
 const pct = (v) => (v === null || v === undefined ? "–" : (100 * v).toFixed(1));
 const pm = (e) => (e.value === null ? "–" : e.ci95 === null || e.ci95 === 0 ? pct(e.value) : `${pct(e.value)} ± ${(100 * e.ci95).toFixed(1)}`);

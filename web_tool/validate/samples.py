@@ -160,18 +160,12 @@ class SampleStore:
 
     def next_point(self, sample_id: str) -> dict | None:
         """The first pending point, else the first skipped one, else None (all answered)."""
-        row = self._conn().execute(
-            "SELECT * FROM points WHERE sample = ? AND status IN ('pending', 'skipped')"
-            " ORDER BY status = 'skipped', idx LIMIT 1", (sample_id,)
-        ).fetchone()  # fmt: skip
+        row = self._one("SELECT * FROM points WHERE sample = ? AND status IN ('pending', 'skipped')"
+                        " ORDER BY status = 'skipped', idx LIMIT 1", sample_id)  # fmt: skip
         return point_json(row) if row else None
 
     def point(self, sample_id: str, index: int) -> dict:
-        row = (
-            self._conn()
-            .execute("SELECT * FROM points WHERE sample = ? AND idx = ?", (sample_id, index))
-            .fetchone()
-        )
+        row = self._one("SELECT * FROM points WHERE sample = ? AND idx = ?", sample_id, index)
         if row is None:
             raise NotFoundError(f"sample {sample_id} has no point {index}")
         return point_json(row)
@@ -192,18 +186,17 @@ class SampleStore:
     def _sample_row(self, job: str, sample_id: str):
         row = None
         if SAMPLE_ID.match(str(sample_id)):
-            row = (
-                self._conn()
-                .execute("SELECT * FROM samples WHERE id = ? AND job = ?", (sample_id, job))
-                .fetchone()
-            )
+            row = self._one("SELECT * FROM samples WHERE id = ? AND job = ?", sample_id, job)
         if row is None:
             raise NotFoundError(f"job {job} has no validation sample {sample_id!r}")
         return row
 
     def _size(self, sample_id: str) -> int:
-        row = self._conn().execute("SELECT COUNT(*) FROM points WHERE sample = ?", (sample_id,)).fetchone()
-        return row[0]
+        return self._one("SELECT COUNT(*) FROM points WHERE sample = ?", sample_id)[0]
+
+    def _one(self, sql: str, *params):
+        """The first row `sql` finds, or None."""
+        return self._conn().execute(sql, params).fetchone()
 
     def check_size(self, total: int) -> None:
         if total > self.max_points:
