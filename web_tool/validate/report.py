@@ -17,8 +17,6 @@ import numpy as np
 from web_tool.errors import RequestError
 from web_tool.validate.estimators import Z95, Assessment, Estimate, IncompleteSample, stratified
 
-KINDS = ("sample", "points", "census")
-
 
 def sample_report(classes: list[dict], mapped_pixels: list[int], mapped_km2: list[float], counts: np.ndarray,
                   kind: str = "sample", notes: list[str] | None = None) -> dict:  # fmt: skip
@@ -36,22 +34,19 @@ def sample_report(classes: list[dict], mapped_pixels: list[int], mapped_km2: lis
         names = ", ".join(classes[k]["name"] for k in exc.missing)
         notes.append(f"no answered point of map class {names} yet: every mapped class needs one for"
                      " estimates (two for confidence intervals)")  # fmt: skip
-    if assessment is not None and not assessment.intervals:
-        notes.append("a mapped class has only one answered point: no confidence intervals until it has two")
-    empty = Estimate(None, None)
-    return _report(
-        kind=kind,
-        classes=classes,
-        counts=counts,
-        proportions=None if assessment is None else assessment.proportions,
-        overall=empty if assessment is None else assessment.overall,
-        users=[empty] * len(classes) if assessment is None else assessment.users,
-        producers=[empty] * len(classes) if assessment is None else assessment.producers,
-        areas_km2=[_scaled(a, total_km2) for a in assessment.areas] if assessment else [empty] * len(classes),
-        mapped_pixels=mapped_pixels,
-        mapped_km2=mapped_km2,
-        notes=notes,
-    )
+    if assessment is None:
+        none = [Estimate(None, None)] * len(classes)
+        estimates = dict(proportions=None, overall=none[0], users=none, producers=none, areas_km2=none)
+    else:
+        if not assessment.intervals:
+            notes.append(
+                "a mapped class has only one answered point: no confidence intervals until it has two"
+            )
+        a = assessment
+        estimates = dict(proportions=a.proportions, overall=a.overall, users=a.users, producers=a.producers,
+                         areas_km2=[_scaled(e, total_km2) for e in a.areas])  # fmt: skip
+    return _report(kind=kind, classes=classes, counts=counts, mapped_pixels=mapped_pixels,
+                   mapped_km2=mapped_km2, notes=notes, **estimates)  # fmt: skip
 
 
 def census_report(
