@@ -162,17 +162,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--dataset", required=True, help="dataset name (--datasets_json) or raster path/dir/glob")
+    p.add_argument("--dataset", required=True, help="dataset name, raster path/dir/glob, or https/s3/gs URL")
     p.add_argument("--datasets_json", default=str(WEB_ROOT / "datasets.json"), help="named datasets")
     p.add_argument("--aoi", required=True, help="GeoJSON (Multi)Polygon, Feature or FeatureCollection")
     p.add_argument("--aoi_crs", default=None, help="EPSG code of the AOI (None: the file's crs, else 4326)")
     p.add_argument("--model", default="keras", help="ServerModels registry name")
-    p.add_argument("--model_fn", default=str(WEB_ROOT / "data" / "demo_model"), help="the Keras model file")
+    p.add_argument("--model_fn", default=str(WEB_ROOT / "data" / "demo_model"),
+                   help="the Keras model file (with --scheduler: at this path on every worker)")  # fmt: skip
     p.add_argument("--checkpoint", default=None, help="a saved human-in-the-loop checkpoint id")
     p.add_argument("--state_dir", default=str(WEB_ROOT / "data" / "state"), help="where checkpoints are")
     p.add_argument("--weights", type=class_weights, default=None, help="class weights, e.g. 1,1,2,1")
     p.add_argument("--out", required=True, help="the output COG (.tif); preview and stats go beside it")
-    p.add_argument("--scheduler", default=None, help="address of a running Dask scheduler (tcp://host:8786)")
+    p.add_argument("--scheduler", default=None,
+                   help="address of a running Dask scheduler (tcp://host:8786); scheduler and workers need"
+                        " this package, the workers the imagery and the model (checked first)")  # fmt: skip
     p.add_argument(
         "--workers",
         type=int,

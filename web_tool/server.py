@@ -213,7 +213,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              " Without one there is no auth: keep --host on loopback")  # fmt: skip
     parser.add_argument("--port", type=int, default=4444, help="port to listen on")
     parser.add_argument("--dataset", action="append", default=[], metavar="[NAME=]PATH",
-                        help="imagery to serve: a GeoTIFF/COG/VRT file, a directory or a glob;"
+                        help="imagery to serve: a GeoTIFF/COG/VRT file, a directory, a glob or an"
+                             " https/s3/gs URL (read where it lives);"
                              " repeat for several datasets (the first is the default)."
                              " Without it, --datasets_json is read")  # fmt: skip
     parser.add_argument("--datasets_json", default=str(WEB_ROOT / "datasets.json"),
