@@ -199,6 +199,21 @@ def test_cli_reports_an_aoi_outside_the_dataset_without_a_traceback(
     assert "error:" in capsys.readouterr().err
 
 
+def test_cli_names_a_scheduler_it_cannot_reach(
+    tiny_dataset_dir, tiny_model_path, tmp_path, monkeypatch, capsys
+):
+    from conftest import free_port
+
+    monkeypatch.setattr(batch, "SCHEDULER_TIMEOUT_S", 2)
+    address = f"tcp://127.0.0.1:{free_port()}"  # nobody listens there
+    args = cli_args(
+        tiny_dataset_dir, tiny_model_path, write_aoi(tmp_path), tmp_path / "m.tif", "--scheduler", address
+    )
+    assert batch.main(args) == 2
+    assert f"error: cannot reach the Dask scheduler at {address}" in capsys.readouterr().err
+    assert not (tmp_path / "m.tif").exists()
+
+
 @pytest.mark.slow
 def test_a_two_worker_dask_cluster_gives_the_same_map_as_one_process(
     tiny_dataset_dir, tiny_model_path, tmp_path

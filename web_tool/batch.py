@@ -59,7 +59,8 @@ from web_tool.workers import (
 WEB_ROOT = Path(__file__).resolve().parent
 #: tasks in flight per worker thread: enough to keep workers busy, few enough to bound memory
 TASKS_PER_THREAD = 2
-#: seconds to wait for a worker to join --scheduler (or for a LocalCluster's workers to start)
+#: seconds to wait for the --scheduler to answer, and for a worker to join it
+SCHEDULER_TIMEOUT_S = 30
 WORKERS_TIMEOUT_S = 120
 
 
@@ -102,8 +103,8 @@ def start_client(args: argparse.Namespace):
 
     if args.scheduler:
         try:
-            return Client(args.scheduler, timeout=30), None
-        except OSError as exc:
+            return Client(args.scheduler, timeout=SCHEDULER_TIMEOUT_S), None
+        except (OSError, ValueError) as exc:
             raise ClusterError(f"cannot reach the Dask scheduler at {args.scheduler}: {exc}") from None
     cluster = LocalCluster(
         n_workers=args.workers,
