@@ -47,6 +47,10 @@ class ModelError(LandCoverError, RuntimeError):
     """The model file cannot be found or loaded."""
 
 
+class ClusterError(LandCoverError, RuntimeError):
+    """A Dask cluster cannot make the batch map: a worker lacks the package, imagery or model."""
+
+
 class BusyError(LandCoverError, RuntimeError):
     """A limited resource (job queue, sessions) is full right now."""
 
