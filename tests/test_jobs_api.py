@@ -168,7 +168,7 @@ def test_pred_tile_over_the_area_cap_is_413_pointing_to_the_cli(tiny_model_path,
         assert command[command.index("--model_fn") + 1] == str(tiny_model_path)
         checkpoint = command[command.index("--checkpoint") + 1]
         assert command[command.index("--state_dir") + 1] == str(tmp_path / "state")
-        assert command[command.index("--dataset") + 1] == str(coarse)
+        assert command[command.index("--dataset") + 1] == f"big={coarse}"  # as the server was told
         assert checkpoint in [c["id"] for c in call(server, "/checkpoints")[2]]
         # beyond the imagery does not count: 9 km² of it under a 100 km² box
         box = {"xmin": X0 + 5000, "ymin": Y0 + 5000, "xmax": X0 + 15000, "ymax": Y0 + 15000,

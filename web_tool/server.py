@@ -259,10 +259,8 @@ def build_config(args: argparse.Namespace) -> AppConfig:
     """Load datasets and the model named by the command line."""
     if args.dataset:
         configs = dataset_config.from_cli(args.dataset)
-        dataset_args = {
-            c.name: ["--dataset", spec.rpartition("=")[2]]
-            for c, spec in zip(configs, args.dataset, strict=True)
-        }
+        # the batch CLI reads `--dataset [NAME=]PATH` as the server does (a URL's own "=" included)
+        dataset_args = {c.name: ["--dataset", spec] for c, spec in zip(configs, args.dataset, strict=True)}
     else:
         configs = dataset_config.from_json(args.datasets_json)
         dataset_args = {c.name: ["--dataset", c.name, "--datasets_json", args.datasets_json] for c in configs}
