@@ -89,6 +89,7 @@ def test_a_sample_is_walked_with_keys_and_buttons_resumes_after_a_reload_and_end
     assert page.evaluate("document.body.classList.contains('validating')")
     assert not page.locator(mp.OVERLAY).is_visible(), "the map's classes show while walking"
     expect(page.locator(".imagery-tiles img.leaflet-tile-loaded").first).to_be_visible()  # what to judge by
+    assert page.locator(".prediction-tiles").count() == 0  # nor asked for: no model work nobody sees
     assert page.locator(".validate-class").count() == len(sample["classes"])
     assert page.locator("#validate-previous").inner_text() == ""
     assert off_centre_px(page, sample["points"][0]) <= 1  # zoomed on the point
@@ -133,6 +134,10 @@ def test_a_sample_is_walked_with_keys_and_buttons_resumes_after_a_reload_and_end
         answer_with(page, lambda: page.keyboard.press("2"))
     expect(page.locator("#validate-report .validate-headline")).to_contain_text("Overall accuracy")
     assert not page.evaluate("document.body.classList.contains('validating')")
+    expect(page.locator(".prediction-tiles")).to_have_count(1)  # the prediction layer is back
+    done = page.locator(f".validate-sample[data-sample='{sample['sample']}']")
+    expect(done).to_contain_text("10 answered")
+    expect(done.locator("button").first).to_have_text("Review")
     assert page.locator("#validate-report svg.validate-chart rect.bar-estimated").count() >= 1
     assert page.locator("#validate-report table.validate-table").count() == 3  # accuracy, areas, error matrix
     with page.expect_download() as download:

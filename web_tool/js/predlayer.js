@@ -222,5 +222,14 @@ export function cancelPredictView() {
   busy("view", null);
 }
 
+/** While the model's classes must not show (an accuracy walk hides them), no tiles are asked for:
+ *  the server predicts nothing nobody sees. The predicted squares stay (hidden). */
+export function pauseTiles(paused) {
+  for (const [parent, layer] of [[prediction, tiles], [uncertainty, uncertaintyTiles]]) {
+    if (layer && paused) parent.removeLayer(layer);
+    else if (layer && !parent.hasLayer(layer)) parent.addLayer(layer);
+  }
+}
+
 export const tilesLayer = () => tiles;
 export { replaceLayer };
