@@ -515,7 +515,7 @@ def test_axe_finds_no_serious_or_critical_violation_in_any_panel(open_page):
     mp = open_page()
     page = mp.page
     page.evaluate("() => document.querySelectorAll('details.panel').forEach(d => d.open = true)")
-    for hidden in ("#checkpoint-section", "#export-section"):
+    for hidden in ("#checkpoint-section", "#export-section", "#validate-section"):
         assert page.locator(hidden).is_visible()
     mp.predict_at(*mp.dataset_center())
     page.keyboard.press("u")

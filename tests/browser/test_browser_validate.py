@@ -9,11 +9,13 @@ import time
 import urllib.request
 
 import pytest
+from conftest import REPO
 from playwright.sync_api import expect
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 SESSION_KEY = "landcover.session."
+AXE = REPO / "node_modules" / "axe-core" / "axe.min.js"
 ANSWERS = "**/answers"
 
 
@@ -58,6 +60,17 @@ def answer_with(page, press) -> dict:
     return response.value.request.post_data_json
 
 
+def serious_violations(page) -> list[str]:
+    """axe-core's serious and critical findings in the accuracy panel."""
+    if not page.evaluate("typeof axe !== 'undefined'"):
+        page.add_script_tag(path=str(AXE))
+    return page.evaluate(
+        """async () => (await axe.run('#validate-section', {resultTypes: ['violations']})).violations
+            .filter(v => v.impact === 'serious' || v.impact === 'critical')
+            .map(v => `${v.id}: ${v.nodes.map(n => n.target.join(' ')).slice(0, 3).join(', ')}`)"""
+    )
+
+
 def off_centre_px(page, point: dict) -> float:
     """How far `point` (lat, lon) is from the map's centre, in screen pixels (Leaflet rounds its
     view to whole pixels: half a pixel off when the map's height or width is odd)."""
@@ -90,6 +103,7 @@ def test_a_sample_is_walked_with_keys_and_buttons_resumes_after_a_reload_and_end
     assert not page.locator(mp.OVERLAY).is_visible(), "the map's classes show while walking"
     expect(page.locator(".imagery-tiles img.leaflet-tile-loaded").first).to_be_visible()  # what to judge by
     assert page.locator(".prediction-tiles").count() == 0  # nor asked for: no model work nobody sees
+    assert serious_violations(page) == []
     assert page.locator(".validate-class").count() == len(sample["classes"])
     assert page.locator("#validate-previous").inner_text() == ""
     assert off_centre_px(page, sample["points"][0]) <= 1  # zoomed on the point
@@ -140,6 +154,7 @@ def test_a_sample_is_walked_with_keys_and_buttons_resumes_after_a_reload_and_end
     expect(done.locator("button").first).to_have_text("Review")
     assert page.locator("#validate-report svg.validate-chart rect.bar-estimated").count() >= 1
     assert page.locator("#validate-report table.validate-table").count() == 3  # accuracy, areas, error matrix
+    assert serious_violations(page) == []
     with page.expect_download() as download:
         page.locator("#validate-report button", has_text="Download CSV").click()
     assert download.value.suggested_filename.endswith(".csv")
