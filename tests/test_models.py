@@ -5,7 +5,8 @@ import pytest
 
 from web_tool.errors import LandCoverError, ModelError
 from web_tool.ServerModels import get_model, list_models
-from web_tool.ServerModels.keras_model import KerasSegmentationModel, resolve_model_path
+from web_tool.ServerModels.keras_io import resolve_model_path
+from web_tool.ServerModels.keras_model import KerasSegmentationModel
 
 CLASSES = [{"name": n, "color": "#000000"} for n in "abcd"]
 
