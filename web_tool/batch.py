@@ -130,8 +130,9 @@ def worker_state(spec: WorkerSpec):
     with _STATE_LOCK:
         if spec.key not in _STATE:
             model = spec.model.load()
-            model.predict(np.zeros((WARMUP_PX, WARMUP_PX, len(spec.dataset.bands)), dtype=np.uint8))
-            _STATE[spec.key] = (DataLoader(spec.dataset), model)
+            loader = DataLoader(spec.dataset, n_bands=getattr(model, "n_bands", None))  # checks the bands
+            model.predict(np.zeros((WARMUP_PX, WARMUP_PX, len(loader.bands)), dtype=np.uint8))
+            _STATE[spec.key] = (loader, model)
         return _STATE[spec.key]
 
 

@@ -28,15 +28,14 @@ from typing import Any  # noqa: E402
 
 import bottle  # noqa: E402
 
-from web_tool import __version__, api, auth, routes_hitl, routes_jobs  # noqa: E402
-from web_tool import datasets as dataset_config  # noqa: E402
+from web_tool import __version__, api, auth, routes_hitl, routes_jobs, startup  # noqa: E402
 from web_tool.DataLoader import MAX_PATCH_PIXELS, DataLoader  # noqa: E402
 from web_tool.errors import LandCoverError, NotFoundError  # noqa: E402
 from web_tool.jobs import JOB_WORKERS, MAX_QUEUED_JOBS, MAX_TILE_KM2, JobManager  # noqa: E402
 from web_tool.openapi import build_openapi  # noqa: E402
 from web_tool.predict import get_input, pred_patch  # noqa: E402
 from web_tool.schemas import GetInputRequest, PredPatchRequest, parse  # noqa: E402
-from web_tool.ServerModels import ServerModel, get_model, list_models  # noqa: E402
+from web_tool.ServerModels import ServerModel, list_models  # noqa: E402
 from web_tool.sessions import IDLE_S, MAX_SESSIONS, SessionManager  # noqa: E402
 from web_tool.tiles import render_tile  # noqa: E402
 from web_tool.training_data import replay_path  # noqa: E402
@@ -188,6 +187,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python web_tool/server.py",
         description="Serve the land-cover mapping tool (web app + JSON API) on one port.",
+        epilog=startup.MODEL_CONTRACT,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--model", default="nips_hr", choices=list_models(),
@@ -238,15 +238,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def build_config(args: argparse.Namespace) -> AppConfig:
     """Load datasets and the model named by the command line."""
-    if args.dataset:
-        configs = dataset_config.from_cli(args.dataset)
-    else:
-        configs = dataset_config.from_json(args.datasets_json)
-    loaders = {c.name: DataLoader(c, max_pixels=args.max_patch_pixels) for c in configs}
-    if not loaders:
-        raise NotFoundError("no dataset configured: pass --dataset PATH or fill --datasets_json")
-    default = next((d for d in loaders.values() if d.config.default), next(iter(loaders.values())))
-    model = get_model(args.model)(args.model_fn, classes=default.classes)
+    loaders, model = startup.load(args)
     sessions = SessionManager(model, args.state_dir, args.fine_tune, replay_path(args.model_fn),
                               options={"k": args.fine_tune_layers}, max_sessions=args.max_sessions,
                               idle_s=args.session_idle_minutes * 60)  # fmt: skip
@@ -288,9 +280,6 @@ def main(argv: list[str] | None = None) -> int:
     app = make_app(config)
     import waitress
 
-    for loader in config.loaders.values():
-        log.info("dataset %r: %d file(s), %s, %.2f m", loader.name, len(loader.files),
-                 loader.crs.to_string(), loader.resolution_m)  # fmt: skip
     log.info("model %r (%d classes); serving on http://%s:%d/", config.model.name,
              config.model.n_classes, args.host, args.port)  # fmt: skip
     if not config.token and not is_loopback(args.host):
