@@ -315,6 +315,7 @@ def test_statistics_land_in_the_state_folder(tmp_path, model4):
     assert list((tmp_path / "state" / "imagery").glob("stats-*.json"))
 
 
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 def test_a_raster_that_is_not_georeferenced_is_named(tmp_path, model4, caplog):
     four_tiles(tmp_path / "t")
     with rasterio.open(tmp_path / "t" / "plain.tif", "w", driver="GTiff", width=8, height=8, count=4,

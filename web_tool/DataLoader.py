@@ -26,8 +26,17 @@ from shapely.ops import unary_union
 
 from web_tool.bands import choose_bands
 from web_tool.datasets import DatasetConfig
-from web_tool.errors import ConfigError, NoImageryError, TooLargeError
-from web_tool.geometry import WEB_MERCATOR, Extent, Grid, center_latitude, ground_resolution_in
+from web_tool.errors import ConfigError, ExtentError, NoImageryError, TooLargeError
+from web_tool.geometry import (
+    WEB_MERCATOR,
+    WORLD_X,
+    Extent,
+    Grid,
+    beyond_web_map,
+    center_latitude,
+    ground_resolution_in,
+    web_map_bounds,
+)
 from web_tool.rasterfiles import RasterFile, scan
 from web_tool.stretch import Scaling
 
@@ -92,6 +101,8 @@ def read_into(src, grid: Grid, bands: list[int], resampling: Resampling, f: Rast
     learnt of the file) as `f.valid_mask` says, with `nodata` for a file that declares none.
     """
     extent = grid.extent.to_crs(src.crs)
+    if src.crs.is_geographic:  # the copy of the extent on the file's side of the antimeridian
+        extent = extent.shifted_near((src.bounds.left + src.bounds.right) / 2)
     window = source_window(src, extent)
     if window is None:
         return None
@@ -198,7 +209,10 @@ class DataLoader:
     def files_for(self, extent: Extent, labels: bool = False) -> list[RasterFile]:
         """The files whose footprint intersects `extent`, in configuration order."""
         files, index = (self.label_files, self.label_index) if labels else (self.files, self.index)
-        hits = index.intersection(extent.to_crs(WEB_MERCATOR).bounds)
+        try:
+            hits = index.intersection(web_map_bounds(extent))
+        except ExtentError:  # wholly beyond the web map's latitudes, where no file is indexed
+            return []
         return [files[i] for i in sorted(set(hits)) if files[i].path not in self.broken]
 
     def grid_for(self, extent: Extent) -> Grid:
@@ -223,6 +237,8 @@ class DataLoader:
                 f"extent is about {width} x {height} px at the dataset's {self.resolution_m:g} m"
                 f" resolution; the limit is {MAX_PATCH_SIDE} px a side: request a squarer extent"
             )
+        if ext.ymin < -WORLD_X or ext.ymax > WORLD_X:
+            raise ExtentError(beyond_web_map(extent))
         return Grid.covering(ext, res)
 
     def native_grid(self, extent: Extent) -> Grid:

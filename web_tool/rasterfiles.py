@@ -19,17 +19,21 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import MaskFlags, Resampling
-from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
-from web_tool.geometry import WEB_MERCATOR, WGS84, Extent, center_latitude, metres_per_unit
+from web_tool.errors import ExtentError
+from web_tool.geometry import (
+    MAX_LATITUDE,
+    WEB_MERCATOR,
+    WORLD_X,
+    Extent,
+    center_latitude,
+    lonlat_bounds,
+    metres_per_unit,
+)
 
 log = logging.getLogger(__name__)
 
-#: latitudes a web-mercator map can show
-MAX_LATITUDE = 85.0511287798066
-#: the web-mercator x of longitude 180°
-WORLD_X = mercantile.xy(180, 0)[0]
 #: files at most this many pixels a side read fast enough at any zoom without overviews
 SMALL_FILE_PX = 2048
 
@@ -121,18 +125,15 @@ class RasterFile:
         return ", ".join(f"{i + 1} {c}" for i, c in enumerate(self.colorinterp))
 
 
-def lonlat_bounds(src) -> tuple[float, float, float, float]:
+def file_lonlat(src) -> tuple[float, float, float, float]:
     """(west, south, east, north) of `src` in degrees, unwrapped across the antimeridian and cut to
     the latitudes of a web map; ValueError when nothing of it is left."""
-    west, south, east, north = transform_bounds(src.crs, WGS84, *src.bounds, densify_pts=21)
-    if west > east:  # GDAL says "across the antimeridian" this way
-        east += 360
-    south, north = max(south, -MAX_LATITUDE), min(north, MAX_LATITUDE)
-    if south >= north:
+    try:
+        return lonlat_bounds(Extent(*src.bounds, crs=src.crs))
+    except ExtentError:
         raise ValueError(
             f"it lies beyond {MAX_LATITUDE:.2f}° latitude, which web maps (EPSG:3857) cannot show"
-        )
-    return west, south, east, north
+        ) from None
 
 
 def missing_vrt_sources(src) -> list[str]:
@@ -220,7 +221,7 @@ def describe_file(src, path: str) -> RasterFile:
         masked=masked,
         has_overviews=bool(src.overviews(1)),
         block=tuple(src.block_shapes[0]),
-        lonlat=lonlat_bounds(src),
+        lonlat=file_lonlat(src),
         statistics=tuple(declared_statistics(src, b) for b in src.indexes),
         extra_alpha=extra_alpha,
         black_fill=not masked and extra_alpha is None and has_black_fill(src),
