@@ -35,8 +35,10 @@ from web_tool.geometry import (
     beyond_web_map,
     center_latitude,
     ground_resolution_in,
+    metres_per_unit,
     web_map_bounds,
 )
+from web_tool.overviews import MAX_BLOCKS, MIN_FACTOR, LowRes
 from web_tool.rasterfiles import RasterFile, scan
 from web_tool.stretch import Scaling
 
@@ -91,14 +93,16 @@ def source_window(src, extent: Extent, margin: int = 2) -> Window | None:
 
 
 def read_into(src, grid: Grid, bands: list[int], resampling: Resampling, f: RasterFile | None = None,
-              nodata: float | None = None):  # fmt: skip
+              nodata: float | None = None, max_blocks: int | None = None):  # fmt: skip
     """Warp `bands` of the open dataset `src` into the part of `grid` it covers.
 
     Returns ((B,h,w) array in the file's own data type, hxw valid mask, (row slice, col slice) of
     that part in `grid`), or None when `src` does not reach into the grid. The source is read at
     about the grid's resolution (so zoomed-out reads stay cheap), and only the covered part of the
     grid is warped. Pixels the file masks are invalid: its dataset mask, or with `f` (what start-up
-    learnt of the file) as `f.valid_mask` says, with `nodata` for a file that declares none.
+    learnt of the file) as `f.valid_mask` says, with `nodata` for a file that declares none. With
+    `max_blocks`, a large file without overviews is sampled (nearest) at a resolution that touches
+    at most that many of its blocks: coarser, but bounded.
     """
     extent = grid.extent.to_crs(src.crs)
     if src.crs.is_geographic:  # the copy of the extent on the file's side of the antimeridian
@@ -114,6 +118,9 @@ def read_into(src, grid: Grid, bands: list[int], resampling: Resampling, f: Rast
     factor = max(1, int(step))
     shape = (max(1, math.ceil(window.height / factor)), max(1, math.ceil(window.width / factor)))
     read_resampling = Resampling.average if resampling != Resampling.nearest else resampling
+    if max_blocks is not None and f is not None and f.needs_overviews:
+        shape, sampled = bounded_shape(shape, window, f.block, max_blocks)
+        read_resampling = Resampling.nearest if sampled else read_resampling
     data = src.read(bands, window=window, out_shape=(len(bands), *shape),
                     resampling=read_resampling if factor > 1 else Resampling.nearest)  # fmt: skip
     if f is None:
@@ -128,6 +135,17 @@ def read_into(src, grid: Grid, bands: list[int], resampling: Resampling, f: Rast
     reproject(data, out, resampling=resampling, **common)
     reproject(mask, out_mask, resampling=Resampling.nearest, **common)
     return out, out_mask > 0, slices
+
+
+def bounded_shape(shape: tuple[int, int], window: Window, block: tuple[int, int], max_blocks: int):
+    """(read shape, whether it was cut) so that a nearest read of `window` touches at most
+    `max_blocks` blocks: one sampled row (column) per block row (column) at most."""
+    rows = min(shape[0], math.ceil(window.height / block[0]))
+    cols = min(shape[1], math.ceil(window.width / block[1]))
+    if rows * cols <= max_blocks:
+        return shape, False
+    k = math.sqrt(max_blocks / (rows * cols))
+    return (max(1, int(rows * k)), max(1, int(cols * k))), True
 
 
 def mosaic_dtype(files: list[RasterFile]) -> np.dtype:
@@ -166,6 +184,9 @@ class DataLoader:
         self.crs = self.files[0].crs
         #: files that failed to read at request time (moved, deleted, damaged): left out from then on
         self.broken: set[str] = set()
+        #: the low-resolution copy zoomed-out reads come from (overviews.py), and where it stands
+        self.lowres: LowRes | None = None
+        self.lowres_state: str | None = None
 
     @staticmethod
     def _build_index(files: list[RasterFile]) -> rtree.index.Index:
@@ -204,6 +225,7 @@ class DataLoader:
             "files": len(self.files),
             "bands": self.bands,
             "has_labels": bool(self.label_files),
+            "lowres_cache": self.lowres_state,
         }
 
     def files_for(self, extent: Extent, labels: bool = False) -> list[RasterFile]:
@@ -254,23 +276,24 @@ class DataLoader:
         transform = f.transform @ Affine.translation(c0, r0)
         return Grid(f.crs, transform, max(1, c1 - c0), max(1, r1 - r0))
 
-    def _read_file(self, f: RasterFile, grid: Grid, bands: list[int], resampling: Resampling):
+    def _read_file(self, f: RasterFile, grid: Grid, bands: list[int], resampling: Resampling,
+                   max_blocks: int | None = None):  # fmt: skip
         """read_into for one file; a file that fails (moved, damaged) is logged and left out."""
         try:
             with rasterio.open(f.path) as src:
-                return read_into(src, grid, bands, resampling, f, self.config.nodata)
+                return read_into(src, grid, bands, resampling, f, self.config.nodata, max_blocks)
         except (RasterioError, OSError) as exc:
             log.error("dataset %r: leaving out %s, which cannot be read any more: %s", self.name, f.path, exc)
             self.broken.add(f.path)
             return None
 
     def mosaic(self, grid: Grid, files: list[RasterFile], bands: list[int], resampling: Resampling,
-               dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+               dtype: np.dtype, max_blocks: int | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
         """(HxWxB raw values, HxW valid) of `files` warped into `grid`, first file first."""
         data = np.zeros((grid.height, grid.width, len(bands)), dtype=dtype)
         valid = np.zeros(grid.shape, dtype=bool)
         for f in files:
-            result = self._read_file(f, grid, bands, resampling)
+            result = self._read_file(f, grid, bands, resampling, max_blocks)
             if result is None:
                 continue
             part, part_valid, (rows, cols) = result
@@ -290,7 +313,7 @@ class DataLoader:
             data, valid = self.mosaic(grid, files, [1], Resampling.nearest, np.dtype(np.uint8))
             rgb = None
         else:
-            raw, valid = self.mosaic(grid, files, self.bands, Resampling.bilinear, self.dtype)
+            raw, valid = self.read_imagery(grid, files)
             data, rgb = self.scale(raw, valid)
         if not valid.any():
             what = "label rasters" if labels else "imagery"
@@ -300,6 +323,21 @@ class DataLoader:
                 f" covers EPSG:3857 [{bounds}] (see GET /datasets)"
             )
         return Patch(grid, data, valid, rgb)
+
+    def decimation(self, grid: Grid) -> float:
+        """How many of the dataset's pixels (a side) make one pixel of `grid`."""
+        metres = abs(grid.transform.a) * metres_per_unit(grid.crs, center_latitude(grid.extent))
+        return metres / self.resolution_m
+
+    def read_imagery(self, grid: Grid, files: list[RasterFile]) -> tuple[np.ndarray, np.ndarray]:
+        """(HxWxB raw values, HxW valid) under `grid`: zoomed out, from the low-resolution copy
+        when there is one, else with a bounded sample of files that lack overviews."""
+        lowres = self.lowres
+        coarse = files and self.decimation(grid) >= (lowres.factor if lowres else MIN_FACTOR)
+        if coarse and lowres is not None:
+            return self.mosaic(grid, [lowres.file], lowres.bands, Resampling.bilinear, self.dtype)
+        return self.mosaic(grid, files, self.bands, Resampling.bilinear, self.dtype,
+                           MAX_BLOCKS if coarse else None)  # fmt: skip
 
     def scale(self, raw: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(HxWxB uint8 model input, HxWx3 display or None) of raw values; missing pixels are 0."""

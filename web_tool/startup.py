@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from web_tool import datasets as dataset_config
+from web_tool import overviews
 from web_tool.bands import input_names
 from web_tool.DataLoader import DataLoader
 from web_tool.datasets import DatasetConfig
@@ -129,4 +130,5 @@ def load(args: argparse.Namespace) -> tuple[dict[str, DataLoader], ServerModel]:
     settle_classes(loaders, model)
     for loader in loaders.values():
         log.info("%s", describe(loader))
+        overviews.prepare(loader, Path(args.state_dir) / "imagery")
     return loaders, model
