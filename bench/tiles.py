@@ -137,7 +137,7 @@ def wait_until_ready(url: str, timeout: float = 3600) -> float:
     """Seconds until the dataset's low-resolution cache is ready (0 when it needs none)."""
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < timeout:
-        if get_json(url + "/datasets")[0].get("lowres") != "building":
+        if get_json(url + "/datasets")[0].get("lowres_cache") != "building":
             return time.perf_counter() - t0
         time.sleep(0.5)
     raise RuntimeError("the low-resolution cache was not ready in time")

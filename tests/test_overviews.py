@@ -54,7 +54,7 @@ def true_average(factor: int = 8) -> np.ndarray:
     )
 
 
-def test_a_bounded_read_touches_at_most_max_blocks_blocks():
+def test_a_bounded_read_touches_at_most_the_blocks_it_may():
     from rasterio.windows import Window
 
     from web_tool.DataLoader import bounded_shape
@@ -67,13 +67,18 @@ def test_a_bounded_read_touches_at_most_max_blocks_blocks():
     assert cut and min(shape[0], 10) * min(shape[1], 100) <= 256
 
 
-def test_a_large_file_without_overviews_is_read_from_a_bounded_sample_until_its_copy_exists(bare_file):
+def test_a_large_file_without_overviews_is_sampled_within_a_pixel_budget(bare_file):
+    from rasterio.enums import Resampling
+
     loader = loader_for([bare_file])
     assert overviews.reason_for(loader).startswith("1 large file(s) without overviews")
-    patch = loader.read(coarse_grid())
-    assert patch.valid.all()
-    error = np.abs(patch.data.astype(float) - true_average()).mean()
-    assert 1 < error < 40  # a coarse sample of the right picture, not the exact average
+    grid, budget = coarse_grid(), 16 * 128 * 128  # 16 of the file's 400 blocks
+    raw, valid = loader.mosaic(grid, loader.files, loader.bands, Resampling.bilinear, loader.dtype, budget)
+    assert valid.all()
+    assert np.abs(raw.astype(float) - true_average()).mean() > 1  # a sample, not the exact average
+    assert smooth(SIDE).min() <= raw.min() and raw.max() <= smooth(SIDE).max()
+    within = loader.read(grid)  # the whole file is within the default budget: read in full
+    assert np.abs(within.data.astype(float) - true_average()).mean() < 1.5
     fine = loader.read(Grid.covering(Extent(X0, Y0, X0 + 64, Y0 + 64, crs=UTM18), 1.0))
     np.testing.assert_array_equal(fine.data, np.moveaxis(smooth(SIDE)[:, -64:, :64], 0, -1))
 

@@ -38,7 +38,7 @@ from web_tool.geometry import (
     metres_per_unit,
     web_map_bounds,
 )
-from web_tool.overviews import MAX_BLOCKS, MIN_FACTOR, LowRes
+from web_tool.overviews import MAX_SAMPLED_PX, MIN_FACTOR, LowRes
 from web_tool.rasterfiles import RasterFile, scan
 from web_tool.stretch import Scaling
 
@@ -93,7 +93,7 @@ def source_window(src, extent: Extent, margin: int = 2) -> Window | None:
 
 
 def read_into(src, grid: Grid, bands: list[int], resampling: Resampling, f: RasterFile | None = None,
-              nodata: float | None = None, max_blocks: int | None = None):  # fmt: skip
+              nodata: float | None = None, max_px: int | None = None):  # fmt: skip
     """Warp `bands` of the open dataset `src` into the part of `grid` it covers.
 
     Returns ((B,h,w) array in the file's own data type, hxw valid mask, (row slice, col slice) of
@@ -101,8 +101,8 @@ def read_into(src, grid: Grid, bands: list[int], resampling: Resampling, f: Rast
     about the grid's resolution (so zoomed-out reads stay cheap), and only the covered part of the
     grid is warped. Pixels the file masks are invalid: its dataset mask, or with `f` (what start-up
     learnt of the file) as `f.valid_mask` says, with `nodata` for a file that declares none. With
-    `max_blocks`, a large file without overviews is sampled (nearest) at a resolution that touches
-    at most that many of its blocks: coarser, but bounded.
+    `max_px`, a large file without overviews is sampled (nearest) at a resolution that touches
+    blocks of at most that many pixels in all: coarser, but bounded.
     """
     extent = grid.extent.to_crs(src.crs)
     if src.crs.is_geographic:  # the copy of the extent on the file's side of the antimeridian
@@ -118,8 +118,8 @@ def read_into(src, grid: Grid, bands: list[int], resampling: Resampling, f: Rast
     factor = max(1, int(step))
     shape = (max(1, math.ceil(window.height / factor)), max(1, math.ceil(window.width / factor)))
     read_resampling = Resampling.average if resampling != Resampling.nearest else resampling
-    if max_blocks is not None and f is not None and f.needs_overviews:
-        shape, sampled = bounded_shape(shape, window, f.block, max_blocks)
+    if max_px is not None and f is not None and f.needs_overviews:
+        shape, sampled = bounded_shape(shape, window, f.block, max(16, max_px // (f.block[0] * f.block[1])))
         read_resampling = Resampling.nearest if sampled else read_resampling
     data = src.read(bands, window=window, out_shape=(len(bands), *shape),
                     resampling=read_resampling if factor > 1 else Resampling.nearest)  # fmt: skip
@@ -277,23 +277,23 @@ class DataLoader:
         return Grid(f.crs, transform, max(1, c1 - c0), max(1, r1 - r0))
 
     def _read_file(self, f: RasterFile, grid: Grid, bands: list[int], resampling: Resampling,
-                   max_blocks: int | None = None):  # fmt: skip
+                   max_px: int | None = None):  # fmt: skip
         """read_into for one file; a file that fails (moved, damaged) is logged and left out."""
         try:
             with rasterio.open(f.path) as src:
-                return read_into(src, grid, bands, resampling, f, self.config.nodata, max_blocks)
+                return read_into(src, grid, bands, resampling, f, self.config.nodata, max_px)
         except (RasterioError, OSError) as exc:
             log.error("dataset %r: leaving out %s, which cannot be read any more: %s", self.name, f.path, exc)
             self.broken.add(f.path)
             return None
 
     def mosaic(self, grid: Grid, files: list[RasterFile], bands: list[int], resampling: Resampling,
-               dtype: np.dtype, max_blocks: int | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+               dtype: np.dtype, max_px: int | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
         """(HxWxB raw values, HxW valid) of `files` warped into `grid`, first file first."""
         data = np.zeros((grid.height, grid.width, len(bands)), dtype=dtype)
         valid = np.zeros(grid.shape, dtype=bool)
         for f in files:
-            result = self._read_file(f, grid, bands, resampling, max_blocks)
+            result = self._read_file(f, grid, bands, resampling, max_px)
             if result is None:
                 continue
             part, part_valid, (rows, cols) = result
@@ -337,7 +337,7 @@ class DataLoader:
         if coarse and lowres is not None:
             return self.mosaic(grid, [lowres.file], lowres.bands, Resampling.bilinear, self.dtype)
         return self.mosaic(grid, files, self.bands, Resampling.bilinear, self.dtype,
-                           MAX_BLOCKS if coarse else None)  # fmt: skip
+                           MAX_SAMPLED_PX if coarse else None)  # fmt: skip
 
     def scale(self, raw: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(HxWxB uint8 model input, HxWx3 display or None) of raw values; missing pixels are 0."""

@@ -7,7 +7,7 @@ one GeoTIFF in the state folder (`<state_dir>/imagery/lowres-<key>.tif`) holding
 bands mosaicked at `factor` times its native pixel size, with internal overviews and a mask. Reads
 at that factor or coarser come from it. It is built once, in a background thread, and found again
 at the next start while the files are unchanged. Until it is ready, zoomed-out reads of a file
-without overviews sample at most MAX_BLOCKS of its blocks (coarser, but bounded).
+without overviews sample whole blocks of it, MAX_SAMPLED_PX pixels at most (coarser, but bounded).
 """
 
 from __future__ import annotations
@@ -41,8 +41,9 @@ MAX_SIDE = 8192
 MIN_FACTOR = 2
 #: source pixels (a side) read per window while building
 WINDOW_SRC_PX = 3072
-#: blocks a zoomed-out read of a large file without overviews may touch while there is no copy
-MAX_BLOCKS = 256
+#: pixels a zoomed-out read of a large file without overviews may decompress while there is no
+#: copy (256 blocks of 256 x 256 px)
+MAX_SAMPLED_PX = 2**24
 VERSION = 1
 
 

@@ -93,6 +93,8 @@ def open_datasets(configs: list[DatasetConfig], model: ServerModel, args: argpar
 def settle_classes(loaders: dict[str, DataLoader], model: ServerModel) -> None:
     """Serve every dataset with the model's classes; warn where they differ from the dataset's."""
     names = [c["name"] for c in model.classes]
+    if not names:  # a model that learns its classes from the user's labels
+        return
     for loader in loaders.values():
         own = [c["name"] for c in loader.classes]
         if own != names:
@@ -126,7 +128,8 @@ def load(args: argparse.Namespace) -> tuple[dict[str, DataLoader], ServerModel]:
     default = next((c for c in configs if c.default), configs[0])
     model = get_model(args.model)(args.model_fn, classes=default.classes)
     loaders = open_datasets(configs, model, args)
-    check_model_serves(model, len(next(iter(loaders.values())).bands))
+    if getattr(model, "n_bands", None) is not None:  # a model for any band count checks itself
+        check_model_serves(model, model.n_bands)
     settle_classes(loaders, model)
     for loader in loaders.values():
         log.info("%s", describe(loader))

@@ -12,10 +12,12 @@ cumulative count cut.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,6 +168,31 @@ def per_band(values: list[float], n: int, what: str) -> np.ndarray:
     return np.array(values, dtype=np.float64)
 
 
+def model_stretch(scale: dict | None, files: list[RasterFile], bands: list[int],
+                  percentiles: Callable[[], np.ndarray]) -> tuple[Stretch | None, str]:  # fmt: skip
+    """(how raw values become the model's 0..255, where that came from): `scale` if set, else
+    8-bit as it is, else the files' own min/max, else the sampled min/max."""
+    n = len(bands)
+    if scale and "min" in scale:
+        low, high = per_band(scale["min"], n, "min"), per_band(scale["max"], n, "max")
+        if (high <= low).any():
+            raise ConfigError(
+                f"scale: each max must be above its min, got min {scale['min']}, max {scale['max']}"
+            )
+        return Stretch(low, high), "datasets.json scale min/max"
+    if scale:
+        lo, hi = scale["percentiles"]
+        return Stretch(
+            at(percentiles(), lo), at(percentiles(), hi)
+        ), f"the {lo:g}–{hi:g} percentiles of its values"
+    if all(f.dtype == "uint8" for f in files):
+        return None, "8-bit, as it is"
+    declared = declared_range(files, bands)
+    if declared is not None:
+        return Stretch(*declared), "the files' own statistics (min/max)"
+    return Stretch(at(percentiles(), 0), at(percentiles(), 100)), "min/max of a sample of its values"
+
+
 @dataclass
 class Scaling:
     """How a dataset's raw values become the model's input (`model`) and the map's (`display`);
@@ -179,36 +206,10 @@ class Scaling:
     @classmethod
     def for_dataset(cls, files: list[RasterFile], bands: list[int], scale: dict | None,
                     nodata: float | None, cache_dir: Path | None) -> Scaling:  # fmt: skip
+        """The scaling of a dataset; statistics are computed (or read from `cache_dir`) only if needed."""
+        percentiles = functools.cache(lambda: band_percentiles(files, bands, nodata, cache_dir))
+        model, source = model_stretch(scale, files, bands, percentiles)
         eight_bit = all(f.dtype == "uint8" for f in files)
-        stats = None
-
-        def percentiles() -> np.ndarray:
-            nonlocal stats
-            if stats is None:
-                stats = band_percentiles(files, bands, nodata, cache_dir)
-            return stats
-
-        n = len(bands)
-        if scale and "min" in scale:
-            low, high = per_band(scale["min"], n, "min"), per_band(scale["max"], n, "max")
-            if (high <= low).any():
-                raise ConfigError(
-                    f"scale: each max must be above its min, got min {scale['min']}, max {scale['max']}"
-                )
-            model, source = Stretch(low, high), "datasets.json scale min/max"
-        elif scale:
-            lo, hi = scale["percentiles"]
-            model = Stretch(at(percentiles(), lo), at(percentiles(), hi))
-            source = f"the {lo:g}–{hi:g} percentiles of its values"
-        elif eight_bit:
-            model, source = None, "8-bit, as it is"
-        elif (declared := declared_range(files, bands)) is not None:
-            model, source = Stretch(*declared), "the files' own statistics (min/max)"
-        else:
-            model, source = (
-                Stretch(at(percentiles(), 0), at(percentiles(), 100)),
-                "min/max of a sample of its values",
-            )
         display = None if eight_bit else Stretch(*(at(percentiles(), p) for p in DISPLAY_PERCENTILES))
         return cls(model, display, source)
 
