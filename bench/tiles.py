@@ -6,12 +6,14 @@ Three datasets of the same generated 1 m imagery (4-band uint8, 20000 x 20000 px
 - **COG without overviews**: the same file without them;
 - **200-file folder**: the same pixels as 200 tiles of 1000 x 2000 px, without overviews.
 
-For each, a real server process starts on a fresh state folder, the low-resolution cache it builds
-in the background is waited for (its build time is reported), and every z10–z12 tile over the
-dataset is fetched over HTTP, `--repeat` times in shuffled order. It prints median and p95 tile
-times, and p95 as a ratio to the COG with overviews measured in the same run. Aim: every ratio
-within 3x. One more row shows the file without overviews while its cache is still being built
-(tiles then come from a bounded sample of blocks).
+A real server process serves each, on a fresh state folder; the three run side by side. Once the
+low-resolution caches they build in the background are ready (build times are reported; the two
+builds share the machine), every z10–z12 tile over each dataset is fetched over HTTP, `--repeat`
+times, all datasets' requests interleaved in one shuffled order so that the machine's load weighs
+on each alike. It prints median and p95 tile times, and p95 as a ratio to the COG with overviews
+measured in the same run. Aim: every ratio within 3x. One more row shows the file without
+overviews on a fresh server while its cache is still being built (tiles then come from a bounded
+sample of blocks).
 
     python bench/tiles.py [--repeat 3] [--data /tmp/landcover-bench-tiles] [--side 20000]
 
@@ -21,6 +23,7 @@ The imagery is generated once into --data (about 1.5 GB, a few minutes) and reus
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import shutil
@@ -133,25 +136,27 @@ def get_json(url: str):
         return json.load(resp)
 
 
-def wait_until_ready(url: str, timeout: float = 3600) -> float:
-    """Seconds until the dataset's low-resolution cache is ready (0 when it needs none)."""
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < timeout:
-        if get_json(url + "/datasets")[0].get("lowres_cache") != "building":
-            return time.perf_counter() - t0
+def wait_until_ready(urls: dict[str, str], timeout: float = 3600) -> dict[str, float]:
+    """Seconds until each server's low-resolution cache is ready (0 when it needs none)."""
+    t0, ready = time.perf_counter(), {}
+    while len(ready) < len(urls) and time.perf_counter() - t0 < timeout:
+        for name, url in urls.items():
+            if name not in ready and get_json(url + "/datasets")[0].get("lowres_cache") != "building":
+                ready[name] = time.perf_counter() - t0
         time.sleep(0.5)
-    raise RuntimeError("the low-resolution cache was not ready in time")
+    if len(ready) < len(urls):
+        raise RuntimeError("a low-resolution cache was not ready in time")
+    return ready
 
 
-def time_tiles(url: str, name: str, tiles: list[mercantile.Tile], repeat: int, seed: int = 0) -> list[float]:
-    order = [t for _ in range(repeat) for t in tiles]
-    random.Random(seed).shuffle(order)
-    times = []
-    for t in order:
+def time_tiles(requests: list[tuple[str, str, mercantile.Tile]]) -> dict[str, list[float]]:
+    """Seconds of each GET /tiles request, in the given order, by dataset name."""
+    times: dict[str, list[float]] = {}
+    for url, name, t in requests:
         t0 = time.perf_counter()
         with urllib.request.urlopen(f"{url}/tiles/{name}/{t.z}/{t.x}/{t.y}.png", timeout=600) as resp:
             resp.read()
-        times.append(time.perf_counter() - t0)
+        times.setdefault(name, []).append(time.perf_counter() - t0)
     return times
 
 
@@ -164,18 +169,34 @@ def serve(path: Path, state: Path, name: str):
                          str(REPO / "web_tool" / "data" / "demo_model"))  # fmt: skip
 
 
-def measure(path: Path, name: str, repeat: int, during_build: bool = False) -> dict:
+def measure_ready(data: dict[str, Path], repeat: int) -> dict[str, dict]:
+    """All three servers at once, caches built, then their tiles interleaved in a shuffled order, so
+    that the machine's load (a shared 2-core machine) weighs on each dataset alike."""
+    with contextlib.ExitStack() as stack:
+        servers = {}
+        for name, path in data.items():
+            state = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            servers[name] = stack.enter_context(serve(path, state, name))
+        built = wait_until_ready({name: srv.url for name, srv in servers.items()})
+        tiles = {
+            name: tiles_over(get_json(srv.url + "/datasets")[0]["bounds_4326"])
+            for name, srv in servers.items()
+        }
+        time_tiles([(srv.url, name, t) for name, srv in servers.items() for t in tiles[name][:3]])  # warm-up
+        requests = [
+            (srv.url, name, t) for _ in range(repeat) for name, srv in servers.items() for t in tiles[name]
+        ]
+        random.Random(0).shuffle(requests)
+        times = time_tiles(requests)
+    return {name: {"times": times[name], "build_s": built[name], "tiles": len(tiles[name])} for name in data}
+
+
+def measure_building(path: Path, name: str) -> dict:
+    """The file without overviews on a fresh server, its cache building meanwhile: one round."""
     with tempfile.TemporaryDirectory() as state, serve(path, Path(state), name) as srv:
-        info = get_json(srv.url + "/datasets")[0]
-        tiles = tiles_over(info["bounds_4326"])
-        if during_build:
-            times = time_tiles(srv.url, name, tiles, 1)
-            build_s = None
-        else:
-            build_s = wait_until_ready(srv.url)
-            time_tiles(srv.url, name, tiles[:3], 1)  # warm-up
-            times = time_tiles(srv.url, name, tiles, repeat)
-    return {"times": times, "build_s": build_s, "tiles": len(tiles)}
+        tiles = tiles_over(get_json(srv.url + "/datasets")[0]["bounds_4326"])
+        times = time_tiles([(srv.url, name, t) for t in tiles])[name]
+    return {"times": times, "build_s": None, "tiles": len(tiles)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,11 +206,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "landcover-bench-tiles")
     args = parser.parse_args(argv)
     data = make_data(args.data, args.side)
+    ready = measure_ready(data, args.repeat)
     runs = {
-        "COG with overviews": measure(data["cog"], "cog", args.repeat),
-        "COG without overviews": measure(data["plain"], "plain", args.repeat),
-        "200-file folder": measure(data["folder"], "folder", args.repeat),
-        "without overviews, cache building": measure(data["plain"], "plain", 1, during_build=True),
+        "COG with overviews": ready["cog"],
+        "COG without overviews": ready["plain"],
+        "200-file folder": ready["folder"],
+        "without overviews, cache building": measure_building(data["plain"], "plain"),
     }
     base = p95(runs["COG with overviews"]["times"])
     rows = []

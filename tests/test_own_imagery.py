@@ -263,3 +263,12 @@ def test_a_file_that_disappears_after_start_up_is_left_out_not_a_500(tmp_path, c
     assert "t_00.tif" in caplog.text and "cannot be read any more" in caplog.text
     both = Grid.covering(Extent(500_032, 4_300_032, 500_096, 4_300_096, crs=UTM18), 1.0)
     assert loader.read(both).valid.mean() == pytest.approx(0.75, abs=0.05)
+
+
+def test_class_0_in_label_rasters_is_a_class_not_a_black_border(tmp_path):
+    labels = np.zeros((1, 64, 64), np.uint8)  # all Water, corners included
+    labels[0, 20:40] = 2
+    image, label = write(tmp_path, "img.tif", scene8()), write(tmp_path, "lbl.tif", labels)
+    loader = DataLoader(DatasetConfig(name="t", paths=[str(image)], label_paths=[str(label)]))
+    patch = loader.read(GRID, labels=True)
+    assert patch.valid.all() and (patch.data[..., 0] == 0).mean() > 0.6

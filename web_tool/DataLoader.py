@@ -176,7 +176,7 @@ class DataLoader:
         self.scaling = Scaling.for_dataset(self.files, self.bands, config.scale, config.nodata,
                                            Path(cache_dir) if cache_dir else None)  # fmt: skip
         self.dtype = mosaic_dtype(self.files)
-        self.label_files = scan(config.label_paths)
+        self.label_files = scan(config.label_paths, imagery=False)
         self.index = self._build_index(self.files)
         self.label_index = self._build_index(self.label_files)
         self.footprint = unary_union([box(*b) for f in self.files for b in f.boxes_3857()])

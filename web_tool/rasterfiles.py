@@ -121,7 +121,7 @@ class RasterFile:
         return not self.has_overviews and max(self.width, self.height) > SMALL_FILE_PX
 
     def band_list(self) -> str:
-        """ "1 red, 2 green, 3 blue, 4 alpha": the bands as a message shows them."""
+        """The bands as a message shows them: "1 red, 2 green, 3 blue, 4 alpha"."""
         return ", ".join(f"{i + 1} {c}" for i, c in enumerate(self.colorinterp))
 
 
@@ -200,8 +200,9 @@ def band_roles(src) -> tuple[tuple[str, ...], bool, int | None]:
     return tuple(colorinterp), masked, None if gdal_alpha else alpha
 
 
-def describe_file(src, path: str) -> RasterFile:
-    """A RasterFile from an open dataset; ValueError saying why it cannot serve."""
+def describe_file(src, path: str, imagery: bool = True) -> RasterFile:
+    """A RasterFile from an open dataset; ValueError saying why it cannot serve. Black borders are
+    looked for in `imagery` only (in a label raster, 0 is a class)."""
     if src.crs is None:
         raise ValueError("it has no CRS (no georeferencing): give it one, e.g. gdal_edit.py -a_srs EPSG:XXXX")
     missing = missing_vrt_sources(src)
@@ -224,17 +225,17 @@ def describe_file(src, path: str) -> RasterFile:
         lonlat=file_lonlat(src),
         statistics=tuple(declared_statistics(src, b) for b in src.indexes),
         extra_alpha=extra_alpha,
-        black_fill=not masked and extra_alpha is None and has_black_fill(src),
+        black_fill=imagery and not masked and extra_alpha is None and has_black_fill(src),
     )
 
 
-def scan(paths: list[str]) -> list[RasterFile]:
+def scan(paths: list[str], imagery: bool = True) -> list[RasterFile]:
     """Open each file once to learn what it is; files that cannot serve are skipped with a warning."""
     files = []
     for path in paths:
         try:
             with rasterio.open(path) as src:
-                files.append(describe_file(src, path))
+                files.append(describe_file(src, path, imagery))
         except Exception as exc:
             log.warning("skipping %s: %s", path, reason(exc))
     return files
