@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import rasterio
 import rtree
 from affine import Affine
 from rasterio.enums import Resampling
@@ -27,6 +26,7 @@ from shapely.ops import unary_union
 from web_tool.bands import choose_bands
 from web_tool.datasets import DatasetConfig
 from web_tool.errors import ConfigError, ExtentError, NoImageryError, TooLargeError
+from web_tool.gdal_env import open_raster
 from web_tool.geometry import (
     WEB_MERCATOR,
     WORLD_X,
@@ -280,7 +280,7 @@ class DataLoader:
                    max_px: int | None = None):  # fmt: skip
         """read_into for one file; a file that fails (moved, damaged) is logged and left out."""
         try:
-            with rasterio.open(f.path) as src:
+            with open_raster(f.path) as src:
                 return read_into(src, grid, bands, resampling, f, self.config.nodata, max_px)
         except (RasterioError, OSError) as exc:
             log.error("dataset %r: leaving out %s, which cannot be read any more: %s", self.name, f.path, exc)

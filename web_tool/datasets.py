@@ -1,9 +1,10 @@
 """Dataset configuration: which rasters make up a named dataset, their bands, scaling and classes.
 
 Datasets come from `web_tool/datasets.json` or from `--dataset [NAME=]PATH` on the command line.
-Paths in the JSON file are relative to the file itself. Every mistake is a ConfigError that names
-the dataset, the key or path, and the fix; `from_json` skips a bad entry with a warning so that
-one typo does not take the other datasets down.
+Paths in the JSON file are relative to the file itself; a path may also be a URL (`https://`,
+`s3://`, `gs://`) that GDAL reads remotely. Every mistake is a ConfigError that names the
+dataset, the key or path, and the fix; `from_json` skips a bad entry with a warning so that one
+typo does not take the other datasets down.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import glob
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
@@ -31,6 +33,8 @@ DEFAULT_CLASSES = [
 ]
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".img", ".jp2")
 DEMO_DATA = Path(__file__).resolve().parent / "data" / "demo"
+#: URL schemes of rasters read where they live, and GDAL's virtual file system for each
+REMOTE_SCHEMES = {"http": "/vsicurl/", "https": "/vsicurl/", "s3": "/vsis3/", "gs": "/vsigs/"}
 
 
 @dataclass
@@ -165,8 +169,24 @@ def validate_entry(name: str, entry: object) -> DatasetEntry:
 # paths
 
 
+def remote_path(spec: str) -> str | None:
+    """The GDAL path of a raster that lives elsewhere, or None for a local path: `https://…` (and
+    `http://…`) go through /vsicurl/, `s3://bucket/key` and `gs://bucket/key` through /vsis3/ and
+    /vsigs/ (credentials from GDAL's usual environment variables); a `/vsi…` path is kept as it is."""
+    if spec.startswith("/vsi"):
+        return spec
+    scheme, sep, rest = spec.partition("://")
+    prefix = REMOTE_SCHEMES.get(scheme.lower()) if sep else None
+    if prefix is None:
+        return None
+    return prefix + (spec if prefix == "/vsicurl/" else rest)
+
+
 def expand_paths(spec: str | os.PathLike, base: Path | None = None) -> list[str]:
-    """The raster files a path spec names: a file, a directory (searched recursively) or a glob."""
+    """The raster files a path spec names: a file, a directory (searched recursively) or a glob;
+    or one remote raster (see `remote_path`)."""
+    if (remote := remote_path(str(spec))) is not None:
+        return [remote]
     path = Path(spec)
     if base is not None and not path.is_absolute():
         path = base / path
@@ -224,7 +244,8 @@ def make_config(name: str, entry: DatasetEntry, base: Path | None) -> DatasetCon
 
 def cli_spec(spec: str, index: int = 0) -> DatasetConfig:
     """The dataset of one `--dataset [NAME=]PATH` argument; ConfigError naming the path if it has no files."""
-    name, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
+    named = re.match(r"([^/:=?]+)=(.+)", spec)  # NAME=PATH (a URL's own "=" names nothing)
+    name, path = named.groups() if named else ("", spec)
     name = name or Path(path.rstrip("/*")).stem or f"dataset{index}"
     paths = expand_paths(path)
     if not paths:

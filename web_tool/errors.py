@@ -52,6 +52,10 @@ class ConfigError(LandCoverError, ValueError):
     start-up; the message names the setting or file and the fix."""
 
 
+class ClusterError(LandCoverError, RuntimeError):
+    """A Dask cluster cannot make the batch map: a worker lacks the package, imagery or model."""
+
+
 class BusyError(LandCoverError, RuntimeError):
     """A limited resource (job queue, sessions) is full right now."""
 

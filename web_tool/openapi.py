@@ -21,6 +21,7 @@ from web_tool.routes_hitl import (
 )
 from web_tool.schemas import GetInputRequest, PredPatchRequest
 from web_tool.schemas_jobs import PredTileRequest
+from web_tool.validate.routes import AnswerRequest, ReferenceRequest, SampleRequest
 
 #: request body model of each JSON endpoint
 REQUEST_MODELS: dict[str, type[BaseModel]] = {
@@ -35,6 +36,9 @@ REQUEST_MODELS: dict[str, type[BaseModel]] = {
     "POST /checkpoints": CheckpointRequest,
     "POST /doLoad": LoadRequest,
     "POST /predTile": PredTileRequest,
+    "POST /jobs/<job_id>/samples": SampleRequest,
+    "POST /jobs/<job_id>/samples/<sample_id>/answers": AnswerRequest,
+    "POST /jobs/<job_id>/reference": ReferenceRequest,
 }
 ERROR = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
 HIDDEN = {"/<path:path>", "/"}  # static files and the page itself

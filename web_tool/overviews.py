@@ -29,7 +29,7 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from web_tool.geometry import Grid
-from web_tool.rasterfiles import RasterFile, describe_file
+from web_tool.rasterfiles import RasterFile, describe_file, file_stamp
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def f_bounds(f: RasterFile) -> tuple[float, float, float, float]:
 
 
 def cache_path(loader, cache_dir: Path, factor: float) -> Path:
-    stamp = [(f.path, os.stat(f.path).st_size, os.stat(f.path).st_mtime_ns) for f in loader.files]
+    stamp = [file_stamp(f.path) for f in loader.files]
     text = json.dumps([VERSION, loader.bands, factor, loader.config.nodata, stamp])
     return cache_dir / f"lowres-{hashlib.sha256(text.encode()).hexdigest()[:24]}.tif"
 

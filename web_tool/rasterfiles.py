@@ -15,13 +15,13 @@ from dataclasses import dataclass
 
 import mercantile
 import numpy as np
-import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import MaskFlags, Resampling
 from rasterio.windows import Window
 
 from web_tool.errors import ExtentError
+from web_tool.gdal_env import is_remote, open_raster
 from web_tool.geometry import (
     MAX_LATITUDE,
     WEB_MERCATOR,
@@ -123,6 +123,15 @@ class RasterFile:
     def band_list(self) -> str:
         """The bands as a message shows them: "1 red, 2 green, 3 blue, 4 alpha"."""
         return ", ".join(f"{i + 1} {c}" for i, c in enumerate(self.colorinterp))
+
+
+def file_stamp(path: str) -> tuple:
+    """What tells one version of a file from the next, for caches: its size and modification time
+    (a remote file: its path only)."""
+    if is_remote(path):
+        return (path,)
+    stat = os.stat(path)
+    return (path, stat.st_size, stat.st_mtime_ns)
 
 
 def file_lonlat(src) -> tuple[float, float, float, float]:
@@ -234,7 +243,7 @@ def scan(paths: list[str], imagery: bool = True) -> list[RasterFile]:
     files = []
     for path in paths:
         try:
-            with rasterio.open(path) as src:
+            with open_raster(path) as src:
                 files.append(describe_file(src, path, imagery))
         except Exception as exc:
             log.warning("skipping %s: %s", path, reason(exc))

@@ -39,6 +39,8 @@ from web_tool.ServerModels import ServerModel, list_models  # noqa: E402
 from web_tool.sessions import IDLE_S, MAX_SESSIONS, SessionManager  # noqa: E402
 from web_tool.tiles import render_tile  # noqa: E402
 from web_tool.training_data import replay_path  # noqa: E402
+from web_tool.validate import routes as validation_routes  # noqa: E402
+from web_tool.validate.samples import MAX_SAMPLE_POINTS, SampleStore  # noqa: E402
 
 log = logging.getLogger("web_tool")
 
@@ -67,6 +69,8 @@ class AppConfig:
     jobs: Any = None
     #: shared secret every API call must carry (auth.py); None = no auth
     token: str | None = None
+    #: validation samples of finished maps (validate.samples.SampleStore); None = no accuracy routes
+    validation: Any = None
 
     @property
     def default_dataset(self) -> str:
@@ -162,6 +166,7 @@ def make_app(config: AppConfig) -> bottle.Bottle:
     # feature modules add their own routes: human-in-the-loop, then large-area jobs
     routes_hitl.add_routes(app, config)
     routes_jobs.add_routes(app, config)
+    validation_routes.add_routes(app, config)
 
     @app.get("/openapi.json")
     def openapi_route():
@@ -208,7 +213,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              " Without one there is no auth: keep --host on loopback")  # fmt: skip
     parser.add_argument("--port", type=int, default=4444, help="port to listen on")
     parser.add_argument("--dataset", action="append", default=[], metavar="[NAME=]PATH",
-                        help="imagery to serve: a GeoTIFF/COG/VRT file, a directory or a glob;"
+                        help="imagery to serve: a GeoTIFF/COG/VRT file, a directory, a glob or an"
+                             " https/s3/gs URL (read where it lives);"
                              " repeat for several datasets (the first is the default)."
                              " Without it, --datasets_json is read")  # fmt: skip
     parser.add_argument("--datasets_json", default=str(WEB_ROOT / "datasets.json"),
@@ -231,6 +237,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="/predTile jobs that run at once; later ones wait in the queue")  # fmt: skip
     parser.add_argument("--max_queued_jobs", type=int, default=MAX_QUEUED_JOBS,
                         help="jobs that may wait; beyond this /predTile answers 503")  # fmt: skip
+    parser.add_argument("--max_sample_points", type=int, default=MAX_SAMPLE_POINTS,
+                        help="most points of one validation sample of a finished map")  # fmt: skip
     parser.add_argument("--threads", type=int, default=8, help="HTTP worker threads")
     parser.add_argument("--verbose", action="store_true", help="log every request")
     return parser.parse_args(argv)
@@ -247,6 +255,7 @@ def build_config(args: argparse.Namespace) -> AppConfig:
     return AppConfig(loaders=loaders, model=model, fine_tune=args.fine_tune,
                      state_dir=Path(args.state_dir), sessions=sessions, jobs=jobs,
                      max_body_bytes=int(args.max_body_mb * 2**20),
+                     validation=SampleStore(args.state_dir, max_points=args.max_sample_points),
                      token=args.token or os.environ.get(auth.TOKEN_ENV))  # fmt: skip
 
 

@@ -16,19 +16,18 @@ import functools
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import rasterio
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 from web_tool import db
 from web_tool.errors import ConfigError
-from web_tool.rasterfiles import RasterFile
+from web_tool.gdal_env import open_raster
+from web_tool.rasterfiles import RasterFile, file_stamp
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +87,7 @@ def sample_windows(f: RasterFile) -> list[tuple[Window | None, tuple[int, int] |
 def sample_file(f: RasterFile, bands: list[int], nodata: float | None) -> np.ndarray:
     """N x B valid values of `bands` of `f` from a bounded read."""
     parts = []
-    with rasterio.open(f.path) as src:
+    with open_raster(f.path) as src:
         for window, shape in sample_windows(f):
             out_shape = (len(bands), *shape) if shape else None
             data = src.read(bands, window=window, out_shape=out_shape, resampling=Resampling.nearest)
@@ -117,7 +116,7 @@ def compute_percentiles(files: list[RasterFile], bands: list[int], nodata: float
 
 
 def cache_key(files: list[RasterFile], bands: list[int], nodata: float | None) -> str:
-    stamp = [(f.path, os.stat(f.path).st_size, os.stat(f.path).st_mtime_ns) for f in files]
+    stamp = [file_stamp(f.path) for f in files]
     text = json.dumps([STATS_VERSION, bands, nodata, stamp])
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
