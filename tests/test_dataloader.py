@@ -7,7 +7,7 @@ from conftest import four_tiles, make_geotiff
 
 from web_tool.DataLoader import DataLoader
 from web_tool.datasets import DatasetConfig, expand_paths
-from web_tool.errors import NoImageryError, NotFoundError, TooLargeError
+from web_tool.errors import ConfigError, NoImageryError, TooLargeError
 from web_tool.geometry import Extent, Grid, parse_crs
 
 UTM = parse_crs(32618)
@@ -105,7 +105,7 @@ def test_corrupt_files_are_skipped_with_a_warning(tmp_path, caplog):
 def test_a_dataset_with_no_readable_file_is_a_clear_error(tmp_path):
     bad = tmp_path / "corrupt.tif"
     bad.write_bytes(b"nothing")
-    with pytest.raises(NotFoundError, match="no readable rasters"):
+    with pytest.raises(ConfigError, match="no readable rasters"):
         loader_for([bad])
 
 

@@ -47,6 +47,11 @@ class ModelError(LandCoverError, RuntimeError):
     """The model file cannot be found or loaded."""
 
 
+class ConfigError(LandCoverError, ValueError):
+    """A configuration mistake (datasets.json, a dataset's files, the model against them), found at
+    start-up; the message names the setting or file and the fix."""
+
+
 class ClusterError(LandCoverError, RuntimeError):
     """A Dask cluster cannot make the batch map: a worker lacks the package, imagery or model."""
 

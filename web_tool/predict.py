@@ -28,8 +28,8 @@ RENDER_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="render")
 
 
 def input_rgb(patch: Patch) -> np.ndarray:
-    """HxWx4 RGBA of the patch's first three bands (R, G, B), transparent where no imagery."""
-    return with_alpha(patch.data[..., :3], patch.valid)
+    """HxWx4 RGBA of the imagery as the map shows it, transparent where there is none."""
+    return with_alpha(patch.display, patch.valid)
 
 
 def read_padded(loader: DataLoader, extent: Extent, pad: int) -> tuple[Patch, Patch]:
@@ -37,7 +37,7 @@ def read_padded(loader: DataLoader, extent: Extent, pad: int) -> tuple[Patch, Pa
     grid = loader.grid_for(extent)
     padded = loader.read(grid.padded(pad))
     inner = (slice(pad, pad + grid.height), slice(pad, pad + grid.width))
-    return padded, Patch(grid, padded.data[inner], padded.valid[inner])
+    return padded, padded.crop(grid, *inner)
 
 
 def get_input(loader: DataLoader, extent: Extent) -> dict:

@@ -28,7 +28,7 @@ from typing import Any  # noqa: E402
 
 import bottle  # noqa: E402
 
-from web_tool import __version__, api, auth, routes_hitl, routes_jobs, routes_page  # noqa: E402
+from web_tool import __version__, api, auth, routes_hitl, routes_jobs, routes_page, startup  # noqa: E402
 from web_tool import datasets as dataset_config  # noqa: E402
 from web_tool.DataLoader import MAX_PATCH_PIXELS, DataLoader  # noqa: E402
 from web_tool.errors import LandCoverError, NotFoundError  # noqa: E402
@@ -36,7 +36,7 @@ from web_tool.jobs import JOB_WORKERS, MAX_QUEUED_JOBS, MAX_TILE_KM2, JobManager
 from web_tool.openapi import build_openapi  # noqa: E402
 from web_tool.predict import get_input, pred_patch  # noqa: E402
 from web_tool.schemas import GetInputRequest, PredPatchRequest, parse  # noqa: E402
-from web_tool.ServerModels import ServerModel, get_model, list_models  # noqa: E402
+from web_tool.ServerModels import ServerModel, list_models  # noqa: E402
 from web_tool.sessions import IDLE_S, MAX_SESSIONS, SessionManager  # noqa: E402
 from web_tool.tiles import render_tile  # noqa: E402
 from web_tool.training_data import replay_path  # noqa: E402
@@ -204,6 +204,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python web_tool/server.py",
         description="Serve the land-cover mapping tool (web app + JSON API) on one port.",
+        epilog=startup.MODEL_CONTRACT,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--model", default="nips_hr", choices=list_models(),
@@ -255,20 +256,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def batch_dataset_args(args: argparse.Namespace, names: list[str]) -> dict[str, list[str]]:
+    """How the batch CLI names each dataset: `--dataset [NAME=]PATH` whole, as the server was given it
+    (a URL's own "=" included), or the name in --datasets_json."""
+    if not args.dataset:
+        return {n: ["--dataset", n, "--datasets_json", args.datasets_json] for n in names}
+    return {dataset_config.cli_name(spec, i): ["--dataset", spec] for i, spec in enumerate(args.dataset)}
+
+
 def build_config(args: argparse.Namespace) -> AppConfig:
     """Load datasets and the model named by the command line."""
-    if args.dataset:
-        configs = dataset_config.from_cli(args.dataset)
-        # the batch CLI reads `--dataset [NAME=]PATH` as the server does (a URL's own "=" included)
-        dataset_args = {c.name: ["--dataset", spec] for c, spec in zip(configs, args.dataset, strict=True)}
-    else:
-        configs = dataset_config.from_json(args.datasets_json)
-        dataset_args = {c.name: ["--dataset", c.name, "--datasets_json", args.datasets_json] for c in configs}
-    loaders = {c.name: DataLoader(c, max_pixels=args.max_patch_pixels) for c in configs}
-    if not loaders:
-        raise NotFoundError("no dataset configured: pass --dataset PATH or fill --datasets_json")
-    default = next((d for d in loaders.values() if d.config.default), next(iter(loaders.values())))
-    model = get_model(args.model)(args.model_fn, classes=default.classes)
+    loaders, model = startup.load(args)
+    dataset_args = batch_dataset_args(args, list(loaders))
     sessions = SessionManager(model, args.state_dir, args.fine_tune, replay_path(args.model_fn),
                               options={"k": args.fine_tune_layers}, max_sessions=args.max_sessions,
                               idle_s=args.session_idle_minutes * 60)  # fmt: skip
@@ -312,9 +311,6 @@ def main(argv: list[str] | None = None) -> int:
     app = make_app(config)
     import waitress
 
-    for loader in config.loaders.values():
-        log.info("dataset %r: %d file(s), %s, %.2f m", loader.name, len(loader.files),
-                 loader.crs.to_string(), loader.resolution_m)  # fmt: skip
     log.info("model %r (%d classes); serving on http://%s:%d/", config.model.name,
              config.model.n_classes, args.host, args.port)  # fmt: skip
     if not config.token and not is_loopback(args.host):
