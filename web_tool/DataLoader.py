@@ -29,6 +29,7 @@ from web_tool.errors import ConfigError, ExtentError, NoImageryError, TooLargeEr
 from web_tool.gdal_env import open_raster
 from web_tool.geometry import (
     WEB_MERCATOR,
+    WGS84,
     WORLD_X,
     Extent,
     Grid,
