@@ -49,20 +49,19 @@ def write_scene(folder: Path) -> Path:
 def write_model(folder: Path, replay: bool = True) -> Path:
     """conftest's tiny architecture, random body, head fitted to the stripes; + replay npz."""
 
+    from sklearn.linear_model import LogisticRegression
+
     from web_tool.ServerModels.keras_model import KerasSegmentationModel
-    from web_tool.softmax_fit import fit_head
 
     network = tiny_network()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "stripes.keras"
     network.save(path)
-    model = KerasSegmentationModel(path, classes=[])
-    feats, _ = model.features(stripe_image(seed=1))
-    labels = stripe_labels().reshape(-1)
-    f = feats.reshape(-1, feats.shape[-1])
-    kernel, bias = fit_head(f, labels, np.ones(labels.size), model.kernel, model.bias,
-                            (model.kernel, model.bias), l2=1e-4)  # fmt: skip
-    network.get_layer("logits").set_weights([kernel[None, None], bias])
+    feats = KerasSegmentationModel(path, classes=[]).deep_features(stripe_image(seed=1))
+    fit = LogisticRegression(C=1e4, max_iter=2000).fit(
+        feats.reshape(-1, feats.shape[-1]), stripe_labels().ravel()
+    )
+    network.get_layer("logits").set_weights([fit.coef_.T[None, None].astype(np.float32), fit.intercept_])
     network.save(path)
     if replay:
         image, labels = stripe_image(seed=2), stripe_labels()

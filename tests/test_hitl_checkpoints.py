@@ -7,6 +7,7 @@ import signal
 import threading
 import time
 
+import numpy as np
 import pytest
 import requests
 from conftest import free_port
@@ -20,6 +21,7 @@ from hitl_support import (
     share,
     start_server,
     stripe_extent,
+    stripe_image,
 )
 
 
@@ -56,7 +58,11 @@ def test_checkpoint_round_trip_across_a_restart(scene, stripes_model, tmp_path, 
         assert requests.get(f"{again.url}/sessions/{other}", timeout=10).json()["corrections"] == 4
         assert share(predicted(again.url, FIELD, s), FIELD) > 0.9  # s was reset before the restart
         model = load_checkpoint_model(tmp_path / "state", checkpoint, again.config.model)
-        assert model.n_classes == 5 and (model.kernel == again.config.model_for(other).kernel).all()
+        image = stripe_image()
+        assert model.n_classes == 5
+        np.testing.assert_allclose(
+            model.predict(image), again.config.model_for(other).predict(image), atol=1e-6
+        )
         second = post(again.url, "/checkpoints", {"session": other})["checkpoint"]
         newest = requests.get(f"{again.url}/checkpoints", timeout=10).json()[0]
         assert newest["id"] == second and newest["parent"] == checkpoint  # lineage

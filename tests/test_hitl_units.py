@@ -8,15 +8,15 @@ from affine import Affine
 from rasterio.crs import CRS
 from shapely.geometry import box
 
-from web_tool import holdout
-from web_tool.corrections import Correction, labelled_pixels, record
+from web_tool.corrections import labelled_pixels, record
 from web_tool.DataLoader import DataLoader
 from web_tool.datasets import DatasetConfig
 from web_tool.errors import ExtentError, NotFoundError, TooLargeError
 from web_tool.finetune import get_strategy
 from web_tool.geometry import WEB_MERCATOR, Extent, Grid, polygon_from_geojson
-from web_tool.softmax_fit import fit_head
-from web_tool.store import ModelState, Store
+from web_tool.ServerModels.base import ModelState
+from web_tool.ServerModels.heads import LinearHead
+from web_tool.store import Store
 from web_tool.training_data import class_weights, replay_path
 from web_tool.uncertainty import entropy, suggestions
 
@@ -65,38 +65,9 @@ def test_huge_areas_and_bad_geometries_are_refused(loader):
     assert bowtie.is_valid and bowtie.area == pytest.approx(2)
 
 
-def test_fit_head_learns_a_separable_problem_and_stays_near_its_reference():
-    rng = np.random.default_rng(0)
-    y = rng.integers(0, 3, 600)
-    x = (np.eye(3)[y] * 3 + rng.normal(0, 0.3, (600, 3))).astype(np.float32) * 50  # large-scale features
-    k0, b0 = np.zeros((3, 3), np.float32), np.zeros(3, np.float32)
-    k, b = fit_head(x, y, class_weights(y, 1.0), k0, b0, (k0, b0), l2=1e-3)
-    assert ((x @ k + b).argmax(1) == y).mean() > 0.98
-    k_strong, _ = fit_head(x, y, class_weights(y, 1.0), k0, b0, (k0, b0), l2=10.0)
-    assert np.abs(k_strong).sum() < np.abs(k).sum()
-
-
 def test_class_weights_give_each_class_the_same_total():
     w = class_weights(np.array([0, 0, 0, 1]), 2.0)
     assert w.sum() == pytest.approx(2.0) and w[:3].sum() == pytest.approx(w[3])
-
-
-def correction(value: int, i: int) -> Correction:
-    one, image = np.zeros(1), np.zeros((1, 1, 4))
-    return Correction("d", "EPSG:3857", value, one, one, one.astype(int), one.astype(int), image,
-                      (1, 0, 0, 0, -1, 0), id=i)  # fmt: skip
-
-
-def test_holdout_is_stratified_and_needs_enough_corrections_per_class():
-    few = [correction(v, i) for i, v in enumerate([0, 0, 1, 1])]
-    assert holdout.split(few)[1] == []
-    many = [correction(v, i) for i, v in enumerate([0] * 10 + [1] * 5 + [2] * 2)]
-    train, held = holdout.split(many)
-    assert sorted(c.value for c in held) == [0, 0, 1] and len(train) == 14
-    assert [c.id for c in holdout.split(many)[1]] == [c.id for c in held]  # a fixed draw
-    m = holdout.report(np.array([0, 0, 1]), np.array([1, 1, 1]), np.array([0, 0, 1]), [{"name": "a"}] * 3, 3)
-    assert m["accuracy_before"] == pytest.approx(1 / 3, abs=1e-3) and m["accuracy"] == 1.0
-    assert [r["name"] for r in m["per_class"]] == ["a", "a"] and m["per_class"][0]["f1"] == 1.0
 
 
 def test_suggestions_are_the_most_uncertain_points_spread_apart():
@@ -114,9 +85,8 @@ def test_suggestions_are_the_most_uncertain_points_spread_apart():
 
 def test_store_removes_temp_files_and_unlisted_checkpoints_at_start_up(tmp_path):
     store = Store(tmp_path)
-    state = ModelState(
-        np.ones((2, 3), np.float32), np.zeros(3, np.float32), [{"name": "a", "color": "#000"}] * 3
-    )
+    head = LinearHead(np.ones((2, 3), np.float32), np.zeros(3, np.float32))
+    state = ModelState(head.to_arrays(), [{"name": "a", "color": "#000"}] * 3)
     store.add_session("default", state.classes)
     kept = store.add_checkpoint(name="../x", session="default", parent=None, state=state, corrections=[],
                                 metrics={}, strategy="last_layer")  # fmt: skip
@@ -124,7 +94,7 @@ def test_store_removes_temp_files_and_unlisted_checkpoints_at_start_up(tmp_path)
     (tmp_path / "checkpoints" / "0123456789abcdef.npz").write_bytes(b"no row")
     Store(tmp_path)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [f"{kept}.npz"]
-    assert (Store(tmp_path).checkpoint_state(kept).kernel == 1).all()
+    assert (Store(tmp_path).checkpoint_state(kept).head["kernel"] == 1).all()
     with pytest.raises(NotFoundError):
         Store(tmp_path).checkpoint_state("../../etc/passwd")
 
@@ -146,11 +116,13 @@ def test_without_replay_the_retrain_message_says_so(tiny_dataset_dir, tiny_model
     base = KerasSegmentationModel(tiny_model_path, classes=[])
     sessions = SessionManager(base, tmp_path, "last_layer", replay_path(tiny_model_path))
     sessions.record(None, loader, box(500_010, 4_300_010, 500_014, 4_300_014), UTM18, 1)
+    sessions.record(None, loader, box(500_030, 4_300_030, 500_034, 4_300_034), UTM18, 2)
     result = sessions.retrain(None)
-    assert "no replay data" in result["message"] and "too few" in result["message"]
-    assert not np.allclose(sessions.model(None).kernel, base.kernel)
-    assert np.allclose(sessions.model("default").kernel, sessions.model(None).kernel)
-    assert (base.kernel == KerasSegmentationModel(tiny_model_path, classes=[]).kernel).all()  # base untouched
+    assert "no replay data" in result["message"] and "too few corrections to measure" in result["message"]
+    assert sessions.model(None).head is not base.head and sessions.model("default") is sessions.model(None)
+    image = np.random.default_rng(0).integers(0, 255, (16, 16, 4)).astype(np.uint8)
+    fresh = KerasSegmentationModel(tiny_model_path, classes=[])
+    np.testing.assert_allclose(base.predict(image), fresh.predict(image))  # the base model is untouched
 
 
 def test_a_k_the_network_cannot_tune_is_refused_at_start_up(tiny_model_path, tmp_path):

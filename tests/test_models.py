@@ -5,6 +5,7 @@ import pytest
 
 from web_tool.errors import LandCoverError, ModelError
 from web_tool.ServerModels import get_model, list_models
+from web_tool.ServerModels.heads import LinearHead
 from web_tool.ServerModels.keras_io import resolve_model_path
 from web_tool.ServerModels.keras_model import KerasSegmentationModel
 
@@ -66,11 +67,15 @@ def test_predictions_are_probabilities_equal_to_the_full_network(tiny_model_path
     np.testing.assert_allclose(probs, expected, atol=1e-5)
 
 
-def test_a_clone_has_its_own_head(tiny_model_path):
+def test_a_model_with_another_head_shares_the_network_and_leaves_the_first_alone(tiny_model_path):
     model = KerasSegmentationModel(tiny_model_path, CLASSES)
-    other = model.clone()
-    other.kernel[:] = 0
-    assert model.kernel.any() and other.body is model.body
+    img = np.random.default_rng(1).integers(0, 255, (32, 32, 4)).astype(np.uint8)
+    before = model.predict(img)
+    zero = LinearHead(np.zeros_like(model.head.kernel), np.zeros_like(model.head.bias))
+    other = model.with_head(zero)
+    assert other.body is model.body and other.extractor_id == model.extractor_id
+    np.testing.assert_allclose(other.predict(img), 0.25)
+    np.testing.assert_allclose(model.predict(img), before)
 
 
 def test_model_with_other_class_count_gets_generic_classes(tiny_model_path):

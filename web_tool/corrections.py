@@ -3,8 +3,12 @@
 A correction is one `/recordCorrection`: an area (a box or a GeoJSON polygon, in any CRS) and a
 class. It labels every pixel of the dataset's own lattice (`DataLoader.native_grid`) whose centre
 lies inside the area (a box too small to hold a centre labels the pixel under its centre), and
-keeps the native-grid imagery around those pixels, `context` pixels wider on every side, so deep
+keeps the native-grid imagery around those pixels, `context` pixels wider on every side, so
 features can be recomputed at any time without going back to the dataset.
+
+It also keeps the map the user saw there when correcting (`seen`: the session model's classes over
+that window) and how far that map was to be trusted (`seen_trust`): what the user left alone
+around a correction is taken as accepted, so learning keeps it (see finetune.py, "anchors").
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from web_tool.geometry import Extent, Grid
 MAX_CORRECTION_PIXELS = 512 * 512
 #: Vertices added along each edge before reprojecting, so straight edges bend as they should.
 DENSIFY = 16
+#: `seen` value where the user saw no map
+NO_CLASS = 255
 
 
 @dataclass
@@ -42,6 +48,10 @@ class Correction:
     image: np.ndarray
     transform: tuple[float, ...]
     id: int | None = None
+    #: HxW classes of the map the user saw over `image` (NO_CLASS where there was none)
+    seen: np.ndarray | None = None
+    #: the seen map's estimated accuracy (None: it was the base model's, judged when learning)
+    seen_trust: float | None = None
 
     @property
     def count(self) -> int:
@@ -102,9 +112,17 @@ def record(loader: DataLoader, geom, crs: CRS, value: int, context: int) -> Corr
     rows, cols = rows[keep], cols[keep]
     t = patch.grid.transform
     xs, ys = t @ (cols + 0.5, rows + 0.5)
-    return Correction(dataset=loader.name, crs=grid.crs.to_string(), value=value, xs=xs, ys=ys,
-                      rows=rows.astype(np.int32), cols=cols.astype(np.int32), image=patch.data,
-                      transform=tuple(t)[:6])  # fmt: skip
+    return Correction(
+        dataset=loader.name,
+        crs=grid.crs.to_string(),
+        value=value,
+        xs=xs,
+        ys=ys,
+        rows=rows.astype(np.int32),
+        cols=cols.astype(np.int32),
+        image=patch.data,
+        transform=tuple(t)[:6],
+    )
 
 
 def sample_pixels(c: Correction, limit: int) -> np.ndarray:
@@ -125,4 +143,22 @@ def without(c: Correction, drop: np.ndarray) -> Correction:
     """The correction less the pixels `drop` marks (a new correction: no id yet)."""
     keep = ~drop
     return Correction(dataset=c.dataset, crs=c.crs, value=c.value, xs=c.xs[keep], ys=c.ys[keep],
-                      rows=c.rows[keep], cols=c.cols[keep], image=c.image, transform=c.transform)  # fmt: skip
+                      rows=c.rows[keep], cols=c.cols[keep], image=c.image, transform=c.transform,
+                      seen=c.seen, seen_trust=c.seen_trust)  # fmt: skip
+
+
+def anchor_pixels(c: Correction, n: int, margin: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols) of up to `n` pixels of the window around the correction that it does not label,
+    at least `margin` pixels inside the window (so they have that much context), and where the user
+    saw a map (a fixed draw per correction)."""
+    if c.seen is None:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    free = np.zeros(c.seen.shape, bool)
+    free[margin : free.shape[0] - margin, margin : free.shape[1] - margin] = True
+    free &= c.seen != NO_CLASS
+    free[c.rows, c.cols] = False
+    rows, cols = np.nonzero(free)
+    if rows.size > n:
+        keep = np.sort(np.random.default_rng([c.id or 0, 1]).choice(rows.size, size=n, replace=False))
+        rows, cols = rows[keep], cols[keep]
+    return rows, cols

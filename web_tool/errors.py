@@ -56,6 +56,14 @@ class ClusterError(LandCoverError, RuntimeError):
     """A Dask cluster cannot make the batch map: a worker lacks the package, imagery or model."""
 
 
+class IncompatibleError(LandCoverError, ValueError):
+    """A checkpoint or saved model state was made with another model than the one served."""
+
+
+class NotTrainedError(LandCoverError, RuntimeError):
+    """The model predicts nothing yet: a model without weights needs corrections and a retrain."""
+
+
 class BusyError(LandCoverError, RuntimeError):
     """A limited resource (job queue, sessions) is full right now."""
 
@@ -73,6 +81,8 @@ STATUS_CODES: dict[type[Exception], int] = {
     NotFoundError: 404,
     NoImageryError: 404,
     TooLargeError: 413,
+    NotTrainedError: 409,
+    IncompatibleError: 409,
     BusyError: 503,
     DiskFullError: 507,
     ModelError: 500,

@@ -1,21 +1,25 @@
 """Fine-tuning strategies: learn a session's model from its corrections (the `--fine_tune` choice).
 
-A strategy has three functions, all `(model, base, corrections, source, **options)`:
+A strategy has four functions, all `(model, base, corrections, source, **options)` but `check`:
 `fit` → (new model, info) never changes `model` (predictions in flight keep using it);
-`predict` → (true, predicted classes) at the corrections' pixels, for the hold-out scores;
+`crossval` → the cross-validated scores of fitting on these corrections (crossval.py);
 `prepare` readies (caches) what `fit` will need from one new correction, while the user clicks;
 and `check(base, **options)`, run at start-up, refuses options the base model cannot take.
 
-- `last_layer`: softmax regression of the head on the deep features of the corrected pixels plus
-  a replay sample of the base model's training data, started from the current head, class-balanced,
-  pulled toward the base head (L2). Solved exactly in numpy (softmax_fit): well under a second.
-- `last_k_layers`: backpropagation (Keras optimizer) through the last k weighted layers (the head
-  counts as one) of a per-session copy of the network, on windows around the corrections (loss
-  only on corrected pixels) and on replay pixels; the rest of the network stays frozen.
+- `last_layer` (the default, and what every model supports): replace the model's last layer by a
+  random forest over all its per-pixel features — for a Keras network its deep features, its own
+  class probabilities and the imagery's filter bank; for `--model features` the filter bank. It
+  learns from the corrections, the anchors around them and the replay sample (training_data.py),
+  each weighted by the evidence. Well under a second for hundreds of clicks.
+- `last_k_layers` (Keras networks only): backpropagation (Keras optimizer) through the last k
+  weighted layers (the head counts as one) of a per-session copy of the network, on windows
+  around the corrections (loss only on corrected and anchor pixels) and on replay pixels; the
+  rest of the network stays frozen. The head stays the network's own linear layer.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -23,108 +27,103 @@ from functools import lru_cache
 import numpy as np
 
 from web_tool.corrections import Correction
-from web_tool.errors import LandCoverError
-from web_tool.modelparts import (
-    copy_body,
-    receptive_radius,
-    reference_head,
-    run_network,
-    split_body,
-    split_body_prefix,
-    with_body,
-    with_head,
-)
+from web_tool.crossval import cross_validate
+from web_tool.errors import LandCoverError, ModelError, RequestError
 from web_tool.ServerModels.base import ServerModel
-from web_tool.softmax_fit import fit_head
-from web_tool.training_data import FeatureSource, class_weights
+from web_tool.ServerModels.heads import ClassifierHead, LinearHead
+from web_tool.training_data import FeatureSource, Samples, Trust, base_trust
 
-#: corrected pixels one retrain learns from at most (spread over the classes)
-MAX_PIXELS = 10_000
+#: trees of the forest `last_layer` fits (more cost more to predict, and gained nothing measurable
+#: on the real development imagery beyond 40: bench/hitl_real.py)
+TREES = 40
+#: their depth: shallower trees generalise better from a few hundred clicks, and predict faster
+MAX_DEPTH = 12
+#: trees of each forest cross-validation fits (five of them cost about one full forest)
+CV_TREES = 8
+#: threads the forest fits and predicts with
+FOREST_JOBS = min(2, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
 class Strategy:
     fit: Callable[..., tuple[ServerModel, dict]]
-    predict: Callable[..., tuple[np.ndarray, np.ndarray]]
+    crossval: Callable[..., dict]
     prepare: Callable[..., None]
     #: `check(base, **options)` raises ModelError at start-up if the strategy cannot tune `base`
     check: Callable[..., None] = lambda base, **_: None
 
 
-def per_class_sample(y: np.ndarray, limit: int, seed: int = 0) -> np.ndarray:
-    """Indices of at most `limit` samples, as evenly over the classes as they allow (a fixed draw)."""
-    if len(y) <= limit:
-        return np.arange(len(y))
-    rng = np.random.default_rng(seed)
-    classes = sorted(np.unique(y), key=lambda v: np.sum(y == v))  # rarest first
-    keep, left = [], limit
-    for i, value in enumerate(classes):
-        idx = np.flatnonzero(y == value)
-        quota = left // (len(classes) - i)
-        keep.append(idx if len(idx) <= quota else rng.choice(idx, size=quota, replace=False))
-        left -= len(keep[-1])
-    return np.sort(np.concatenate(keep))
+def fit_info(corrections: list[Correction], samples: Samples, trust: Trust) -> dict:
+    labelled = int(samples.labelled.sum())
+    replay = int((samples.group < 0).sum())
+    return {
+        "pixels": sum(c.count for c in corrections),
+        "sampled_pixels": labelled,
+        "anchor_pixels": len(samples) - labelled - replay,
+        "replay_pixels": replay,
+        "base_agreement": round(trust.agreement, 3),
+        "base_precision": [round(float(t), 3) for t in trust.precision],
+        "base_recall": [round(float(t), 3) for t in trust.recall],
+    }
 
 
-def training_set(corrections: tuple[np.ndarray, np.ndarray], replay, replay_weight: float):
-    """(X, y, weights): corrections weigh 1 in all and the replay `replay_weight`, each spread
-    equally over its classes, so a handful of clicks on hard pixels cannot outvote what the base
-    model knew."""
-    x, y = corrections
-    keep = per_class_sample(y, MAX_PIXELS)
-    x, y, w = x[keep], y[keep], class_weights(y[keep], 1.0)
-    if replay is None:
-        return x, y, w
-    return (
-        np.concatenate([x, replay[0]]),
-        np.concatenate([y, replay[1]]),
-        np.concatenate([w, class_weights(replay[1], replay_weight)]),
-    )
+def check_two_classes(samples: Samples) -> None:
+    if len(np.unique(samples.y)) < 2:
+        raise RequestError(
+            "nothing to tell apart yet: label at least two classes (corrections) before retraining"
+        )
 
 
-def prior_weight(corrections: list[Correction], settled: int, floor: float) -> float:
-    """How hard to hold on to what the model was: 1 up to `settled` corrections, then less, as
-    1/sqrt(n) but never below `floor`, so the more the user has shown, the more the model may move
-    (and a biased sample of hard pixels can still not drag it anywhere)."""
-    return float(max(floor, np.sqrt(settled / max(settled, len(corrections)))))
+# --- last_layer: a forest over all the features ---------------------------------------------
 
 
-def head_l2(model: ServerModel, base: ServerModel, l2: float, new_class_l2: float) -> np.ndarray:
-    """Per-class pull toward the base head; classes added in the session are held far more loosely."""
-    return np.where(np.arange(model.n_classes) < base.n_classes, l2, new_class_l2)
+def model_features(model: ServerModel):
+    return model.features
 
 
-def fit_info(corrections: list[Correction], y: np.ndarray, replay) -> dict:
-    n_replay = 0 if replay is None else len(replay[1])
-    return {"pixels": sum(c.count for c in corrections), "sampled_pixels": int(len(y) - n_replay),
-            "replay_pixels": int(n_replay)}  # fmt: skip
+def training_samples(
+    model: ServerModel, base: ServerModel, corrections: list[Correction], source: FeatureSource
+) -> tuple[Samples, Trust]:
+    """(samples over `model`'s features, how far the base model's word counts for each class)."""
+    key = model.extractor_id if model.extractor_id == base.extractor_id else None
+    extract = model_features(model)
+    labelled = source.samples(extract, key, corrections, model.n_classes, base_trust=None)
+    trust = base_trust(base, model.n_classes, labelled)
+    return source.samples(extract, key, corrections, model.n_classes, base_trust=trust), trust
 
 
-# --- last_layer -------------------------------------------------------------------------------
+def fit_forest(samples: Samples, n_classes: int, trees: int = TREES, seed: int = 0) -> ClassifierHead:
+    """A forest head fitted on `samples`."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    check_two_classes(samples)
+    forest = RandomForestClassifier(trees, max_depth=MAX_DEPTH, n_jobs=FOREST_JOBS, random_state=seed)
+    forest.fit(samples.x, samples.y, sample_weight=samples.w)
+    return ClassifierHead(forest, n_classes)
 
 
-def last_layer(model: ServerModel, base: ServerModel, corrections: list[Correction], source: FeatureSource,
-               l2: float = 1.0, new_class_l2: float = 0.01, replay_weight: float = 0.25,
-               settled: int = 10, floor: float = 1 / 3, **_) -> tuple[ServerModel, dict]:  # fmt: skip
-    """Refit the head on the deep features of corrected pixels + replay pixels."""
-    l2 *= prior_weight(corrections, settled, floor)
-    replay = source.replay_features(model)
-    x, y, w = training_set(source.correction_samples(model, corrections), replay, replay_weight)
-    ref = reference_head(base, model.n_classes)
-    kernel, bias = fit_head(x, y, w, model.kernel, model.bias, ref, l2=head_l2(model, base, l2, new_class_l2))
-    return with_head(model, kernel, bias), fit_info(corrections, y, replay)
+def last_layer(
+    model: ServerModel, base: ServerModel, corrections: list[Correction], source: FeatureSource, **_
+) -> tuple[ServerModel, dict]:
+    """A forest head over the model's features, learnt from corrections, anchors and replay."""
+    samples, trust = training_samples(model, base, corrections, source)
+    head = fit_forest(samples, model.n_classes)
+    return model.with_head(head, learnt=True), fit_info(corrections, samples, trust)
 
 
-def predict_last_layer(model, base, corrections, source: FeatureSource, **_):
-    return source.predict(model, corrections)
+def crossval_last_layer(model: ServerModel, base, corrections, source: FeatureSource, **_) -> dict:
+    """Cross-validated scores of last_layer on these corrections (smaller forests, same samples)."""
+    samples, _ = training_samples(model, base, corrections, source)
+    fit = lambda part: fit_forest(part, model.n_classes, trees=CV_TREES)  # noqa: E731
+    return cross_validate(samples, [c.value for c in corrections], model.classes, fit)
 
 
-def prepare_last_layer(model, base, correction, source: FeatureSource, **_) -> None:
-    if source.uses_base(model):
-        source.features(model, correction)
+def prepare_last_layer(model: ServerModel, base, correction, source: FeatureSource, **_) -> None:
+    if model.extractor_id == base.extractor_id:
+        source.values(model_features(model), model.extractor_id, correction)
 
 
-# --- last_k_layers ----------------------------------------------------------------------------
+# --- last_k_layers (Keras networks) ----------------------------------------------------------
 
 
 @dataclass
@@ -142,42 +141,60 @@ class Tail:
         return self.tail(patches, training=False)[:, self.radius, self.radius]
 
 
-def cut(model: ServerModel, body, base: ServerModel, k: int) -> Tail:
+def cut(model, body, base, k: int) -> Tail:
+    from web_tool.ServerModels.keras_tuning import receptive_radius, run_network, split_body
+
     prefix, tail, tuned = split_body(body, k)
     frozen_as_base = body is base.body or _same_weights(
         prefix.get_weights(), _base_prefix(base.body, tuned[0].name)
     )
-    return Tail(tail, tuned, receptive_radius(tail), lambda image: run_network(model, prefix, image),
-                (tuned[0].name, "frozen") if frozen_as_base else None)  # fmt: skip
+    return Tail(
+        tail,
+        tuned,
+        receptive_radius(tail),
+        lambda image: run_network(model, prefix, image),
+        (tuned[0].name, "frozen") if frozen_as_base else None,
+    )
 
 
-def last_k_layers(model: ServerModel, base: ServerModel, corrections: list[Correction], source: FeatureSource,
-                  k: int = 2, steps: int = 100, lr: float = 1e-3, l2: float = 1.0,
-                  new_class_l2: float = 0.01, tail_l2: float = 3.0, replay_weight: float = 0.25,
-                  settled: int = 10, floor: float = 1 / 3, **_) -> tuple[ServerModel, dict]:  # fmt: skip
+def last_k_layers(
+    model,
+    base,
+    corrections: list[Correction],
+    source: FeatureSource,
+    k: int = 2,
+    steps: int = 100,
+    lr: float = 1e-3,
+    tail_l2: float = 3.0,
+    **_,
+):
     """Tune the last `k` weighted layers of a copy of the network.
 
     The frozen part runs once on each correction's window (cached: it never changes); training sees,
-    for every corrected and replay pixel, the frozen part's output in the patch the tuned layers see
-    from it. The head starts from the exact `last_layer` fit on the tail's current features, then
-    the tail and head are tuned together (Adam, full batch, L2 toward where they began).
+    for every corrected, anchor and replay pixel, the frozen part's output in the patch the tuned
+    layers see from it. The head starts from the network's own, then the tail and head are tuned
+    together (Adam, full batch, L2 toward where they began).
     """
     import tensorflow as tf
 
-    tail_l2 *= prior_weight(corrections, settled, floor)
+    from web_tool.ServerModels.keras_model import copy_body
+
+    trust = _base_trust(model, base, corrections, source)
     body = copy_body(model.body)
     part = cut(model, body, base, k)
-    samples = source.samples(part.extract, part.key, corrections, part.radius)
-    replay = source.replay_samples(part.extract, part.key, model.n_classes, part.radius)
-    x, y, w = training_set(samples, replay, replay_weight)
-    patches = tf.constant(x, tf.float32)
-    ref = reference_head(base, model.n_classes)
-    kernel, bias = fit_head(np.asarray(part.centre(patches)), y, w, model.kernel, model.bias, ref,
-                            l2=head_l2(model, base, l2, new_class_l2))  # fmt: skip
-    kernel, bias, loss = _tune(part, patches, y, w / w.sum(), kernel, bias, steps, lr, tail_l2)
+    samples = source.samples(part.extract, part.key, corrections, model.n_classes, trust, part.radius)
+    check_two_classes(samples)
+    patches = tf.constant(samples.x, tf.float32)
+    head = model.head  # last_k_layers models keep a network's linear head (grown with new classes)
+    w = samples.w / samples.w.sum()
+    kernel, bias, loss = _tune(part, patches, samples.y, w, head.kernel, head.bias, steps, lr, tail_l2)
     layers = [t.name for t in part.tuned] + ["head"]
-    info = {**fit_info(corrections, y, replay), "loss": loss, "layers": layers}
-    return with_head(with_body(model, body), kernel, bias), info
+    info = {**fit_info(corrections, samples, trust), "loss": loss, "layers": layers}
+    return model.with_body(body).with_head(LinearHead(kernel, bias), learnt=True), info
+
+
+def _base_trust(model, base, corrections, source: FeatureSource) -> Trust:
+    return training_samples(base, base, corrections, source)[1]
 
 
 def _tune(part: Tail, patches, y, w, kernel, bias, steps: int, lr: float, tail_l2: float):
@@ -212,17 +229,19 @@ def _tune(part: Tail, patches, y, w, kernel, bias, steps: int, lr: float, tail_l
     return kernel.numpy(), bias.numpy(), float(loss)
 
 
-def predict_last_k(model, base, corrections, source: FeatureSource, k: int = 2, **_):
-    """Predictions through the model's own tail (no full-network run: the frozen part is cached)."""
-    import tensorflow as tf
-
-    part = cut(model, model.body, base, k)
-    x, y = source.samples(part.extract, part.key, corrections, part.radius)
-    feats = np.asarray(part.centre(tf.constant(x, tf.float32)))
-    return y, model.head(feats).argmax(axis=-1)
+def crossval_last_k(model, base, corrections, source: FeatureSource, **_) -> dict:
+    note = "not measured: cross-validating last_k_layers would retrain the network once per fold"
+    return {"corrections": len(corrections), "note": note}
 
 
-def check_last_k(base: ServerModel, k: int = 2, **_) -> None:
+def check_last_k(base, k: int = 2, **_) -> None:
+    if not hasattr(base, "body"):
+        raise ModelError(
+            f"last_k_layers tunes a network's layers; model {base.name!r} has none:"
+            " use --fine_tune last_layer"
+        )
+    from web_tool.ServerModels.keras_tuning import split_body
+
     split_body(base.body, k)
 
 
@@ -235,6 +254,8 @@ def prepare_last_k(model, base, correction, source: FeatureSource, k: int = 2, *
 @lru_cache(maxsize=4)
 def _base_prefix(base_body, first_tuned: str) -> list[np.ndarray]:
     """The weights of the base body's frozen part (they never change)."""
+    from web_tool.ServerModels.keras_tuning import split_body_prefix
+
     return split_body_prefix(base_body, first_tuned).get_weights()
 
 
@@ -243,8 +264,8 @@ def _same_weights(mine: list[np.ndarray], theirs: list[np.ndarray]) -> bool:
 
 
 STRATEGIES: dict[str, Strategy] = {
-    "last_layer": Strategy(last_layer, predict_last_layer, prepare_last_layer),
-    "last_k_layers": Strategy(last_k_layers, predict_last_k, prepare_last_k, check_last_k),
+    "last_layer": Strategy(last_layer, crossval_last_layer, prepare_last_layer),
+    "last_k_layers": Strategy(last_k_layers, crossval_last_k, prepare_last_k, check_last_k),
 }
 
 

@@ -18,7 +18,7 @@ import time
 import bottle
 
 from web_tool import api
-from web_tool.errors import ClassIndexError, TooLargeError
+from web_tool.errors import ClassIndexError, NotTrainedError, TooLargeError
 from web_tool.jobs import JobCancelled, JobContext, JobResult
 from web_tool.mapping import (
     MapCancelled,
@@ -34,6 +34,7 @@ from web_tool.mapping import (
 )
 from web_tool.schemas import parse
 from web_tool.schemas_jobs import PredTileRequest
+from web_tool.ServerModels.base import untrained_message
 
 #: share of a job's progress given to predicting windows (the rest: COG, preview, statistics)
 PREDICT_SHARE = 0.95
@@ -125,7 +126,9 @@ def add_routes(app: bottle.Bottle, config) -> None:
         if area > jobs.max_km2:
             checkpoint = snapshot(config, req.session, f"for the batch CLI, {loader.name} {when}")
             check_area(area, jobs.max_km2, batch_command(config, loader.name, checkpoint))
-        model = config.model_for(req.session).clone()  # later retraining does not change this job's map
+        model = config.model_for(req.session)  # models never change: later retraining makes a new one
+        if not model.trained:
+            raise NotTrainedError(untrained_message(model))
         check_weights(req.weights, model.n_classes)
         classes = [c.model_dump() for c in req.classes] if req.classes else None
         if classes is not None and len(classes) != model.n_classes:

@@ -22,10 +22,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from web_tool import finetune, holdout
-from web_tool.corrections import Correction, pixels_inside, record, without
+import numpy as np
+
+from web_tool import crossval, finetune
+from web_tool.corrections import NO_CLASS, Correction, pixels_inside, record, without
 from web_tool.errors import ClassIndexError, NotFoundError, RequestError
-from web_tool.modelparts import from_state, grow_head, state_of
 from web_tool.ServerModels.base import ServerModel
 from web_tool.store import Store, new_id
 from web_tool.training_data import FeatureSource, load_replay
@@ -54,6 +55,8 @@ class Session:
     corrections: list[Correction]
     parent: str | None = None
     metrics: dict = field(default_factory=dict)
+    #: the learning curve: one point per retrain ({"corrections", "accuracy", "accuracy_se", ...})
+    curve: list[dict] = field(default_factory=list)
     history: list[tuple[str, object]] = field(default_factory=list)
     lock: threading.RLock = field(default_factory=threading.RLock)
     #: time.monotonic() of the last request that used this session
@@ -72,7 +75,7 @@ class Session:
 
     def remember_retrain(self) -> None:
         """Keep the current model for undo (only the last MAX_UNDO_RETRAINS: tuned bodies are big)."""
-        self.history.append(("retrain", (self.model, self.metrics)))
+        self.history.append(("retrain", (self.model, self.metrics, list(self.curve))))
         retrains = [i for i, (kind, _) in enumerate(self.history) if kind == "retrain"]
         for i in reversed(retrains[:-MAX_UNDO_RETRAINS]):
             del self.history[i]
@@ -80,7 +83,8 @@ class Session:
     def describe(self) -> dict:
         return {"session": self.id, "classes": self.classes, "corrections": len(self.corrections),
                 "pixels": sum(c.count for c in self.corrections), "parent": self.parent,
-                "metrics": self.metrics, "version": self.version, "undo_steps": len(self.history),
+                "trained": self.model.trained, "metrics": self.metrics, "curve": self.curve,
+                "version": self.version, "undo_steps": len(self.history),
                 "next_undo": self.history[-1][0] if self.history else None}  # fmt: skip
 
 
@@ -156,10 +160,12 @@ class SessionManager:
                 " out to use the shared default session"
             )
         state = self.store.session_model(session_id)
-        model = from_state(self.base, state) if state is not None else self.base.clone()
+        model = self.base.restore(state) if state is not None else self.base
         corrections = self.store.session_corrections(session_id)
         history = [("correction", c.id) for c in corrections]
-        session = Session(session_id, model, corrections, parent=row["parent"], history=history)
+        meta = state.meta if state is not None else {}
+        session = Session(session_id, model, corrections, parent=row["parent"], history=history,
+                          metrics=meta.get("metrics", {}), curve=meta.get("curve", []))  # fmt: skip
         if state is None:
             session.version = 0  # the base model's own version: prediction caches share it
         return session
@@ -176,7 +182,10 @@ class SessionManager:
         """Label the native pixels of `loader` inside `geom` (in `crs`) as `value`; → pixel count."""
         session = self.get(session_id)
         check_class(value, session.classes, session.id)
-        correction = record(loader, geom, crs, value, context=self.base.padding)
+        # twice the model's context: the map the user saw, and the features, are then right over the
+        # whole area around the correction that anchors are drawn from (training_data.py)
+        correction = record(loader, geom, crs, value, context=2 * self.base.padding)
+        correction.seen, correction.seen_trust = seen_map(session.model, correction.image)
         with session.lock:
             check_class(value, session.classes, session.id)
             correction.id = self.store.add_correction(session.id, correction)
@@ -229,49 +238,46 @@ class SessionManager:
         with session.lock:
             if any(c["name"].lower() == name.lower() for c in session.classes):
                 raise ClassIndexError(f"session {session.id!r} already has a class named {name!r}")
-            session.model = grow_head(session.model, {"name": name, "color": color})
+            model = session.model
+            head = None if model.head is None else model.head.grown()
+            session.model = model.with_head(head, [*model.classes, {"name": name, "color": color}])
             self._save(session)
             return session.classes
 
     # --- learning ------------------------------------------------------------------------------
 
     def retrain(self, session_id: str | None) -> dict:
-        """Fine-tune the session's model on all its corrections → {"message", "metrics"}."""
+        """Fine-tune the session's model on all its corrections → {"message", "metrics", "curve"}."""
         session = self.get(session_id)
         with session.lock:
             corrections = list(session.corrections)
             if not corrections:
                 raise RequestError("nothing to learn from yet: correct some pixels first, then retrain")
             start = time.perf_counter()
-            metrics = self._holdout(session.model, corrections)
             model, info = self.strategy.fit(
                 session.model, self.base, corrections, self.source, **self.options
             )
             seconds = time.perf_counter() - start
+            metrics = self.strategy.crossval(model, self.base, corrections, self.source, **self.options)
+            metrics = crossval.compare(metrics, session.curve)
             session.remember_retrain()
             session.model, session.metrics = model, metrics
+            session.curve = [*session.curve, curve_point(metrics)]
             self._save(session)
         return {"message": self._message(info, corrections, metrics, seconds), "metrics": metrics,
-                "seconds": round(seconds, 3), "strategy": self.fine_tune}  # fmt: skip
-
-    def _holdout(self, model: ServerModel, corrections: list[Correction]) -> dict:
-        train, held = holdout.split(corrections)
-        if not held or not train:
-            return holdout.too_few(corrections)
-        trial, _ = self.strategy.fit(model, self.base, train, self.source, **self.options)
-        y, before = self.strategy.predict(model, self.base, held, self.source, **self.options)
-        _, after = self.strategy.predict(trial, self.base, held, self.source, **self.options)
-        return holdout.report(y, before, after, model.classes, len(held))
+                "curve": session.curve, "seconds": round(seconds, 3), "strategy": self.fine_tune}  # fmt: skip
 
     def _message(self, info: dict, corrections: list[Correction], metrics: dict, seconds: float) -> str:
-        replay = (
-            f" + {info['replay_pixels']} replay pixels"
-            if info.get("replay_pixels")
-            else f"; no replay data ({self.replay_file} not found): classes nobody corrected may drift"
-        )
+        if info.get("replay_pixels"):
+            replay = f" + {info['replay_pixels']} replay pixels"
+        elif self.source.replay is None and self.base.trained:
+            replay = f"; no replay data ({self.replay_file} not found): classes nobody corrected may drift"
+        else:
+            replay = ""
         return (
             f"retrained ({self.fine_tune}) on {len(corrections)} corrections ({info['pixels']} px)"
-            f"{replay} in {seconds:.2f} s; {holdout.summary(metrics)}"
+            f" + {info['anchor_pixels']} pixels you left alone around them{replay} in {seconds:.2f} s;"
+            f" {crossval.summary(metrics)}"
         )
 
     # --- undo, reset ---------------------------------------------------------------------------
@@ -295,7 +301,7 @@ class SessionManager:
                 count = self._unerase(session, item)
                 message = f"put back {count} erased pixel(s)"
             else:
-                session.model, session.metrics = item
+                session.model, session.metrics, session.curve = item
                 self._save(session)
                 message = "went back to the model before the last retrain"
             return {
@@ -310,18 +316,23 @@ class SessionManager:
         with session.lock:
             n = len(session.corrections)
             self.store.remove_corrections(session.id)
-            session.model, session.corrections, session.history = self.base.clone(), [], []
-            session.metrics, session.parent = {}, None
+            session.model, session.corrections, session.history = self.base, [], []
+            session.metrics, session.curve, session.parent = {}, [], None
             self._save(session)
         return {"message": f"back to the base model; {n} corrections cleared", "count": n}
 
     def _save(self, session: Session) -> None:
         """Persist the session's model (None when it is the base model) and its classes/lineage."""
         model = session.model
-        untouched = model.body is self.base.body and model.classes == self.base.classes and (
-            (model.kernel == self.base.kernel).all() and (model.bias == self.base.bias).all())  # fmt: skip
-        self.store.save_session_model(session.id, None if untouched else state_of(model, self.base))
+        untouched = model.head is self.base.head and model.classes == self.base.classes and (
+            model.extractor_state() is None)  # fmt: skip
+        self.store.save_session_model(session.id, None if untouched else self._state(session))
         self.store.set_session(session.id, session.classes, session.parent)
+
+    def _state(self, session: Session):
+        state = session.model.state()
+        state.meta.update(metrics=session.metrics, curve=session.curve)
+        return state
 
     # --- checkpoints ---------------------------------------------------------------------------
 
@@ -330,7 +341,7 @@ class SessionManager:
         with session.lock:
             checkpoint_id = self.store.add_checkpoint(
                 name=name or f"{session.id} #{len(session.corrections)}", session=session.id,
-                parent=session.parent, state=state_of(session.model, self.base),
+                parent=session.parent, state=self._state(session),
                 corrections=list(session.corrections), metrics=session.metrics, strategy=self.fine_tune,
             )  # fmt: skip
             session.parent = checkpoint_id
@@ -343,7 +354,8 @@ class SessionManager:
     def load_checkpoint(self, checkpoint_id: str, session_id: str | None) -> dict:
         """Replace the session's model and corrections with the checkpoint's."""
         row = self.store.checkpoint_row(checkpoint_id)
-        model = from_state(self.base, self.store.checkpoint_state(row["id"]))
+        state = self.store.checkpoint_state(row["id"])
+        model = self.base.restore(state)
         session = self.get(session_id)
         with session.lock:
             self.store.replace_corrections(session.id, self.store.checkpoint_correction_ids(row["id"]))
@@ -351,9 +363,27 @@ class SessionManager:
             session.history = [("correction", c.id) for c in session.corrections]
             session.model, session.parent = model, row["id"]
             session.metrics = json.loads(row["metrics"])
+            session.curve = state.meta.get("curve", [])
             self._save(session)
         return {"message": f"loaded checkpoint {row['name']!r} ({len(session.corrections)} corrections)",
                 "session": session.id, "checkpoint": row["id"], "classes": session.classes}  # fmt: skip
+
+
+def seen_map(model: ServerModel, image: np.ndarray) -> tuple[np.ndarray | None, float | None]:
+    """(the classes `model` maps over a correction's window, and how far that map is trusted), or
+    (None, None) when it maps nothing yet. A map the session learnt is the user's own: fully
+    trusted; the base model's (None) is judged by the evidence when learning (training_data.Trust).
+    Pixels without imagery (zero in every band) are NO_CLASS."""
+    if not model.trained:
+        return None, None
+    seen = model.predict(image).argmax(axis=-1).astype(np.uint8)
+    seen[~image.any(axis=-1)] = NO_CLASS
+    return seen, (1.0 if model.learnt else None)
+
+
+def curve_point(metrics: dict) -> dict:
+    keys = ("corrections", "accuracy", "accuracy_se", "worse")
+    return {k: metrics[k] for k in keys if k in metrics}
 
 
 def check_class(value: int, classes: list[dict], session_id: str) -> None:

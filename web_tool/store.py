@@ -18,7 +18,6 @@ import re
 import secrets
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ import numpy as np
 from web_tool import db
 from web_tool.corrections import Correction
 from web_tool.errors import NotFoundError
+from web_tool.ServerModels.base import ModelState
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -50,29 +50,30 @@ DB_NAME = "hitl.sqlite"
 ID_PATTERN = re.compile(r"^(default|[0-9a-f]{16})$")
 
 
-@dataclass
-class ModelState:
-    """What a checkpoint keeps of a model: its head, its classes, and a tuned body's weights."""
+def state_bytes(state: ModelState) -> bytes:
+    """A model state as one .npz (arrays only, no pickles): head_*, classes, meta, extractor_*."""
+    arrays = {"classes": np.array(json.dumps(state.classes)), "meta": np.array(json.dumps(state.meta))}
+    for key, value in (state.head or {}).items():
+        arrays[f"head_{key}"] = value
+    for i, w in enumerate(state.extractor or []):
+        arrays[f"extractor_{i}"] = w
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
 
-    kernel: np.ndarray
-    bias: np.ndarray
-    classes: list[dict]
-    body_weights: list[np.ndarray] | None = None
 
-    def to_bytes(self) -> bytes:
-        arrays = {"kernel": self.kernel, "bias": self.bias, "classes": np.array(json.dumps(self.classes))}
-        for i, w in enumerate(self.body_weights or []):
-            arrays[f"body_{i}"] = w
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)
-        return buf.getvalue()
-
-    @classmethod
-    def from_file(cls, path: Path) -> ModelState:
-        with np.load(path, allow_pickle=False) as f:
-            n_body = sum(1 for k in f.files if k.startswith("body_"))
-            body = [f[f"body_{i}"] for i in range(n_body)] or None
-            return cls(f["kernel"], f["bias"], json.loads(str(f["classes"])), body)
+def state_from_file(path: Path) -> ModelState:
+    """The state `state_bytes` wrote (or an older file: a linear head's kernel, bias, body_*)."""
+    with np.load(path, allow_pickle=False) as f:
+        names = f.files
+        head = {k[5:]: f[k] for k in names if k.startswith("head_")} or None
+        if head is None and "kernel" in names:  # written before heads had kinds
+            head = {"kind": np.array("linear"), "kernel": f["kernel"], "bias": f["bias"]}
+        prefix = "extractor_" if any(k.startswith("extractor_") for k in names) else "body_"
+        n = sum(1 for k in names if k.startswith(prefix))
+        extractor = [f[f"{prefix}{i}"] for i in range(n)] or None
+        meta = json.loads(str(f["meta"])) if "meta" in names else {}
+        return ModelState(head, json.loads(str(f["classes"])), extractor, meta)
 
 
 def new_id() -> str:
@@ -85,16 +86,22 @@ def iso_time(t: float) -> str:
 
 def correction_blob(c: Correction) -> bytes:
     buf = io.BytesIO()
+    seen = {} if c.seen is None else {"seen": c.seen}
+    trust = {} if c.seen_trust is None else {"seen_trust": np.float64(c.seen_trust)}
     np.savez_compressed(buf, xs=c.xs, ys=c.ys, rows=c.rows, cols=c.cols, image=c.image,
-                        transform=np.array(c.transform, dtype=np.float64))  # fmt: skip
+                        transform=np.array(c.transform, dtype=np.float64), **seen, **trust)  # fmt: skip
     return buf.getvalue()
 
 
 def correction_from_row(row) -> Correction:
+    """The correction a row stores (rows written before `seen` existed have no seen map)."""
     with np.load(io.BytesIO(row["data"]), allow_pickle=False) as f:
+        seen = f["seen"] if "seen" in f.files else None
+        trust = float(f["seen_trust"]) if "seen_trust" in f.files else None
         return Correction(dataset=row["dataset"], crs=row["crs"], value=row["value"], xs=f["xs"], ys=f["ys"],
                           rows=f["rows"], cols=f["cols"], image=f["image"],
-                          transform=tuple(f["transform"].tolist()), id=row["id"])  # fmt: skip
+                          transform=tuple(f["transform"].tolist()), id=row["id"], seen=seen,
+                          seen_trust=trust)  # fmt: skip
 
 
 class Store:
@@ -151,13 +158,13 @@ class Store:
             self.conn().execute("UPDATE sessions SET has_model = 0 WHERE id = ?", (session_id,))
             path.unlink(missing_ok=True)
             return
-        db.atomic_write(path, state.to_bytes())
+        db.atomic_write(path, state_bytes(state))
         self.conn().execute("UPDATE sessions SET has_model = 1 WHERE id = ?", (session_id,))
 
     def session_model(self, session_id: str) -> ModelState | None:
         row = self.session_row(session_id)
         path = self.session_dir / f"{_checked(session_id)}.npz"
-        return ModelState.from_file(path) if row and row["has_model"] and path.is_file() else None
+        return state_from_file(path) if row and row["has_model"] and path.is_file() else None
 
     # --- corrections ---------------------------------------------------------------------------
 
@@ -203,7 +210,7 @@ class Store:
                        corrections: list[Correction], metrics: dict, strategy: str) -> str:  # fmt: skip
         """Write the model file durably, then commit the row: a listed checkpoint always loads."""
         checkpoint_id = new_id()
-        db.atomic_write(self.checkpoint_dir / f"{checkpoint_id}.npz", state.to_bytes())
+        db.atomic_write(self.checkpoint_dir / f"{checkpoint_id}.npz", state_bytes(state))
         with self.transaction() as conn:
             conn.execute(
                 "INSERT INTO checkpoints VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -224,7 +231,7 @@ class Store:
 
     def checkpoint_state(self, checkpoint_id: str) -> ModelState:
         row = self.checkpoint_row(checkpoint_id)
-        return ModelState.from_file(self.checkpoint_dir / f"{_checked(row['id'])}.npz")
+        return state_from_file(self.checkpoint_dir / f"{_checked(row['id'])}.npz")
 
     def checkpoint_correction_ids(self, checkpoint_id: str) -> list[int]:
         rows = self.conn().execute(
@@ -244,12 +251,10 @@ def load_checkpoint_model(state_dir: str | Path, checkpoint_id: str, base_model)
     For tools outside the server (the batch CLI's `--checkpoint ID`): it only reads, so it is safe
     while a server uses the same `state_dir`. NotFoundError for an unknown id.
     """
-    from web_tool.modelparts import from_state  # modelparts builds on this module
-
     if not (Path(state_dir) / DB_NAME).is_file():
         raise NotFoundError(f"no checkpoints in {state_dir}: it holds no {DB_NAME} (wrong --state_dir?)")
     store = Store(state_dir, clean=False)
-    return from_state(base_model, store.checkpoint_state(checkpoint_id))
+    return base_model.restore(store.checkpoint_state(checkpoint_id))
 
 
 def describe_checkpoint(row) -> dict:

@@ -1,13 +1,25 @@
-"""What fine-tuning learns from: per-pixel values (deep features, or the output of a network's
-frozen part) at corrected pixels, and at a replay sample of the base model's training data (so
-classes nobody corrected are not forgotten).
+"""What learning from corrections trains on, and how much each sample weighs.
 
-The replay file sits next to the model: `<model_fn without extension>.replay.npz` with arrays
-`images` (N, 64, 64, B) uint8 and `labels` (N, 64, 64) uint8 (values beyond the classes = none).
+Three kinds of samples, all as per-pixel values (a model's features, or what a network's frozen
+part gives for `last_k_layers`):
 
-Values that do not depend on the session (the base body's features, the frozen part's outputs)
-are cached per correction and for the replay sample, so retraining with hundreds of clicks takes
-a fraction of a second.
+- **corrections**: the pixels the user labelled (a fixed sample of at most `per_correction` of
+  each correction). A correction weighs sqrt(its pixel count): a click 1, a 100-pixel stroke 10.
+- **anchors**: pixels around each correction that it does not label, with the class the user saw
+  there when correcting (`Correction.seen`). What the user left alone counts as accepted; an
+  anchor set weighs as much as its correction times the trust in the map it comes from. This is
+  what keeps clicks on a map that is already right from making it worse, and what keeps a
+  flip-flopping fit from undoing earlier rounds.
+- **replay**: a sample of the base model's own training data (`<model>.replay.npz`: `images`
+  (N, S, S, B) uint8, `labels` (N, S, S)), so classes nobody corrected are not forgotten.
+
+How much the base model counts (its replay sample, and the anchors of the map it drew) follows the
+evidence: how well it agrees with the user's corrections, none of which it was trained on. On
+imagery it knows, that is high and the fit holds on to it; on imagery it has never seen (a
+synthetic-trained network on real NAIP) it is low, and the corrections decide alone.
+
+Values that do not depend on the session (the base extractor's features) are cached per
+correction and for the replay sample, so retraining with hundreds of corrections stays fast.
 """
 
 from __future__ import annotations
@@ -20,13 +32,22 @@ from pathlib import Path
 
 import numpy as np
 
-from web_tool.corrections import Correction, sample_pixels
+from web_tool.corrections import Correction, anchor_pixels, sample_pixels
 from web_tool.ServerModels.base import ServerModel
 
 log = logging.getLogger(__name__)
 
 #: cached sample arrays (one per correction and way of making them) before the cache starts afresh
 MAX_CACHED = 20_000
+#: corrected pixels of one correction that learning uses at most
+PER_CORRECTION = 200
+#: anchor pixels around one correction
+ANCHORS = 40
+#: replay pixels per class
+REPLAY_PER_CLASS = 300
+#: the replay sample's weight, as a fraction of all corrections' weight, when the base model is
+#: fully trusted (scaled down by the base model's agreement with the corrections)
+REPLAY_WEIGHT = 0.5
 
 
 @dataclass
@@ -56,8 +77,9 @@ def load_replay(path: str | Path | None) -> Replay | None:
         log.warning("ignoring replay file %s: %s", path, exc)
         return None
     if images.ndim != 4 or labels.shape != images.shape[:3]:
-        log.warning("ignoring replay file %s: images %s and labels %s do not match", path, images.shape,
-                    labels.shape)  # fmt: skip
+        log.warning(
+            "ignoring replay file %s: images %s and labels %s do not match", path, images.shape, labels.shape
+        )
         return None
     return Replay(images.astype(np.uint8), labels.astype(np.uint8))
 
@@ -68,6 +90,10 @@ def class_weights(y: np.ndarray, total: float) -> np.ndarray:
         return np.zeros(0, np.float32)
     classes, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
     return (total / len(classes) / counts)[inverse].astype(np.float32)
+
+
+def correction_weight(c: Correction) -> float:
+    return float(np.sqrt(c.count))
 
 
 #: what a sample is made from: HxWxB uint8 imagery -> HxWxC per-pixel values (features, activations)
@@ -83,47 +109,79 @@ def pixel_values(values: np.ndarray, rows: np.ndarray, cols: np.ndarray, radius:
     return padded[(rows[:, None] + offsets)[:, :, None], (cols[:, None] + offsets)[:, None, :]]
 
 
+@dataclass
+class Samples:
+    """Training samples: values `x`, classes `y`, weights `w`, and for each sample the index of
+    the correction it comes from (`group`; -1 for replay) and whether it is a labelled pixel."""
+
+    x: np.ndarray
+    y: np.ndarray
+    w: np.ndarray
+    group: np.ndarray
+    labelled: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def subset(self, keep: np.ndarray) -> Samples:
+        return Samples(self.x[keep], self.y[keep], self.w[keep], self.group[keep], self.labelled[keep])
+
+    @staticmethod
+    def concat(parts: list[Samples]) -> Samples:
+        return Samples(
+            *(np.concatenate([getattr(p, f) for p in parts]) for f in ("x", "y", "w", "group", "labelled"))
+        )
+
+
 class FeatureSource:
-    """Training samples for one base model: values at corrected and replay pixels, cached.
+    """Training samples for one base model: values at corrected, anchor and replay pixels, cached.
 
     Callers say how values are made (an Extractor) and give a cache `key` naming it when it is the
-    same for every session (the base model's body, or its frozen part); None = do not cache.
+    same for every session (the base model's extractor, or a network's frozen part); None = do not
+    cache.
     """
 
-    def __init__(self, base: ServerModel, replay: Replay | None, per_correction: int = 1000,
-                 replay_per_class: int = 500, seed: int = 0):  # fmt: skip
-        self.base_body = getattr(base, "body", None)
+    def __init__(
+        self,
+        base: ServerModel,
+        replay: Replay | None,
+        per_correction: int = PER_CORRECTION,
+        anchors: int = ANCHORS,
+        replay_per_class: int = REPLAY_PER_CLASS,
+        seed: int = 0,
+    ):
+        self.base = base
+        #: anchors lie this far inside a correction's window: the context its features need
+        self.margin = base.padding
         self.replay = replay
-        self.per_correction = per_correction
+        self.per_correction, self.anchors = per_correction, anchors
         self.replay_per_class = replay_per_class
         self.seed = seed
-        self._cache: dict[tuple, np.ndarray] = {}
+        self._cache: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
         self._lock = threading.Lock()
 
-    def uses_base(self, model: ServerModel) -> bool:
-        return getattr(model, "body", None) is self.base_body
+    # --- values at pixels, cached -------------------------------------------------------------
 
-    def values(self, extract: Extractor, key, c: Correction, radius: int | None = None) -> np.ndarray:
-        """Values at (a fixed sample of at most `per_correction` of) the correction's pixels."""
+    def values(self, extract: Extractor, key, c: Correction, radius: int | None = None):
+        """(values at the correction's sampled pixels, values at its anchor pixels)."""
         cache_key = (key, radius, c.id)
         if key is not None and c.id is not None and cache_key in self._cache:
             return self._cache[cache_key]
         idx = sample_pixels(c, self.per_correction)
-        out = pixel_values(extract(c.image), c.rows[idx], c.cols[idx], radius)
+        rows, cols = anchor_pixels(c, self.anchors, self.margin)
+        values = extract(c.image)
+        out = (
+            pixel_values(values, c.rows[idx], c.cols[idx], radius),
+            pixel_values(values, rows, cols, radius),
+        )
         if key is not None and c.id is not None:
             if len(self._cache) >= MAX_CACHED:  # undone corrections leave entries behind
                 self._cache.clear()
             self._cache[cache_key] = out
         return out
 
-    def samples(self, extract: Extractor, key, corrections: list[Correction], radius: int | None = None):
-        """(X, y) over all corrections (X: (N, C) values or (N, P, P, C) patches)."""
-        x = np.concatenate([self.values(extract, key, c, radius) for c in corrections])
-        y = np.concatenate([np.full(min(c.count, self.per_correction), c.value) for c in corrections])
-        return x, y.astype(np.int64)
-
-    def replay_samples(self, extract: Extractor, key, n_classes: int, radius: int | None = None):
-        """(X, y) at up to `replay_per_class` replay pixels per class (a fixed draw), or None."""
+    def replay_values(self, extract: Extractor, key, n_classes: int, radius: int | None = None):
+        """(values, classes) at up to `replay_per_class` replay pixels per class, or None."""
         if self.replay is None:
             return None
         with self._lock:
@@ -140,6 +198,24 @@ class FeatureSource:
                 self._cache[cache_key] = out
             return out
 
+    def _anchors(self, c: Correction, i: int, values: np.ndarray, weight: float, base_trust) -> Samples:
+        """The anchor samples of correction `c` (the `i`-th): as many as the map they come from is
+        trusted (a fixed draw), together weighing as much as the correction."""
+        rows, cols = anchor_pixels(c, self.anchors, self.margin)
+        seen = c.seen[rows, cols].astype(np.int64)
+        known = seen < len(base_trust.precision)
+        trust = np.full(len(seen), 0.0 if c.seen_trust is None else c.seen_trust)
+        trust[known] = base_trust.map[seen[known]] if c.seen_trust is None else c.seen_trust
+        keep = thinned(trust, c.id or 0) & known
+        n = len(seen)
+        return Samples(
+            values[keep],
+            seen[keep],
+            np.full(keep.sum(), weight / max(1, n)),
+            np.full(keep.sum(), i),
+            np.zeros(keep.sum(), bool),
+        )
+
     def _replay_pixels(self, n_classes: int):
         labels = self.replay.labels
         rng = np.random.default_rng(self.seed)
@@ -151,26 +227,110 @@ class FeatureSource:
         flat = np.sort(np.concatenate(picks)) if picks else np.zeros(0, np.int64)
         return np.unravel_index(flat, labels.shape)
 
-    # --- deep features under a model's body (what the head sees) ------------------------------
+    # --- the training set -----------------------------------------------------------------------
 
-    def feature_key(self, model: ServerModel):
-        return "base features" if self.uses_base(model) else None
+    def samples(
+        self,
+        extract: Extractor,
+        key,
+        corrections: list[Correction],
+        n_classes: int,
+        base_trust: float,
+        radius: int | None = None,
+    ) -> Samples:
+        """Corrections, anchors and replay, weighted as the module says; `base_trust` in [0, 1] is
+        how far the base model is to be trusted (see `base_agreement`)."""
+        parts = []
+        for i, c in enumerate(corrections):
+            labelled, anchors = self.values(extract, key, c, radius)
+            weight = correction_weight(c)
+            parts.append(
+                Samples(
+                    labelled,
+                    np.full(len(labelled), c.value),
+                    np.full(len(labelled), weight / max(1, len(labelled))),
+                    np.full(len(labelled), i),
+                    np.ones(len(labelled), bool),
+                )
+            )
+            if len(anchors) and base_trust is not None:
+                parts.append(self._anchors(c, i, anchors, weight, base_trust))
+        out = Samples.concat(parts)
+        out.y = out.y.astype(np.int64)
+        out = out.subset((out.y < n_classes) & (out.w > 0))  # seen classes undone since; untrusted maps
+        replay = self.replay_values(extract, key, n_classes, radius) if base_trust is not None else None
+        if replay is not None and len(replay[1]):
+            total = REPLAY_WEIGHT * sum(correction_weight(c) for c in corrections)
+            keep = thinned(base_trust.replay[replay[1]], self.seed)
+            replay, w = (replay[0][keep], replay[1][keep]), class_weights(replay[1], total)[keep]
+            out = Samples.concat(
+                [out, Samples(replay[0], replay[1], w, np.full(len(w), -1), np.zeros(len(w), bool))]
+            )
+        return out
 
-    def features(self, model: ServerModel, c: Correction) -> np.ndarray:
-        """(n, F) deep features at (a sample of) the correction's pixels under `model`'s body."""
-        return self.values(_features_of(model), self.feature_key(model), c)
 
-    def correction_samples(self, model: ServerModel, corrections: list[Correction]):
-        return self.samples(_features_of(model), self.feature_key(model), corrections)
-
-    def replay_features(self, model: ServerModel):
-        return self.replay_samples(_features_of(model), self.feature_key(model), model.n_classes)
-
-    def predict(self, model: ServerModel, corrections: list[Correction]):
-        """(true classes, predicted classes) at the corrections' (sampled) pixels."""
-        x, y = self.correction_samples(model, corrections)
-        return y, model.head(x).argmax(axis=-1)
+def thinned(trust: np.ndarray, seed: int) -> np.ndarray:
+    """Which samples to keep: each with probability `trust` (a fixed draw for a seed). Thinning, not
+    down-weighting, is what makes an untrusted map lose its say in a forest: a leaf full of
+    light samples still votes for their class wherever nothing else lands."""
+    return np.random.default_rng([seed, 2]).random(len(trust)) < trust
 
 
-def _features_of(model: ServerModel) -> Extractor:
-    return lambda image: model.features(image)[0]
+@dataclass
+class Trust:
+    """How far the base model's word counts. Its replay sample's pixels of class k tell what k looks
+    like: they count as far as the base model's k is both found where the user says k (`recall`)
+    and right where it says k (`precision`). The map it drew counts as far as it mostly agrees with
+    the corrections (`agreement`) and is right about the class it said there (`precision`)."""
+
+    precision: np.ndarray
+    recall: np.ndarray
+    agreement: float
+
+    @property
+    def replay(self) -> np.ndarray:
+        """Squared: a replay sample is hundreds of pixels a class, and a few contradicted clicks must
+        not be outnumbered by the base model's idea of the same pixels."""
+        return np.minimum(self.precision, self.recall) ** 2
+
+    @property
+    def map(self) -> np.ndarray:
+        """A map that disagrees with half of what the user checked has no say; one that agrees with
+        all of it counts as far as its class is right."""
+        return self.precision * max(0.0, 2 * self.agreement - 1)
+
+    @classmethod
+    def none(cls, n_classes: int) -> Trust:
+        return cls(np.zeros(n_classes), np.zeros(n_classes), 0.0)
+
+
+def base_trust(base: ServerModel, n_classes: int, labelled: Samples, prior_weight: float = 1.0) -> Trust:
+    """How far to trust the base model, from its agreement with the corrections (none of which
+    trained it); a correction votes once (its pixels' majority). Per class, precision and recall
+    are shrunk toward the rate of the classes checked (see `shrunk`) with `prior_weight`
+    corrections' worth; the overall agreement is shrunk toward 1/2.
+
+    `labelled` are the corrected pixels' samples under a model whose features the base head reads.
+    """
+    if base.head is None:
+        return Trust.none(n_classes)
+    if not len(labelled):
+        return Trust(np.ones(n_classes), np.ones(n_classes), 1.0)
+    said = base.head.predict(labelled.x).argmax(axis=-1)
+    groups = np.unique(labelled.group)
+    votes = np.array([np.bincount(said[labelled.group == g], minlength=n_classes).argmax() for g in groups])
+    truth = np.array([labelled.y[labelled.group == g][0] for g in groups])
+    hits = np.bincount(truth[votes == truth], minlength=n_classes)[:n_classes]
+    said_k = np.bincount(votes, minlength=n_classes)[:n_classes]
+    true_k = np.bincount(truth, minlength=n_classes)[:n_classes]
+    agreement = (hits.sum() + 0.5 * prior_weight) / (len(groups) + prior_weight)
+    return Trust(shrunk(hits, said_k, prior_weight), shrunk(hits, true_k, prior_weight), float(agreement))
+
+
+def shrunk(hits: np.ndarray, trials: np.ndarray, prior_weight: float) -> np.ndarray:
+    """hits / trials per class, shrunk with `prior_weight` trials toward the mean rate of the classes
+    that were tried and of one more that is always right: a model found wrong in every class the
+    user checked is trusted less in the others too, one found wrong in a single class keeps them."""
+    tried = trials > 0
+    prior = float((np.sum(hits[tried] / trials[tried]) + 1) / (tried.sum() + 1))
+    return (hits + prior * prior_weight) / (trials + prior_weight)

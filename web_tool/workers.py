@@ -26,7 +26,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from web_tool import __version__
 from web_tool.DataLoader import DataLoader
 from web_tool.datasets import DatasetConfig
-from web_tool.errors import ClusterError, LandCoverError, ModelError
+from web_tool.errors import ClusterError, LandCoverError, ModelError, NotTrainedError
 from web_tool.mapping import WindowResult, WindowTask, default_window_px, predict_window
 from web_tool.rasterfiles import scan
 
@@ -54,6 +54,11 @@ class ModelSpec:
         model = get_model(self.model)(self.model_fn, classes=classes)
         if self.checkpoint:
             model = load_checkpoint(self.state_dir, self.checkpoint, model)
+        if not model.trained:
+            raise NotTrainedError(
+                f"model {model.name!r} has not learnt anything yet: map with --checkpoint ID, a checkpoint"
+                " saved from a session that taught it"
+            )
         return model
 
 
@@ -127,13 +132,8 @@ def set_tf_threads(n: int | None) -> None:
 
 
 def load_checkpoint(state_dir: str | None, checkpoint_id: str, base_model):
-    try:
-        from web_tool.store import load_checkpoint_model
-    except ImportError:
-        raise ModelError(
-            "--checkpoint needs web_tool.store.load_checkpoint_model, which this version of the tool"
-            " does not have yet: map with the base model (leave --checkpoint out)"
-        ) from None
+    from web_tool.store import load_checkpoint_model
+
     return load_checkpoint_model(state_dir or str(WEB_ROOT / "data" / "state"), checkpoint_id, base_model)
 
 

@@ -10,6 +10,8 @@ _REGISTRY: dict[str, str] = {
     "nips_hr": "web_tool.ServerModels.keras_model:KerasSegmentationModel",
     "nips_sr": "web_tool.ServerModels.keras_model:KerasSegmentationModel",
     "keras": "web_tool.ServerModels.keras_model:KerasSegmentationModel",
+    # no weights: the imagery's own filter bank, learnt from corrections (any band count)
+    "features": "web_tool.ServerModels.features_model:FeatureModel",
 }
 
 

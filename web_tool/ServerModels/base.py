@@ -1,40 +1,146 @@
-"""The contract every served model keeps.
+"""The contract every served model keeps: what predicting, learning, sessions, checkpoints and
+mapping use of a model, and nothing more.
 
-A ServerModel turns an HxWxB uint8 image (bands in the dataset's R, G, B, NIR order) into HxWxC
-class probabilities, and exposes the per-pixel features that fine-tuning learns from. Learning
-from corrections (sessions, retraining, undo) builds on `features` + `set_head` and lives in
-its own modules; a model only knows how to predict and how to swap its last layer.
+A ServerModel is a *feature extractor* and a *head*. The extractor turns an HxWxB image into
+per-pixel features; it is fixed for the server's life and shared by every session built on the
+same base model. The head turns features into class probabilities; learning from corrections
+fits a new head (and, for `last_k_layers`, a tuned extractor), and a session's model is the base
+model with its own head. Models are never changed once served: `with_head` returns a new one.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from web_tool.errors import IncompatibleError, NotTrainedError
+from web_tool.ServerModels.heads import Head, LinearHead, head_from_arrays
+
+
+@dataclass
+class ModelState:
+    """What a checkpoint keeps of a model: its head, its classes and, when learning tuned the
+    extractor, the extractor's weights (arrays only: no pickles)."""
+
+    head: dict[str, np.ndarray] | None
+    classes: list[dict]
+    extractor: list[np.ndarray] | None = None
+    meta: dict = field(default_factory=dict)
+
 
 class ServerModel(ABC):
-    """Abstract base: predict class probabilities for an image."""
+    """Abstract base: a feature extractor and a head, with classes and the context it needs."""
 
     #: pixels of real context the model wants on every side of the area it predicts
     padding: int = 0
+    #: bands the model reads (None: any band count)
+    n_bands: int | None = None
+    #: whether its head was learnt from a session's corrections (else it is the base model's, maybe
+    #: grown by new classes)
+    learnt: bool = False
 
-    def __init__(self, name: str, classes: list[dict]):
+    def __init__(self, name: str, classes: list[dict], head: Head | None):
         self.name = name
-        self.classes = classes
+        self.classes = [dict(c) for c in classes]
+        self.head = head
 
     @property
     def n_classes(self) -> int:
         return len(self.classes)
 
+    @property
+    def trained(self) -> bool:
+        """Whether the model predicts anything yet (a model without weights needs corrections first)."""
+        return self.head is not None
+
+    # --- what learning uses --------------------------------------------------------------------
+
     @abstractmethod
+    def features(self, image: np.ndarray) -> np.ndarray:
+        """HxWxB uint8 → HxWxF float32: the per-pixel features a head learns from."""
+
+    @property
+    @abstractmethod
+    def extractor_id(self) -> object:
+        """Identifies the feature extractor: equal for models whose `features` are the same function
+        (so features computed for one serve the other, and caches can be shared)."""
+
+    def with_head(
+        self, head: Head | None, classes: list[dict] | None = None, learnt: bool | None = None
+    ) -> ServerModel:
+        """A copy of this model with another head (and class list, and whether it was learnt from
+        corrections); the extractor is shared."""
+        classes = self.classes if classes is None else classes
+        if head is not None and head.n_classes != len(classes):
+            raise ValueError(f"head has {head.n_classes} outputs but there are {len(classes)} classes")
+        other = self._copy()
+        other.head, other.classes = head, [dict(c) for c in classes]
+        other.learnt = self.learnt if learnt is None else learnt
+        return other
+
+    def _copy(self) -> ServerModel:
+        other = object.__new__(type(self))
+        other.__dict__.update(self.__dict__)
+        return other
+
+    # --- predicting ----------------------------------------------------------------------------
+
     def predict(self, image: np.ndarray) -> np.ndarray:
-        """HxWxB uint8 → HxWxC float32 probabilities (rows sum to 1)."""
+        """HxWxB uint8 → HxWxC float32 probabilities (rows sum to 1). NotTrainedError without a head."""
+        if self.head is None:
+            raise NotTrainedError(untrained_message(self))
+        h, w = image.shape[:2]
+        feats = self.features(image)
+        return self.head.predict(feats.reshape(h * w, -1)).reshape(h, w, self.n_classes)
 
-    @abstractmethod
-    def features(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """HxWxB uint8 → (HxWxF float32 deep features, HxWxC probabilities)."""
+    # --- checkpoints ---------------------------------------------------------------------------
 
-    @abstractmethod
-    def clone(self) -> ServerModel:
-        """An independent copy (a session's model starts as a clone of the base model)."""
+    def extractor_state(self) -> list[np.ndarray] | None:
+        """The extractor's own weights when they differ from the base model's (None: the base's)."""
+        return None
+
+    def with_extractor_state(self, weights: list[np.ndarray]) -> ServerModel:
+        """A copy whose extractor has `weights` (as extractor_state gave them)."""
+        raise NotImplementedError(f"{type(self).__name__} has no tunable extractor")
+
+    def state(self) -> ModelState:
+        head = None if self.head is None else self.head.to_arrays()
+        meta = {"learnt": self.learnt}
+        return ModelState(head, [dict(c) for c in self.classes], self.extractor_state(), meta)
+
+    def restore(self, state: ModelState) -> ServerModel:
+        """The model `state` describes, built on this (base) model. IncompatibleError when it was
+        saved with another model."""
+        model = self if state.extractor is None else self.with_extractor_state(state.extractor)
+        try:
+            head = None if state.head is None else head_from_arrays(state.head)
+        except (KeyError, ValueError) as exc:
+            raise IncompatibleError(f"cannot restore this model state: {exc}") from None
+        mine = self.head
+        if (
+            isinstance(head, LinearHead)
+            and isinstance(mine, LinearHead)
+            and (head.kernel.shape[0] != mine.kernel.shape[0])
+        ):
+            raise IncompatibleError(
+                f"the saved head expects {head.kernel.shape[0]} features, the served model gives"
+                f" {mine.kernel.shape[0]}: it was saved with another model"
+            )
+        if head is not None and head.n_classes != len(state.classes):
+            raise IncompatibleError(
+                f"the saved head has {head.n_classes} outputs for {len(state.classes)} classes"
+            )
+        learnt = state.meta.get("learnt", not isinstance(head, LinearHead) or state.extractor is not None)
+        return model.with_head(head, state.classes, learnt=bool(learnt))
+
+
+def untrained_message(model: ServerModel) -> str:
+    return (
+        f"model {model.name!r} has not learnt anything yet: label at least two classes"
+        " (corrections), then retrain"
+    )
+
+
+__all__ = ["ModelState", "NotTrainedError", "ServerModel"]

@@ -1,8 +1,9 @@
 """A Keras (TensorFlow backend) segmentation network served as body + head.
 
-The network is split at its last 1x1 layer: the *body* maps an image to per-pixel features,
-the *head* (a kernel F x C and a bias C, kept as numpy) maps features to class logits. Fine-tuning
-the last layer, or growing a class, only swaps the head; sessions share the body.
+The network is split at its last 1x1 layer: the *body* maps an image to per-pixel features, its
+own *head* (a LinearHead) maps them to class probabilities. Learning from corrections gives a
+session another head (over the body's features, the network's own probabilities and the
+imagery's filter bank) or, with `last_k_layers`, a tuned copy of the body; sessions share the rest.
 """
 
 from __future__ import annotations
@@ -13,68 +14,108 @@ from pathlib import Path
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from web_tool.errors import ModelError  # noqa: E402
 from web_tool.ServerModels.base import ServerModel  # noqa: E402
 from web_tool.ServerModels.keras_io import load_keras_model, split_head  # noqa: E402
+from web_tool.ServerModels.filterbank import filter_bank  # noqa: E402
+from web_tool.ServerModels.heads import LinearHead  # noqa: E402
 from web_tool.ServerModels.tiling import run_tiled  # noqa: E402
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=-1, keepdims=True)
-    np.exp(z, out=z)
-    z /= z.sum(axis=-1, keepdims=True)
-    return z
-
-
 class KerasSegmentationModel(ServerModel):
-    """A Keras U-Net (or any fully convolutional net ending in a 1x1 layer) with a swappable head."""
+    """A Keras U-Net (or any fully convolutional net ending in a 1x1 layer) served as body + head.
+
+    Features (what a learned head sees) are the body's per-pixel features, the network's own class
+    probabilities and the imagery's filter bank. With its own head (a LinearHead on the body's
+    features) the model predicts with the network alone; a learned head needs all the features.
+    """
 
     padding = 32
     window = 1536  # a padded 1024 px patch runs in one pass; larger inputs are tiled
     overlap = 64
     multiple = 16
 
-    def __init__(self, model_fn: str | os.PathLike, classes: list[dict], name: str | None = None):
+    def __init__(self, model_fn: str | os.PathLike | None, classes: list[dict], name: str | None = None):
+        if model_fn is None:
+            raise ModelError("a Keras model needs --model_fn (a .keras or .h5 file)")
         network = load_keras_model(model_fn)
         body, kernel, bias = split_head(network)
         if kernel.shape[1] != len(classes):
             classes = [{"name": f"Class {i}", "color": default_color(i)} for i in range(kernel.shape[1])]
-        super().__init__(name or Path(model_fn).stem, classes)
-        self.body = body
-        self.kernel, self.bias = kernel, bias
+        super().__init__(name or Path(model_fn).stem, classes, LinearHead(kernel, bias))
+        self.network_head = self.head  # the network's own last layer: its probabilities are features
         self.n_bands = int(body.inputs[0].shape[-1])
+        self._set_body(body)
+        self.base_body = body
+
+    def _set_body(self, body) -> None:
+        self.body = body
         self._body_fn = tf.function(
-            lambda x: self.body(x, training=False),
+            lambda x: body(x, training=False),
             input_signature=[tf.TensorSpec([None, None, None, self.n_bands], tf.float32)],
             reduce_retracing=True,
         )
 
-    def clone(self) -> KerasSegmentationModel:
-        other = object.__new__(type(self))
-        other.__dict__.update(self.__dict__)
-        other.kernel, other.bias = self.kernel.copy(), self.bias.copy()
-        other.classes = [dict(c) for c in self.classes]
-        return other
+    # --- features ------------------------------------------------------------------------------
+
+    def deep_features(self, image: np.ndarray) -> np.ndarray:
+        """HxWxB uint8 → HxWxF float32 features of the network's body (tiled for large images)."""
+        if image.shape[-1] != self.n_bands:
+            raise ModelError(f"model expects {self.n_bands} bands, the image has {image.shape[-1]}")
+        (feats,) = run_tiled(self._run_body, image, self.window, self.overlap, self.multiple)
+        return feats
 
     def _run_body(self, batch: np.ndarray) -> list[np.ndarray]:
         x = tf.convert_to_tensor(batch.astype(np.float32) / 255.0)
         return [self._body_fn(x).numpy()]
 
-    def features(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if image.shape[-1] != self.n_bands:
-            raise ModelError(f"model expects {self.n_bands} bands, the image has {image.shape[-1]}")
-        (feats,) = run_tiled(self._run_body, image, self.window, self.overlap, self.multiple)
-        return feats, self.head(feats)
+    def features(self, image: np.ndarray) -> np.ndarray:
+        deep = self.deep_features(image)
+        own = self.network_head.predict(deep)
+        return np.concatenate([deep, own, filter_bank(image)], axis=-1)
 
-    def head(self, feats: np.ndarray) -> np.ndarray:
-        """Features (...xF) → probabilities (...xC) through the current head."""
-        return softmax(feats @ self.kernel + self.bias)
+    @property
+    def extractor_id(self) -> object:
+        return ("keras", id(self.body))
+
+    # --- predicting ----------------------------------------------------------------------------
 
     def predict(self, image: np.ndarray) -> np.ndarray:
-        return self.features(image)[1]
+        if isinstance(self.head, LinearHead):  # a head on the body's features alone: no filter bank
+            return self.head.predict(self.deep_features(image))
+        return super().predict(image)
+
+    # --- a tuned body (last_k_layers) ------------------------------------------------------------
+
+    def with_body(self, body) -> KerasSegmentationModel:
+        """A copy whose body is `body` (a Keras model like `self.body`); the head is kept."""
+        other = self._copy()
+        other._set_body(body)
+        return other
+
+    def extractor_state(self) -> list[np.ndarray] | None:
+        if self.body is self.base_body:
+            return None
+        return [np.asarray(w) for w in self.body.get_weights()]
+
+    def with_extractor_state(self, weights: list[np.ndarray]) -> KerasSegmentationModel:
+        body = copy_body(self.base_body)
+        if len(body.get_weights()) != len(weights):
+            raise ModelError("the checkpoint's body weights do not fit the served model's architecture")
+        body.set_weights(weights)
+        return self.with_body(body)
+
+
+def copy_body(body) -> keras.Model:
+    """An independent, frozen copy of a Keras body (same architecture and weights)."""
+    other = keras.models.clone_model(body)
+    other.set_weights(body.get_weights())
+    other.trainable = False
+    return other
 
 
 def default_color(i: int) -> str:

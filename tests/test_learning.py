@@ -1,0 +1,130 @@
+"""Learning from corrections, without HTTP: the fit, the evidence it weighs, cross-validation.
+
+The scene is hitl_support's striped tile (Water, Forest, Field, Built stripes). Models are real:
+the tiny Keras network with a head fitted to the stripes (or a wrong one), and the filter-bank
+model that needs no weights.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import UTM18
+from hitl_support import BUILT, FIELD, FOREST, STRIPE, WATER, X0, Y0, stripe_image, stripe_labels
+from shapely.geometry import box
+
+from web_tool import crossval
+from web_tool.DataLoader import DataLoader
+from web_tool.datasets import DEFAULT_CLASSES, DatasetConfig
+from web_tool.errors import NotTrainedError, RequestError
+from web_tool.ServerModels import get_model
+from web_tool.ServerModels.heads import LinearHead
+from web_tool.sessions import SessionManager
+from web_tool.training_data import Samples, replay_path
+
+
+@pytest.fixture(scope="module")
+def loader(scene):
+    return DataLoader(DatasetConfig(name="stripes", paths=[str(scene / "stripes.tif")]))
+
+
+@pytest.fixture(scope="module")
+def keras_base(stripes_model):
+    return get_model("keras")(stripes_model, classes=DEFAULT_CLASSES)
+
+
+def click(sessions, loader, k: int, i: int, value: int | None = None, session=None) -> None:
+    """One pixel inside stripe k (the i-th of a fixed scatter), labelled `value` (default: k)."""
+    x = X0 + k * STRIPE + 8 + (7 * i) % (STRIPE - 16) + 0.5
+    y = Y0 + 8 + (23 * i) % 112 + 0.5
+    sessions.record(
+        session, loader, box(x - 0.2, y - 0.2, x + 0.2, y + 0.2), UTM18, k if value is None else value
+    )
+
+
+def stripe_accuracy(model) -> float:
+    return float((model.predict(stripe_image()).argmax(-1) == stripe_labels()).mean())
+
+
+def test_a_head_that_is_wrong_everywhere_is_replaced_by_a_few_clicks(keras_base, loader, tmp_path):
+    """The base head says Water for Forest, Forest for Field...: every click contradicts it, the
+    base model loses its say, and 3 clicks per class fix the map."""
+    head = keras_base.head
+    wrong = keras_base.with_head(LinearHead(np.roll(head.kernel, 1, axis=1), np.roll(head.bias, 1)))
+    assert stripe_accuracy(wrong) < 0.1
+    sessions = SessionManager(wrong, tmp_path, "last_layer")
+    for k in (WATER, FOREST, FIELD, BUILT):
+        for i in range(3):
+            click(sessions, loader, k, i)
+    result = sessions.retrain(None)
+    assert stripe_accuracy(sessions.model(None)) > 0.95, result["message"]
+
+
+def test_clicks_on_a_map_that_is_already_right_never_make_it_worse(
+    keras_base, stripes_model, loader, tmp_path
+):
+    sessions = SessionManager(keras_base, tmp_path, "last_layer", replay_path(stripes_model))
+    for i in range(4):
+        click(sessions, loader, FOREST, i)
+        click(sessions, loader, FIELD, i)
+    sessions.retrain(None)
+    assert stripe_accuracy(sessions.model(None)) >= stripe_accuracy(keras_base) - 0.002
+
+
+def test_correcting_one_class_keeps_the_classes_nobody_corrected(keras_base, stripes_model, loader, tmp_path):
+    sessions = SessionManager(keras_base, tmp_path, "last_layer", replay_path(stripes_model))
+    for i in range(6):
+        click(sessions, loader, FIELD, i, value=BUILT)  # "this field is built"
+    sessions.retrain(None)
+    pred = sessions.model(None).predict(stripe_image()).argmax(-1)
+    labels = stripe_labels()
+    assert np.mean(pred[labels == FIELD] == BUILT) > 0.5
+    for k in (WATER, FOREST, BUILT):
+        assert np.mean(pred[labels == k] == k) > 0.9
+
+
+def test_the_model_without_weights_predicts_nothing_until_two_classes_are_labelled(loader, tmp_path):
+    base = get_model("features")(None, classes=DEFAULT_CLASSES)
+    assert base.n_bands is None and not base.trained
+    with pytest.raises(NotTrainedError, match="label at least two classes"):
+        base.predict(stripe_image())
+    sessions = SessionManager(base, tmp_path, "last_layer")
+    for i in range(3):
+        click(sessions, loader, WATER, i)
+    with pytest.raises(RequestError, match="at least two classes"):
+        sessions.retrain(None)
+    for k in (FOREST, FIELD, BUILT):
+        for i in range(3):
+            click(sessions, loader, k, i)
+    sessions.retrain(None)
+    assert stripe_accuracy(sessions.model(None)) > 0.95
+    three_bands = sessions.model(None).with_head(None).features(stripe_image()[..., :3])  # any band count
+    assert three_bands.shape[:2] == (128, 128)
+
+
+def test_cross_validation_needs_enough_corrections_and_scores_held_out_ones():
+    rng = np.random.default_rng(0)
+    values = [0] * 6 + [1] * 6
+    x = np.concatenate([rng.normal(v * 3, 1, (4, 2)) for v in values])
+    group = np.repeat(np.arange(12), 4)
+    samples = Samples(x, np.repeat(values, 4), np.ones(48), group, np.ones(48, bool))
+    classes = [{"name": "a"}, {"name": "b"}]
+
+    def fit(part):
+        from sklearn.linear_model import LogisticRegression
+
+        from web_tool.ServerModels.heads import ClassifierHead
+
+        return ClassifierHead(LogisticRegression().fit(part.x, part.y), 2)
+
+    few = crossval.cross_validate(samples.subset(group < 8), values[:8], classes, fit)
+    assert "too few corrections to measure" in few["note"]
+    full = crossval.cross_validate(samples, values, classes, fit)
+    assert full["accuracy"] == 1.0 and full["scored"] == 12
+    assert [row["corrections"] for row in full["per_class"]] == [6, 6]
+    # a label that contradicts its pixels is held out and missed: the score is honest
+    flipped = Samples(x, np.repeat([1] + values[1:], 4), np.ones(48), group, np.ones(48, bool))
+    assert crossval.cross_validate(flipped, [1] + values[1:], classes, fit)["accuracy"] < 1.0
+    assert crossval.compare({"accuracy": 0.5, "accuracy_se": 0.05}, [{"accuracy": 0.9, "accuracy_se": 0.05}])[
+        "worse"
+    ]
