@@ -93,6 +93,8 @@ def exercise(srv, name: str) -> dict:
     small = {**ext, "xmax": ext["xmin"] + 4, "ymax": ext["ymin"] + 4}
     session = ok(srv, "/sessions", {})["session"]
     ok(srv, "/recordCorrection", {"extent": small, "value": n - 1, "dataset": name, "session": session})
+    other = {**small, "xmin": small["xmin"] + 8, "xmax": small["xmax"] + 8}
+    ok(srv, "/recordCorrection", {"extent": other, "value": 0, "dataset": name, "session": session})
     ok(srv, "/retrainModel", {"session": session})
     job = ok(srv, "/predTile", {"extent": ext, "dataset": name, "session": session}, status=202)["job"]
     deadline = time.monotonic() + 60

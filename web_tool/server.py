@@ -208,13 +208,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--model", default="nips_hr", choices=list_models(),
-                        help="which ServerModel class serves the model (nips_hr/nips_sr are the"
-                             " seed's names for the Keras U-Net)")  # fmt: skip
+                        help="which ServerModel class serves the model: nips_hr/nips_sr/keras serve the"
+                             " Keras network --model_fn; features needs no weights (any band count) and"
+                             " learns everything from corrections")  # fmt: skip
     parser.add_argument("--model_fn", default=str(WEB_ROOT / "data" / "demo_model"),
                         help="Keras model: a .keras or .h5 file, or the seed's <name>.json +"
                              " <name>_weights.h5 pair; the extension may be left off")  # fmt: skip
     parser.add_argument("--fine_tune", default="last_layer", choices=FINE_TUNE_CHOICES,
-                        help="how /retrainModel learns from corrections")  # fmt: skip
+                        help="how /retrainModel learns from corrections: last_layer replaces the model's"
+                             " last layer by a forest over its features and the imagery's filter bank"
+                             " (any model, well under a second); last_k_layers backpropagates through the"
+                             " last K layers of a Keras network (seconds)")  # fmt: skip
     parser.add_argument("--fine_tune_layers", type=int, default=2, metavar="K",
                         help="last_k_layers: weighted layers to tune (the head counts as one)")  # fmt: skip
     parser.add_argument("--host", default="127.0.0.1",
@@ -268,7 +272,8 @@ def build_config(args: argparse.Namespace) -> AppConfig:
     """Load datasets and the model named by the command line."""
     loaders, model = startup.load(args)
     dataset_args = batch_dataset_args(args, list(loaders))
-    sessions = SessionManager(model, args.state_dir, args.fine_tune, replay_path(args.model_fn),
+    replay = replay_path(args.model_fn) if model.trained else None  # a model without weights has none
+    sessions = SessionManager(model, args.state_dir, args.fine_tune, replay,
                               options={"k": args.fine_tune_layers}, max_sessions=args.max_sessions,
                               idle_s=args.session_idle_minutes * 60)  # fmt: skip
     jobs = JobManager(Path(args.state_dir), max_km2=args.max_tile_km2, workers=args.job_workers,

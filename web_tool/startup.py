@@ -38,7 +38,8 @@ that are not alpha). Its output is one probability per class per pixel; the last
 must be a 1x1 convolution (ideally named "logits"), followed only by an optional BatchNormalization
 and a softmax. The classes are the default dataset's when their number matches the network's
 outputs, else "Class 0..N-1", used on the page and in exports alike. Every dataset and the model
-are checked against each other before the server listens."""
+are checked against each other before the server listens. `features` needs no --model_fn: it
+learns every class from corrections over the imagery's own filter bank, any band count."""
 
 
 def dataset_configs(args: argparse.Namespace) -> list[DatasetConfig]:

@@ -42,7 +42,7 @@ MAX_CACHED = 20_000
 #: corrected pixels of one correction that learning uses at most
 PER_CORRECTION = 200
 #: anchor pixels around one correction
-ANCHORS = 40
+ANCHORS = 20
 #: replay pixels per class
 REPLAY_PER_CLASS = 300
 #: the replay sample's weight, as a fraction of all corrections' weight, when the base model is
@@ -308,7 +308,8 @@ def base_trust(base: ServerModel, n_classes: int, labelled: Samples, prior_weigh
     """How far to trust the base model, from its agreement with the corrections (none of which
     trained it); a correction votes once (its pixels' majority). Per class, precision and recall
     are shrunk toward the rate of the classes checked (see `shrunk`) with `prior_weight`
-    corrections' worth; the overall agreement is shrunk toward 1/2.
+    corrections' worth; the overall agreement toward 1 with twice that (one or two contradicting
+    clicks are not enough to silence the base model's map).
 
     `labelled` are the corrected pixels' samples under a model whose features the base head reads.
     """
@@ -323,7 +324,7 @@ def base_trust(base: ServerModel, n_classes: int, labelled: Samples, prior_weigh
     hits = np.bincount(truth[votes == truth], minlength=n_classes)[:n_classes]
     said_k = np.bincount(votes, minlength=n_classes)[:n_classes]
     true_k = np.bincount(truth, minlength=n_classes)[:n_classes]
-    agreement = (hits.sum() + 0.5 * prior_weight) / (len(groups) + prior_weight)
+    agreement = (hits.sum() + 2 * prior_weight) / (len(groups) + 2 * prior_weight)
     return Trust(shrunk(hits, said_k, prior_weight), shrunk(hits, true_k, prior_weight), float(agreement))
 
 

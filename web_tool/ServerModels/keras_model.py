@@ -20,9 +20,9 @@ import tensorflow as tf  # noqa: E402
 
 from web_tool.errors import ModelError  # noqa: E402
 from web_tool.ServerModels.base import ServerModel  # noqa: E402
-from web_tool.ServerModels.keras_io import load_keras_model, split_head  # noqa: E402
 from web_tool.ServerModels.filterbank import filter_bank  # noqa: E402
 from web_tool.ServerModels.heads import LinearHead  # noqa: E402
+from web_tool.ServerModels.keras_io import load_keras_model, split_head  # noqa: E402
 from web_tool.ServerModels.tiling import run_tiled  # noqa: E402
 
 
