@@ -133,9 +133,9 @@ def strategy_table(look: str, results: dict) -> str:
     runs = {s: r for (lk, s), r in results.items() if lk == look}
     if len(runs) < 2:
         return ""
-    first = next(iter(runs.values()))
+    first = next(iter(runs.values()))  # its seeds' runs
     rows = []
-    for i in range(len(first)):
+    for i in range(len(first[0])):
         pairs = [(med(r, i, "tool", "accuracy"), med(r, i, "tool", "miou")) for r in runs.values()]
         rows.append([median(run[i]["clicks"] for run in first), *(f"{a:.3f} / {m:.3f}" for a, m in pairs)])
     return markdown_table(["clicks", *runs], rows)

@@ -106,3 +106,15 @@ def test_a_forest_learns_a_separable_patch_from_a_few_clicks():
 def test_the_bench_says_so_and_exits_cleanly_without_the_real_data(tmp_path, capsys):
     assert hitl_real.main(["--quick", "--data", str(tmp_path / "absent")]) == 0
     assert "absent" in capsys.readouterr().out
+
+
+def test_the_tables_have_a_row_per_round_with_medians_over_seeds():
+    def run(acc: float) -> list[dict]:
+        score = {"accuracy": acc, "miou": acc / 2, "iou": {1: acc, 2: 0.0}}
+        return [{"clicks": c, "labelled": c + 6, "tool": score} for c in (0, 25, 50, 100)]
+
+    results = {("naip2014", "wrong"): [run(0.1), run(0.3), run(0.2)], ("naip2014", "random"): [run(0.5)] * 3}
+    curve = hitl_real.curve_table(results[("naip2014", "wrong")], ["tool"]).splitlines()
+    assert len(curve) == 2 + 4 and curve[-1] == "| 100 | 106 | 0.200 | 0.100 |"
+    strategies = hitl_real.strategy_table("naip2014", results).splitlines()
+    assert len(strategies) == 2 + 4 and strategies[-1] == "| 100 | 0.200 / 0.100 | 0.500 / 0.250 |"
