@@ -5,7 +5,10 @@ same pixel grid. Everything here lives on that *native* grid: the labels, the im
 learn from, the pixels the simulated user clicks, and the predictions that are scored. The tool
 answers `/predPatch` on an EPSG:3857 grid instead; `Patch.to_native` samples such an answer at the
 centre of every native pixel (nearest neighbour), so the tool and the forests are scored on the
-very same 8 x 65,536 pixels against unresampled labels.
+very same 8 x 65,536 pixels against unresampled labels. (Checked once against bench/hitl.py's
+way, labels warped into the answer's grid with DataLoader.read(grid, labels=True): the base
+model's accuracy came out 0.0853 there and 0.0856 here, and the warped labels sampled back onto
+the native grid equal the labels on 99.99 % of the pixels.)
 """
 
 from __future__ import annotations
