@@ -8,8 +8,10 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -45,6 +47,16 @@ class ServerProcess:
             except OSError:
                 time.sleep(0.3)
         raise RuntimeError("server did not start")
+
+    def keep_log(self, lines: int = 40) -> deque:
+        """Read the server's stderr from now on (so it never blocks on a full pipe); → its last lines."""
+        tail: deque = deque(maxlen=lines)
+        threading.Thread(target=lambda: tail.extend(self.proc.stderr), daemon=True).start()
+        return tail
+
+    def get(self, path: str) -> dict:
+        with urllib.request.urlopen(self.url + path, timeout=600) as resp:
+            return json.load(resp)
 
     def post(self, path: str, body: dict) -> dict:
         req = urllib.request.Request(

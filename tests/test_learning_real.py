@@ -1,0 +1,52 @@
+"""Corrections fix the map on real imagery: 100 clicks on the development patches lift accuracy.
+
+The real NAIP development set (../shared/data/chesapeake-wv-dev/naip2014, 8 tiles with
+Chesapeake land-cover labels) served with the seed's launch line plus `--dataset`; the simulated
+user of bench/hitl_real.py (3 confirming clicks per class, then clicks on wrongly predicted
+pixels in rounds of 25, 50 and 100 with a retrain after each) in its own session, through HTTP.
+
+The floor, 0.80 pixel accuracy, is well under the issue's aim (0.90 at 200 clicks); a random forest
+on ilastik's filter bank reaches ~0.87 from the same clicks. Today's `last_layer` learner (the one
+issue 10 reports) FAILS it: 0.086 before the clicks, 0.152 after. It passes once the learner
+moves as far as the corrections ask.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+
+import devset  # noqa: E402
+from common import ServerProcess  # noqa: E402
+from simulated_user import Tool, User, learn  # noqa: E402
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.naip,
+    pytest.mark.skipif(not devset.available(), reason="../shared/data/chesapeake-wv-dev is absent"),
+]
+
+SEED_LINE = ("--model", "nips_hr", "--model_fn", "web_tool/data/demo_model", "--fine_tune", "last_layer")
+ACCURACY_FLOOR = 0.80
+
+
+@pytest.mark.timeout(900)
+def test_100_clicks_on_wrong_pixels_lift_accuracy_above_the_floor(tmp_path):
+    args = ["--dataset", f"dev={devset.DEV_DIR / 'naip2014'}", "--state_dir", str(tmp_path / "state")]
+    with ServerProcess(*SEED_LINE, *args) as server:
+        server.keep_log()
+        tool = Tool(server, "dev")
+        user = User(tool, devset.load("naip2014", tool.class_names), "wrong", seed=0)
+        n_classes = len(tool.classes)
+        before = devset.score(user.patches, user.predict(), n_classes)
+        *_, last = learn(user, (25, 50, 100))
+    after = devset.score(user.patches, last.preds, n_classes)
+
+    assert last.clicks == 100 and user.confirming == 3 * len(user.present)
+    assert len({(k.patch, k.row, k.col) for k in user.clicks}) == len(user.clicks)  # no pixel twice
+    assert after["accuracy"] > before["accuracy"]
+    assert after["accuracy"] >= ACCURACY_FLOOR, f"accuracy {before['accuracy']:.3f} → {after['accuracy']:.3f}"
