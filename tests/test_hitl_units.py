@@ -18,7 +18,7 @@ from web_tool.ServerModels.base import ModelState
 from web_tool.ServerModels.heads import LinearHead
 from web_tool.store import Store
 from web_tool.training_data import class_weights, replay_path
-from web_tool.uncertainty import entropy, suggestions
+from web_tool.uncertainty import suggestions, uncertainty
 
 UTM18 = CRS.from_epsg(32618)
 
@@ -75,7 +75,7 @@ def test_suggestions_are_the_most_uncertain_points_spread_apart():
     probs[10:13, 10:13] = [0.5, 0.5]  # one unsure blob ...
     probs[50, 40] = [0.6, 0.4]  # ... and a less unsure pixel far away
     grid = Grid(WEB_MERCATOR, Affine(2, 0, 1000, 0, -2, 5000), 64, 64)
-    points = suggestions(entropy(probs), np.ones((64, 64), bool), grid, n=5)
+    points = suggestions(uncertainty(probs), np.ones((64, 64), bool), grid, n=5)
     assert points[0]["score"] == pytest.approx(1.0) and 1020 < points[0]["x"] < 1026
     assert points[1]["x"] == 1000 + 2 * 40.5 and points[1]["y"] == 5000 - 2 * 50.5
     xy = np.array([[p["x"], p["y"]] for p in points])

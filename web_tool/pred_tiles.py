@@ -38,7 +38,7 @@ from web_tool.geometry import WEB_MERCATOR, Grid, center_latitude
 from web_tool.rendering import class_colors, hard_rgb, png_bytes, reweight, soft_rgb, with_alpha
 from web_tool.ServerModels.base import ServerModel
 from web_tool.tiles import TILE_SIZE, empty_tile
-from web_tool.uncertainty import entropy, uncertainty_rgba
+from web_tool.uncertainty import uncertainty, uncertainty_rgba
 
 #: a block is BLOCK_TILES x BLOCK_TILES native tiles (one tile of zoom native - log2(BLOCK_TILES))
 BLOCK_TILES = 4
@@ -231,7 +231,7 @@ def render(probs: np.ndarray, style: TileStyle) -> bytes:
         return empty_tile()
     p = reweight((probs.astype(np.float32) + 0.5) / 256.0, style.weights)  # no class exactly 0
     if style.style == "uncertainty":
-        return png_bytes(uncertainty_rgba(entropy(p), valid))
+        return png_bytes(uncertainty_rgba(uncertainty(p), valid))
     rgb = soft_rgb(p, style.colors) if style.style == "soft" else hard_rgb(p, style.colors)
     rgb[~valid] = 0
     return png_bytes(with_alpha(rgb, valid))

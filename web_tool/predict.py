@@ -21,7 +21,7 @@ from web_tool.rendering import (
     with_alpha,
 )
 from web_tool.ServerModels.base import ServerModel
-from web_tool.uncertainty import entropy, suggestions, uncertainty_rgba
+from web_tool.uncertainty import suggestions, uncertainty, uncertainty_rgba
 
 #: renders and encodes a response's PNGs side by side (OpenCV and numpy release the GIL)
 RENDER_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="render")
@@ -73,7 +73,7 @@ def pred_patch(
         )
     patch, probs = predict_probs(loader, model, extent)
     probs = reweight(probs, weights)
-    score = entropy(probs)
+    score = uncertainty(probs)
     images = {
         "input_naip": lambda: input_rgb(patch),
         "output_hard": lambda: with_alpha(hard_rgb(probs, colors), patch.valid),

@@ -188,10 +188,18 @@ export class Server {
     return this.request("POST", "/aoi", { ...body, dataset });
   }
 
-  /** → {message, metrics: [{name, values: {metric: number}}], summary: {metric: number}} */
+  /** → {message, metrics: [{name, values: {metric: number}}], summary: {metric: number},
+   *     curve: [{corrections, accuracy, accuracy_se, worse}], worse: bool, note} */
   async retrain({ session, dataset }) {
     const data = await this.request("POST", "/retrainModel", { session, dataset });
-    return { message: data.message || "model retrained", ...parseMetrics(data) };
+    const m = data.metrics && typeof data.metrics === "object" ? data.metrics : {};
+    return {
+      message: data.message || "model retrained",
+      ...parseMetrics(data),
+      curve: Array.isArray(data.curve) ? data.curve : [],
+      worse: m.worse === true,
+      note: typeof m.note === "string" ? m.note : "",
+    };
   }
 
   async undo({ session }) {
@@ -386,11 +394,12 @@ export function parseMetrics(data) {
       Object.entries(obj).filter(([k, v]) => k !== "class" && typeof v === "number" && Number.isFinite(v)),
     );
   if (Array.isArray(raw)) {
-    for (const row of raw) perClass.push({ name: String(row.name ?? row.class ?? ""), values: numbers(row) });
+    for (const row of raw) perClass.push({ name: String(row.name ?? row.class ?? ""), values: numbers(row), note: row.note });
   } else if (raw && typeof raw === "object") {
     const classes = raw.per_class ?? raw.classes ?? raw;
     if (Array.isArray(classes)) {
-      for (const row of classes) perClass.push({ name: String(row.name ?? row.class ?? ""), values: numbers(row) });
+      for (const row of classes)
+        perClass.push({ name: String(row.name ?? row.class ?? ""), values: numbers(row), note: row.note });
     } else {
       for (const [name, v] of Object.entries(classes)) {
         if (v && typeof v === "object") perClass.push({ name, values: numbers(v) });

@@ -3,6 +3,7 @@
 // shows as corrections is what the selected server holds (GET /corrections: a layer per class,
 // with counts), so after a reload, an erase or an undo, the markers are exactly what is labelled.
 import { L } from "./leaflet.js";
+import { curveChart } from "./chart.js";
 import { state, on, emit, serversOffering, anyOffers } from "./state.js";
 import { el, $, notify, withBusy, errorText, fmt } from "./ui.js";
 import { getMap, busy } from "./map.js";
@@ -190,27 +191,35 @@ export function restoreReport() {
 }
 
 const METRIC_COLUMNS = [
-  ["f1_before", "F1 before"], ["f1", "F1 after"], ["precision", "precision"], ["recall", "recall"],
-  ["support", "px"], ["iou", "IoU"], ["accuracy", "accuracy"],
+  ["corrections", "clicks"], ["precision", "precision"], ["recall", "recall"], ["f1", "F1"],
+  ["f1_before", "F1 before"], ["support", "px"], ["iou", "IoU"], ["accuracy", "accuracy"],
 ];
 
-/** The server's message and its per-class hold-out metrics as a small table. */
-function retrainReport({ name, message, metrics = [], summary = {} }, named) {
+/** The server's message, a warning if the retrain scored worse, the cross-validated scores per
+ * class (with how many clicks each rests on) and the learning curve so far. */
+function retrainReport({ name, message, metrics = [], summary = {}, curve = [], worse = false }, named) {
   const present = new Set(metrics.flatMap((m) => Object.keys(m.values)));
   let columns = METRIC_COLUMNS.filter(([key]) => present.has(key));
   if (!columns.length) columns = [...present].slice(0, 5).map((k) => [k, k.replace(/_/g, " ")]);
   const parts = [el("p", { class: "report-message" }, named ? `${name}: ${message}` : message)];
+  if (worse) {
+    parts.push(el("p", { class: "report-worse", role: "alert" },
+      "This retrain scores clearly worse than the last one on clicks it did not learn from. " +
+      "Check your last corrections, or press Undo to go back to the model before it."));
+  }
   const summaryText = summaryLine(summary);
   if (summaryText && !/accuracy/i.test(message)) parts.push(el("p", { class: "muted" }, summaryText));
   if (metrics.length && columns.length) {
-    const digits = (key) => (/support|count|pixels|^n_/.test(key) ? 0 : 2);
+    const digits = (key) => (/support|count|pixels|corrections|^n_/.test(key) ? 0 : 2);
+    const cell = (m, key) => (m.note && key !== "corrections" ? "–" : fmt(m.values[key], digits(key)));
     parts.push(el("table", { class: "metrics" },
-      el("caption", {}, "hold-out metrics per class"),
+      el("caption", {}, "cross-validated on your clicks, per class (– : too few clicks to measure)"),
       el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "class"), columns.map(([, l]) => el("th", { scope: "col" }, l)))),
       el("tbody", {}, metrics.map((m) =>
-        el("tr", {}, el("th", { scope: "row" }, m.name), columns.map(([key]) => el("td", {}, fmt(m.values[key], digits(key))))))),
+        el("tr", {}, el("th", { scope: "row" }, m.name), columns.map(([key]) => el("td", {}, cell(m, key)))))),
     ));
   }
+  if (curve.some((p) => typeof p.accuracy === "number")) parts.push(curveChart(curve));
   return el("div", { class: "report" }, ...parts);
 }
 
