@@ -1,12 +1,14 @@
 """HTTP routes of large-area mapping: `/predTile` jobs, their state, and their downloads.
 
     POST   /predTile          → 202 {"job": id}   (413 beyond the area cap, 503 when the queue is full)
-    GET    /jobs               → the most recent jobs
+    GET    /jobs               → the session's most recent jobs
     GET    /jobs/<id>          → {"state", "progress", "message", "outputs": {kind: "/downloads/<file>"}, ...}
     DELETE /jobs/<id>          → cancels a queued or running job; the job afterwards
     GET    /downloads/<file>   → an output of a finished job (looked up in the job database)
 
-The map itself is made by `mapping` (the same code the batch CLI runs), in the job manager's thread.
+A job belongs to the session that submitted it (`"session"` in the body; `?session=` on the GETs
+and the DELETE). The map itself is made by `mapping` (the same code the batch CLI runs), in the job
+manager's thread, window by window, each window in its turn at the heavy-request gate.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import bottle
 
 from web_tool import api
+from web_tool.admission import Gate
 from web_tool.errors import TooLargeError
 from web_tool.jobs import JobCancelled, JobContext, JobResult
 from web_tool.mapping import (
@@ -24,10 +27,10 @@ from web_tool.mapping import (
     default_window_px,
     outputs_beside,
     plan_map,
+    predict_window,
     render_map,
-    serial_results,
 )
-from web_tool.schemas import parse
+from web_tool.schemas import parse, query_session
 from web_tool.schemas_jobs import PredTileRequest
 
 #: share of a job's progress given to predicting windows (the rest: COG, preview, statistics)
@@ -35,7 +38,16 @@ PREDICT_SHARE = 0.95
 MEDIA_TYPES = {".tif": "image/tiff", ".png": "image/png", ".json": "application/json", ".csv": "text/csv"}
 
 
-def map_job(loader, model, plan: MapPlan, weights):
+def gated_results(gate: Gate, loader, model, plan: MapPlan, weights):
+    """Each window predicted in this thread, in its turn at `gate`: interactive predictions and
+    retrains take turns with the job rather than share the CPU (and memory) with it."""
+    for task in plan.tasks():
+        with gate.turn(refusable=False):
+            classes = predict_window(loader, model, task, weights)
+        yield task.window, classes
+
+
+def map_job(loader, model, plan: MapPlan, weights, gate: Gate):
     """The job that maps `plan` with `model` into the job's downloads (run in the job thread)."""
 
     def run(ctx: JobContext) -> JobResult:
@@ -50,7 +62,7 @@ def map_job(loader, model, plan: MapPlan, weights):
         try:
             stats = render_map(
                 plan,
-                serial_results(loader, model, plan, weights),
+                gated_results(gate, loader, model, plan, weights),
                 outputs,
                 model.classes,
                 on_window=report,
@@ -83,38 +95,38 @@ def add_routes(app: bottle.Bottle, config) -> None:
     if jobs is None:
         return
 
+    def owner() -> str | None:
+        """The session of a GET or DELETE (`?session=`); 404 for an unknown one."""
+        session = query_session(bottle.request.query)
+        return config.sessions.owner(session) if config.sessions is not None else session
+
     @app.post("/predTile")
     def pred_tile():
         req = parse(PredTileRequest, api.read_json(config.max_body_bytes))
         loader = config.loader(req.dataset)
-        aoi = clip_to_imagery(loader, req.to_aoi())  # the work is where imagery is; 404 if nowhere
+        model = config.model_for(req.session).clone()  # later retraining does not change this job's map
+        aoi = clip_to_imagery(loader, req.to_aoi(config.max_vertices))  # where imagery is; 404 if nowhere
         area = aoi.area_km2()
         check_area(area, jobs.max_km2)
-        model = config.model_for(req.session).clone()  # later retraining does not change this job's map
         check_weights(req.weights, model.n_classes)
         plan = plan_map(loader, aoi, jobs.window_px or default_window_px(model))
-        info = {
-            "dataset": loader.name,
-            "session": req.session,
-            "area_km2": round(area, 6),
-            "windows": len(plan.windows),
-        }
-        job = jobs.submit(map_job(loader, model, plan, req.weights), info)
+        info = {"dataset": loader.name, "area_km2": round(area, 6), "windows": len(plan.windows)}
+        job = jobs.submit(map_job(loader, model, plan, req.weights, config.gate), info, req.session)
         return api.json_response({"job": job}, status=202)
 
     @app.get("/jobs")
     def list_jobs():
-        return api.json_response([job_json(j) for j in jobs.recent()])
+        return api.json_response([job_json(j) for j in jobs.recent(owner())])
 
     @app.get("/jobs/<job_id>")
     def get_job(job_id):
-        return api.json_response(job_json(jobs.get(job_id)))
+        return api.json_response(job_json(jobs.get(job_id, owner())))
 
     @app.delete("/jobs/<job_id>")
     def cancel_job(job_id):
-        return api.json_response(job_json(jobs.cancel(job_id)))
+        return api.json_response(job_json(jobs.cancel(job_id, owner())))
 
-    @app.get("/downloads/<name>")
+    @app.get("/downloads/<name>", url_token=True)
     def download(name):
         path = jobs.download(name)
         media = MEDIA_TYPES.get(path.suffix, "application/octet-stream")

@@ -16,5 +16,5 @@ class PredTileRequest(AreaRequest):
     session: SessionId = None
     weights: Weights | None = None
 
-    def to_aoi(self) -> AOI:
-        return AOI(*self.area())
+    def to_aoi(self, max_vertices: int | None = None) -> AOI:
+        return AOI(*self.area(max_vertices))

@@ -5,6 +5,11 @@ import { el } from "./ui.js";
 
 export const OSM_URL = "https://tile.openstreetmap.org/{z}/{x}/{y}.png";
 
+/** Text for the places where Leaflet takes HTML (attribution, layer control): dataset names are not. */
+function escapeHtml(text) {
+  return String(text).replace(/[&<>"']/g, (ch) => `&#${ch.charCodeAt(0)};`);
+}
+
 let map = null;
 let imagery = null;
 let layersControl = null;
@@ -50,11 +55,11 @@ export function showDataset(server, dataset) {
     zIndex: 2,
     maxZoom: 22,
     bounds: bounds.pad(0.05),
-    attribution: `imagery: ${dataset.name}`,
+    attribution: `imagery: ${escapeHtml(dataset.name)}`,
     className: "imagery-tiles",
   });
   imagery.addTo(map);
-  layersControl.addOverlay(imagery, `Imagery (${dataset.name})`);
+  layersControl.addOverlay(imagery, `Imagery (${escapeHtml(dataset.name)})`);
   zoomToDataset(dataset);
 }
 
