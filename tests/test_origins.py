@@ -93,7 +93,9 @@ def test_origins_listed_with_cors_origin_may_call(open_to_other_page):
     assert raw_request(srv, "GET", "/datasets", unlisted)[0] == 403
 
 
-@pytest.mark.parametrize("host", ["evil.example:4444", "attacker.test", "127.0.0.1.nip.io:80"])
+@pytest.mark.parametrize(
+    "host", ["evil.example:4444", "attacker.test", "127.0.0.1.nip.io:80", "evil@127.0.0.1"]
+)
 def test_a_host_name_the_server_does_not_have_is_refused_dns_rebinding(live_server, host):
     status, _, body = raw_request(live_server, "GET", "/datasets", {"Host": host})
     assert status == 403 and b"does not answer to the name" in body

@@ -72,7 +72,10 @@ def parse_origin(text: str) -> str:
 
 
 def host_and_port(netloc: str) -> tuple[str, int | None]:
-    """('name', port) of a Host header or a URL's netloc, lower case, IPv6 brackets removed."""
+    """('name', port) of a Host header or a URL's netloc, lower case, IPv6 brackets removed; ('', None)
+    for anything that is not a bare host[:port]."""
+    if any(ch in netloc for ch in "@/\\?# "):
+        return "", None
     parts = urlsplit(f"//{netloc.strip()}")
     try:
         return (parts.hostname or "").lower(), parts.port

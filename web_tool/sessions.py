@@ -337,14 +337,14 @@ class SessionManager:
 
     def list_checkpoints(self, session_id: str | None) -> list[dict]:
         """The checkpoints the session saved."""
-        return self.store.list_checkpoints(self.get(session_id).id)
+        return self.store.list_checkpoints(self.owner(session_id))
 
     def share_checkpoint(self, checkpoint_id: str, session_id: str | None) -> str:
         """The secret under which anyone may load the session's checkpoint (the same each time)."""
-        return self.store.share_checkpoint(checkpoint_id, self.get(session_id).id)
+        return self.store.share_checkpoint(checkpoint_id, self.owner(session_id))
 
     def unshare_checkpoint(self, checkpoint_id: str, session_id: str | None) -> None:
-        self.store.unshare_checkpoint(checkpoint_id, self.get(session_id).id)
+        self.store.unshare_checkpoint(checkpoint_id, self.owner(session_id))
 
     def describe_shared(self, share: str) -> dict:
         """What a share link shows: the checkpoint's name, classes, counts and metrics (no ids)."""
