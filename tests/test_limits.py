@@ -456,7 +456,7 @@ def test_strips_odd_shapes_and_huge_polygons_stay_within_the_memory_aim_on_the_d
         assert peak_mb(proc.pid, lambda: predict(1984, 1984)) <= AIM_MB  # the canvas at the cap
         assert answers[-1][2] == 200
 
-        @settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         @given(long=st.integers(2048, MAX_PATCH_SIDE), short=st.integers(1, 64), upright=st.booleans())
         def strips(long, short, upright):
             width, height = (short, long) if upright else (long, short)

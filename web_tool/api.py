@@ -68,8 +68,9 @@ def exception_response(exc: Exception) -> bottle.HTTPResponse:
         log.exception("unexpected error in %s", where)
         return error_response(500, f"internal error ({type(exc).__name__}): see the server log")
     status = status_for(known)
-    if status >= 500:
-        log.error("%s: %s (%s)", where, known, exc if exc is not known else type(exc).__name__)
+    if status >= 500:  # the server's trouble, not the request's: the operator should hear of it
+        level = logging.INFO if isinstance(known, BusyError) else logging.ERROR  # busy is expected
+        log.log(level, "%s: %s (%s)", where, known, exc if exc is not known else type(exc).__name__)
     response = error_response(status, str(known))
     if isinstance(known, BusyError):
         response.set_header("Retry-After", str(known.retry_after))
