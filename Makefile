@@ -81,6 +81,7 @@ bench: venv demo-data
 	$(PY) bench/load.py
 	$(PY) bench/limits.py
 	$(PY) bench/throughput.py
+	$(PY) bench/validate.py
 
 screenshot: venv node demo-data $(DEMO_MODEL)
 	$(PY) scripts/screenshot.py

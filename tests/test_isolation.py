@@ -99,9 +99,13 @@ def test_every_session_scoped_endpoint_answers_404_for_a_session_it_does_not_kno
     bodies = {"/recordCorrection": {"extent": utm_extent(70, 70, 72, 72), "value": FIELD},
               "/predPatch": {"extent": stripe_extent(FIELD)}, "/predTile": {"extent": stripe_extent(FIELD)},
               "/addClass": {"name": "Quarry", "color": "#FF00FF"},
-              "/doLoad": {"checkpoint": a["checkpoint"]}}  # fmt: skip
+              "/doLoad": {"checkpoint": a["checkpoint"]},
+              "/jobs/{job_id}/samples/{sample_id}/answers": {"point": 0, "answer": 0},
+              "/jobs/{job_id}/reference": {"labels": True}}  # fmt: skip
     for method, path in endpoints:
-        concrete = path.format(session_id=stranger, checkpoint_id=a["checkpoint"], job_id=a["job"])
+        concrete = path.format(
+            session_id=stranger, checkpoint_id=a["checkpoint"], job_id=a["job"], sample_id=1
+        )
         if method == "POST":
             r = requests.post(url + concrete, json={**bodies.get(path, {}), "session": stranger}, timeout=30)
         else:

@@ -121,6 +121,7 @@ class JobManager:
         workers: int = JOB_WORKERS,
         max_queued: int = MAX_QUEUED_JOBS,
         window_px: int | None = None,
+        owner: Callable[[str | None], str] | None = None,
     ):
         self.state_dir = Path(state_dir)
         self.downloads = self.state_dir / "downloads"
@@ -129,6 +130,9 @@ class JobManager:
         self.workers = max(1, workers)
         #: side of the map windows (None: chosen from the model); tests make it small
         self.window_px = window_px
+        #: a caller's session → the id jobs are owned by (NotFoundError for an unknown session);
+        #: None: any name is taken as it is (None standing for the default session)
+        self.owner = owner or (lambda session: session or DEFAULT_SESSION)
         self.max_queued = max(1, max_queued)
         self._pending: deque[tuple[str, Work]] = deque()  # queued jobs, oldest first
         self._events: dict[str, threading.Event] = {}
@@ -199,7 +203,7 @@ class JobManager:
                 job_id,
                 time.time(),
                 json.dumps(info or {}),
-                session or DEFAULT_SESSION,
+                self.owner(session),
             )
             self._events[job_id] = threading.Event()
             self._pending.append((job_id, work))
@@ -219,7 +223,7 @@ class JobManager:
 
     def recent(self, session: str | None = None, limit: int = 50) -> list[dict]:
         """The session's most recent jobs, newest first."""
-        session = session or DEFAULT_SESSION
+        session = self.owner(session)
         with self._conn() as conn:
             rows = conn.execute("SELECT id FROM jobs WHERE session=? ORDER BY created DESC LIMIT ?",
                                 (session, limit)).fetchall()  # fmt: skip
@@ -275,11 +279,11 @@ class JobManager:
 
     def _row(self, job_id: str, session: str | None = None) -> sqlite3.Row:
         """The job's row; NotFoundError if there is none or `session` did not submit it."""
-        row = None
+        owner, row = self.owner(session), None
         if JOB_ID.match(job_id or ""):
             with self._conn() as conn:
                 row = conn.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
-        if row is None or row["session"] != (session or DEFAULT_SESSION):
+        if row is None or row["session"] != owner:
             raise NotFoundError(f"no such job: {job_id!r} (GET /jobs lists yours)")
         return row
 

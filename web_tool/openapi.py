@@ -22,6 +22,7 @@ from web_tool.routes_hitl import (
 )
 from web_tool.schemas import GetInputRequest, PredPatchRequest
 from web_tool.schemas_jobs import PredTileRequest
+from web_tool.validate.routes import AnswerRequest, ReferenceRequest, SampleRequest
 
 #: request body model of each JSON endpoint
 REQUEST_MODELS: dict[str, type[BaseModel]] = {
@@ -37,10 +38,15 @@ REQUEST_MODELS: dict[str, type[BaseModel]] = {
     "POST /doLoad": LoadRequest,
     "POST /checkpoints/<checkpoint_id>/share": SessionRequest,
     "POST /predTile": PredTileRequest,
+    "POST /jobs/<job_id>/samples": SampleRequest,
+    "POST /jobs/<job_id>/samples/<sample_id>/answers": AnswerRequest,
+    "POST /jobs/<job_id>/reference": ReferenceRequest,
 }
 #: GET and DELETE endpoints that belong to a session: they take it as `?session=<id>`
 SESSION_QUERY = {"GET /checkpoints", "DELETE /checkpoints/<checkpoint_id>/share", "GET /jobs",
-                 "GET /jobs/<job_id>", "DELETE /jobs/<job_id>"}  # fmt: skip
+                 "GET /jobs/<job_id>", "DELETE /jobs/<job_id>", "GET /jobs/<job_id>/samples",
+                 "GET /jobs/<job_id>/samples/<sample_id>", "GET /jobs/<job_id>/samples/<sample_id>/report",
+                 "GET /jobs/<job_id>/samples/<sample_id>/report.csv"}  # fmt: skip
 SESSION_PARAMETER = {"name": "session", "in": "query", "required": False,
                      "schema": {"type": "string", "maxLength": 64},
                      "description": "your session's id (default: the shared `default` session)"}  # fmt: skip

@@ -96,9 +96,8 @@ def add_routes(app: bottle.Bottle, config) -> None:
         return
 
     def owner() -> str | None:
-        """The session of a GET or DELETE (`?session=`); 404 for an unknown one."""
-        session = query_session(bottle.request.query)
-        return config.sessions.owner(session) if config.sessions is not None else session
+        """The session of a GET or DELETE (`?session=`); the job manager checks that it exists."""
+        return query_session(bottle.request.query)
 
     @app.post("/predTile")
     def pred_tile():

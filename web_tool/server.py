@@ -41,6 +41,8 @@ from web_tool.ServerModels import ServerModel, get_model, list_models  # noqa: E
 from web_tool.sessions import IDLE_S, MAX_CLASSES, MAX_SESSIONS, SessionManager  # noqa: E402
 from web_tool.tiles import render_tile  # noqa: E402
 from web_tool.training_data import replay_path  # noqa: E402
+from web_tool.validate import routes as validation_routes  # noqa: E402
+from web_tool.validate.samples import MAX_SAMPLE_POINTS, SampleStore  # noqa: E402
 
 log = logging.getLogger("web_tool")
 
@@ -69,6 +71,8 @@ class AppConfig:
     jobs: Any = None
     #: shared secret every API call must carry (auth.py); None = no auth
     token: str | None = None
+    #: validation samples of finished maps (validate.samples.SampleStore); None = no accuracy routes
+    validation: Any = None
     #: the address the server binds to, and other pages' origins allowed to call it (origins.py)
     host: str = "127.0.0.1"
     cors_origins: tuple[str, ...] = ()
@@ -179,6 +183,7 @@ def make_app(config: AppConfig) -> bottle.Bottle:
     # feature modules add their own routes: human-in-the-loop, then large-area jobs
     routes_hitl.add_routes(app, config)
     routes_jobs.add_routes(app, config)
+    validation_routes.add_routes(app, config)
 
     @app.get("/openapi.json")
     def openapi_route():
@@ -242,6 +247,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="/predTile jobs that run at once; later ones wait in the queue")  # fmt: skip
     parser.add_argument("--max_queued_jobs", type=int, default=MAX_QUEUED_JOBS,
                         help="jobs that may wait; beyond this /predTile answers 503")  # fmt: skip
+    parser.add_argument("--max_sample_points", type=int, default=MAX_SAMPLE_POINTS,
+                        help="most points of one validation sample of a finished map")  # fmt: skip
     parser.add_argument("--max_vertices", type=int, default=MAX_VERTICES,
                         help="most vertices of a GeoJSON area in /recordCorrection or /predTile")  # fmt: skip
     parser.add_argument("--max_classes", type=int, default=MAX_CLASSES,
@@ -278,10 +285,11 @@ def build_config(args: argparse.Namespace) -> AppConfig:
                               idle_s=args.session_idle_minutes * 60)  # fmt: skip
     gate = admission.Gate(args.max_heavy, args.max_waiting)
     jobs = JobManager(Path(args.state_dir), max_km2=args.max_tile_km2, workers=args.job_workers,
-                      max_queued=args.max_queued_jobs)  # fmt: skip
+                      max_queued=args.max_queued_jobs, owner=sessions.owner)  # fmt: skip
     return AppConfig(loaders=loaders, model=model, fine_tune=args.fine_tune,
                      state_dir=Path(args.state_dir), sessions=sessions, jobs=jobs,
                      max_body_bytes=int(args.max_body_mb * 2**20),
+                     validation=SampleStore(args.state_dir, max_points=args.max_sample_points),
                      token=args.token or os.environ.get(auth.TOKEN_ENV), host=args.host,
                      cors_origins=tuple(args.cors_origin), max_vertices=args.max_vertices,
                      max_classes=args.max_classes, gate=gate)  # fmt: skip

@@ -28,11 +28,6 @@ export function extentBody([xmin, ymin, xmax, ymax], wkid = 3857) {
   return { xmin, ymin, xmax, ymax, spatialReference: { latestWkid: wkid } };
 }
 
-/** `path` asking for `session`'s own things (a GET or DELETE): `path?session=<id>`. */
-function ofSession(path, session) {
-  return session ? `${path}?session=${encodeURIComponent(session)}` : path;
-}
-
 /** A base64 PNG field of a response as something an <img> or L.imageOverlay can show. */
 export function pngUrl(base64) {
   return base64 ? `data:image/png;base64,${base64}` : null;
@@ -224,7 +219,7 @@ export class Server {
 
   /** The checkpoints this page's session saved → [{id, name, time, corrections, share}] newest first */
   async listCheckpoints() {
-    const data = await withSession(this, (session) => this.request("GET", ofSession("/checkpoints", session)));
+    const data = await withSession(this, (session) => this.request("GET", withQuery("/checkpoints", { session })));
     const list = Array.isArray(data) ? data : data.checkpoints || [];
     return list
       .map((c) => ({
@@ -267,19 +262,87 @@ export class Server {
   /** → {state, progress 0..1, message, error, links: [{key, label, href}], stats, statsHref} */
   async job(id) {
     const path = `/jobs/${encodeURIComponent(id)}`;
-    const data = await withSession(this, (session) => this.request("GET", ofSession(path, session)));
+    const data = await withSession(this, (session) => this.request("GET", withQuery(path, { session })));
     return parseJob(this, data);
   }
 
   cancelJob(id) {
     const path = `/jobs/${encodeURIComponent(id)}`;
-    return withSession(this, (session) => this.request("DELETE", ofSession(path, session)));
+    return withSession(this, (session) => this.request("DELETE", withQuery(path, { session })));
   }
 
   /** Class statistics of a finished job, from the JSON link its outputs name. */
   async jobStats(href) {
     return parseStats(await this.request("GET", href));
   }
+
+  // --- accuracy of a finished map (validation samples live under their job) --------------------
+
+  /** Finished jobs with a class map → [{id, created (s), dataset, areaKm2}], newest first. */
+  async finishedJobs() {
+    const data = await this.request("GET", "/jobs");
+    return (Array.isArray(data) ? data : [])
+      .filter((j) => j.state === "done" && j.outputs?.cog)
+      .map((j) => ({ id: String(j.job), created: Number(j.created) || 0, dataset: j.dataset || "", areaKm2: j.area_km2 }));
+  }
+
+  samples(job, session) {
+    return this.request("GET", withQuery(`/jobs/${encodeURIComponent(job)}/samples`, { session }));
+  }
+
+  /** A new stratified random sample of the job's map → the sample (design, progress, next point). */
+  createSample(job, { total, minPerClass, session }) {
+    return this.request("POST", `/jobs/${encodeURIComponent(job)}/samples`, { total, min_per_class: minPerClass, session });
+  }
+
+  /** The sample with every point (a point's map class stays null until it is answered). */
+  sample(job, sample, session) {
+    return this.request("GET", withQuery(samplePath(job, sample), { session }));
+  }
+
+  /** `answer`: a class index, "unsure" or "skip" → {point (its map class revealed), progress, next} */
+  answerPoint(job, sample, { point, answer, session }) {
+    return this.request("POST", `${samplePath(job, sample)}/answers`, { point, answer, session });
+  }
+
+  sampleReport(job, sample, session) {
+    return this.request("GET", withQuery(`${samplePath(job, sample)}/report`, { session }));
+  }
+
+  sampleReportCsv(job, sample, session) {
+    return this.blob(withQuery(`${samplePath(job, sample)}/report.csv`, { session }));
+  }
+
+  /** `reference`: {labels: true} | {raster: base64} | {points: GeoJSON, property}, + codes → a report */
+  compareReference(job, { session, ...reference }) {
+    return this.request("POST", `/jobs/${encodeURIComponent(job)}/reference`, { ...reference, session });
+  }
+
+  /** A download that is not JSON (a CSV report), fetched with the token header → Blob. */
+  async blob(path) {
+    const headers = this.token ? { Authorization: `Bearer ${this.token}` } : {};
+    let response;
+    try {
+      response = await fetch(this.href(path), { headers });
+    } catch {
+      throw new ApiError(this, `cannot reach server ${this.name} (${this.url})`);
+    }
+    if (!response.ok) {
+      const data = await response.json().catch(() => null);
+      throw new ApiError(this, data?.error || `GET ${path} failed: HTTP ${response.status}`, response.status);
+    }
+    return response.blob();
+  }
+}
+
+function samplePath(job, sample) {
+  return `/jobs/${encodeURIComponent(job)}/samples/${encodeURIComponent(sample)}`;
+}
+
+/** `path` with the defined `params` as a query string. */
+function withQuery(path, params) {
+  const query = new URLSearchParams(Object.entries(params).filter(([, v]) => v !== undefined && v !== null));
+  return query.size ? `${path}?${query}` : path;
 }
 
 // --- response parsing (tolerant of the shapes API.md leaves open) ------------------------------

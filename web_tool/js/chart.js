@@ -1,7 +1,7 @@
 // A small horizontal bar chart of class areas, in plain SVG (no library).
 const SVG = "http://www.w3.org/2000/svg";
 
-function svg(tag, attrs = {}, text) {
+export function svg(tag, attrs = {}, text) {
   const node = document.createElementNS(SVG, tag);
   for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
   if (text !== undefined) node.textContent = text;
