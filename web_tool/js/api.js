@@ -280,7 +280,7 @@ export class Server {
 
   /** Finished jobs with a class map → [{id, created (s), dataset, areaKm2}], newest first. */
   async finishedJobs() {
-    const data = await this.request("GET", "/jobs");
+    const data = await withSession(this, (session) => this.request("GET", withQuery("/jobs", { session })));
     return (Array.isArray(data) ? data : [])
       .filter((j) => j.state === "done" && j.outputs?.cog)
       .map((j) => ({ id: String(j.job), created: Number(j.created) || 0, dataset: j.dataset || "", areaKm2: j.area_km2 }));
