@@ -20,10 +20,13 @@ help:
 	@echo "make demo-model retrain the demo model (the committed weights are used otherwise)"
 	@echo "make screenshot render docs/screenshot.png of the demo with predictions shown"
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+# The pinned packages, then this project itself in editable mode (web_tool importable from anywhere,
+# e.g. by `dask scheduler` / `dask worker` started from this venv), built with the pinned setuptools.
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	@echo "== installing Python packages into $(VENV)/ (first time: a few minutes)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 
 venv: $(VENV)/.installed

@@ -15,7 +15,7 @@ from shapely.geometry import MultiPolygon, box, mapping
 
 from web_tool import batch
 from web_tool.DataLoader import DataLoader
-from web_tool.datasets import from_cli
+from web_tool.datasets import DatasetConfig, from_cli
 from web_tool.errors import ExtentError
 from web_tool.export import NODATA
 from web_tool.geometry import Grid
@@ -199,6 +199,21 @@ def test_cli_reports_an_aoi_outside_the_dataset_without_a_traceback(
     assert "error:" in capsys.readouterr().err
 
 
+def test_cli_names_a_scheduler_it_cannot_reach(
+    tiny_dataset_dir, tiny_model_path, tmp_path, monkeypatch, capsys
+):
+    from conftest import free_port
+
+    monkeypatch.setattr(batch, "SCHEDULER_TIMEOUT_S", 2)
+    address = f"tcp://127.0.0.1:{free_port()}"  # nobody listens there
+    args = cli_args(
+        tiny_dataset_dir, tiny_model_path, write_aoi(tmp_path), tmp_path / "m.tif", "--scheduler", address
+    )
+    assert batch.main(args) == 2
+    assert f"error: cannot reach the Dask scheduler at {address}" in capsys.readouterr().err
+    assert not (tmp_path / "m.tif").exists()
+
+
 @pytest.mark.slow
 def test_a_two_worker_dask_cluster_gives_the_same_map_as_one_process(
     tiny_dataset_dir, tiny_model_path, tmp_path
@@ -262,3 +277,17 @@ def test_cli_checkpoint_maps_with_the_sessions_tuned_model(live_server, tiny_dat
     server_map, tuned_map, base_map = (read_map(p)[0] for p in (tmp_path / "server.tif", tuned, base))
     assert (tuned_map == server_map).all()
     assert (tuned_map != base_map).any()
+
+
+def test_a_worker_that_cannot_read_some_imagery_is_told_which(tiny_dataset_dir, tiny_model_path, tmp_path):
+    """What a worker reports of the files it can read, against the files the CLI reads."""
+    from web_tool.workers import ModelSpec, WorkerSpec, worker_problems, worker_report
+
+    files = sorted(str(p) for p in tiny_dataset_dir.glob("*.tif"))
+    here = [*files[:2], str(tmp_path / "not-on-this-worker.tif")]  # as if 2 files were missing here
+    model = ModelSpec("keras", str(tiny_model_path), (("a", "#000000"),) * 4)
+    report = worker_report(WorkerSpec(DatasetConfig("tiny", here), model), {})
+    problems = worker_problems(report, files)
+    assert problems == [f"cannot read 2 of the dataset's 4 imagery files, e.g. {files[2]} (give every worker"
+                        " the same paths, or URLs)"]  # fmt: skip
+    assert worker_problems({**report, "files": files}, files) == []

@@ -13,7 +13,6 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-import rasterio
 import rtree
 from affine import Affine
 from rasterio.crs import CRS
@@ -26,6 +25,7 @@ from shapely.ops import unary_union
 
 from web_tool.datasets import DatasetConfig
 from web_tool.errors import NoImageryError, NotFoundError, TooLargeError
+from web_tool.gdal_env import open_raster
 from web_tool.geometry import (
     WEB_MERCATOR,
     WGS84,
@@ -83,7 +83,7 @@ def scan(paths: list[str]) -> list[RasterFile]:
     files = []
     for path in paths:
         try:
-            with rasterio.open(path) as src:
+            with open_raster(path) as src:
                 if src.crs is None:
                     raise ValueError("it has no CRS")
                 ext = Extent(*src.bounds, crs=src.crs).to_crs(WEB_MERCATOR)
@@ -239,7 +239,7 @@ class DataLoader:
         data = np.zeros((grid.height, grid.width, len(bands)), dtype=np.uint8)
         valid = np.zeros(grid.shape, dtype=bool)
         for f in files:
-            with rasterio.open(f.path) as src:
+            with open_raster(f.path) as src:
                 result = read_into(src, grid, bands, resampling)
             if result is None:
                 continue

@@ -4,179 +4,64 @@
         --model_fn web_tool/data/demo_model.keras --out map.tif [--workers 2] [--scheduler tcp://host:8786]
 
 Windows of the dataset's native grid are Dask tasks. Each worker process loads the dataset index
-and the model once (`worker_state`, cached per process) and returns the window's class indices;
-this process writes them to a tiled GeoTIFF as they complete, with a bounded number in flight, so
-memory does not grow with the area. The result becomes a COG with a PNG preview and class
+and the model once (`workers.worker_state`, cached per process) and returns the window's class
+indices; this process writes them to a tiled GeoTIFF as they complete, with a bounded number in
+flight, so memory does not grow with the area. The result becomes a COG with a PNG preview and class
 statistics (`<out>.png`, `<out>_stats.json`, `<out>_stats.csv`) beside it.
 
 `--workers N` starts a LocalCluster of N single-threaded worker processes; `--scheduler ADDRESS`
-uses a running cluster instead (its workers need this package and the dataset's paths); both run the
-same code. `--workers 0` maps in this process, without Dask.
+uses a running cluster instead, whose scheduler and workers have this package installed, and whose
+workers see the imagery (same paths, or URLs) and the model file (same path): `workers.check_cluster`
+checks that before the first window. Both run the same code. `--workers 0` maps in this process.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
+import dataclasses
 import json
 import logging
 import math
 import os
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import numpy as np
-from distributed.diagnostics.plugin import WorkerPlugin
 
 from web_tool import datasets as dataset_config
 from web_tool.DataLoader import DataLoader
 from web_tool.datasets import DatasetConfig
-from web_tool.errors import LandCoverError, ModelError, NotFoundError
+from web_tool.errors import ClusterError, LandCoverError, NotFoundError
 from web_tool.geometry import WGS84, parse_crs
 from web_tool.mapping import (
     AOI,
     MapPlan,
     WindowResult,
-    WindowTask,
     aoi_from_geojson,
     check_weights,
     clip_to_imagery,
-    default_window_px,
     outputs_beside,
     plan_map,
-    predict_window,
     render_map,
     serial_results,
+)
+from web_tool.workers import (
+    ModelSpec,
+    SpecPlugin,
+    WorkerSpec,
+    check_cluster,
+    forget,
+    model_facts,
+    run_window,
+    worker_state,
 )
 
 WEB_ROOT = Path(__file__).resolve().parent
 #: tasks in flight per worker thread: enough to keep workers busy, few enough to bound memory
 TASKS_PER_THREAD = 2
-#: side of the blank image each process predicts once after loading the model
-WARMUP_PX = 64
-
-
-# --------------------------------------------------------------------------------------------
-# what a worker needs, and its per-process cache
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """How to build the model in any process: registry name, file, classes, optional checkpoint."""
-
-    model: str
-    model_fn: str
-    classes: tuple[tuple[str, str], ...]
-    checkpoint: str | None = None
-    state_dir: str | None = None
-    tf_threads: int | None = None  # TensorFlow threads per worker process (None: its default)
-
-    def load(self):
-        from web_tool.ServerModels import get_model
-
-        set_tf_threads(self.tf_threads)
-        classes = [{"name": n, "color": c} for n, c in self.classes]
-        model = get_model(self.model)(self.model_fn, classes=classes)
-        if self.checkpoint:
-            model = load_checkpoint(self.state_dir, self.checkpoint, model)
-        return model
-
-
-@dataclass(frozen=True)
-class WorkerSpec:
-    """Everything a window task needs besides its window (sent to each worker once)."""
-
-    dataset: DatasetConfig
-    model: ModelSpec
-    weights: tuple[float, ...] | None = None
-
-    @property
-    def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True, default=str).encode()).hexdigest()
-
-
-_SPECS: dict[str, WorkerSpec] = {}
-_STATE: dict[str, tuple[DataLoader, object]] = {}
-_STATE_LOCK = threading.Lock()
-
-
-class SpecPlugin(WorkerPlugin):
-    """Gives every worker of the cluster, present or joining later, the map's WorkerSpec once, so
-    that tasks carry only its key."""
-
-    name = "landcover-map-spec"
-
-    def __init__(self, spec: WorkerSpec):
-        self.spec = spec
-
-    def setup(self, worker) -> None:
-        _SPECS[self.spec.key] = self.spec
-
-
-def spec_for(key: str) -> WorkerSpec:
-    try:
-        return _SPECS[key]
-    except KeyError:
-        raise ModelError(f"this worker never received map spec {key[:12]} (SpecPlugin not set up)") from None
-
-
-def worker_state(spec: WorkerSpec):
-    """(DataLoader, model) for `spec`, built once per process and kept; the model is warmed up with
-    a small prediction (its graph traced) so that the first window does not pay for it."""
-    with _STATE_LOCK:
-        if spec.key not in _STATE:
-            model = spec.model.load()
-            model.predict(np.zeros((WARMUP_PX, WARMUP_PX, len(spec.dataset.bands)), dtype=np.uint8))
-            _STATE[spec.key] = (DataLoader(spec.dataset), model)
-        return _STATE[spec.key]
-
-
-def set_tf_threads(n: int | None) -> None:
-    """Limit TensorFlow to `n` threads in this process (only possible before it first runs)."""
-    if not n:
-        return
-    import tensorflow as tf
-
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(n)
-        tf.config.threading.set_inter_op_parallelism_threads(n)
-    except RuntimeError:
-        pass  # TensorFlow already started in this process (threaded cluster): keep its pool
-
-
-def load_checkpoint(state_dir: str | None, checkpoint_id: str, base_model):
-    try:
-        from web_tool.store import load_checkpoint_model
-    except ImportError:
-        raise ModelError(
-            "--checkpoint needs web_tool.store.load_checkpoint_model, which this version of the tool"
-            " does not have yet: map with the base model (leave --checkpoint out)"
-        ) from None
-    return load_checkpoint_model(state_dir or str(WEB_ROOT / "data" / "state"), checkpoint_id, base_model)
-
-
-def describe_model(spec: WorkerSpec | str) -> dict:
-    """What the driver needs to know of the model; run on every worker first (by key), it also loads
-    the model there (so this process never imports TensorFlow on the Dask path)."""
-    _, model = worker_state(spec_for(spec) if isinstance(spec, str) else spec)
-    return {
-        "classes": model.classes,
-        "padding": model.padding,
-        "window_px": default_window_px(model),
-        "n_classes": model.n_classes,
-    }
-
-
-def run_window(key: str, task: WindowTask) -> WindowResult:
-    """One Dask task: the class indices of one window (the spec is the worker's, by key)."""
-    spec = spec_for(key)
-    loader, model = worker_state(spec)
-    weights = list(spec.weights) if spec.weights else None
-    return task.window, predict_window(loader, model, task, weights)
+#: seconds to wait for the --scheduler to answer, and for a worker to join it
+SCHEDULER_TIMEOUT_S = 30
+WORKERS_TIMEOUT_S = 120
 
 
 # --------------------------------------------------------------------------------------------
@@ -217,7 +102,10 @@ def start_client(args: argparse.Namespace):
     from distributed import Client, LocalCluster
 
     if args.scheduler:
-        return Client(args.scheduler), None
+        try:
+            return Client(args.scheduler, timeout=SCHEDULER_TIMEOUT_S), None
+        except (OSError, ValueError) as exc:
+            raise ClusterError(f"cannot reach the Dask scheduler at {args.scheduler}: {exc}") from None
     cluster = LocalCluster(
         n_workers=args.workers,
         threads_per_worker=args.threads_per_worker,
@@ -275,17 +163,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--dataset", required=True, help="dataset name (--datasets_json) or raster path/dir/glob")
+    p.add_argument("--dataset", required=True, help="dataset name, raster path/dir/glob, or https/s3/gs URL")
     p.add_argument("--datasets_json", default=str(WEB_ROOT / "datasets.json"), help="named datasets")
     p.add_argument("--aoi", required=True, help="GeoJSON (Multi)Polygon, Feature or FeatureCollection")
     p.add_argument("--aoi_crs", default=None, help="EPSG code of the AOI (None: the file's crs, else 4326)")
     p.add_argument("--model", default="keras", help="ServerModels registry name")
-    p.add_argument("--model_fn", default=str(WEB_ROOT / "data" / "demo_model"), help="the Keras model file")
+    p.add_argument("--model_fn", default=str(WEB_ROOT / "data" / "demo_model"),
+                   help="the Keras model file (with --scheduler: at this path on every worker)")  # fmt: skip
     p.add_argument("--checkpoint", default=None, help="a saved human-in-the-loop checkpoint id")
     p.add_argument("--state_dir", default=str(WEB_ROOT / "data" / "state"), help="where checkpoints are")
     p.add_argument("--weights", type=class_weights, default=None, help="class weights, e.g. 1,1,2,1")
     p.add_argument("--out", required=True, help="the output COG (.tif); preview and stats go beside it")
-    p.add_argument("--scheduler", default=None, help="address of a running Dask scheduler (tcp://host:8786)")
+    p.add_argument("--scheduler", default=None,
+                   help="address of a running Dask scheduler (tcp://host:8786); scheduler and workers need"
+                        " this package, the workers the imagery and the model (checked first)")  # fmt: skip
     p.add_argument(
         "--workers",
         type=int,
@@ -304,19 +195,48 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def absolute(path: str) -> str:
+    """`path` as every worker must see it: absolute (workers run in other folders); GDAL's /vsi paths
+    and URLs as they are."""
+    return path if path.startswith("/vsi") else os.path.abspath(path)
+
+
 def make_spec(args: argparse.Namespace, dataset: DatasetConfig) -> WorkerSpec:
-    tf_threads = None
-    if not args.scheduler and args.workers > 0:
-        tf_threads = max(1, (os.cpu_count() or 1) // (args.workers * args.threads_per_worker))
     model = ModelSpec(
         args.model,
-        str(args.model_fn),
+        absolute(str(args.model_fn)),
         tuple((c["name"], c["color"]) for c in dataset.classes),
         args.checkpoint,
-        args.state_dir,
-        tf_threads,
+        absolute(args.state_dir),
     )
     return WorkerSpec(dataset, model, args.weights)
+
+
+def wait_for_workers(client, args: argparse.Namespace) -> None:
+    try:
+        client.wait_for_workers(1 if args.scheduler else args.workers, timeout=WORKERS_TIMEOUT_S)
+    except TimeoutError:
+        where = f"the scheduler at {args.scheduler}" if args.scheduler else "the local cluster"
+        raise ClusterError(f"no Dask worker joined {where} within {WORKERS_TIMEOUT_S} s"
+                           " (start one: dask worker ADDRESS)") from None  # fmt: skip
+
+
+def prepare_cluster(client, spec: WorkerSpec, loader: DataLoader) -> dict:
+    """Check the cluster can make the map, then give its workers the spec; the model's facts."""
+    facts = check_cluster(client, spec, [f.path for f in loader.files])
+    client.register_plugin(SpecPlugin(spec))
+    return facts
+
+
+def release_cluster(client, spec: WorkerSpec) -> None:
+    """Take the spec and what it built off the workers (an outside cluster outlives the map)."""
+    try:
+        client.unregister_worker_plugin(SpecPlugin(spec).name)
+    except ValueError:
+        pass  # never registered: the check failed first
+    except OSError:
+        return  # the scheduler is gone: nothing left to release
+    client.run(forget, spec.key, on_error="ignore")
 
 
 def run(args: argparse.Namespace, timings: dict | None = None) -> dict:
@@ -325,6 +245,7 @@ def run(args: argparse.Namespace, timings: dict | None = None) -> dict:
 
     started = time.perf_counter()
     dataset = dataset_for(args.dataset, args.datasets_json)
+    dataset = dataclasses.replace(dataset, paths=[absolute(p) for p in dataset.paths])
     loader = DataLoader(dataset)
     aoi = clip_to_imagery(loader, read_aoi(args.aoi, args.aoi_crs))  # fail fast, before any cluster
     spec = make_spec(args, dataset)
@@ -333,12 +254,11 @@ def run(args: argparse.Namespace, timings: dict | None = None) -> dict:
     try:
         if args.workers == 0 and not args.scheduler:
             _, model = worker_state(spec)
-            facts = describe_model(spec)
+            facts = model_facts(model)
         else:
             client, cluster = start_client(args)
-            client.wait_for_workers(1 if args.scheduler else args.workers)
-            client.register_plugin(SpecPlugin(spec))
-            facts = next(iter(client.run(describe_model, spec.key).values()))  # all load, in parallel
+            wait_for_workers(client, args)
+            facts = prepare_cluster(client, spec, loader)  # every worker loads the model, in parallel
         check_weights(weights, facts["n_classes"])
         plan = plan_map(loader, aoi, args.window or facts["window_px"])
         ready = time.perf_counter()
@@ -356,6 +276,7 @@ def run(args: argparse.Namespace, timings: dict | None = None) -> dict:
         return stats.to_dict(plan.grid)
     finally:
         if client is not None:
+            release_cluster(client, spec)
             client.close()
         if cluster is not None:
             cluster.close()

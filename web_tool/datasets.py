@@ -1,7 +1,8 @@
 """Dataset configuration: which rasters make up a named dataset, their band order and classes.
 
 Datasets come from `web_tool/datasets.json` or from `--dataset PATH` on the command line.
-Paths in the JSON file are relative to the file itself.
+Paths in the JSON file are relative to the file itself; a path may also be a URL (`https://`,
+`s3://`, `gs://`) that GDAL reads remotely.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +23,8 @@ DEFAULT_CLASSES = [
     {"name": "Built", "color": "#806060"},
 ]
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".img", ".jp2")
+#: URL schemes of rasters read where they live, and GDAL's virtual file system for each
+REMOTE_SCHEMES = {"http": "/vsicurl/", "https": "/vsicurl/", "s3": "/vsis3/", "gs": "/vsigs/"}
 
 
 @dataclass
@@ -35,8 +39,24 @@ class DatasetConfig:
     default: bool = False
 
 
+def remote_path(spec: str) -> str | None:
+    """The GDAL path of a raster that lives elsewhere, or None for a local path: `https://…` (and
+    `http://…`) go through /vsicurl/, `s3://bucket/key` and `gs://bucket/key` through /vsis3/ and
+    /vsigs/ (credentials from GDAL's usual environment variables); a `/vsi…` path is kept as it is."""
+    if spec.startswith("/vsi"):
+        return spec
+    scheme, sep, rest = spec.partition("://")
+    prefix = REMOTE_SCHEMES.get(scheme.lower()) if sep else None
+    if prefix is None:
+        return None
+    return prefix + (spec if prefix == "/vsicurl/" else rest)
+
+
 def expand_paths(spec: str | os.PathLike, base: Path | None = None) -> list[str]:
-    """The raster files a path spec names: a file, a directory (searched recursively) or a glob."""
+    """The raster files a path spec names: a file, a directory (searched recursively) or a glob;
+    or one remote raster (see `remote_path`)."""
+    if (remote := remote_path(str(spec))) is not None:
+        return [remote]
     path = Path(spec)
     if base is not None and not path.is_absolute():
         path = base / path
@@ -52,7 +72,8 @@ def from_cli(specs: list[str]) -> list[DatasetConfig]:
     """Datasets from `--dataset [NAME=]PATH` arguments; the first is the default."""
     configs = []
     for i, spec in enumerate(specs):
-        name, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
+        named = re.match(r"([^/:=?]+)=(.+)", spec)  # NAME=PATH (a URL's own "=" names nothing)
+        name, path = named.groups() if named else ("", spec)
         name = name or Path(path.rstrip("/*")).stem or f"dataset{i}"
         paths = expand_paths(path)
         if not paths:

@@ -51,6 +51,10 @@ class ModelError(LandCoverError, RuntimeError):
     """The model file cannot be found or loaded."""
 
 
+class ClusterError(LandCoverError, RuntimeError):
+    """A Dask cluster cannot make the batch map: a worker lacks the package, imagery or model."""
+
+
 class BusyError(LandCoverError, RuntimeError):
     """A limited resource (job queue, heavy-request queue, sessions) is full right now.
 
@@ -60,14 +64,6 @@ class BusyError(LandCoverError, RuntimeError):
     def __init__(self, message: str, retry_after: float = 5):
         super().__init__(message)
         self.retry_after = max(1, round(retry_after))
-
-
-class ForbiddenError(LandCoverError, PermissionError):
-    """The request comes from a web page (Origin) or names a host (Host) this server does not serve."""
-
-
-class MediaTypeError(LandCoverError, ValueError):
-    """A request body that is not declared as JSON (Content-Type)."""
 
 
 class GoneError(LandCoverError, LookupError):
@@ -88,12 +84,10 @@ STATUS_CODES: dict[type[Exception], int] = {
     ExtentError: 400,
     CRSError: 400,
     ClassIndexError: 400,
-    ForbiddenError: 403,
     NotFoundError: 404,
     NoImageryError: 404,
     GoneError: 410,
     TooLargeError: 413,
-    MediaTypeError: 415,
     BusyError: 503,
     UnreadableError: 503,
     DiskFullError: 507,

@@ -224,7 +224,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              " the server whose page lists this one in endpoints.js; repeatable. Without"
                              " a token only the server's own page and these may call it")  # fmt: skip
     parser.add_argument("--dataset", action="append", default=[], metavar="[NAME=]PATH",
-                        help="imagery to serve: a GeoTIFF/COG/VRT file, a directory or a glob;"
+                        help="imagery to serve: a GeoTIFF/COG/VRT file, a directory, a glob or an"
+                             " https/s3/gs URL (read where it lives);"
                              " repeat for several datasets (the first is the default)."
                              " Without it, --datasets_json is read")  # fmt: skip
     parser.add_argument("--datasets_json", default=str(WEB_ROOT / "datasets.json"),
