@@ -15,7 +15,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 help:
 	@echo "make demo       install, build the demo dataset and serve the tool on http://localhost:$(PORT)/"
 	@echo "make test       install, lint and run the tests (browser tests need Debian's chromium)"
-	@echo "make bench      run the benchmarks under bench/ and print their tables (~30 minutes)"
+	@echo "make bench      run the benchmarks under bench/ and print their tables (~40 minutes; more the first time)"
 	@echo "make evaluate   accuracy and mean IoU of the demo model on held-out ground"
 	@echo "make demo-model retrain the demo model (the committed weights are used otherwise)"
 	@echo "make screenshot render docs/screenshot.png of the demo with predictions shown"
@@ -84,6 +84,7 @@ bench: venv demo-data
 	$(PY) bench/load.py
 	$(PY) bench/limits.py
 	$(PY) bench/throughput.py
+	$(PY) bench/tiles.py
 	$(PY) bench/validate.py
 
 screenshot: venv node demo-data $(DEMO_MODEL)

@@ -77,7 +77,8 @@ def main() -> None:
     from web_tool.DataLoader import DataLoader
     from web_tool.datasets import from_json
     from web_tool.geometry import Extent, parse_crs
-    from web_tool.ServerModels.keras_model import KerasSegmentationModel, load_keras_model
+    from web_tool.ServerModels.keras_io import load_keras_model
+    from web_tool.ServerModels.keras_model import KerasSegmentationModel
 
     loader = DataLoader(from_json(REPO / "web_tool" / "datasets.json")[0])
     model = KerasSegmentationModel(DEMO_MODEL, loader.classes)

@@ -1,7 +1,11 @@
-"""Render the README screenshot: the demo served by a real server, a prediction shown on the map.
+"""Render the README screenshots: the demo served by a real server, the workflow on the map.
 
-    .venv/bin/python scripts/screenshot.py                 # → docs/screenshot.png
+    .venv/bin/python scripts/screenshot.py                 # → docs/screenshot.png + docs/screenshot-phone.png
     .venv/bin/python scripts/screenshot.py --out /tmp/s.png --dataset naip=PATH --model_fn PATH
+
+The desktop one (--width x --height) shows the prediction layer filling the view, a predicted
+square, corrections drawn with the tools (points, a brush stroke, a polygon), the retrain report,
+the legend and the layer list; the phone one (390 x 844, --phone_out) the same page on a phone.
 
 Starts `web_tool/server.py` on a free port (state in a temporary folder), drives Debian's
 chromium (/usr/bin/chromium) with Playwright, offline: every request not to this machine is
@@ -30,10 +34,12 @@ DEMO_SCENE = REPO / "web_tool" / "data" / "demo" / "scene.json"
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(REPO / "docs" / "screenshot.png"), help="PNG to write")
+    parser.add_argument("--phone_out", default=str(REPO / "docs" / "screenshot-phone.png"),
+                        help="PNG of the page on a 390 x 844 phone ('' for none)")  # fmt: skip
     parser.add_argument("--model_fn", default="web_tool/data/demo_model", help="model the server loads")
     parser.add_argument("--dataset", help="[NAME=]PATH of imagery instead of the demo (datasets.json)")
-    parser.add_argument("--width", type=int, default=1280)
-    parser.add_argument("--height", type=int, default=800)
+    parser.add_argument("--width", type=int, default=1400)
+    parser.add_argument("--height", type=int, default=900)
     parser.add_argument("--at", type=float, nargs=2, default=(0.25, 0.5), metavar=("FX", "FY"),
                         help="where to predict, as fractions of the dataset's width and height")  # fmt: skip
     parser.add_argument("--patch", type=int, default=512, help="size of the predicted square, in pixels")
@@ -75,6 +81,56 @@ ZOOM_TO_PATCH = """([lat, lng, px]) => { const s = landcover.state;
     landcover.map.setView([lat, lng], zoom, {animate: false}); }"""
 
 
+def wait_quiet(page) -> None:
+    """Until the map waits for nothing (its status line hidden)."""
+    page.wait_for_function("() => document.querySelector('.map-status').hidden", timeout=180_000)
+
+
+def point_of(page, lat: float, lng: float) -> tuple[float, float]:
+    box = page.locator("#map").bounding_box()
+    x, y = page.evaluate("([lat, lng]) => { const p = landcover.map.latLngToContainerPoint([lat, lng]);"
+                         " return [p.x, p.y]; }", [lat, lng])  # fmt: skip
+    return box["x"] + x, box["y"] + y
+
+
+def work(page, args: argparse.Namespace) -> None:
+    """The workflow the screenshots show: a square predicted, corrections with three tools, a retrain."""
+    w, s, e, n = page.evaluate("landcover.state.dataset.bounds_4326")
+    fx, fy = args.at
+    lat, lng = n - fy * (n - s), w + fx * (e - w)
+    page.select_option("#patch-size", str(args.patch))
+    if args.patch_screen:
+        page.evaluate(ZOOM_TO_PATCH, [lat, lng, args.patch_screen])
+    x, y = point_of(page, lat, lng)
+    page.keyboard.down("Shift")
+    page.mouse.click(x, y)
+    page.keyboard.up("Shift")
+    page.wait_for_selector("img.prediction-overlay", timeout=120_000)
+    page.keyboard.press("1")  # Water, Correct mode, point tool
+    for dx, dy in ((-60, -40), (-30, -55), (10, -60)):
+        with page.expect_response("**/recordCorrection", timeout=120_000):
+            page.mouse.click(x + dx, y + dy)
+    page.keyboard.press("2")
+    page.locator("[data-tool='brush']").click()
+    page.locator("#brush-width").fill("8")
+    with page.expect_response("**/recordCorrection", timeout=120_000):
+        page.mouse.move(x - 80, y + 50)
+        page.mouse.down()
+        page.mouse.move(x - 20, y + 70, steps=6)
+        page.mouse.move(x + 40, y + 55, steps=6)
+        page.mouse.up()
+    page.locator("#class-3").check()  # Built (a key would go to the brush width box)
+    page.locator("[data-tool='polygon']").click()
+    with page.expect_response("**/recordCorrection", timeout=120_000):
+        for dx, dy in ((60, -20), (100, -10), (95, 30), (60, -20)):
+            page.mouse.click(x + dx, y + dy)
+    with page.expect_response("**/retrainModel", timeout=180_000):
+        page.locator("#retrain").click()
+    page.keyboard.press("Escape")
+    page.locator("#layers-section summary").click()
+    wait_quiet(page)
+
+
 def render(url: str, args: argparse.Namespace) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -83,28 +139,30 @@ def render(url: str, args: argparse.Namespace) -> None:
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": args.width, "height": args.height})
+        context = browser.new_context(viewport={"width": args.width, "height": args.height})
+        page = context.new_page()
         page.route("**/*", route)
         page.goto(url)
-        page.wait_for_selector("body[data-ready='true']", timeout=60_000)
-        w, s, e, n = page.evaluate("landcover.state.dataset.bounds_4326")
-        fx, fy = args.at
-        lat, lng = n - fy * (n - s), w + fx * (e - w)
-        page.select_option("#patch-size", str(args.patch))
-        if args.patch_screen:
-            page.evaluate(ZOOM_TO_PATCH, [lat, lng, args.patch_screen])
-        box = page.locator("#map").bounding_box()
-        x, y = page.evaluate("([lat, lng]) => { const p = landcover.map.latLngToContainerPoint([lat, lng]);"
-                             " return [p.x, p.y]; }", [lat, lng])  # fmt: skip
-        page.keyboard.down("Shift")
-        page.mouse.click(box["x"] + x, box["y"] + y)
-        page.keyboard.up("Shift")
-        page.wait_for_selector("img.prediction-overlay", timeout=60_000)
-        page.wait_for_load_state("networkidle")
-        page.mouse.move(box["x"] + x + 40, box["y"] + y + 40)  # a coordinates readout
+        page.wait_for_selector("body[data-ready='true']", timeout=120_000)
+        work(page, args)
+        centre = page.evaluate("[landcover.map.getCenter().lat, landcover.map.getCenter().lng]")
+        page.mouse.move(*point_of(page, *centre))  # a coordinates readout
         page.wait_for_timeout(300)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=args.out)
+        print(f"wrote {args.out}")
+        if args.phone_out:  # the same browser storage: the page comes back as it was left
+            page.wait_for_timeout(500)  # the page writes what it remembers a moment after a change
+            phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True,
+                                        has_touch=True, storage_state=context.storage_state())  # fmt: skip
+            small = phone.new_page()
+            small.route("**/*", route)
+            small.goto(url)
+            small.wait_for_selector("body[data-ready='true']", timeout=120_000)
+            small.wait_for_selector("img.prediction-overlay", timeout=120_000)
+            wait_quiet(small)
+            small.screenshot(path=args.phone_out)
+            print(f"wrote {args.phone_out}")
         browser.close()
 
 
@@ -126,7 +184,6 @@ def main(argv: list[str] | None = None) -> int:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
-    print(f"wrote {args.out}")
     return 0
 
 

@@ -121,7 +121,7 @@ def test_tiles_render_imagery_and_are_transparent_outside(live_server):
     "path,body,status,words",
     [
         ("/predPatch", {"extent": extent_body(), "dataset": "nope"}, 404, "unknown dataset 'nope'"),
-        ("/predPatch", {"extent": extent_body(Extent(0, 0, 100, 100))}, 404, "covers EPSG:3857"),
+        ("/predPatch", {"extent": extent_body(Extent(0, 0, 100, 100))}, 404, "here: it covers latitudes"),
         ("/predPatch", {"extent": {**extent_body(), "spatialReference": {"latestWkid": 123456}}}, 400,
          "unknown CRS code 123456"),
         ("/predPatch", {"extent": {**extent_body(), "xmin": 1e9}}, 400, "xmin < xmax"),

@@ -163,7 +163,8 @@ def test_cli_in_one_process_writes_the_same_map_as_the_server_code(
     reference = outputs_beside(tmp_path / "ref.tif")
     render_map(plan, serial_results(loader, model, plan), reference, model.classes)
     assert (read_map(out)[0] == read_map(reference["cog"])[0]).all()
-    assert {p.name for p in out.parent.iterdir()} == {"map.tif", "map.png", "map_stats.json", "map_stats.csv"}
+    assert {p.name for p in out.parent.iterdir()} == {"map.tif", "map.png", "map_stats.json", "map_stats.csv",
+                                                      "map.qml", "map.tif.aux.xml"}  # fmt: skip
     stats = json.loads((out.parent / "map_stats.json").read_text())
     assert sum(c["percent"] for c in stats["classes"]) == pytest.approx(100)
 
@@ -277,6 +278,21 @@ def test_cli_checkpoint_maps_with_the_sessions_tuned_model(live_server, tiny_dat
     server_map, tuned_map, base_map = (read_map(p)[0] for p in (tmp_path / "server.tif", tuned, base))
     assert (tuned_map == server_map).all()
     assert (tuned_map != base_map).any()
+
+
+def test_cli_vector_writes_class_polygons_and_tags_name_the_model(
+    tiny_dataset_dir, tiny_model_path, tmp_path
+):
+    import pyogrio
+
+    out = tmp_path / "v" / "map.tif"
+    args = cli_args(tiny_dataset_dir, tiny_model_path, write_aoi(tmp_path), out, "--workers", "0", "--vector")
+    assert batch.main(args) == 0
+    assert {"map.gpkg", "map.geojson", "map.qml", "map.tif.aux.xml"} <= {p.name for p in out.parent.iterdir()}
+    assert pyogrio.read_info(out.with_suffix(".gpkg"))["features"] > 0
+    with rasterio.open(out) as src:
+        tags = src.tags()
+    assert tags["MODEL_FILE"] == tiny_model_path.name and tags["DATASET"] and "CHECKPOINT" not in tags
 
 
 def test_a_worker_that_cannot_read_some_imagery_is_told_which(tiny_dataset_dir, tiny_model_path, tmp_path):

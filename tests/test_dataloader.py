@@ -7,7 +7,7 @@ from conftest import four_tiles, make_geotiff
 
 from web_tool.DataLoader import DataLoader
 from web_tool.datasets import DatasetConfig, expand_paths
-from web_tool.errors import NoImageryError, NotFoundError, TooLargeError
+from web_tool.errors import ConfigError, NoImageryError, TooLargeError
 from web_tool.geometry import Extent, Grid, parse_crs
 
 UTM = parse_crs(32618)
@@ -75,7 +75,7 @@ def test_geographic_rasters_are_read_and_reported_in_metres(tmp_path):
 def test_out_of_coverage_raises_no_imagery_with_the_coverage(tmp_path):
     loader = loader_for(four_tiles(tmp_path))
     far = Extent(0, 0, 100, 100, crs=parse_crs(3857))
-    with pytest.raises(NoImageryError, match="covers EPSG:3857"):
+    with pytest.raises(NoImageryError, match="here: it covers latitudes"):
         loader.read(loader.grid_for(far))
 
 
@@ -105,7 +105,7 @@ def test_corrupt_files_are_skipped_with_a_warning(tmp_path, caplog):
 def test_a_dataset_with_no_readable_file_is_a_clear_error(tmp_path):
     bad = tmp_path / "corrupt.tif"
     bad.write_bytes(b"nothing")
-    with pytest.raises(NotFoundError, match="no readable rasters"):
+    with pytest.raises(ConfigError, match="no readable rasters"):
         loader_for([bad])
 
 

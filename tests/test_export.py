@@ -105,7 +105,9 @@ def test_cog_is_valid_with_colour_map_overviews_nodata_crs_and_transform(tmp_pat
     assert saved["total_pixels"] == 700 * 450 and saved["crs"] == "EPSG:32618"
     assert sorted(p.name for p in outputs["cog"].parent.iterdir()) == [
         "map.png",
+        "map.qml",
         "map.tif",
+        "map.tif.aux.xml",
         "map_stats.csv",
         "map_stats.json",
     ]

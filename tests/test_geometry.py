@@ -77,3 +77,14 @@ def test_tile_grid_matches_mercantile_bounds(z, data):
 def test_tile_grid_rejects_tiles_that_do_not_exist():
     with pytest.raises(ExtentError):
         tile_grid(3, 8, 0)
+
+
+def test_overlapping_parts_of_a_multipolygon_are_joined_like_a_brush_stroke():
+    from shapely.geometry import MultiPolygon, Point, box, mapping
+
+    from web_tool.geometry import polygon_from_geojson
+
+    stroke = MultiPolygon([box(0, 0, 2, 1), box(1, 0, 3, 1), Point(3, 0.5).buffer(0.5)])
+    assert not stroke.is_valid
+    joined = polygon_from_geojson(mapping(stroke))
+    assert joined.is_valid and joined.area == pytest.approx(3 + 0.5 * stroke.geoms[2].area, rel=1e-3)

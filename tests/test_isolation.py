@@ -101,11 +101,12 @@ def test_every_session_scoped_endpoint_answers_404_for_a_session_it_does_not_kno
               "/addClass": {"name": "Quarry", "color": "#FF00FF"},
               "/doLoad": {"checkpoint": a["checkpoint"]},
               "/jobs/{job_id}/samples/{sample_id}/answers": {"point": 0, "answer": 0},
-              "/jobs/{job_id}/reference": {"labels": True}}  # fmt: skip
+              "/jobs/{job_id}/reference": {"labels": True},
+              "/deleteCorrections": {"extent": utm_extent(70, 70, 72, 72)}}  # fmt: skip
     for method, path in endpoints:
-        concrete = path.format(
-            session_id=stranger, checkpoint_id=a["checkpoint"], job_id=a["job"], sample_id=1
-        )
+        names = {"session_id": stranger, "checkpoint_id": a["checkpoint"], "job_id": a["job"], "sample_id": 1,
+                 "dataset": "stripes", "z": 0, "x": 0, "y": 0}  # fmt: skip
+        concrete = path.format(**names)
         if method == "POST":
             r = requests.post(url + concrete, json={**bodies.get(path, {}), "session": stranger}, timeout=30)
         else:

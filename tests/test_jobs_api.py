@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import csv
 import io
+import shlex
 import threading
 import time
 
@@ -74,7 +75,7 @@ def download(server, url, tmp_path, name):
 
 def test_pred_tile_job_makes_a_valid_cog_on_the_native_grid(live_server, done_job, tmp_path):
     assert done_job["state"] == "done" and done_job["progress"] == 1
-    assert set(done_job["outputs"]) == {"cog", "preview", "stats_json", "stats_csv"}
+    assert set(done_job["outputs"]) == {"cog", "preview", "stats_json", "stats_csv", "aux", "qml", "overlay"}
     cog = download(live_server, done_job["outputs"]["cog"], tmp_path, "map.tif")
     valid, errors, _ = cog_validate(str(cog))
     assert valid, errors
@@ -164,6 +165,13 @@ def test_pred_tile_over_the_area_cap_is_413_pointing_to_the_cli(tiny_model_path,
         status, _, reply = call(server, "/predTile", body)
         assert status == 413
         assert "25 km²" in reply["error"] and "python -m web_tool.batch" in reply["error"]
+        # the command maps with this server's model and a checkpoint of the session's model
+        command = shlex.split(reply["error"].split(": ", 2)[-1])
+        assert command[command.index("--model_fn") + 1] == str(tiny_model_path)
+        checkpoint = command[command.index("--checkpoint") + 1]
+        assert command[command.index("--state_dir") + 1] == str(tmp_path / "state")
+        assert command[command.index("--dataset") + 1] == f"big={coarse}"  # as the server was told
+        assert checkpoint in [c["id"] for c in call(server, "/checkpoints")[2]]
         # beyond the imagery does not count: 9 km² of it under a 100 km² box
         box = {"xmin": X0 + 5000, "ymin": Y0 + 5000, "xmax": X0 + 15000, "ymax": Y0 + 15000,
                "spatialReference": {"latestWkid": 32618}}  # fmt: skip
@@ -330,3 +338,40 @@ def test_a_full_queue_is_refused_with_busy_and_a_failing_job_reports_why(tmp_pat
         manager.get(first)["state"] == "failed" and manager.get(first)["message"] == "the area is not valid"
     )
     manager.close()
+
+
+def test_job_outputs_have_meaningful_names_the_pages_colours_and_polygons(live_server, tmp_path):
+    live_server.config.jobs.window_px = 64
+    classes = [{"name": "Lake", "color": "#112233"}, {"name": "Wood", "color": "#445566"},
+               {"name": "Crop", "color": "#778899"}, {"name": "Town", "color": "#aabbcc"}]  # fmt: skip
+    job = wait_for(live_server, submit(live_server, {"geometry": polygon_3857(), "crs": 3857,
+                                                     "classes": classes, "vector": True}))  # fmt: skip
+    assert job["state"] == "done", job
+    checkpoint = job["checkpoint"]
+    assert checkpoint in [c["id"] for c in call(live_server, "/checkpoints")[2]]
+    assert {"gpkg", "geojson", "qml", "aux"} <= set(job["outputs"])
+    import requests
+
+    r = requests.get(live_server.url + job["outputs"]["cog"], timeout=30)
+    today = time.strftime("%Y%m%d")
+    assert f'filename="tiny_{today}_{checkpoint}.tif"' in r.headers["Content-Disposition"]
+    aux = requests.get(live_server.url + job["outputs"]["aux"], timeout=30)
+    assert f'filename="tiny_{today}_{checkpoint}.tif.aux.xml"' in aux.headers["Content-Disposition"]
+    assert "<Category>Wood</Category>" in aux.text
+    cog = tmp_path / "map.tif"
+    cog.write_bytes(r.content)
+    with rasterio.open(cog) as src:
+        assert src.colormap(1)[0] == (0x11, 0x22, 0x33, 255) and src.tags()["CLASS_3"] == "Town"
+        assert src.tags()["CHECKPOINT"] == checkpoint and src.tags()["MODEL_FILE"].endswith(".keras")
+    geojson = requests.get(live_server.url + job["outputs"]["geojson"], timeout=30).json()
+    assert {f["properties"]["class_name"] for f in geojson["features"]} <= {"Lake", "Wood", "Crop", "Town"}
+    assert sum(f["properties"]["area_m2"] for f in geojson["features"]) == pytest.approx(
+        job["stats"]["total_km2"] * 1e6, rel=0.05
+    )
+    assert job["stats"]["classes"][0]["name"] == "Lake"
+
+
+def test_classes_must_match_the_model(live_server):
+    status, _, reply = call(live_server, "/predTile", {"geometry": polygon_3857(), "classes": [
+        {"name": "only", "color": "#000000"}]})  # fmt: skip
+    assert status == 400 and "classes has 1 entries" in reply["error"]

@@ -5,7 +5,8 @@ import pytest
 
 from web_tool.errors import LandCoverError, ModelError
 from web_tool.ServerModels import get_model, list_models
-from web_tool.ServerModels.keras_model import KerasSegmentationModel, resolve_model_path
+from web_tool.ServerModels.keras_io import resolve_model_path
+from web_tool.ServerModels.keras_model import KerasSegmentationModel
 
 CLASSES = [{"name": n, "color": "#000000"} for n in "abcd"]
 
@@ -44,9 +45,12 @@ def test_the_seeds_json_plus_weights_pair_loads_and_predicts_the_same(tiny_model
     np.testing.assert_allclose(a, b, atol=1e-5)
 
 
-def test_missing_model_is_a_clear_error(tmp_path):
+def test_a_missing_demo_model_says_how_to_build_it(tmp_path):
     with pytest.raises(ModelError, match="make demo"):
-        resolve_model_path(tmp_path / "nothing")
+        resolve_model_path(tmp_path / "demo_model")
+    with pytest.raises(ModelError, match="no model found") as info:
+        resolve_model_path(tmp_path / "mine")
+    assert "make demo" not in str(info.value)  # not the demo's hint for the user's own model
 
 
 def test_predictions_are_probabilities_equal_to_the_full_network(tiny_model_path):

@@ -61,7 +61,9 @@ def run_env(site: Path) -> dict:
 
 def test_the_wheel_carries_every_module_and_the_pages_files(installed):
     _, names = installed
-    modules = [n for n in tracked_files() if n.startswith("web_tool/") and n.endswith(".py")]
+    tracked = tracked_files()
+    modules = [n for n in tracked if n.startswith("web_tool/") and n.endswith(".py")]
+    modules += [n for n in tracked if n.startswith(("web_tool/js/", "web_tool/css/"))]  # the page's too
     assert set(modules) <= set(names)
     assert set(PACKAGE_DATA) <= set(names)
     assert not [n for n in names if n.startswith("web_tool/data/demo/")], "generated demo imagery stays out"

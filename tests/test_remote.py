@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -173,6 +174,20 @@ def test_the_server_serves_a_remote_dataset_like_a_local_one(
             server.close()
     remote, local = answers
     assert remote["output_hard"] == local["output_hard"] and remote["input_naip"] == local["input_naip"]
+
+
+def test_the_batch_command_a_server_offers_names_a_remote_dataset_whole(
+    range_server, tiny_model_path, tmp_path
+):
+    """An over-size export's hint gives the batch CLI the URL as the server was told, its "=" included."""
+    from web_tool.routes_jobs import batch_command
+
+    spec = f"{range_server.url}/{COG_KEY}?version=2"
+    _, config = build_app([spec], tiny_model_path, tmp_path)
+    (name,) = config.loaders
+    command = shlex.split(batch_command(config, name, None))
+    assert command[command.index("--dataset") + 1] == spec
+    assert batch.dataset_for(spec, str(tmp_path / "none.json")).paths == config.loaders[name].config.paths
 
 
 def test_local_rasters_keep_their_side_car_masks(tmp_path):

@@ -58,9 +58,25 @@ def test_the_seed_launch_line_serves_the_seed_example(tmp_path):
         proc.wait(10)
 
 
-def test_a_missing_model_exits_with_a_message_not_a_traceback(tmp_path):
-    proc = subprocess.run([sys.executable, "web_tool/server.py", "--model_fn", str(tmp_path / "none"),
+def test_a_missing_model_exits_with_a_message_not_a_traceback(tmp_path, tiny_dataset_dir):
+    cmd = [
+        sys.executable,
+        "web_tool/server.py",
+        "--model_fn",
+        str(tmp_path / "none"),
+        "--dataset",
+        str(tiny_dataset_dir),
+    ]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert f"no model found at '{tmp_path / 'none'}'" in proc.stderr
+
+
+def test_an_empty_folder_is_named_and_the_server_does_not_start(tmp_path, tiny_model_path):
+    proc = subprocess.run([sys.executable, "web_tool/server.py", "--model_fn", str(tiny_model_path),
                            "--dataset", str(tmp_path)], cwd=REPO, capture_output=True, text=True)  # fmt: skip
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
-    assert "no raster files found" in proc.stderr or "no model found" in proc.stderr
+    assert f"no raster file at '{tmp_path}'; the folder holds no raster file" in proc.stderr
+    assert "no dataset to serve" in proc.stderr and "make demo" not in proc.stderr

@@ -11,30 +11,37 @@ import logging
 import math
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import rtree
 from affine import Affine
-from rasterio.crs import CRS
 from rasterio.enums import Resampling
-from rasterio.errors import NodataShadowWarning, NotGeoreferencedWarning
+from rasterio.errors import NodataShadowWarning, NotGeoreferencedWarning, RasterioError
 from rasterio.warp import reproject
 from rasterio.windows import Window, from_bounds
 from shapely.geometry import box
 from shapely.ops import unary_union
 
+from web_tool.bands import choose_bands
 from web_tool.datasets import DatasetConfig
-from web_tool.errors import NoImageryError, NotFoundError, TooLargeError
+from web_tool.errors import ConfigError, ExtentError, NoImageryError, TooLargeError
 from web_tool.gdal_env import open_raster
 from web_tool.geometry import (
     WEB_MERCATOR,
     WGS84,
+    WORLD_X,
     Extent,
     Grid,
+    beyond_web_map,
     center_latitude,
     ground_resolution_in,
     metres_per_unit,
+    web_map_bounds,
 )
+from web_tool.overviews import MAX_SAMPLED_PX, MIN_FACTOR, LowRes
+from web_tool.rasterfiles import RasterFile, scan
+from web_tool.stretch import Scaling
 
 log = logging.getLogger(__name__)
 
@@ -51,47 +58,27 @@ MAX_PATCH_PIXELS = 2048 * 2048
 MAX_PATCH_SIDE = 16384
 
 
-@dataclass(frozen=True)
-class RasterFile:
-    """What the index needs to know of one raster file."""
-
-    path: str
-    crs: CRS
-    transform: Affine
-    width: int
-    height: int
-    count: int
-    extent_3857: Extent
-
-    @property
-    def resolution_m(self) -> float:
-        lat = center_latitude(self.extent_3857)
-        return abs(self.transform.a) * metres_per_unit(self.crs, lat)
-
-
 @dataclass
 class Patch:
-    """Pixels read into a grid: `data` is HxWxB, `valid` HxW (False where no file covers)."""
+    """Pixels read into a grid: `data` is HxWxB uint8 model input, `valid` HxW (False where no file
+    covers), `rgb` HxWx3 uint8 as the map shows the imagery (None: the first bands of `data`)."""
 
     grid: Grid
     data: np.ndarray
     valid: np.ndarray
+    rgb: np.ndarray | None = None
 
+    @property
+    def display(self) -> np.ndarray:
+        """HxWx3 uint8 for the eye: `rgb`, else the first three bands (one band: grey)."""
+        if self.rgb is not None:
+            return self.rgb
+        return self.data[..., :3] if self.data.shape[-1] >= 3 else np.repeat(self.data[..., :1], 3, axis=-1)
 
-def scan(paths: list[str]) -> list[RasterFile]:
-    """Open each file once to learn its footprint; unreadable files are skipped with a warning."""
-    files = []
-    for path in paths:
-        try:
-            with open_raster(path) as src:
-                if src.crs is None:
-                    raise ValueError("it has no CRS")
-                ext = Extent(*src.bounds, crs=src.crs).to_crs(WEB_MERCATOR)
-                files.append(RasterFile(path, src.crs, src.transform, src.width, src.height,
-                                        src.count, ext))  # fmt: skip
-        except Exception as exc:
-            log.warning("skipping %s: cannot read it as a georeferenced raster (%s)", path, exc)
-    return files
+    def crop(self, grid: Grid, rows: slice, cols: slice) -> Patch:
+        """The part of this patch at `rows`, `cols`, which is `grid`."""
+        rgb = None if self.rgb is None else self.rgb[rows, cols]
+        return Patch(grid, self.data[rows, cols], self.valid[rows, cols], rgb)
 
 
 def source_window(src, extent: Extent, margin: int = 2) -> Window | None:
@@ -106,14 +93,21 @@ def source_window(src, extent: Extent, margin: int = 2) -> Window | None:
     return Window(col0, row0, col1 - col0, row1 - row0)
 
 
-def read_into(src, grid: Grid, bands: list[int], resampling: Resampling):
+def read_into(src, grid: Grid, bands: list[int], resampling: Resampling, f: RasterFile | None = None,
+              nodata: float | None = None, max_px: int | None = None):  # fmt: skip
     """Warp `bands` of the open dataset `src` into the part of `grid` it covers.
 
-    Returns ((B,h,w) array, hxw valid mask, (row slice, col slice) of that part in `grid`), or
-    None when `src` does not reach into the grid. The source is read at about the grid's
-    resolution (so zoomed-out reads stay cheap), and only the covered part of the grid is warped.
+    Returns ((B,h,w) array in the file's own data type, hxw valid mask, (row slice, col slice) of
+    that part in `grid`), or None when `src` does not reach into the grid. The source is read at
+    about the grid's resolution (so zoomed-out reads stay cheap), and only the covered part of the
+    grid is warped. Pixels the file masks are invalid: its dataset mask, or with `f` (what start-up
+    learnt of the file) as `f.valid_mask` says, with `nodata` for a file that declares none. With
+    `max_px`, a large file without overviews is sampled (nearest) at a resolution that touches
+    blocks of at most that many pixels in all: coarser, but bounded.
     """
     extent = grid.extent.to_crs(src.crs)
+    if src.crs.is_geographic:  # the copy of the extent on the file's side of the antimeridian
+        extent = extent.shifted_near((src.bounds.left + src.bounds.right) / 2)
     window = source_window(src, extent)
     if window is None:
         return None
@@ -125,9 +119,15 @@ def read_into(src, grid: Grid, bands: list[int], resampling: Resampling):
     factor = max(1, int(step))
     shape = (max(1, math.ceil(window.height / factor)), max(1, math.ceil(window.width / factor)))
     read_resampling = Resampling.average if resampling != Resampling.nearest else resampling
+    if max_px is not None and f is not None and f.needs_overviews:
+        shape, sampled = bounded_shape(shape, window, f.block, max(16, max_px // (f.block[0] * f.block[1])))
+        read_resampling = Resampling.nearest if sampled else read_resampling
     data = src.read(bands, window=window, out_shape=(len(bands), *shape),
                     resampling=read_resampling if factor > 1 else Resampling.nearest)  # fmt: skip
-    mask = src.dataset_mask(window=window, out_shape=shape)
+    if f is None:
+        mask = src.dataset_mask(window=window, out_shape=shape)
+    else:
+        mask = f.valid_mask(src, data, window, shape, nodata)
     transform = src.window_transform(window) @ Affine.scale(window.width / shape[1], window.height / shape[0])
     out = np.zeros((len(bands), grid.height, grid.width), dtype=data.dtype)
     out_mask = np.zeros((grid.height, grid.width), dtype=np.uint8)
@@ -138,36 +138,76 @@ def read_into(src, grid: Grid, bands: list[int], resampling: Resampling):
     return out, out_mask > 0, slices
 
 
-class DataLoader:
-    """The rasters of one dataset, indexed by footprint, read into any grid on request."""
+def bounded_shape(shape: tuple[int, int], window: Window, block: tuple[int, int], max_blocks: int):
+    """(read shape, whether it was cut) so that a nearest read of `window` touches at most
+    `max_blocks` blocks: one sampled row (column) per block row (column) at most."""
+    rows = min(shape[0], math.ceil(window.height / block[0]))
+    cols = min(shape[1], math.ceil(window.width / block[1]))
+    if rows * cols <= max_blocks:
+        return shape, False
+    k = math.sqrt(max_blocks / (rows * cols))
+    return (max(1, int(rows * k)), max(1, int(cols * k))), True
 
-    def __init__(self, config: DatasetConfig, max_pixels: int = MAX_PATCH_PIXELS):
+
+def mosaic_dtype(files: list[RasterFile]) -> np.dtype:
+    """A data type that holds the values of every file (float32 for mixed or 64-bit types)."""
+    dtype = np.result_type(*{f.dtype for f in files})
+    return dtype if dtype.itemsize <= 4 and dtype.kind in "uif" else np.dtype(np.float32)
+
+
+class DataLoader:
+    """The rasters of one dataset, indexed by footprint, read into any grid on request.
+
+    `n_bands` is how many inputs the model takes (None: any), which decides the default bands;
+    `cache_dir` keeps what start-up computes (band statistics) for the next start.
+    """
+
+    def __init__(self, config: DatasetConfig, max_pixels: int = MAX_PATCH_PIXELS,
+                 n_bands: int | None = None, cache_dir: str | Path | None = None):  # fmt: skip
         self.config = config
         self.name = config.name
         self.max_pixels = max_pixels
-        self.files = scan(config.paths)
-        if not self.files:
-            raise NotFoundError(
-                f"dataset {config.name!r} has no readable rasters"
-                f" (looked at {len(config.paths)} path(s)); for the demo run `make demo` first"
+        files = scan(config.paths)
+        if not files:
+            raise ConfigError(
+                f"dataset {config.name!r} has no readable rasters (looked at {len(config.paths)} file(s):"
+                f" {', '.join(config.paths[:3])}{' …' * (len(config.paths) > 3)}; see the warnings above)"
             )
-        self.label_files = scan(config.label_paths)
+        self.bands, self.files = choose_bands(config.name, config.bands, files, n_bands)
+        self.scaling = Scaling.for_dataset(self.files, self.bands, config.scale, config.nodata,
+                                           Path(cache_dir) if cache_dir else None)  # fmt: skip
+        self.dtype = mosaic_dtype(self.files)
+        self.label_files = scan(config.label_paths, imagery=False)
         self.index = self._build_index(self.files)
         self.label_index = self._build_index(self.label_files)
-        self.footprint = unary_union([box(*f.extent_3857.bounds) for f in self.files])
+        self.footprint = unary_union([box(*b) for f in self.files for b in f.boxes_3857()])
         self.resolution_m = float(np.median([f.resolution_m for f in self.files]))
         self.crs = self.files[0].crs
+        #: files that failed to read at request time (moved, deleted, damaged): left out from then on
+        self.broken: set[str] = set()
+        #: the low-resolution copy zoomed-out reads come from (overviews.py), and where it stands
+        self.lowres: LowRes | None = None
+        self.lowres_state: str | None = None
 
     @staticmethod
     def _build_index(files: list[RasterFile]) -> rtree.index.Index:
         index = rtree.index.Index()
         for i, f in enumerate(files):
-            index.insert(i, f.extent_3857.bounds)
+            for bounds in f.boxes_3857():
+                index.insert(i, bounds)
         return index
 
     @property
     def extent_3857(self) -> Extent:
-        return Extent(*self.footprint.bounds, crs=WEB_MERCATOR)
+        """The dataset's bounds as a web map sees them (x beyond 180° across the antimeridian)."""
+        boxes = np.array([f.extent_3857.bounds for f in self.files])
+        return Extent(*boxes[:, :2].min(axis=0), *boxes[:, 2:].max(axis=0), crs=WEB_MERCATOR)
+
+    @property
+    def lonlat(self) -> tuple[float, float, float, float]:
+        """(west, south, east, north) in degrees; east beyond 180 across the antimeridian."""
+        boxes = np.array([f.lonlat for f in self.files])
+        return (*boxes[:, :2].min(axis=0), *boxes[:, 2:].max(axis=0))
 
     @property
     def classes(self) -> list[dict]:
@@ -175,24 +215,28 @@ class DataLoader:
 
     def describe(self) -> dict:
         """The dataset as `GET /datasets` lists it."""
-        ext = self.extent_3857
         return {
             "name": self.name,
             "default": self.config.default,
             "crs": self.crs.to_string(),
             "resolution": round(self.resolution_m, 3),
-            "bounds_3857": list(ext.bounds),
-            "bounds_4326": list(ext.to_crs(WGS84).bounds),
+            "bounds_3857": [float(v) for v in self.extent_3857.bounds],
+            "bounds_4326": [float(v) for v in self.lonlat],
             "classes": self.classes,
             "files": len(self.files),
+            "bands": self.bands,
             "has_labels": bool(self.label_files),
+            "lowres_cache": self.lowres_state,
         }
 
     def files_for(self, extent: Extent, labels: bool = False) -> list[RasterFile]:
         """The files whose footprint intersects `extent`, in configuration order."""
         files, index = (self.label_files, self.label_index) if labels else (self.files, self.index)
-        hits = index.intersection(extent.to_crs(WEB_MERCATOR).bounds)
-        return [files[i] for i in sorted(hits)]
+        try:
+            hits = index.intersection(web_map_bounds(extent))
+        except ExtentError:  # wholly beyond the web map's latitudes, where no file is indexed
+            return []
+        return [files[i] for i in sorted(set(hits)) if files[i].path not in self.broken]
 
     def grid_for(self, extent: Extent) -> Grid:
         """The EPSG:3857 grid at about native resolution that covers `extent` exactly.
@@ -209,13 +253,15 @@ class DataLoader:
             raise TooLargeError(
                 f"extent is about {width} x {height} px at the dataset's"
                 f" {self.resolution_m:g} m resolution; the limit is {self.max_pixels} px"
-                f" (about {side} m x {side} m): request a smaller extent or use /predTile"
+                f" (about {side} m x {side} m): ask for a smaller area, or export it as a map"
             )
         if max(width, height) > MAX_PATCH_SIDE:
             raise TooLargeError(
                 f"extent is about {width} x {height} px at the dataset's {self.resolution_m:g} m"
                 f" resolution; the limit is {MAX_PATCH_SIDE} px a side: request a squarer extent"
             )
+        if ext.ymin < -WORLD_X or ext.ymax > WORLD_X:
+            raise ExtentError(beyond_web_map(extent))
         return Grid.covering(ext, res)
 
     def native_grid(self, extent: Extent) -> Grid:
@@ -231,16 +277,24 @@ class DataLoader:
         transform = f.transform @ Affine.translation(c0, r0)
         return Grid(f.crs, transform, max(1, c1 - c0), max(1, r1 - r0))
 
-    def read(self, grid: Grid, labels: bool = False) -> Patch:
-        """Mosaic every file under `grid` into it; NoImageryError if none reaches it."""
-        files = self.files_for(grid.extent, labels=labels)
-        bands = [1] if labels else self.config.bands
-        resampling = Resampling.nearest if labels else Resampling.bilinear
-        data = np.zeros((grid.height, grid.width, len(bands)), dtype=np.uint8)
+    def _read_file(self, f: RasterFile, grid: Grid, bands: list[int], resampling: Resampling,
+                   max_px: int | None = None):  # fmt: skip
+        """read_into for one file; a file that fails (moved, damaged) is logged and left out."""
+        try:
+            with open_raster(f.path) as src:
+                return read_into(src, grid, bands, resampling, f, self.config.nodata, max_px)
+        except (RasterioError, OSError) as exc:
+            log.error("dataset %r: leaving out %s, which cannot be read any more: %s", self.name, f.path, exc)
+            self.broken.add(f.path)
+            return None
+
+    def mosaic(self, grid: Grid, files: list[RasterFile], bands: list[int], resampling: Resampling,
+               dtype: np.dtype, max_px: int | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        """(HxWxB raw values, HxW valid) of `files` warped into `grid`, first file first."""
+        data = np.zeros((grid.height, grid.width, len(bands)), dtype=dtype)
         valid = np.zeros(grid.shape, dtype=bool)
         for f in files:
-            with open_raster(f.path) as src:
-                result = read_into(src, grid, bands, resampling)
+            result = self._read_file(f, grid, bands, resampling, max_px)
             if result is None:
                 continue
             part, part_valid, (rows, cols) = result
@@ -248,11 +302,48 @@ class DataLoader:
             fill = part_valid & ~region_valid
             region[fill] = np.moveaxis(part, 0, -1)[fill]
             region_valid |= fill
+        return data, valid
+
+    def read(self, grid: Grid, labels: bool = False) -> Patch:
+        """Mosaic every file under `grid` into it; NoImageryError if none reaches it.
+
+        Imagery comes out scaled to the model's 0..255 input, with `rgb` as the map shows it.
+        """
+        files = self.files_for(grid.extent, labels=labels)
+        if labels:
+            data, valid = self.mosaic(grid, files, [1], Resampling.nearest, np.dtype(np.uint8))
+            rgb = None
+        else:
+            raw, valid = self.read_imagery(grid, files)
+            data, rgb = self.scale(raw, valid)
         if not valid.any():
             what = "label rasters" if labels else "imagery"
-            bounds = ", ".join(f"{v:.1f}" for v in self.extent_3857.bounds)
+            w, s, e, n = self.extent_3857.to_crs(WGS84).bounds
             raise NoImageryError(
-                f"no {what} of dataset {self.name!r} covers the requested extent; the dataset"
-                f" covers EPSG:3857 [{bounds}] (see GET /datasets)"
+                f"no {what} of dataset {self.name!r} here: it covers latitudes {s:.5f} to {n:.5f}"
+                f" and longitudes {w:.5f} to {e:.5f}"
             )
-        return Patch(grid, data, valid)
+        return Patch(grid, data, valid, rgb)
+
+    def decimation(self, grid: Grid) -> float:
+        """How many of the dataset's pixels (a side) make one pixel of `grid`."""
+        metres = abs(grid.transform.a) * metres_per_unit(grid.crs, center_latitude(grid.extent))
+        return metres / self.resolution_m
+
+    def read_imagery(self, grid: Grid, files: list[RasterFile]) -> tuple[np.ndarray, np.ndarray]:
+        """(HxWxB raw values, HxW valid) under `grid`: zoomed out, from the low-resolution copy
+        when there is one, else with a bounded sample of files that lack overviews."""
+        lowres = self.lowres
+        coarse = files and self.decimation(grid) >= (lowres.factor if lowres else MIN_FACTOR)
+        if coarse and lowres is not None:
+            return self.mosaic(grid, [lowres.file], lowres.bands, Resampling.bilinear, self.dtype)
+        return self.mosaic(grid, files, self.bands, Resampling.bilinear, self.dtype,
+                           MAX_SAMPLED_PX if coarse else None)  # fmt: skip
+
+    def scale(self, raw: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(HxWxB uint8 model input, HxWx3 display or None) of raw values; missing pixels are 0."""
+        data, rgb = self.scaling.model_input(raw), self.scaling.rgb(raw)
+        for array in (data, rgb):
+            if array is not None and array is not raw:
+                array[~valid] = 0
+        return data, rgb

@@ -40,6 +40,7 @@ from web_tool.mapping import (
     aoi_from_geojson,
     check_weights,
     clip_to_imagery,
+    map_tags,
     outputs_beside,
     plan_map,
     render_map,
@@ -173,7 +174,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--checkpoint", default=None, help="a saved human-in-the-loop checkpoint id")
     p.add_argument("--state_dir", default=str(WEB_ROOT / "data" / "state"), help="where checkpoints are")
     p.add_argument("--weights", type=class_weights, default=None, help="class weights, e.g. 1,1,2,1")
-    p.add_argument("--out", required=True, help="the output COG (.tif); preview and stats go beside it")
+    p.add_argument("--out", required=True, help="the output COG (.tif); preview, stats, styles go beside it")
+    p.add_argument("--vector", action="store_true", help="also class polygons: <out>.gpkg and <out>.geojson")
     p.add_argument("--scheduler", default=None,
                    help="address of a running Dask scheduler (tcp://host:8786); scheduler and workers need"
                         " this package, the workers the imagery and the model (checked first)")  # fmt: skip
@@ -267,8 +269,9 @@ def run(args: argparse.Namespace, timings: dict | None = None) -> dict:
         else:
             results = dask_results(client, spec.key, plan)
         with tqdm(total=len(plan.windows), unit="window", disable=args.quiet, smoothing=0.1) as bar:
-            stats = render_map(plan, results, outputs_beside(args.out), facts["classes"],
-                               on_window=lambda done, total: bar.update(1))  # fmt: skip
+            tags = map_tags(args.model, args.model_fn, args.checkpoint, dataset.name)
+            stats = render_map(plan, results, outputs_beside(args.out, vector=args.vector), facts["classes"],
+                               on_window=lambda done, total: bar.update(1), tags=tags)  # fmt: skip
         if timings is not None:
             timings.update(
                 startup_s=ready - started, map_s=time.perf_counter() - ready, windows=len(plan.windows)

@@ -113,3 +113,16 @@ def sample_pixels(c: Correction, limit: int) -> np.ndarray:
         return np.arange(c.count)
     rng = np.random.default_rng(c.id or 0)
     return np.sort(rng.choice(c.count, size=limit, replace=False))
+
+
+def pixels_inside(c: Correction, geom, crs: CRS) -> np.ndarray:
+    """Which of the correction's pixels have their centre inside `geom` (in `crs`)."""
+    native = area_in(geom, crs, CRS.from_string(c.crs))
+    return shapely.contains_xy(native, c.xs, c.ys)
+
+
+def without(c: Correction, drop: np.ndarray) -> Correction:
+    """The correction less the pixels `drop` marks (a new correction: no id yet)."""
+    keep = ~drop
+    return Correction(dataset=c.dataset, crs=c.crs, value=c.value, xs=c.xs[keep], ys=c.ys[keep],
+                      rows=c.rows[keep], cols=c.cols[keep], image=c.image, transform=c.transform)  # fmt: skip

@@ -43,12 +43,13 @@ class TooLargeError(LandCoverError, ValueError):
     """The request asks for more pixels, area or bytes than the configured limit."""
 
 
-class ConfigError(LandCoverError, ValueError):
-    """A command-line flag or a configuration file is wrong (caught at start-up)."""
-
-
 class ModelError(LandCoverError, RuntimeError):
     """The model file cannot be found or loaded."""
+
+
+class ConfigError(LandCoverError, ValueError):
+    """A configuration mistake (datasets.json, a dataset's files, the model against them), found at
+    start-up; the message names the setting or file and the fix."""
 
 
 class ClusterError(LandCoverError, RuntimeError):

@@ -3,8 +3,12 @@
 Nothing here predicts or reads imagery: the inputs are a tiled GeoTIFF of class indices (written
 window by window by `mapping`) and the per-class totals accumulated while it was written.
 
-* `write_cog` — uint8 class indices, nodata 255, the classes' colour map, internal overviews;
-* `write_preview` — a small RGBA PNG read from the COG's overviews (never the full raster);
+* `write_cog` — uint8 class indices, nodata 255, the classes' colour map, internal overviews, and in
+  its tags the class names and what made it (model, checkpoint, dataset, date: `tags`);
+* `write_preview` — a small RGBA PNG read from the COG's overviews (never the full raster), and
+  `write_overlay`, the same in EPSG:3857 for a web map (its bounds are in the statistics);
+* beside them, optional by output key: GDAL's `.aux.xml` (class names, attribute table) and a QGIS
+  `.qml` style (`export_styles`), class polygons as GeoPackage and GeoJSON (`vectorize`);
 * `ClassStats` — pixel counts and ground areas per class; areas come from `row_areas_km2`, which
   is exact per row for geographic and Mercator grids (pixels are lat/lon rectangles there, whose
   area on the ellipsoid has a closed form) and planar (transform x units) for other projections.
@@ -24,12 +28,13 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from rasterio.enums import Resampling
+from rasterio.warp import reproject
 from rasterio.warp import transform as transform_points
 from rio_cogeo.cogeo import cog_translate
 from rio_cogeo.profiles import cog_profiles
 
 from web_tool import db
-from web_tool.geometry import WGS84, Grid
+from web_tool.geometry import WEB_MERCATOR, WGS84, Extent, Grid
 from web_tool.rendering import hex_to_rgb, png_bytes
 
 #: class index written where there is no prediction (outside the AOI, no imagery)
@@ -153,6 +158,7 @@ class ClassStats:
             "total_km2": float(self.km2.sum()),
             "crs": grid.crs.to_string(),
             "resolution": list(grid.res),
+            "bounds_4326": list(overlay_extent(grid.extent).to_crs(WGS84).bounds),
         }
 
     def to_csv(self) -> str:
@@ -189,8 +195,11 @@ def overview_levels(width: int, height: int) -> int:
     return max(1, min(levels, int(math.log2(max(longest, 2)))))
 
 
-def write_cog(src, dst_path: Path, classes: list[dict]) -> Path:
-    """Copy the open class-index dataset `src` to a COG at `dst_path` (atomically)."""
+def write_cog(src, dst_path: Path, classes: list[dict], tags: dict | None = None) -> Path:
+    """Copy the open class-index dataset `src` to a COG at `dst_path` (atomically), with `tags`."""
+    metadata = {"CLASSES": json.dumps([c["name"] for c in classes]),
+                **{f"CLASS_{i}": c["name"] for i, c in enumerate(classes)},
+                **{k.upper(): str(v) for k, v in (tags or {}).items() if v is not None}}  # fmt: skip
     profile = cog_profiles.get("deflate")
     profile.update(blockxsize=COG_BLOCK_PX, blockysize=COG_BLOCK_PX, BIGTIFF="IF_SAFER")
 
@@ -207,7 +216,7 @@ def write_cog(src, dst_path: Path, classes: list[dict]) -> Path:
                 colormap=colormap(classes),
                 in_memory=False,
                 quiet=True,
-                additional_cog_metadata={"CLASSES": json.dumps([c["name"] for c in classes])},
+                additional_cog_metadata=metadata,
             )
 
     return db.atomic_write(dst_path, translate)
@@ -217,7 +226,11 @@ def preview_rgba(src, classes: list[dict], max_px: int = PREVIEW_MAX_PX) -> np.n
     """HxWx4 RGBA of the class map in `src`, decimated (from overviews) to at most `max_px` a side."""
     scale = max(1.0, max(src.width, src.height) / max_px)
     shape = (max(1, round(src.height / scale)), max(1, round(src.width / scale)))
-    index = src.read(1, out_shape=shape, resampling=Resampling.nearest)
+    return class_rgba(src.read(1, out_shape=shape, resampling=Resampling.nearest), classes)
+
+
+def class_rgba(index: np.ndarray, classes: list[dict]) -> np.ndarray:
+    """HxWx4 RGBA of class indices: each class's colour, NODATA transparent."""
     lut = np.zeros((256, 4), dtype=np.uint8)
     for i, rgba in colormap(classes).items():
         lut[i] = rgba
@@ -228,12 +241,43 @@ def write_preview(src, dst_path: Path, classes: list[dict]) -> Path:
     return db.atomic_write(dst_path, png_bytes(preview_rgba(src, classes)))
 
 
-def export_all(
-    class_tif: Path, outputs: dict[str, Path], classes: list[dict], stats: ClassStats, grid: Grid
-) -> None:
-    """Write the COG (`outputs["cog"]`), preview (`"preview"`), stats (`"stats_json"`, `"stats_csv"`)."""
+def overlay_extent(extent: Extent) -> Extent:
+    """The EPSG:3857 box an overlay of `extent` covers (a lat/lon box too: Mercator is separable)."""
+    return extent.to_crs(WEB_MERCATOR)
+
+
+def write_overlay(src, dst_path: Path, classes: list[dict], max_px: int = PREVIEW_MAX_PX) -> Path:
+    """The class map as an RGBA PNG in EPSG:3857 (at most `max_px` a side), read from overviews:
+    a web map shows it on the lat/lon box `overlay_extent` gives (statistics: `bounds_4326`)."""
+    scale = max(1.0, max(src.width, src.height) / max_px)
+    shape = (max(1, round(src.height / scale)), max(1, round(src.width / scale)))
+    index = src.read(1, out_shape=shape, resampling=Resampling.nearest)
+    transform = src.transform * rasterio.Affine.scale(src.width / shape[1], src.height / shape[0])
+    ext = overlay_extent(Extent(*src.bounds, crs=src.crs))
+    grid = Grid.covering(ext, max(ext.xmax - ext.xmin, ext.ymax - ext.ymin) / max_px)
+    out = np.full(grid.shape, NODATA, np.uint8)
+    reproject(index, out, src_transform=transform, src_crs=src.crs, dst_transform=grid.transform,
+              dst_crs=grid.crs, resampling=Resampling.nearest, src_nodata=NODATA,
+              dst_nodata=NODATA)  # fmt: skip
+    return db.atomic_write(dst_path, png_bytes(class_rgba(out, classes)))
+
+
+def export_all(class_tif: Path, outputs: dict[str, Path], classes: list[dict], stats: ClassStats, grid: Grid,
+               tags: dict | None = None) -> None:  # fmt: skip
+    """Write the COG (`outputs["cog"]`), preview (`"preview"`), stats (`"stats_json"`, `"stats_csv"`),
+    and those of `"overlay"`, `"aux"`, `"qml"`, `"gpkg"`, `"geojson"` that `outputs` names."""
+    from web_tool import export_styles, vectorize  # they build on this module
+
     with rasterio.open(class_tif) as src:
-        write_cog(src, outputs["cog"], classes)
+        write_cog(src, outputs["cog"], classes, tags)
     with rasterio.open(outputs["cog"]) as cog:
         write_preview(cog, outputs["preview"], classes)
+        if "overlay" in outputs:
+            write_overlay(cog, outputs["overlay"], classes)
     write_stats(stats, grid, outputs["stats_json"], outputs["stats_csv"])
+    if "aux" in outputs:
+        db.atomic_write(outputs["aux"], export_styles.aux_xml(classes, stats))
+    if "qml" in outputs:
+        db.atomic_write(outputs["qml"], export_styles.qml(classes))
+    if "gpkg" in outputs or "geojson" in outputs:
+        vectorize.write_vectors(outputs["cog"], classes, outputs.get("gpkg"), outputs.get("geojson"))

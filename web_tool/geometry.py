@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import mercantile
 import numpy as np
 import shapely
 from affine import Affine
@@ -22,6 +23,9 @@ from web_tool.errors import CRSError, ExtentError, TooLargeError
 
 WEB_MERCATOR = CRS.from_epsg(3857)
 WGS84 = CRS.from_epsg(4326)
+#: the latitudes a web-mercator map shows (±85.05°), and its x at longitude 180°
+MAX_LATITUDE = 85.0511287798066
+WORLD_X = 20037508.342789244
 #: largest coordinate magnitude accepted in any CRS: far beyond any real one (the Earth is 4e7 m
 #: around), and PROJ spins for minutes wrapping longitudes of boxes much larger than this
 MAX_COORD = 1e10
@@ -77,13 +81,60 @@ class Extent:
         """The smallest box in `crs` holding this one (edges densified)."""
         if crs == self.crs:
             return self
+        if crs == WEB_MERCATOR:
+            return self.to_web_mercator()
         try:
             bounds = transform_bounds(self.crs, crs, *self.bounds, densify_pts=21)
         except Exception as exc:  # PROJ raises assorted errors for impossible boxes
             raise ExtentError(f"extent cannot be transformed to {crs}: {exc}") from None
         if not all(math.isfinite(v) for v in bounds):
             raise ExtentError(f"extent {self.bounds} lies outside the valid area of {crs}")
+        if crs.is_geographic and bounds[0] > bounds[2]:  # across the antimeridian: east beyond 180°
+            bounds = (bounds[0], bounds[1], bounds[2] + 360, bounds[3])
         return Extent(*bounds, crs=crs)
+
+    def to_web_mercator(self) -> Extent:
+        """The box in EPSG:3857 through longitude and latitude: across the antimeridian its east
+        edge lies beyond the world's (x > 180°), as web maps draw it; ExtentError beyond ±85.05°."""
+        west, south, east, north = self.to_crs(WGS84).bounds
+        if south < -MAX_LATITUDE - 1e-9 or north > MAX_LATITUDE + 1e-9:
+            raise ExtentError(beyond_web_map(self))
+        (x0, y0), (x1, y1) = mercantile.xy(west, south), mercantile.xy(east, north)
+        return Extent(x0, y0, x1, y1, crs=WEB_MERCATOR)
+
+    def shifted_near(self, x: float) -> Extent:
+        """This box moved by whole worlds (360° in degrees, 2 x WORLD_X in EPSG:3857) so that its
+        centre is nearest to `x`: the copy on the same side of the antimeridian as `x`."""
+        world = 360.0 if self.crs.is_geographic else 2 * WORLD_X
+        shift = round((x - (self.xmin + self.xmax) / 2) / world) * world
+        return Extent(self.xmin + shift, self.ymin, self.xmax + shift, self.ymax, crs=self.crs)
+
+
+def beyond_web_map(extent: Extent) -> str:
+    """The message for an extent that reaches latitudes a web map cannot show."""
+    return (
+        f"the extent {tuple(round(v, 6) for v in extent.bounds)} reaches beyond {MAX_LATITUDE:.2f}° latitude:"
+        " web maps (EPSG:3857), and this server's responses, stop there; ask for an area nearer the equator"
+    )
+
+
+def lonlat_bounds(extent: Extent) -> tuple[float, float, float, float]:
+    """(west, south, east, north) in degrees: east beyond 180° across the antimeridian (so that
+    west < east), latitudes cut at the web map's ±85.05°; ExtentError when nothing is left."""
+    west, south, east, north = extent.to_crs(WGS84).bounds
+    south, north = max(south, -MAX_LATITUDE), min(north, MAX_LATITUDE)
+    if south >= north:
+        raise ExtentError(beyond_web_map(extent))
+    return west, south, east, north
+
+
+def web_map_bounds(extent: Extent) -> tuple[float, float, float, float]:
+    """The part of `extent` a web map shows, in EPSG:3857 (x beyond the world's edge across 180°)."""
+    if extent.crs == WEB_MERCATOR:
+        return extent.xmin, max(extent.ymin, -WORLD_X), extent.xmax, min(extent.ymax, WORLD_X)
+    west, south, east, north = lonlat_bounds(extent)
+    (x0, y0), (x1, y1) = mercantile.xy(west, south), mercantile.xy(east, north)
+    return x0, y0, x1, y1
 
 
 @dataclass(frozen=True)
@@ -120,6 +171,8 @@ class Grid:
         None when the extent misses the grid.
         """
         ext = extent.to_crs(self.crs)
+        if self.crs == WEB_MERCATOR or self.crs.is_geographic:  # the copy on this grid's side of 180°
+            ext = ext.shifted_near((self.extent.xmin + self.extent.xmax) / 2)
         inv = ~self.transform
         (c0, r0), (c1, r1) = inv @ (ext.xmin, ext.ymax), inv @ (ext.xmax, ext.ymin)
         col0, col1 = max(0, math.floor(min(c0, c1)) - 1), min(self.width, math.ceil(max(c0, c1)) + 1)

@@ -49,8 +49,8 @@ QUEUE_RETRY_S = 30
 STATES = ("queued", "running", "done", "failed", "cancelled")
 #: job ids: 128 random bits (64 before they were secrets)
 JOB_ID = re.compile(r"^([0-9a-f]{32}|[0-9a-f]{16})$")
-#: what a download's name may look like: a job id, then letters, digits, `_`, and one extension
-FILE_NAME = re.compile(r"^[0-9a-f]{16}[A-Za-z0-9_]*\.[a-z]{2,4}$")
+#: what a download's name may look like: a job id, then letters, digits, `_`, and 1-3 extensions
+FILE_NAME = re.compile(r"^[0-9a-f]{16}[A-Za-z0-9_]*(\.[a-z]{2,7}){1,3}$")
 RESTART_MESSAGE = "interrupted by a server restart"
 
 SCHEMA = """

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -286,16 +287,36 @@ class ClassMapWriter:
         self.dst.close()
 
 
-def outputs_beside(cog_path: str | os.PathLike) -> dict[str, Path]:
-    """Where the outputs of a map go: the COG, and its preview and statistics next to it."""
+def outputs_beside(
+    cog_path: str | os.PathLike, vector: bool = False, overlay: bool = False
+) -> dict[str, Path]:
+    """Where the outputs of a map go: the COG, and beside it its preview, statistics, GDAL's
+    `.aux.xml` (class names) and a QGIS `.qml` style; + class polygons (`vector`: GeoPackage and
+    GeoJSON) and a web-map overlay PNG (`overlay`)."""
     cog = Path(cog_path)
     stem = cog.with_suffix("")
-    return {
+    outputs = {
         "cog": cog,
         "preview": stem.with_suffix(".png"),
         "stats_json": stem.with_name(stem.name + "_stats.json"),
         "stats_csv": stem.with_name(stem.name + "_stats.csv"),
+        "aux": cog.with_name(cog.name + ".aux.xml"),
+        "qml": stem.with_suffix(".qml"),
     }
+    if vector:
+        outputs.update(gpkg=stem.with_suffix(".gpkg"), geojson=stem.with_suffix(".geojson"))
+    if overlay:
+        outputs["overlay"] = stem.with_name(stem.name + "_overlay.png")
+    return outputs
+
+
+def map_tags(model: str, model_file: str | None, checkpoint: str | None, dataset: str) -> dict:
+    """What made a map, for its GeoTIFF tags: model (registry name and file), checkpoint, dataset, time."""
+    from web_tool import __version__
+
+    return {"model": model, "model_file": Path(model_file).name if model_file else None,
+            "checkpoint": checkpoint, "dataset": dataset, "software": f"landcover web_tool {__version__}",
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
 
 
 def render_map(
@@ -305,11 +326,12 @@ def render_map(
     classes: list[dict],
     on_window: Callable[[int, int], None] | None = None,
     cancelled: Callable[[], bool] | None = None,
+    tags: dict | None = None,
 ) -> ClassStats:
     """Stream `results` (from any executor, any order) to disk, then export the outputs.
 
     `on_window(done, total)` is called after each window; `cancelled()` is asked after each one
-    and stops the map with MapCancelled (no output is left behind).
+    and stops the map with MapCancelled (no output is left behind). `tags` go into the COG.
     """
     cog = outputs["cog"]
     cog.parent.mkdir(parents=True, exist_ok=True)
@@ -322,7 +344,7 @@ def render_map(
                     on_window(done, len(plan.windows))
                 if cancelled is not None and cancelled():
                     raise MapCancelled("the map was cancelled")
-        export_all(tmp, outputs, classes, writer.stats, plan.grid)
+        export_all(tmp, outputs, classes, writer.stats, plan.grid, tags)
         return writer.stats
     finally:
         close = getattr(results, "close", None)

@@ -46,7 +46,8 @@ REQUEST_MODELS: dict[str, type[BaseModel]] = {
 SESSION_QUERY = {"GET /checkpoints", "DELETE /checkpoints/<checkpoint_id>/share", "GET /jobs",
                  "GET /jobs/<job_id>", "DELETE /jobs/<job_id>", "GET /jobs/<job_id>/samples",
                  "GET /jobs/<job_id>/samples/<sample_id>", "GET /jobs/<job_id>/samples/<sample_id>/report",
-                 "GET /jobs/<job_id>/samples/<sample_id>/report.csv"}  # fmt: skip
+                 "GET /jobs/<job_id>/samples/<sample_id>/report.csv", "GET /corrections",
+                 "GET /predTiles/<dataset>/<z:int>/<x:int>/<y:int>.png"}  # fmt: skip
 SESSION_PARAMETER = {"name": "session", "in": "query", "required": False,
                      "schema": {"type": "string", "maxLength": 64},
                      "description": "your session's id (default: the shared `default` session)"}  # fmt: skip

@@ -33,8 +33,8 @@ RENDER_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="render")
 
 
 def input_rgb(patch: Patch) -> np.ndarray:
-    """HxWx4 RGBA of the patch's first three bands (R, G, B), transparent where no imagery."""
-    return with_alpha(patch.data[..., :3], patch.valid)
+    """HxWx4 RGBA of the imagery as the map shows it, transparent where there is none."""
+    return with_alpha(patch.display, patch.valid)
 
 
 def check_canvas(grid: Grid, pad: int, max_pixels: int) -> None:
@@ -55,7 +55,7 @@ def read_padded(loader: DataLoader, extent: Extent, pad: int) -> tuple[Patch, Pa
     check_canvas(grid, pad, loader.max_pixels)
     padded = loader.read(grid.padded(pad))
     inner = (slice(pad, pad + grid.height), slice(pad, pad + grid.width))
-    return padded, Patch(grid, padded.data[inner], padded.valid[inner])
+    return padded, padded.crop(grid, *inner)
 
 
 def get_input(loader: DataLoader, extent: Extent) -> dict:

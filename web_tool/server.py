@@ -26,7 +26,17 @@ from typing import Any  # noqa: E402
 
 import bottle  # noqa: E402
 
-from web_tool import __version__, admission, api, auth, origins, routes_hitl, routes_jobs  # noqa: E402
+from web_tool import (  # noqa: E402
+    __version__,
+    admission,
+    api,
+    auth,
+    origins,
+    routes_hitl,
+    routes_jobs,
+    routes_page,
+    startup,
+)
 from web_tool import datasets as dataset_config  # noqa: E402
 from web_tool.DataLoader import MAX_PATCH_PIXELS, DataLoader  # noqa: E402
 from web_tool.errors import ConfigError, LandCoverError, NotFoundError  # noqa: E402
@@ -37,7 +47,7 @@ from web_tool.openapi import build_openapi  # noqa: E402
 from web_tool.origins import is_loopback  # noqa: E402
 from web_tool.predict import get_input, pred_patch  # noqa: E402
 from web_tool.schemas import GetInputRequest, PredPatchRequest, parse  # noqa: E402
-from web_tool.ServerModels import ServerModel, get_model, list_models  # noqa: E402
+from web_tool.ServerModels import ServerModel, list_models  # noqa: E402
 from web_tool.sessions import IDLE_S, MAX_CLASSES, MAX_SESSIONS, SessionManager  # noqa: E402
 from web_tool.tiles import render_tile  # noqa: E402
 from web_tool.training_data import replay_path  # noqa: E402
@@ -52,7 +62,10 @@ REPO_ROOT = WEB_ROOT.parent
 STATIC_FILES = {"index.html", "endpoints.js", "endpoints.mine.js", "favicon.ico"}
 STATIC_DIRS = {"js", "css", "img"}
 #: pinned frontend packages (installed by `make`), served under /vendor/<name>/
-VENDOR_DIRS = {"leaflet": REPO_ROOT / "node_modules" / "leaflet" / "dist"}
+VENDOR_DIRS = {
+    "leaflet": REPO_ROOT / "node_modules" / "leaflet" / "dist",
+    "geoman": REPO_ROOT / "node_modules" / "@geoman-io" / "leaflet-geoman-free" / "dist",
+}
 FINE_TUNE_CHOICES = ("last_layer", "last_k_layers")
 
 
@@ -73,6 +86,10 @@ class AppConfig:
     token: str | None = None
     #: validation samples of finished maps (validate.samples.SampleStore); None = no accuracy routes
     validation: Any = None
+    #: how the batch CLI makes the same model and reads the same datasets (its command-line hints)
+    model_kind: str = "nips_hr"
+    model_fn: str | None = None
+    dataset_args: dict[str, list[str]] = field(default_factory=dict)
     #: the address the server binds to, and other pages' origins allowed to call it (origins.py)
     host: str = "127.0.0.1"
     cors_origins: tuple[str, ...] = ()
@@ -108,6 +125,8 @@ def serve_static(path: str):
 
     The check runs on the resolved path too, so a symlink cannot lead out of the allowed files.
     """
+    if path == "endpoints.js" and (WEB_ROOT / "endpoints.mine.js").is_file():
+        path = "endpoints.mine.js"  # the local override (git-ignored), without a 404 when there is none
     parts = Path(path).parts
     not_found = NotFoundError(f"no such file: {path[:100]!r}")
     if not parts or ".." in parts or path.startswith("/"):
@@ -180,9 +199,11 @@ def make_app(config: AppConfig) -> bottle.Bottle:
         result = pred_patch(loader, model, req.extent.to_extent(), req.weights, classes)
         return api.json_response({"extent": body["extent"], "weights": body.get("weights"), **result})
 
-    # feature modules add their own routes: human-in-the-loop, then large-area jobs
+    # feature modules add their own routes: human-in-the-loop, large-area jobs, the page's map
+    # layers, accuracy assessment
     routes_hitl.add_routes(app, config)
     routes_jobs.add_routes(app, config)
+    routes_page.add_routes(app, config)
     validation_routes.add_routes(app, config)
 
     @app.get("/openapi.json")
@@ -200,6 +221,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python web_tool/server.py",
         description="Serve the land-cover mapping tool (web app + JSON API) on one port.",
+        epilog=startup.MODEL_CONTRACT,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--model", default="nips_hr", choices=list_models(),
@@ -269,18 +291,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def batch_dataset_args(args: argparse.Namespace, names: list[str]) -> dict[str, list[str]]:
+    """How the batch CLI names each dataset: `--dataset [NAME=]PATH` whole, as the server was given it
+    (a URL's own "=" included), or the name in --datasets_json."""
+    if not args.dataset:
+        return {n: ["--dataset", n, "--datasets_json", args.datasets_json] for n in names}
+    return {dataset_config.cli_name(spec, i): ["--dataset", spec] for i, spec in enumerate(args.dataset)}
+
+
 def build_config(args: argparse.Namespace) -> AppConfig:
     """Load datasets and the model named by the command line."""
-    if args.dataset:
-        configs = dataset_config.from_cli(args.dataset)
-    else:
-        configs = dataset_config.from_json(args.datasets_json)
-    loaders = {c.name: DataLoader(c, max_pixels=args.max_patch_pixels) for c in configs}
-    if not loaders:
-        raise NotFoundError("no dataset configured: pass --dataset PATH or fill --datasets_json")
     check_limits(args)
-    default = next((d for d in loaders.values() if d.config.default), next(iter(loaders.values())))
-    model = get_model(args.model)(args.model_fn, classes=default.classes)
+    loaders, model = startup.load(args)
+    dataset_args = batch_dataset_args(args, list(loaders))
     sessions = SessionManager(model, args.state_dir, args.fine_tune, replay_path(args.model_fn),
                               options={"k": args.fine_tune_layers}, max_sessions=args.max_sessions,
                               idle_s=args.session_idle_minutes * 60)  # fmt: skip
@@ -291,7 +314,8 @@ def build_config(args: argparse.Namespace) -> AppConfig:
                      state_dir=Path(args.state_dir), sessions=sessions, jobs=jobs,
                      max_body_bytes=int(args.max_body_mb * 2**20),
                      validation=SampleStore(args.state_dir, max_points=args.max_sample_points),
-                     token=args.token or os.environ.get(auth.TOKEN_ENV), host=args.host,
+                     token=args.token or os.environ.get(auth.TOKEN_ENV), model_kind=args.model,
+                     model_fn=args.model_fn, dataset_args=dataset_args, host=args.host,
                      cors_origins=tuple(args.cors_origin), max_vertices=args.max_vertices,
                      max_classes=args.max_classes, gate=gate)  # fmt: skip
 
@@ -345,16 +369,16 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         return 2
     app = make_app(config)
-    for loader in config.loaders.values():
-        log.info("dataset %r: %d file(s), %s, %.2f m", loader.name, len(loader.files),
-                 loader.crs.to_string(), loader.resolution_m)  # fmt: skip
+    if args.verbose:
+        app.add_hook("after_request", log_request)
     log.info("model %r (%d classes); serving on http://%s:%d/", config.model.name,
              config.model.n_classes, args.host, args.port)  # fmt: skip
     if not config.token and not is_loopback(args.host):
         log.warning("serving %s without --token: anyone who can reach this port can use the API", args.host)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    # channel_request_lookahead: routes may ask waitress.client_disconnected() and skip abandoned work
     make_server(app, host=args.host, port=args.port, threads=args.threads, ident="landcover",
-                max_body_bytes=config.max_body_bytes).run()  # fmt: skip
+                max_body_bytes=config.max_body_bytes, channel_request_lookahead=4).run()  # fmt: skip
     return 0
 
 

@@ -20,6 +20,7 @@ secret of its own. Logs name sessions by a short digest, never by their id.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import threading
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from web_tool import finetune, holdout
-from web_tool.corrections import Correction, record
+from web_tool.corrections import Correction, pixels_inside, record, without
 from web_tool.errors import BusyError, ClassIndexError, NotFoundError, RequestError
 from web_tool.modelparts import from_state, grow_head, state_of
 from web_tool.ServerModels.base import ServerModel
@@ -48,6 +49,8 @@ MAX_SESSIONS = 32
 IDLE_S = 30 * 60
 #: a session is never evicted within this many seconds of its last use (a request may still hold it)
 GRACE_S = 5.0
+#: model versions, unique in this process (across sessions and reloads): caches key on them
+MODEL_VERSIONS = itertools.count(1)
 #: most classes a session may have: exports write class indices as uint8, with 255 for nodata
 MAX_CLASSES = 254
 
@@ -72,6 +75,13 @@ class Session:
     lock: threading.RLock = field(default_factory=threading.RLock)
     #: time.monotonic() of the last request that used this session
     used: float = 0.0
+    #: changes whenever `model` is assigned (see __setattr__): what prediction caches key on
+    version: int = field(default=0, init=False)
+
+    def __setattr__(self, name: str, value) -> None:
+        object.__setattr__(self, name, value)
+        if name == "model":  # after the model: a reader of `version`, then `model`, never pairs a
+            object.__setattr__(self, "version", next(MODEL_VERSIONS))  # new version with an old model
 
     @property
     def classes(self) -> list[dict]:
@@ -87,7 +97,8 @@ class Session:
     def describe(self) -> dict:
         return {"session": self.id, "classes": self.classes, "corrections": len(self.corrections),
                 "pixels": sum(c.count for c in self.corrections), "parent": self.parent,
-                "metrics": self.metrics}  # fmt: skip
+                "metrics": self.metrics, "version": self.version, "undo_steps": len(self.history),
+                "next_undo": self.history[-1][0] if self.history else None}  # fmt: skip
 
 
 class SessionManager:
@@ -199,7 +210,10 @@ class SessionManager:
         model = from_state(self.base, state) if state is not None else self.base.clone()
         corrections = self.store.session_corrections(session_id)
         history = [("correction", c.id) for c in corrections]
-        return Session(session_id, model, corrections, parent=row["parent"], history=history)
+        session = Session(session_id, model, corrections, parent=row["parent"], history=history)
+        if state is None:
+            session.version = 0  # the base model's own version: prediction caches share it
+        return session
 
     def model(self, session_id: str | None) -> ServerModel:
         return self.get(session_id).model
@@ -225,6 +239,42 @@ class SessionManager:
             log.exception("could not prepare correction %s for retraining", correction.id)
         return correction.count
 
+    def erase(self, session_id: str | None, dataset: str, geom, crs) -> dict:
+        """Un-label the session's corrected pixels of `dataset` inside `geom` (in `crs`); undoable."""
+        session = self.get(session_id)
+        with session.lock:
+            gone, parts, count = [], [], 0
+            for c in session.corrections:
+                inside = pixels_inside(c, geom, crs) if c.dataset == dataset else None
+                if inside is not None and inside.any():
+                    gone.append(c)
+                    count += int(inside.sum())
+                    parts += [without(c, inside)] if not inside.all() else []
+            if gone:
+                gone_ids = [c.id for c in gone]
+                new_ids = self.store.swap_corrections(session.id, gone_ids, parts)
+                for part, new in zip(parts, new_ids, strict=True):
+                    part.id = new
+                session.corrections = [c for c in session.corrections if c.id not in gone_ids] + parts
+                session.history.append(("erase", (gone, [p.id for p in parts], count)))
+            message = f"erased {count} corrected pixel(s)" if count else "no corrected pixels there"
+            return {"count": count, "corrections": len(session.corrections), "message": message}
+
+    def _unerase(self, session: Session, item) -> int:
+        """Undo an erase: its corrections come back (under new ids), the parts it left go."""
+        gone, part_ids, count = item
+        new_ids = self.store.swap_corrections(session.id, part_ids, gone)
+        renamed = {}
+        for c, new in zip(gone, new_ids, strict=True):
+            renamed[c.id], c.id = new, new
+        session.corrections = [c for c in session.corrections if c.id not in set(part_ids)] + gone
+        session.history = [
+            (kind, renamed.get(it, it)) if kind == "correction"
+            else (kind, (it[0], [renamed.get(i, i) for i in it[1]], it[2])) if kind == "erase" else (kind, it)
+            for kind, it in session.history
+        ]  # fmt: skip
+        return count
+
     def add_class(self, session_id: str | None, name: str, color: str) -> list[dict]:
         session = self.get(session_id)
         with session.lock:
@@ -242,7 +292,7 @@ class SessionManager:
         with session.lock:
             corrections = list(session.corrections)
             if not corrections:
-                raise RequestError("nothing to learn from: record corrections with /recordCorrection first")
+                raise RequestError("nothing to learn from yet: correct some pixels first, then retrain")
             start = time.perf_counter()
             metrics = self._holdout(session.model, corrections)
             model, info = self.strategy.fit(
@@ -292,6 +342,9 @@ class SessionManager:
                 self.store.remove_corrections(session.id, [item])
                 count = sum(c.count for c in gone)
                 message = f"removed the last correction ({count} px)"
+            elif kind == "erase":
+                count = self._unerase(session, item)
+                message = f"put back {count} erased pixel(s)"
             else:
                 session.model, session.metrics = item
                 self._save(session)
@@ -376,5 +429,5 @@ def check_class(value: int, classes: list[dict], session_id: str) -> None:
         names = ", ".join(f"{i} {c['name']}" for i, c in enumerate(classes))
         raise ClassIndexError(
             f"class index {value} is out of range: session {session_id!r} has {len(classes)} classes"
-            f" ({names}); add one with POST /addClass"
+            f" ({names}); add the class first"
         )

@@ -180,12 +180,7 @@ class Store:
 
     def add_correction(self, session_id: str, c: Correction) -> int:
         with self.transaction() as conn:
-            cur = conn.execute(
-                "INSERT INTO corrections (created, dataset, crs, value, count, data) VALUES (?,?,?,?,?,?)",
-                (time.time(), c.dataset, c.crs, c.value, c.count, correction_blob(c)),
-            )
-            conn.execute("INSERT INTO session_corrections VALUES (?, ?)", (session_id, cur.lastrowid))
-        return cur.lastrowid
+            return _insert_correction(conn, session_id, c)
 
     def session_corrections(self, session_id: str) -> list[Correction]:
         rows = self.conn().execute(
@@ -203,6 +198,15 @@ class Store:
                 conn.executemany("DELETE FROM session_corrections WHERE session = ? AND correction = ?",
                                  [(session_id, i) for i in ids])  # fmt: skip
             _drop_unlinked(conn)
+
+    def swap_corrections(self, session_id: str, remove: list[int], add: list[Correction]) -> list[int]:
+        """In one transaction, unlink `remove` from the session and add `add`; → the new ids."""
+        with self.transaction() as conn:
+            ids = [_insert_correction(conn, session_id, c) for c in add]
+            conn.executemany("DELETE FROM session_corrections WHERE session = ? AND correction = ?",
+                             [(session_id, i) for i in remove])  # fmt: skip
+            _drop_unlinked(conn)
+        return ids
 
     def replace_corrections(self, session_id: str, ids: list[int]) -> None:
         with self.transaction() as conn:
@@ -234,7 +238,7 @@ class Store:
         row = self.conn().execute("SELECT * FROM checkpoints WHERE id = ?", (str(checkpoint_id),)).fetchone()
         if row is None or (owner is not None and row["session"] != owner):
             raise NotFoundError(
-                f"unknown checkpoint {checkpoint_id!r}: GET /checkpoints lists the ones you saved"
+                f"unknown checkpoint {checkpoint_id!r}: it is not among the saved checkpoints"
             )
         return row
 
@@ -319,6 +323,15 @@ def _checked(file_id: str) -> str:
     if not ID_PATTERN.match(str(file_id)):
         raise NotFoundError(f"no such id: {file_id!r}")
     return file_id
+
+
+def _insert_correction(conn, session_id: str, c: Correction) -> int:
+    cur = conn.execute(
+        "INSERT INTO corrections (created, dataset, crs, value, count, data) VALUES (?,?,?,?,?,?)",
+        (time.time(), c.dataset, c.crs, c.value, c.count, correction_blob(c)),
+    )
+    conn.execute("INSERT INTO session_corrections VALUES (?, ?)", (session_id, cur.lastrowid))
+    return cur.lastrowid
 
 
 def _drop_unlinked(conn) -> None:

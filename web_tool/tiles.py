@@ -41,4 +41,4 @@ def render_tile(loader: DataLoader, z: int, x: int, y: int) -> bytes:
         patch = loader.read(grid)
     except NoImageryError:
         return empty_tile()
-    return png_bytes(with_alpha(patch.data[..., :3], patch.valid))
+    return png_bytes(with_alpha(patch.display, patch.valid))

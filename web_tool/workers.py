@@ -24,10 +24,11 @@ import numpy as np
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from web_tool import __version__
-from web_tool.DataLoader import DataLoader, scan
+from web_tool.DataLoader import DataLoader
 from web_tool.datasets import DatasetConfig
 from web_tool.errors import ClusterError, LandCoverError, ModelError
 from web_tool.mapping import WindowResult, WindowTask, default_window_px, predict_window
+from web_tool.rasterfiles import scan
 
 WEB_ROOT = Path(__file__).resolve().parent
 #: side of the blank image each process predicts once after loading the model
@@ -106,8 +107,9 @@ def worker_state(spec: WorkerSpec):
     with _STATE_LOCK:
         if spec.key not in _STATE:
             model = spec.model.load()
-            model.predict(np.zeros((WARMUP_PX, WARMUP_PX, len(spec.dataset.bands)), dtype=np.uint8))
-            _STATE[spec.key] = (DataLoader(spec.dataset), model)
+            loader = DataLoader(spec.dataset, n_bands=getattr(model, "n_bands", None))  # checks the bands
+            model.predict(np.zeros((WARMUP_PX, WARMUP_PX, len(loader.bands)), dtype=np.uint8))
+            _STATE[spec.key] = (loader, model)
         return _STATE[spec.key]
 
 

@@ -248,7 +248,7 @@ def open_page(browser, server, request):
             if not is_local(url):
                 log.blocked.append(url)
                 return r.abort("internetdisconnected")
-            if endpoints_mine is not None and urlparse(url).path == "/endpoints.mine.js":
+            if endpoints_mine is not None and urlparse(url).path == "/endpoints.js":
                 return r.fulfill(status=200, content_type="text/javascript", body=endpoints_mine)
             return r.continue_()
 

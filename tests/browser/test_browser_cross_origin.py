@@ -186,7 +186,7 @@ def test_a_page_that_rebinds_its_name_to_the_server_gets_nothing_either(browser,
 
 
 def test_a_dataset_name_is_shown_as_text_never_run_as_html(open_page, tmp_path_factory, monkeypatch):
-    """The operator names datasets, and the map's attribution and layer control take HTML. (A name on
+    """The operator names datasets, and the map's attribution takes HTML. (A name on
     the command line may not hold / : = ?, so this one injects markup rather than a script: read as
     HTML, it would add <b> and <i> elements to the page.)"""
     from tests.browser.conftest import REPO, running_server
@@ -198,7 +198,7 @@ def test_a_dataset_name_is_shown_as_text_never_run_as_html(open_page, tmp_path_f
     with running_server(tmp_path_factory.mktemp("named")) as named:
         page = open_page(url=named["url"]).page
         page.wait_for_function("() => document.querySelectorAll('img.leaflet-tile-loaded').length > 0")
-        for where in (".leaflet-control-attribution", ".leaflet-control-layers-overlays"):
+        for where in (".leaflet-control-attribution", "#dataset"):  # the attribution, the dataset list
             shown = page.locator(where)
             assert name in shown.text_content(), where
             assert shown.locator("b, i").count() == 0, where

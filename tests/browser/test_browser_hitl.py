@@ -11,18 +11,24 @@ import pytest
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 OVERLAY = "img.prediction-overlay"
-CORRECTIONS = ".leaflet-corrections-pane path"
+CORRECTIONS = "[class*='leaflet-corrections-'] path.correction"
 SESSION_KEY = "landcover.session."
 
 
-def record(mp, x: float, y: float, drag_to: tuple[float, float] | None = None) -> dict:
-    """Click (or drag to `drag_to`) in Correct mode; → the /recordCorrection answer."""
-    with mp.page.expect_response("**/recordCorrection") as response:
-        if drag_to:
-            mp.drag((x, y), drag_to)
-        else:
-            mp.page.mouse.click(x, y)
+def record(mp, x: float, y: float, corner: tuple[float, float] | None = None) -> dict:
+    """Click in Correct mode (a point), or a rectangle's two corners with the rectangle tool; → the
+    /recordCorrection answer, once the corrections layer shows it."""
+    page = mp.page
+    shown = page.locator(CORRECTIONS).count()
+    tool = "rectangle" if corner else "point"
+    if page.locator(f"[data-tool='{tool}']").get_attribute("aria-pressed") != "true":
+        page.locator(f"[data-tool='{tool}']").click()
+    with page.expect_response("**/recordCorrection") as response:
+        page.mouse.click(x, y)
+        if corner:
+            page.mouse.click(*corner)
     assert response.value.ok, response.value.text()
+    page.wait_for_function(f'() => document.querySelectorAll("{CORRECTIONS}").length > {shown}')
     return response.value.json()
 
 
@@ -45,13 +51,14 @@ def test_corrections_then_retrain_change_the_overlay_and_undo_steps_back(open_pa
     assert page.locator("#class-0").is_checked()
     for dx, dy in [(-60, -60), (-30, -70), (0, -80), (40, -60), (70, -40)]:
         assert record(mp, cx + dx, cy + dy)["count"] >= 1
-    rect = record(mp, cx - 80, cy + 20, drag_to=(cx - 40, cy + 60))
+    rect = record(mp, cx - 80, cy + 20, corner=(cx - 40, cy + 60))
     assert rect["count"] > 4  # a rectangle labels many pixels
-    assert count_badge(page, 0) == 6
+    page.wait_for_function("() => document.querySelector('#class-count-0').textContent === '6'")
+    page.locator("[data-tool='point']").click()
     page.keyboard.press("2")
     for dx, dy in [(60, 60), (30, 80), (80, 30), (10, 40)]:
         record(mp, cx + dx, cy + dy)
-    assert count_badge(page, 1) == 4
+    page.wait_for_function("() => document.querySelector('#class-count-1').textContent === '4'")
     assert page.locator(CORRECTIONS).count() == 10
 
     with page.expect_response("**/retrainModel") as retrained:
@@ -60,6 +67,7 @@ def test_corrections_then_retrain_change_the_overlay_and_undo_steps_back(open_pa
     assert retrained.value.ok, retrained.value.text()
     mp.wait_idle("#retrain")
     mp.wait_predictions()
+    page.keyboard.press("Escape")  # (stop drawing: clicks predict again)
     message = retrained.value.json()["message"]
     assert message in page.locator("#retrain-result").inner_text()
     assert page.locator("#retrain-result table.metrics").count() == 1  # hold-out metrics per class
@@ -73,14 +81,17 @@ def test_corrections_then_retrain_change_the_overlay_and_undo_steps_back(open_pa
             page.keyboard.press("Control+z")
     assert undone.value.json().get("undone", "retrain") == "retrain"
     mp.wait_predictions()
-    assert mp.overlay_src() == before
+    mp.wait_idle("#undo")
+    page.wait_for_function(
+        "(src) => document.querySelector('img.prediction-overlay').src === src", arg=before
+    )
     assert count_badge(page, 0) == 6 and count_badge(page, 1) == 4
     # ... and then the last correction
     with page.expect_response("**/doUndo"):
         page.keyboard.press("Control+z")
     mp.wait_idle("#undo")
+    page.wait_for_function(f'() => document.querySelectorAll("{CORRECTIONS}").length === 9')
     assert count_badge(page, 1) == 3
-    assert page.locator(CORRECTIONS).count() == 9
 
     # Reset asks for a second press, then clears everything
     page.locator("#reset").click()
@@ -89,7 +100,7 @@ def test_corrections_then_retrain_change_the_overlay_and_undo_steps_back(open_pa
         page.locator("#reset").click()
     assert reset.value.ok
     mp.wait_idle("#reset")
-    assert page.locator(CORRECTIONS).count() == 0
+    page.wait_for_function(f'() => document.querySelectorAll("{CORRECTIONS}").length === 0')
     assert count_badge(page, 0) == 0 and count_badge(page, 1) == 0
 
 

@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from web_tool.errors import ModelError
-    from web_tool.ServerModels.keras_model import load_keras_model
+    from web_tool.ServerModels.keras_io import load_keras_model
 
     try:  # accepts the path with or without its .keras extension, like the server's --model_fn
         model = load_keras_model(args.model_fn)

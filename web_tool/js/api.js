@@ -80,8 +80,8 @@ export class Server {
     return this.rules.some((r) => r.method === method && r.regex.test(path));
   }
 
-  async request(method, path, body, retried = false) {
-    const init = { method, headers: {} };
+  async request(method, path, body, retried = false, signal = undefined) {
+    const init = { method, headers: {}, signal };
     if (body !== undefined) {
       init.headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
@@ -91,7 +91,8 @@ export class Server {
     let response;
     try {
       response = await fetch(/^https?:/.test(path) ? path : this.href(path), init);
-    } catch {
+    } catch (err) {
+      if (signal?.aborted) throw err; // cancelled by the page: not a failure to report
       throw new ApiError(this, `cannot reach server ${this.name} (${this.url})`);
     }
     let data = null;
@@ -107,8 +108,8 @@ export class Server {
       const reason = data && typeof data.error === "string" && data.error ? data.error : `HTTP ${response.status}`;
       if (response.status === 401 && !retried) {
         // another call may have been given the token meanwhile; otherwise ask the user once
-        if (this.token && this.token !== sentToken) return this.request(method, path, body, true);
-        if (await this.askToken(reason)) return this.request(method, path, body, true);
+        if (this.token && this.token !== sentToken) return this.request(method, path, body, true, signal);
+        if (await this.askToken(reason)) return this.request(method, path, body, true, signal);
       }
       throw new ApiError(this, reason, response.status);
     }
@@ -137,14 +138,9 @@ export class Server {
   // --- seed endpoints ------------------------------------------------------------------------
 
   /** → {modelName, input, hard, soft, uncertainty, suggestions[]} (images as data: URLs). */
-  async predPatch({ extent, weights, classes, dataset, session }) {
-    const data = await this.request("POST", "/predPatch", {
-      extent: extentBody(extent),
-      weights,
-      classes,
-      dataset,
-      session,
-    });
+  async predPatch({ extent, weights, classes, dataset, session, signal }) {
+    const body = { extent: extentBody(extent), weights, classes, dataset, session };
+    const data = await this.request("POST", "/predPatch", body, false, signal);
     return {
       modelName: data.model_name || this.modelName,
       input: pngUrl(data.input_naip),
@@ -167,15 +163,31 @@ export class Server {
     return data.session;
   }
 
-  /** Label the pixels inside `extent` ([xmin, ymin, xmax, ymax], EPSG:3857) as class `value`. */
-  async recordCorrection({ extent, value, session, dataset }) {
-    const data = await this.request("POST", "/recordCorrection", {
-      extent: extentBody(extent),
-      value,
-      session,
-      dataset,
-    });
+  /** Label the pixels inside `extent` ([xmin, ymin, xmax, ymax], EPSG:3857), or inside a GeoJSON
+   *  `geometry` in EPSG:4326, as class `value`. */
+  async recordCorrection({ extent, geometry, value, session, dataset }) {
+    const area = geometry ? { geometry, crs: 4326 } : { extent: extentBody(extent) };
+    const data = await this.request("POST", "/recordCorrection", { ...area, value, session, dataset });
     return { count: Number(data.count) || 0 };
+  }
+
+  /** Un-label the corrected pixels inside a GeoJSON `geometry` (EPSG:4326) → {count, message}. */
+  async deleteCorrections({ geometry, session, dataset }) {
+    const data = await this.request("POST", "/deleteCorrections", { geometry, crs: 4326, session, dataset });
+    return { count: Number(data.count) || 0, message: data.message || "" };
+  }
+
+  /** The session's corrections of `dataset` (newer than id `after`) as a GeoJSON FeatureCollection. */
+  corrections({ session, dataset, after = 0 }) {
+    const query = new URLSearchParams({ dataset, after: String(after) });
+    if (session) query.set("session", session);
+    return this.request("GET", `/corrections?${query}`);
+  }
+
+  /** An export area checked by the server → {geometry (EPSG:4326), area_km2, imagery_km2, max_km2, fits}. */
+  aoi({ area, dataset }) {
+    const body = area.extent ? { extent: extentBody(area.extent) } : { geometry: area.geometry, crs: area.crs };
+    return this.request("POST", "/aoi", { ...body, dataset });
   }
 
   /** → {message, metrics: [{name, values: {metric: number}}], summary: {metric: number}} */
@@ -186,7 +198,7 @@ export class Server {
 
   async undo({ session }) {
     const data = await this.request("POST", "/doUndo", { session });
-    return { message: data.message || "", count: data.count };
+    return { message: data.message || "", count: data.count, undone: data.undone ?? null };
   }
 
   async reset({ session }) {
@@ -207,6 +219,10 @@ export class Server {
       classes: Array.isArray(data.classes) ? data.classes : null,
       corrections: data.corrections ?? null,
       pixels: data.pixels ?? null,
+      version: data.version ?? null,
+      undoSteps: data.undo_steps ?? null,
+      nextUndo: data.next_undo ?? null,
+      parent: data.parent ?? null,
     };
   }
 
@@ -227,6 +243,7 @@ export class Server {
         name: String(c.name ?? ""),
         time: c.time ?? c.created ?? "",
         corrections: c.corrections ?? c.n_corrections ?? c.count ?? null,
+        parent: c.parent ?? null,
         share: c.share || null,
       }))
       .sort((a, b) => String(b.time).localeCompare(String(a.time)));
@@ -251,8 +268,8 @@ export class Server {
   // --- large-area jobs -----------------------------------------------------------------------
 
   /** `area` is {extent: [xmin, ymin, xmax, ymax]} (EPSG:3857) or {geometry, crs}. → job id */
-  async predTile({ area, session, dataset, weights }) {
-    const body = { session, dataset, weights };
+  async predTile({ area, session, dataset, weights, classes, vector }) {
+    const body = { session, dataset, weights, classes, vector };
     if (area.extent) body.extent = extentBody(area.extent);
     else Object.assign(body, { geometry: area.geometry, crs: area.crs });
     const data = await this.request("POST", "/predTile", body);
@@ -401,7 +418,12 @@ export function parseMetrics(data) {
 
 const OUTPUT_LABELS = {
   cog: "class map (Cloud-Optimized GeoTIFF)",
+  aux: "class names for GDAL/QGIS (.tif.aux.xml, keep beside the GeoTIFF)",
+  qml: "QGIS style (.qml, keep beside the GeoTIFF)",
+  gpkg: "class polygons (GeoPackage)",
+  geojson: "class polygons (GeoJSON)",
   preview: "preview (PNG)",
+  overlay: "web-map overlay (PNG, EPSG:3857)",
   stats_json: "class statistics (JSON)",
   stats_csv: "class statistics (CSV)",
 };
@@ -430,6 +452,9 @@ function parseJob(server, data) {
   const state = data.state || "queued";
   return {
     state,
+    checkpoint: data.checkpoint || null,
+    overlay: links.find((l) => l.key === "overlay")?.href || null,
+    bounds: Array.isArray(data.stats?.bounds_4326) ? data.stats.bounds_4326 : null,
     progress: state === "done" ? 1 : progress,
     message: data.message || "",
     error: data.error || (state === "failed" ? data.message || "" : ""),

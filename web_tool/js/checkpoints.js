@@ -1,11 +1,11 @@
 // Checkpoints: save the session's model and corrections under a name, list them, load one.
 // Names are user input: they only ever reach the page as textContent.
-import { state, primary, on } from "./state.js";
+import { state, primary, on, emit } from "./state.js";
 import { el, $, notify, withBusy, errorText } from "./ui.js";
 import { withSession } from "./sessions.js";
 import { rerunLast } from "./predict.js";
-import { clearDrawn } from "./correct.js";
-import { restoreCounts, setClasses } from "./classes.js";
+import { loadCorrections } from "./correct.js";
+import { restoreBaseline, syncClassesWithSession } from "./classes.js";
 
 /** Checkpoints live on the selected server (the one whose prediction the map shows). */
 const server = () => state.servers[state.selected] || primary();
@@ -39,6 +39,7 @@ async function refreshList() {
               { class: "muted" },
               [formatTime(c.time), c.corrections !== null ? `${c.corrections} corrections` : ""].filter(Boolean).join(" · "),
             ),
+            el("span", { class: "checkpoint-id", title: "checkpoint id: the batch CLI's --checkpoint" }, `id ${c.id}`),
           ),
           s.offers("POST /doLoad")
             ? el("button", { type: "button", class: "small", "aria-label": `load checkpoint ${c.name || c.id}`, onclick: (e) => load(e.currentTarget, c) }, "Load")
@@ -56,9 +57,10 @@ function load(button, checkpoint) {
   const s = server();
   return withBusy(button, async () => {
     const result = await withSession(s, (session) => s.loadCheckpoint({ checkpoint: checkpoint.id, session }));
-    clearDrawn();
-    if (result.classes && result.classes.length !== state.classes.length) setClasses(result.classes);
-    restoreCounts(null);
+    await syncClassesWithSession(s, true);
+    restoreBaseline(null);
+    emit("model-changed");
+    await loadCorrections(true);
     notify(result.message ? `${s.name}: ${result.message}` : `loaded checkpoint ${checkpoint.name || checkpoint.id}`, "ok");
     await rerunLast();
   });

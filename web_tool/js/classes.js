@@ -2,28 +2,43 @@
 // last retrain, per class; the active class is the one corrections label.
 import { state, emit, anyOffers, serversOffering } from "./state.js";
 import { el, $, notify, withBusy, errorText } from "./ui.js";
-import { withSession, sessionFor } from "./sessions.js";
+import { withSession, sessionFor, currentSession } from "./sessions.js";
+import { recall, remember, workKey } from "./saved.js";
 
 const DEFAULT_WEIGHT = 1;
 
-/** Take the classes of `dataset` (GET /datasets), keeping nothing of the previous dataset's. */
+/** Take the classes of `dataset` (GET /datasets), with the colours and weights the user gave them. */
 export function setClasses(classes) {
   state.classes = classes.map(newClass);
   state.activeClass = 0;
   renderClasses();
 }
 
-const newClass = (c) => ({ name: c.name, color: normaliseColor(c.color), weight: DEFAULT_WEIGHT, corrections: 0, pixels: 0 });
+function newClass(c) {
+  const kept = state.dataset && recall(["datasets", state.dataset.name, "classes", c.name]);
+  return { name: c.name, color: normaliseColor(kept?.color || c.color),
+    weight: Number.isFinite(kept?.weight) ? kept.weight : DEFAULT_WEIGHT, corrections: 0, pixels: 0 };
+}
 
-/** Classes a session added on `server` (POST /addClass, before a reload) join the list. */
-export async function syncClassesWithSession(server) {
+function rememberClass(c) {
+  if (state.dataset) remember(["datasets", state.dataset.name, "classes", c.name], { color: c.color, weight: c.weight });
+}
+
+/** The session's classes on `server`: the ones it added (before a reload) join the list; with
+ *  `replace`, classes it no longer has leave it (after a reset, back to the base model's). */
+export async function syncClassesWithSession(server, replace = false) {
   if (!server?.offers("GET /sessions/x")) return;
   try {
     const info = await withSession(server, (session) => server.sessionInfo(session));
-    const extra = (info.classes || []).slice(state.classes.length);
-    if (!extra.length) return;
+    const theirs = info.classes || [];
+    const extra = theirs.slice(state.classes.length);
+    const fewer = replace && theirs.length && theirs.length < state.classes.length;
+    if (!extra.length && !fewer) return;
+    if (fewer) state.classes = state.classes.slice(0, theirs.length);
     state.classes.push(...extra.map(newClass));
+    state.activeClass = Math.min(state.activeClass, state.classes.length - 1);
     renderClasses();
+    emit("classes-changed");
   } catch (err) {
     notify(errorText(err), "error");
   }
@@ -52,26 +67,43 @@ export function setActiveClass(index) {
   emit("active-class", index);
 }
 
-/** Count one correction of `pixels` pixels for class `index` (negative to take one back). */
-export function countCorrection(index, pixels, sign = 1) {
-  const c = state.classes[index];
-  if (!c) return;
-  c.corrections = Math.max(0, c.corrections + sign);
-  c.pixels = Math.max(0, c.pixels + sign * pixels);
+// Counts since the last retrain: the session's counts (from the server, per class) less those it had
+// at the last retrain (the *baseline*, remembered with the session's work across reloads).
+let serverCounts = {}; // class index → {corrections, pixels}, all the session's corrections
+const ZERO = { corrections: 0, pixels: 0 };
+
+const baselineKey = () => {
+  const s = state.servers[state.selected];
+  return ["work", workKey(s, currentSession(s)), "baseline", state.dataset?.name || ""];
+};
+
+/** The server's counts per class ({"0": {corrections, pixels}}, from GET /corrections). */
+export function setServerCounts(counts) {
+  serverCounts = counts || {};
   updateCounts();
 }
 
-export function countsSnapshot() {
-  return state.classes.map(({ corrections, pixels }) => ({ corrections, pixels }));
+/** A retrain happened: counting starts afresh; → the baseline it replaces (for an undo). */
+export function markRetrained() {
+  const previous = recall(baselineKey(), {});
+  remember(baselineKey(), serverCounts);
+  updateCounts();
+  return previous;
 }
 
-export function restoreCounts(snapshot) {
-  state.classes.forEach((c, i) => Object.assign(c, snapshot?.[i] || { corrections: 0, pixels: 0 }));
+/** Back to `baseline` (an undone retrain's), or to nothing (a reset). */
+export function restoreBaseline(baseline) {
+  remember(baselineKey(), baseline || {});
   updateCounts();
 }
 
 function updateCounts() {
+  const baseline = recall(baselineKey(), {});
   state.classes.forEach((c, i) => {
+    const now = serverCounts[String(i)] || ZERO;
+    const then = baseline[String(i)] || ZERO;
+    c.corrections = Math.max(0, now.corrections - then.corrections);
+    c.pixels = Math.max(0, now.pixels - then.pixels);
     const badge = $(`#class-count-${i}`);
     if (!badge) return;
     badge.textContent = String(c.corrections);
@@ -81,9 +113,13 @@ function updateCounts() {
 }
 
 let rerunTimer = null;
-function rerunSoon() {
+/** A colour or weight changed: tiles re-render now; the squares recolour (or re-run, for weights). */
+function changedSoon(what) {
   clearTimeout(rerunTimer);
-  rerunTimer = setTimeout(() => emit("classes-changed"), 350);
+  rerunTimer = setTimeout(() => {
+    emit("classes-changed");
+    emit(what);
+  }, 350);
 }
 
 function classRow(c, i) {
@@ -107,7 +143,8 @@ function classRow(c, i) {
       title: "class colour",
       oninput: (e) => {
         c.color = e.target.value;
-        rerunSoon();
+        rememberClass(c);
+        changedSoon("colors-changed");
       },
     }),
     el("label", { for: id, class: "class-name", title: i < 9 ? `key ${i + 1}` : "" }, c.name),
@@ -124,7 +161,8 @@ function classRow(c, i) {
       oninput: (e) => {
         c.weight = Number(e.target.value);
         weightOut.textContent = c.weight.toFixed(2);
-        rerunSoon();
+        rememberClass(c);
+        changedSoon("weights-changed");
       },
     }),
     weightOut,
@@ -156,8 +194,11 @@ export function initClasses() {
       failed.forEach((r) => notify(errorText(r.reason), "error"));
       if (failed.length === results.length) return;
       state.classes.push(newClass({ name, color }));
+      rememberClass(state.classes.at(-1));
       renderClasses();
       setActiveClass(state.classes.length - 1);
+      emit("model-changed");
+      emit("classes-changed");
       form.reset();
       notify(`added class ${name}`, "ok");
     });

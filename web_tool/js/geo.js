@@ -1,5 +1,5 @@
 // Geometry the page needs: EPSG:3857 extents ⇄ Leaflet lat/lng bounds, squares around a click.
-import * as L from "../vendor/leaflet/leaflet-src.esm.js";
+import { L } from "./leaflet.js";
 
 const mercator = L.Projection.SphericalMercator;
 
@@ -65,4 +65,35 @@ export function areaLayerBounds({ geometry, crs }) {
   const ring = geometry.type === "Polygon" ? geometry.coordinates.flat() : geometry.coordinates.flat(2);
   const pts = ring.map(([x, y]) => (crs === 3857 ? fromMercator([x, y]) : L.latLng(y, x)));
   return L.latLngBounds(pts);
+}
+
+/** The zoom whose tile pixels come nearest the dataset's resolution (the server's native zoom). */
+export function nativeZoom(dataset) {
+  const [, s, , n] = dataset.bounds_4326;
+  const world = 2 * Math.PI * 6378137 * Math.cos((((s + n) / 2) * Math.PI) / 180);
+  return Math.max(2, Math.min(20, Math.round(Math.log2(world / (256 * dataset.resolution)))));
+}
+
+/** Area in km² on the sphere of a ring of LatLngs (spherical excess; closes the ring itself). */
+export function ringAreaKm2(latlngs) {
+  const R = 6378137;
+  const rad = Math.PI / 180;
+  let sum = 0;
+  for (let i = 0; i < latlngs.length; i++) {
+    const a = latlngs[i];
+    const b = latlngs[(i + 1) % latlngs.length];
+    sum += (b.lng - a.lng) * rad * (2 + Math.sin(a.lat * rad) + Math.sin(b.lat * rad));
+  }
+  return Math.abs((sum * R * R) / 2) / 1e6;
+}
+
+/** GeoJSON geometry (EPSG:4326) of Leaflet LatLngs rings: [[LatLng...]] → Polygon coordinates. */
+export function polygonGeoJSON(rings) {
+  return {
+    type: "Polygon",
+    coordinates: rings.map((ring) => {
+      const coords = ring.map((p) => [p.lng, p.lat]);
+      return [...coords, coords[0]];
+    }),
+  };
 }

@@ -1,32 +1,21 @@
-// Start-up: read endpoints.js (or endpoints.mine.js), ask every server what it offers
-// (GET /health), build the map and the panels, and show the default dataset.
-import { ENDPOINTS } from "../endpoints.js";
+// Start-up: read endpoints.js (the server serves endpoints.mine.js in its place when there is one),
+// ask every server what it offers (GET /health), build the map and the panels, and show the
+// dataset as the user left it: view, layers, colours, weights, last prediction, corrections, report.
+import * as endpoints from "../endpoints.js";
 import { Server } from "./api.js";
 import { state, primary, emit } from "./state.js";
-import { $, el, notify, errorText } from "./ui.js";
-import { createMap, showDataset, zoomToDataset, getMap } from "./map.js";
+import { $, el, notify, errorText, restoreMessages } from "./ui.js";
+import { createMap, showDataset, zoomToDataset, getMap, initGoTo } from "./map.js";
 import { initGestures } from "./draw.js";
-import { initPredict, predictAt, clearPredictions, renderResultCards } from "./predict.js";
+import { initPredict, predictAt, clearPredictions, renderResultCards, restoreLast } from "./predict.js";
+import { initPredictionLayer, viewBlocks } from "./predlayer.js";
 import { initClasses, setClasses, startSessions, syncClassesWithSession } from "./classes.js";
 import { initCorrections } from "./correct.js";
 import { initCheckpoints } from "./checkpoints.js";
 import { initExport } from "./export.js";
 import { initKeys } from "./keys.js";
-
-const DATASET_KEY = "landcover.dataset";
-
-/** endpoints.mine.js when it exists (git-ignored local override), else endpoints.js. */
-async function loadEndpoints() {
-  try {
-    const mine = await import("../endpoints.mine.js");
-    const list = mine.default ?? mine.ENDPOINTS;
-    if (Array.isArray(list) && list.length) return list;
-    console.warn("endpoints.mine.js exports no list (export default [...]); using endpoints.js");
-  } catch {
-    /* no local override: the usual case */
-  }
-  return ENDPOINTS;
-}
+import { initLegend } from "./legend.js";
+import { recall, remember } from "./saved.js";
 
 async function askHealth(server) {
   try {
@@ -38,27 +27,18 @@ async function askHealth(server) {
 
 async function setDataset(dataset) {
   state.dataset = dataset;
-  try {
-    localStorage.setItem(DATASET_KEY, dataset.name);
-  } catch {
-    /* storage disabled */
-  }
+  remember("ui.dataset", dataset.name);
   showDataset(primary(), dataset);
   setClasses(dataset.classes || []);
   clearPredictions();
   $("#dataset-info").textContent = `${dataset.crs} · ${dataset.resolution} m/px`;
-  emit("dataset", dataset);
   await syncClassesWithSession(primary());
+  emit("dataset", dataset);
 }
 
 function fillDatasetSelect(datasets) {
   const select = $("#dataset");
-  let remembered = null;
-  try {
-    remembered = localStorage.getItem(DATASET_KEY);
-  } catch {
-    /* storage disabled */
-  }
+  const remembered = recall("ui.dataset");
   const chosen = datasets.find((d) => d.name === remembered) || datasets.find((d) => d.default) || datasets[0];
   select.replaceChildren(...datasets.map((d) => el("option", { value: d.name, selected: d === chosen }, d.name)));
   select.addEventListener("change", () => setDataset(datasets.find((d) => d.name === select.value)));
@@ -66,20 +46,26 @@ function fillDatasetSelect(datasets) {
 }
 
 async function main() {
-  const endpoints = await loadEndpoints();
-  state.servers = endpoints.map((e) => new Server(typeof e === "string" ? { url: e } : e));
+  restoreMessages();
+  const list = endpoints.default ?? endpoints.ENDPOINTS; // either export, as endpoints.mine.js files have it
+  if (!Array.isArray(list) || !list.length) throw new Error("endpoints.js (or endpoints.mine.js) lists no server");
+  state.servers = list.map((e) => new Server(typeof e === "string" ? { url: e } : e));
   await Promise.all(state.servers.map(askHealth));
   const map = createMap($("#map"));
-  window.landcover = { map, state }; // for the console and the browser tests
+  window.landcover = { map, state, blocks: () => viewBlocks().length }; // for the console and the browser tests
   renderResultCards();
   initGestures(map, (latlng) => predictAt(latlng));
+  initPredictionLayer();
   initPredict();
   initClasses();
   initCorrections();
   initCheckpoints();
   initExport();
   initKeys();
-  $("#zoom-dataset").addEventListener("click", () => state.dataset && zoomToDataset(state.dataset));
+  initLegend(map);
+  const toDataset = () => state.dataset && zoomToDataset(state.dataset);
+  $("#zoom-dataset").addEventListener("click", toDataset);
+  initGoTo(toDataset);
   try {
     state.datasets = await primary().datasets();
   } catch (err) {
@@ -98,6 +84,7 @@ async function main() {
   await startSessions();
   await setDataset(fillDatasetSelect(state.datasets));
   document.body.dataset.ready = "true";
+  restoreLast();
 }
 
 main().catch((err) => {

@@ -1,4 +1,5 @@
 // Small DOM helpers: build elements without innerHTML, show messages, mark buttons busy.
+import { recall, rememberMessage } from "./saved.js";
 
 /** el("button", {class: "x", onclick: f}, "text", child) — text is always set as textContent. */
 export function el(tag, attrs = {}, ...children) {
@@ -26,12 +27,9 @@ let toastTimer = null;
 /** Show `text` in the message log and in the toast over the map. kind: info | ok | error. */
 export function notify(text, kind = "info") {
   const message = String(text || (kind === "error" ? "unknown error" : ""));
-  const log = $("#messages");
-  if (log) {
-    const time = new Date().toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
-    log.prepend(el("li", { class: `msg msg-${kind}` }, el("time", {}, time), " ", message));
-    while (log.children.length > MAX_MESSAGES) log.lastElementChild.remove();
-  }
+  const time = new Date().toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  logMessage({ time, text: message, kind });
+  rememberMessage({ time, text: message, kind });
   const toast = $("#toast");
   if (toast) {
     toast.textContent = message;
@@ -40,6 +38,18 @@ export function notify(text, kind = "info") {
     clearTimeout(toastTimer);
     toastTimer = setTimeout(() => (toast.hidden = true), kind === "error" ? 12000 : 5000);
   }
+}
+
+function logMessage({ time, text, kind }) {
+  const log = $("#messages");
+  if (!log) return;
+  log.prepend(el("li", { class: `msg msg-${kind}` }, el("time", {}, time), " ", text));
+  while (log.children.length > MAX_MESSAGES) log.lastElementChild.remove();
+}
+
+/** The message log from before a reload, oldest first. */
+export function restoreMessages() {
+  recall("ui.messages", []).slice().reverse().forEach((m) => m && logMessage(m));
 }
 
 /** The readable text of any thrown value (ApiError messages already name the server). */

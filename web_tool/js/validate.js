@@ -7,10 +7,12 @@
 // compared with a reference: the dataset's labels, a GeoTIFF, or GeoJSON points.
 //
 // Loaded by its own <script> tag after main.js; it shares main's state through state.js.
-import * as L from "../vendor/leaflet/leaflet-src.esm.js";
+import { L } from "./leaflet.js";
 import { state, on } from "./state.js";
 import { $, el, notify, withBusy, errorText } from "./ui.js";
 import { getMap } from "./map.js";
+import { isOn, setOn } from "./layers.js";
+import { pauseTiles } from "./predlayer.js";
 import { withSession, currentSession } from "./sessions.js";
 import { renderReport, saveBlob } from "./validate_report.js";
 
@@ -105,6 +107,8 @@ async function start(s, job, sampleId) {
 
 function setWalking(active) {
   walk.active = active;
+  if (active && !isOn("imagery")) setOn("imagery", true); // the answer comes from the imagery
+  pauseTiles(active);
   document.body.classList.toggle("validating", active);
   $("#validate-walk").hidden = !active;
   if (!active) {
@@ -158,6 +162,7 @@ async function answer(value) {
       setWalking(false);
       notify(`${s.name}: every point of the sample is answered`, "ok");
       await showReport(s, job, sample);
+      await refreshSamples(); // the list says the sample is answered (Review, not Start)
     }
   } catch (err) {
     notify(errorText(err), "error");
