@@ -82,6 +82,7 @@ bench: venv demo-data
 	$(PY) bench/predpatch.py
 	$(PY) bench/hitl.py
 	$(PY) bench/load.py
+	$(PY) bench/limits.py
 	$(PY) bench/throughput.py
 	$(PY) bench/tiles.py
 	$(PY) bench/validate.py
