@@ -83,6 +83,7 @@ bench: venv demo-data
 	$(PY) bench/hitl.py
 	$(PY) bench/hitl_real.py
 	$(PY) bench/load.py
+	$(PY) bench/limits.py
 	$(PY) bench/throughput.py
 	$(PY) bench/tiles.py
 	$(PY) bench/validate.py

@@ -113,14 +113,15 @@ def free_port() -> int:
 
 
 class LiveServer:
-    """A real waitress server on a free loopback port, serving `app` in a background thread."""
+    """A real waitress server on a free loopback port, serving `app` in a background thread, set up
+    as `server.py` sets it up (JSON errors, bodies over the limit refused unread)."""
 
-    def __init__(self, app):
-        import waitress.server
+    def __init__(self, app, threads: int = 16, max_body_bytes: int = 8 * 2**20):
+        from web_tool.http_server import make_server
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = waitress.server.create_server(app, host="127.0.0.1", port=self.port, threads=4)
+        self.server = make_server(app, port=self.port, threads=threads, max_body_bytes=max_body_bytes)
         self.closing = False
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()

@@ -71,7 +71,7 @@ def test_pred_patch_returns_the_contract_fields_with_equal_sized_pngs(live_serve
     assert len(shapes) == 1
     h, w, _ = shapes.pop()
     assert 60 <= w <= 80 and 60 <= h <= 80  # 68 m at 1 m
-    assert hdrs["Access-Control-Allow-Origin"] == "*"
+    assert "Access-Control-Allow-Origin" not in hdrs  # no page asked: no CORS (origins.py)
 
 
 def test_pred_patch_hard_output_uses_class_colours_and_weights_change_it(live_server):
@@ -154,11 +154,12 @@ def test_oversized_bodies_are_refused_with_413(live_server):
     assert status == 413 and "limit" in payload["error"]
 
 
-def test_every_post_answers_options_with_cors(live_server):
-    for path in ("/predPatch", "/getInput"):
-        status, hdrs, _ = call(live_server, path, method="OPTIONS")
+def test_every_post_answers_a_preflight_from_the_servers_own_page(live_server):
+    for path in ("/predPatch", "/getInput", "/"):
+        status, hdrs, _ = call(live_server, path, method="OPTIONS", headers={"Origin": live_server.url})
         assert status == 200
-        assert hdrs["Access-Control-Allow-Origin"] == "*" and "POST" in hdrs["Access-Control-Allow-Methods"]
+        assert hdrs["Access-Control-Allow-Origin"] == live_server.url
+        assert "POST" in hdrs["Access-Control-Allow-Methods"] and hdrs["Vary"] == "Origin"
 
 
 def test_unknown_routes_and_methods_are_json_errors(live_server):

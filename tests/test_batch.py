@@ -263,7 +263,11 @@ def test_cli_checkpoint_maps_with_the_sessions_tuned_model(
     }
     job = requests.post(f"{url}/predTile", json=body, timeout=30).json()["job"]
     deadline = time.monotonic() + 60
-    while (status := requests.get(f"{url}/jobs/{job}", timeout=30).json())["state"] not in ("done", "failed"):
+    poll = {"session": session}
+    while (status := requests.get(f"{url}/jobs/{job}", params=poll, timeout=30).json())["state"] not in (
+        "done",
+        "failed",
+    ):
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert status["state"] == "done", status

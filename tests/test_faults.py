@@ -99,14 +99,14 @@ def test_a_full_disk_fails_the_download_clearly_and_loses_nothing(noise_server, 
     checkpoint = post(srv.url, "/checkpoints", {"session": s, "name": "before the disk filled"})["checkpoint"]
     corners = [(X0 + 5, Y0 + 5), (X0 + NOISE_PX - 5, Y0 + 5), (X0 + NOISE_PX - 5, Y0 + NOISE_PX - 5)]
     area = {"geometry": polygon_3857(corners + [(X0 + 5, Y0 + NOISE_PX - 5)]), "crs": 3857, "session": s}
-    first = wait_for(srv, post(srv.url, "/predTile", area, status=202)["job"])
+    first = wait_for(srv, post(srv.url, "/predTile", area, status=202)["job"], session=s)
     assert first["state"] == "done", first
     cog_before = requests.get(srv.url + first["outputs"]["cog"], timeout=10).content
     assert len(cog_before) > 200_000, "the export must be bigger than the room left below"
 
     fill(small_disk, leave=128 * 1024)  # room for the database, not for the map
     job = post(srv.url, "/predTile", area, status=202)["job"]
-    failed = wait_for(srv, job)
+    failed = wait_for(srv, job, session=s)
     assert failed["state"] == "failed" and "disk is full" in failed["message"], failed
     assert str(small_disk) not in failed["message"]  # says what, not where on the server
     assert not [p.name for p in (state / "downloads").iterdir() if job in p.name]
@@ -127,11 +127,11 @@ def test_a_full_disk_fails_the_download_clearly_and_loses_nothing(noise_server, 
         full = r.status_code == 507 and "disk is full" in r.json()["error"]
         assert r.status_code in (200, 202) or full, (path, r.status_code, r.text)
         if r.status_code == 202:
-            assert wait_for(srv, r.json()["job"])["state"] == "failed"
+            assert wait_for(srv, r.json()["job"], session=s)["state"] == "failed"
 
     for f in small_disk.glob("filler*"):
         f.unlink()  # room again: the same request works, and both databases are sound
-    again = wait_for(srv, post(srv.url, "/predTile", area, status=202)["job"])
+    again = wait_for(srv, post(srv.url, "/predTile", area, status=202)["job"], session=s)
     assert again["state"] == "done", again
     assert requests.get(srv.url + first["outputs"]["cog"], timeout=10).content == cog_before
     assert integrity(state / "jobs.sqlite") == "ok" and integrity(state / "hitl.sqlite") == "ok"
@@ -189,7 +189,7 @@ def test_kill_9_during_a_retrain_keeps_every_correction_and_a_whole_model(scene,
     try:
         assert requests.get(f"{srv.url}/sessions/{s}", timeout=10).json()["corrections"] == 8
         assert post(srv.url, "/predPatch", {"extent": stripe_extent(FIELD), "session": s})["output_hard"]
-        assert post(srv.url, "/doLoad", {"checkpoint": checkpoint})["success"]
+        assert post(srv.url, "/doLoad", {"checkpoint": checkpoint, "session": s})["success"]
         assert post(srv.url, "/retrainModel", {"session": s})["success"]  # and it learns again
     finally:
         srv.close()

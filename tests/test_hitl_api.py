@@ -194,7 +194,8 @@ def test_bad_input_gets_a_4xx_json_error_naming_the_problem(server, path, body, 
 
 
 def test_non_json_body_is_a_400(server):
-    r = requests.post(f"{server.url}/recordCorrection", data=b"{not json", timeout=10)
+    json_type = {"Content-Type": "application/json"}
+    r = requests.post(f"{server.url}/recordCorrection", data=b"{not json", headers=json_type, timeout=10)
     assert r.status_code == 400 and "JSON" in r.json()["error"]
     r = requests.get(f"{server.url}/sessions/nope", timeout=10)
     assert r.status_code == 404 and "session" in r.json()["error"]
@@ -211,5 +212,6 @@ def test_a_post_without_any_body_creates_a_session_as_curl_sends_it(server):
     assert response.status == 200, response.read()
     session = json.loads(response.read())["session"]
     assert requests.get(f"{server.url}/sessions/{session}", timeout=10).json()["corrections"] == 0
-    r = requests.post(f"{server.url}/retrainModel", data=b"  ", timeout=10)  # blank = {} here too
+    json_type = {"Content-Type": "application/json"}
+    r = requests.post(f"{server.url}/retrainModel", data=b"  ", headers=json_type, timeout=10)  # blank = {}
     assert r.status_code == 400 and "nothing to learn from" in r.json()["error"]

@@ -46,13 +46,16 @@ def test_checkpoint_round_trip_across_a_restart(scene, stripes_model, tmp_path, 
 
     again = serve(scene, stripes_model, tmp_path, fine_tune=strategy)  # a new app on the same state_dir
     try:
-        (listed,) = requests.get(f"{again.url}/checkpoints", timeout=10).json()
+        (listed,) = requests.get(f"{again.url}/checkpoints", params={"session": s}, timeout=10).json()
         assert listed["id"] == checkpoint and listed["name"] == "fields are built"
-        assert listed["session"] == s and listed["corrections"] == 4 and listed["parent"] is None
+        assert listed["corrections"] == 4 and listed["parent"] is None and listed["share"] is None
+        assert s not in str(listed)  # nothing names the session, not even to its owner
         assert [c["name"] for c in listed["classes"]][-1] == "Quarry" and listed["created"]
         assert "metrics" in listed
         other = post(again.url, "/sessions")["session"]
-        loaded = post(again.url, "/doLoad", {"checkpoint": checkpoint, "session": other})
+        post(again.url, "/doLoad", {"checkpoint": checkpoint, "session": other}, status=404)  # not other's
+        shared = post(again.url, f"/checkpoints/{checkpoint}/share", {"session": s})["share"]
+        loaded = post(again.url, "/doLoad", {"share": shared, "session": other})
         assert loaded["success"] and len(loaded["classes"]) == 5
         assert hard_png(again.url, other) == tuned
         assert requests.get(f"{again.url}/sessions/{other}", timeout=10).json()["corrections"] == 4
@@ -64,7 +67,7 @@ def test_checkpoint_round_trip_across_a_restart(scene, stripes_model, tmp_path, 
             model.predict(image), again.config.model_for(other).predict(image), atol=1e-6
         )
         second = post(again.url, "/checkpoints", {"session": other})["checkpoint"]
-        newest = requests.get(f"{again.url}/checkpoints", timeout=10).json()[0]
+        (newest,) = requests.get(f"{again.url}/checkpoints", params={"session": other}, timeout=10).json()
         assert newest["id"] == second and newest["parent"] == checkpoint  # lineage
     finally:
         again.close()

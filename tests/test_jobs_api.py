@@ -39,10 +39,12 @@ def polygon_3857(points=POLYGON_UTM) -> dict:
     return {"type": "Polygon", "coordinates": [ring + ring[:1]]}
 
 
-def wait_for(server, job, states=("done", "failed", "cancelled"), timeout=60):
+def wait_for(server, job, states=("done", "failed", "cancelled"), timeout=60, session=None):
+    """The job once it is in one of `states` (polled as `session`, whose job it is; None: default)."""
     deadline = time.monotonic() + timeout
+    query = f"?session={session}" if session else ""
     while time.monotonic() < deadline:
-        status, _, body = call(server, f"/jobs/{job}")
+        status, _, body = call(server, f"/jobs/{job}{query}")
         assert status == 200, body
         if body["state"] in states:
             return body

@@ -128,7 +128,7 @@ def test_a_fixed_size_network_is_tiled_at_its_size_without_seams(tmp_path):
 
 
 def test_a_tiled_body_can_be_copied_for_fine_tuning(tmp_path):
-    from web_tool.modelparts import copy_body
+    from web_tool.ServerModels.keras_model import copy_body
 
     weights = write_keras2_pair(tmp_path, seed=5)
     same_network_in_keras3(weights, fixed=32).save(tmp_path / "fixed.keras")

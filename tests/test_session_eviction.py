@@ -13,6 +13,7 @@ from shapely.geometry import box
 
 from web_tool.DataLoader import DataLoader
 from web_tool.datasets import DatasetConfig
+from web_tool.errors import BusyError
 from web_tool.sessions import GRACE_S
 
 
@@ -77,11 +78,13 @@ def test_over_the_cap_the_least_recently_used_idle_session_goes_first(manager):
     assert sorted(sessions.in_memory()) == sorted([ids[0], ids[2], ids[3]])
 
 
-def test_busy_and_just_used_sessions_stay_even_over_the_cap(manager):
+def test_the_cap_is_hard_busy_and_just_used_sessions_stay_and_a_new_one_waits(manager):
     sessions, clock, loader = manager
     ids = [sessions.create() for _ in range(5)]
-    loaded = [sessions.get(s) for s in ids[:4]]  # all used within the grace period: none may go
-    assert len(sessions.in_memory()) == 4
+    loaded = [sessions.get(s) for s in ids[:3]]  # all used within the grace period: none may go
+    with pytest.raises(BusyError, match="try again") as refused:
+        sessions.get(ids[3])
+    assert refused.value.retry_after >= 1 and sorted(sessions.in_memory()) == sorted(ids[:3])
     clock.now += GRACE_S + 1
     busy = loaded[0].lock  # the least recently used, but a retrain holds its lock
     held, release = threading.Event(), threading.Event()
@@ -95,7 +98,11 @@ def test_busy_and_just_used_sessions_stay_even_over_the_cap(manager):
     t.start()
     held.wait(10)
     try:
-        sessions.get(ids[4])
+        sessions.get(ids[3])
+        sessions.get(ids[4])  # ids[1] and ids[2] went; ids[0] is busy and stays
+        assert sorted(sessions.in_memory()) == sorted([ids[0], ids[3], ids[4]])
+        with pytest.raises(BusyError):  # busy, just used, just used: none can go
+            sessions.get(ids[1])
     finally:
         release.set()
         t.join()
@@ -112,11 +119,13 @@ def test_over_http_an_evicted_session_keeps_predicting_with_its_tuned_model(scen
             correct_box(srv.url, FIELD, 2 + 4 * i, 10 + 25 * i, size=2, session=s)
         post(srv.url, "/retrainModel", {"session": s})
         before = post(srv.url, "/predPatch", {"extent": stripe_extent(FIELD), "session": s})["output_hard"]
-        sessions = srv.config.sessions
-        sessions.clock = lambda: 10**9  # much later: everything is idle
+        sessions, clock = srv.config.sessions, Clock()
+        sessions.clock = clock
+        clock.now = 10**9  # much later: everything is idle
         other = post(srv.url, "/sessions")["session"]
         post(srv.url, "/predPatch", {"extent": stripe_extent(FIELD), "session": other})
         assert sessions.in_memory() == [other]
+        clock.now += GRACE_S + 1
         after = post(srv.url, "/predPatch", {"extent": stripe_extent(FIELD), "session": s})["output_hard"]
         assert after == before
         assert requests.get(f"{srv.url}/sessions/{s}", timeout=10).json()["corrections"] == 8

@@ -98,7 +98,7 @@ def exercise(srv, name: str) -> dict:
     ok(srv, "/retrainModel", {"session": session})
     job = ok(srv, "/predTile", {"extent": ext, "dataset": name, "session": session}, status=202)["job"]
     deadline = time.monotonic() + 60
-    while (state := ok(srv, f"/jobs/{job}"))["state"] not in (
+    while (state := ok(srv, f"/jobs/{job}?session={session}"))["state"] not in (  # the session's job
         "done",
         "failed",
     ) and time.monotonic() < deadline:

@@ -1,6 +1,7 @@
-"""HTTP plumbing shared by every route: JSON bodies in, JSON out, errors as JSON, CORS.
+"""HTTP plumbing shared by every route: JSON bodies in, JSON out, errors as JSON.
 
-Nothing here knows about land cover; `server.py` declares the routes.
+Nothing here knows about land cover; `server.py` declares the routes. Which sites may call the
+server (Host, Origin, CORS, Content-Type) is `origins.py`'s job.
 """
 
 from __future__ import annotations
@@ -11,20 +12,13 @@ from typing import Any
 
 import bottle
 
-from web_tool.errors import TooLargeError, disk_full, status_for
+from web_tool.errors import BusyError, LandCoverError, TooLargeError, disk_full, status_for, unreadable
 from web_tool.schemas import decode_json
 
 log = logging.getLogger(__name__)
 
 #: Largest request body accepted, in bytes (GeoJSON polygons make bodies grow).
 MAX_BODY_BYTES = 8 * 1024 * 1024
-
-CORS_HEADERS = {
-    "Access-Control-Allow-Origin": "*",
-    "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
-    "Access-Control-Allow-Headers": "Content-Type, Authorization",
-    "Access-Control-Max-Age": "86400",
-}
 
 
 def json_response(obj: Any, status: int = 200) -> bottle.HTTPResponse:
@@ -51,7 +45,7 @@ def read_json(max_bytes: int = MAX_BODY_BYTES, if_empty: Any = None) -> Any:
 
 
 def json_errors(callback):
-    """Bottle plugin: LandCoverErrors → their status + {"error"}; anything else → logged 500."""
+    """Bottle plugin: every exception a route raises becomes a JSON answer (`exception_response`)."""
 
     def wrapper(*args, **kwargs):
         try:
@@ -59,17 +53,28 @@ def json_errors(callback):
         except bottle.HTTPResponse:
             raise
         except Exception as exc:
-            status = status_for(exc)
-            full = disk_full(exc) if status >= 500 else None
-            if full is not None:
-                log.error("%s %s: %s (%s)", bottle.request.method, bottle.request.path, full, exc)
-                return error_response(status_for(full), str(full))
-            if status >= 500:
-                log.exception("unexpected error in %s %s", bottle.request.method, bottle.request.path)
-                return error_response(status, f"internal error ({type(exc).__name__}): see the server log")
-            return error_response(status, str(exc))
+            return exception_response(exc)
 
     return wrapper
+
+
+def exception_response(exc: Exception) -> bottle.HTTPResponse:
+    """A LandCoverError → its status and message (+ Retry-After when busy). A library's error that
+    means a full disk or unreadable imagery → that, in the user's words. Anything else → a logged 500
+    that shows no traceback."""
+    where = f"{bottle.request.method} {bottle.request.path}"
+    known = exc if isinstance(exc, LandCoverError) else disk_full(exc) or unreadable(exc)
+    if known is None:
+        log.exception("unexpected error in %s", where)
+        return error_response(500, f"internal error ({type(exc).__name__}): see the server log")
+    status = status_for(known)
+    if status >= 500:  # the server's trouble, not the request's: the operator should hear of it
+        level = logging.INFO if isinstance(known, BusyError) else logging.ERROR  # busy is expected
+        log.log(level, "%s: %s (%s)", where, known, exc if exc is not known else type(exc).__name__)
+    response = error_response(status, str(known))
+    if isinstance(known, BusyError):
+        response.set_header("Retry-After", str(known.retry_after))
+    return response
 
 
 def default_error_handler(res: bottle.HTTPError) -> str:
@@ -81,14 +86,7 @@ def default_error_handler(res: bottle.HTTPError) -> str:
     return json.dumps({"error": message})
 
 
-def add_cors() -> None:
-    for key, value in CORS_HEADERS.items():
-        bottle.response.set_header(key, value)
-
-
 def install(app: bottle.Bottle) -> None:
-    """Give `app` JSON errors, CORS headers on every response and an OPTIONS answer everywhere."""
+    """Give `app` JSON errors, from its routes and from Bottle itself."""
     app.install(json_errors)
     app.default_error_handler = default_error_handler
-    app.add_hook("after_request", add_cors)
-    app.route("/<path:path>", method="OPTIONS", callback=lambda path: "")

@@ -59,3 +59,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None] | bytes) 
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def migrate(conn: sqlite3.Connection, columns: list[tuple[str, str, str]]) -> None:
+    """Add each (table, column, declaration) that a database made by an earlier version lacks."""
+    for table, column, declaration in columns:
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")

@@ -65,7 +65,22 @@ class NotTrainedError(LandCoverError, RuntimeError):
 
 
 class BusyError(LandCoverError, RuntimeError):
-    """A limited resource (job queue, sessions) is full right now."""
+    """A limited resource (job queue, heavy-request queue, sessions) is full right now.
+
+    `retry_after` (seconds) becomes the 503's Retry-After header.
+    """
+
+    def __init__(self, message: str, retry_after: float = 5):
+        super().__init__(message)
+        self.retry_after = max(1, round(retry_after))
+
+
+class GoneError(LandCoverError, LookupError):
+    """Something saved (a checkpoint) can no longer be used: its file is missing or damaged."""
+
+
+class UnreadableError(LandCoverError, OSError):
+    """A file the server was configured with (imagery) can no longer be read."""
 
 
 class DiskFullError(LandCoverError, OSError):
@@ -80,10 +95,12 @@ STATUS_CODES: dict[type[Exception], int] = {
     ClassIndexError: 400,
     NotFoundError: 404,
     NoImageryError: 404,
+    GoneError: 410,
     TooLargeError: 413,
     NotTrainedError: 409,
     IncompatibleError: 409,
     BusyError: 503,
+    UnreadableError: 503,
     DiskFullError: 507,
     ModelError: 500,
 }
@@ -122,3 +139,18 @@ def status_for(exc: BaseException) -> int:
         if cls in STATUS_CODES:
             return STATUS_CODES[cls]
     return 500
+
+
+def unreadable(exc: BaseException) -> UnreadableError | None:
+    """An UnreadableError if `exc` (or its cause) is rasterio failing to open or read a file: imagery
+    deleted, moved or damaged while the server runs. Says so without naming paths on the server."""
+    while exc is not None:
+        if isinstance(exc, UnreadableError):
+            return exc
+        if type(exc).__name__ == "RasterioIOError" and type(exc).__module__.startswith("rasterio"):
+            return UnreadableError(
+                "the server cannot read its imagery here right now: a file of the dataset was moved,"
+                " deleted or damaged while the server runs; ask the operator to check the dataset"
+            )
+        exc = exc.__cause__ or exc.__context__
+    return None

@@ -19,7 +19,7 @@ from rasterio.warp import transform_bounds
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
-from web_tool.errors import CRSError, ExtentError
+from web_tool.errors import CRSError, ExtentError, TooLargeError
 
 WEB_MERCATOR = CRS.from_epsg(3857)
 WGS84 = CRS.from_epsg(4326)
@@ -29,6 +29,13 @@ WORLD_X = 20037508.342789244
 #: largest coordinate magnitude accepted in any CRS: far beyond any real one (the Earth is 4e7 m
 #: around), and PROJ spins for minutes wrapping longitudes of boxes much larger than this
 MAX_COORD = 1e10
+#: most vertices of a GeoJSON area the server accepts (--max_vertices; the batch CLI has no cap)
+MAX_VERTICES = 20_000
+#: most places where an invalid polygon's edges may meet (other than at their shared corners) for it
+#: to be repaired: repair work grows with them, so a polygon over this is refused, saying so
+MAX_CROSSINGS = 5_000
+#: boundary segments tested against the others at a time while counting crossings (bounds memory)
+CROSSING_CHUNK = 64
 
 
 def parse_crs(code: int | str) -> CRS:
@@ -206,10 +213,59 @@ def center_latitude(extent: Extent) -> float:
     return (geo.ymin + geo.ymax) / 2
 
 
+def count_vertices(obj) -> int:
+    """Positions in a GeoJSON (Multi)Polygon, Feature or FeatureCollection, counted without building
+    anything (malformed parts count as nothing: building them reports what is wrong)."""
+    if not isinstance(obj, dict):
+        return 0
+    kind = obj.get("type")
+    if kind == "FeatureCollection":
+        features = obj.get("features")
+        return sum(count_vertices(f) for f in features) if isinstance(features, list) else 0
+    if kind == "Feature":
+        return count_vertices(obj.get("geometry"))
+    polygons = {"Polygon": [obj.get("coordinates")], "MultiPolygon": obj.get("coordinates")}.get(kind)
+    if not isinstance(polygons, list):
+        return 0
+    rings = [ring for rings in polygons if isinstance(rings, list) for ring in rings]
+    return sum(len(ring) for ring in rings if isinstance(ring, list))
+
+
+def count_crossings(geom: BaseGeometry, limit: int) -> int:
+    """Places where the rings of `geom` meet besides their own corners (crossings, touches, overlaps),
+    counted until more than `limit` are found."""
+    segments = []
+    for ring in shapely.get_rings(shapely.get_parts(geom)):
+        xy = shapely.get_coordinates(ring)
+        segments.append(shapely.linestrings(np.stack([xy[:-1], xy[1:]], axis=1)))
+    segments = np.concatenate(segments) if segments else np.empty(0, dtype=object)
+    tree, meetings = shapely.STRtree(segments), 0
+    for start in range(0, len(segments), CROSSING_CHUNK):
+        ours, others = tree.query(segments[start : start + CROSSING_CHUNK], predicate="intersects")
+        meetings += int(np.count_nonzero(ours + start < others))
+        if meetings - len(segments) > limit:  # each segment meets its successor at a corner
+            break
+    return max(0, meetings - len(segments))
+
+
+def make_valid(geom: BaseGeometry, max_crossings: int = MAX_CROSSINGS) -> BaseGeometry:
+    """`geom` repaired (the union of what its rings enclose), under a budget: ExtentError saying why
+    when its edges meet in more than `max_crossings` places (repair time grows with them)."""
+    crossings = count_crossings(geom, max_crossings)
+    if crossings > max_crossings:
+        reason = shapely.is_valid_reason(geom)
+        raise ExtentError(
+            f"the polygon is not valid ({reason}) and its edges cross each other in more than"
+            f" {max_crossings} places, too many to repair: send it without crossing edges (in QGIS:"
+            " Vector > Geometry Tools > Fix Geometries) or simplified"
+        )
+    return shapely.make_valid(geom, method="structure", keep_collapsed=False)
+
+
 def polygonal(geom: BaseGeometry) -> BaseGeometry:
     """The polygonal part of `geom`, made valid; ExtentError when nothing with an area is left."""
     if not geom.is_valid:
-        geom = shapely.make_valid(geom)
+        geom = make_valid(geom)
     if geom.geom_type == "GeometryCollection":
         geom = shapely.union_all([g for g in geom.geoms if g.geom_type in ("Polygon", "MultiPolygon")])
     if geom.is_empty or geom.area <= 0 or geom.geom_type not in ("Polygon", "MultiPolygon"):
@@ -217,19 +273,30 @@ def polygonal(geom: BaseGeometry) -> BaseGeometry:
     return geom
 
 
-def polygon_from_geojson(obj: dict) -> BaseGeometry:
+def polygon_from_geojson(obj: dict, max_vertices: int | None = None) -> BaseGeometry:
     """A valid (Multi)Polygon from GeoJSON: a Polygon or MultiPolygon, or a Feature or
-    FeatureCollection of them; ExtentError saying what is wrong."""
+    FeatureCollection of them; ExtentError saying what is wrong, TooLargeError beyond `max_vertices`
+    (checked before anything is built)."""
+    if max_vertices is not None and (n := count_vertices(obj)) > max_vertices:
+        raise TooLargeError(
+            f"the geometry has {n} vertices; the limit is {max_vertices} (the server's --max_vertices):"
+            " simplify it, or map large areas offline with `python -m web_tool.batch`"
+        )
+    return polygonal(_polygon_parts(obj))
+
+
+def _polygon_parts(obj: dict) -> BaseGeometry:
+    """The (Multi)Polygon a GeoJSON object holds, as given (parts may overlap, rings may cross)."""
     if not isinstance(obj, dict):
         raise ExtentError("geometry must be a GeoJSON object")
     kind = obj.get("type")
     if kind == "FeatureCollection":
-        parts = [polygon_from_geojson(f) for f in obj.get("features") or []]
+        parts = [_polygon_parts(f) for f in obj.get("features") or []]
         if not parts:
             raise ExtentError("the FeatureCollection holds no features")
-        return polygonal(shapely.union_all(parts))
+        return shapely.multipolygons(shapely.get_parts(parts))  # overlaps are merged when made valid
     if kind == "Feature":
-        return polygon_from_geojson(obj.get("geometry"))
+        return _polygon_parts(obj.get("geometry"))
     if kind not in ("Polygon", "MultiPolygon"):
         raise ExtentError(f"geometry must be a GeoJSON Polygon or MultiPolygon, got type {kind!r}")
     try:
@@ -241,8 +308,4 @@ def polygon_from_geojson(obj: dict) -> BaseGeometry:
         raise ExtentError("geometry has a non-finite coordinate")
     if coords.size and np.abs(coords).max() > MAX_COORD:
         raise ExtentError(f"geometry has a coordinate beyond ±{MAX_COORD:g}, which no CRS reaches")
-    if (
-        kind == "MultiPolygon" and not geom.is_valid
-    ):  # overlapping parts (a brush stroke's pieces): their union
-        geom = shapely.union_all([shapely.make_valid(part) for part in geom.geoms])
-    return polygonal(geom)
+    return geom

@@ -1,5 +1,9 @@
 """Long-running jobs: a bounded queue, worker thread(s), and every job's state in SQLite.
 
+Each job belongs to the session that submitted it: only that session lists it, reads it or cancels
+it (anyone else gets 404). Its downloads are named after its id, 128 random bits that only that
+session learns, so a download link works for whoever the session hands it to, and for nobody else.
+
     state_dir/jobs.sqlite        a row per job (state, progress, message, stats) and per output file
     state_dir/downloads/<file>   outputs of finished jobs, written atomically by the job itself
 
@@ -15,19 +19,19 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import re
 import secrets
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from web_tool import db
-from web_tool.errors import BusyError, LandCoverError, NotFoundError, disk_full
+from web_tool.errors import BusyError, LandCoverError, NotFoundError, disk_full, unreadable
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +43,12 @@ MAX_QUEUED_JOBS = 16
 JOB_WORKERS = 1
 #: least time between two progress writes to the database, in seconds
 PROGRESS_INTERVAL_S = 0.25
+#: Retry-After (s) of a 503 when the queue is full
+QUEUE_RETRY_S = 30
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
-JOB_ID = re.compile(r"^[0-9a-f]{16}$")
+#: job ids: 128 random bits (64 before they were secrets)
+JOB_ID = re.compile(r"^([0-9a-f]{32}|[0-9a-f]{16})$")
 #: what a download's name may look like: a job id, then letters, digits, `_`, and 1-3 extensions
 FILE_NAME = re.compile(r"^[0-9a-f]{16}[A-Za-z0-9_]*(\.[a-z]{2,7}){1,3}$")
 RESTART_MESSAGE = "interrupted by a server restart"
@@ -50,10 +57,18 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, created REAL NOT NULL, started REAL, finished REAL, state TEXT NOT NULL,
     progress REAL NOT NULL DEFAULT 0, message TEXT NOT NULL DEFAULT '', info TEXT NOT NULL DEFAULT '{}',
-    stats TEXT);
+    stats TEXT, session TEXT);
 CREATE TABLE IF NOT EXISTS job_files (
     name TEXT PRIMARY KEY, job TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE, kind TEXT NOT NULL);
 """
+#: columns added since the first release (older databases get them on opening)
+MIGRATIONS = [("jobs", "session", "TEXT")]
+#: jobs of earlier versions kept their session in `info` ("session": null = the default session)
+ADOPT_OLD_JOBS = """
+UPDATE jobs SET session = coalesce(json_extract(info, '$.session'), 'default') WHERE session IS NULL;
+CREATE INDEX IF NOT EXISTS jobs_by_session ON jobs(session, created);
+"""
+DEFAULT_SESSION = "default"
 
 
 class JobCancelled(Exception):
@@ -106,6 +121,7 @@ class JobManager:
         workers: int = JOB_WORKERS,
         max_queued: int = MAX_QUEUED_JOBS,
         window_px: int | None = None,
+        owner: Callable[[str | None], str] | None = None,
     ):
         self.state_dir = Path(state_dir)
         self.downloads = self.state_dir / "downloads"
@@ -114,9 +130,13 @@ class JobManager:
         self.workers = max(1, workers)
         #: side of the map windows (None: chosen from the model); tests make it small
         self.window_px = window_px
-        self._queue: queue.Queue = queue.Queue(maxsize=max(1, max_queued))
+        #: a caller's session → the id jobs are owned by (NotFoundError for an unknown session);
+        #: None: any name is taken as it is (None standing for the default session)
+        self.owner = owner or (lambda session: session or DEFAULT_SESSION)
+        self.max_queued = max(1, max_queued)
+        self._pending: deque[tuple[str, Work]] = deque()  # queued jobs, oldest first
         self._events: dict[str, threading.Event] = {}
-        self._lock = threading.Lock()  # guards _events and _threads only, never held while a job runs
+        self._lock = threading.Condition()  # guards the three above; never held while a job runs
         self._threads: list[threading.Thread] = []
         self._closing = False
         self._local = threading.local()
@@ -125,6 +145,8 @@ class JobManager:
         self.downloads.mkdir(parents=True, exist_ok=True)
         with self._conn() as conn:
             conn.executescript(SCHEMA)
+            db.migrate(conn, MIGRATIONS)
+            conn.executescript(ADOPT_OLD_JOBS)
         self._recover()
 
     # ---------------------------------------------------------------- storage
@@ -166,47 +188,51 @@ class JobManager:
 
     # ---------------------------------------------------------------- public API
 
-    def submit(self, work: Work, info: dict | None = None) -> str:
-        """Queue `work`; its id. BusyError when the queue is full."""
-        job_id = secrets.token_hex(8)
-        self._update(
-            "INSERT INTO jobs (id, created, state, info) VALUES (?, ?, 'queued', ?)",
-            job_id,
-            time.time(),
-            json.dumps(info or {}),
-        )
+    def submit(self, work: Work, info: dict | None = None, session: str | None = None) -> str:
+        """Queue `work` for `session` (None: the default one); its id. BusyError when the queue is full."""
+        job_id = secrets.token_hex(16)
         with self._lock:
+            if len(self._pending) >= self.max_queued:
+                raise BusyError(
+                    f"the job queue is full ({len(self._pending)} jobs waiting): try again in a few minutes,"
+                    " or map large areas offline with `python -m web_tool.batch`",
+                    retry_after=QUEUE_RETRY_S,
+                )
+            self._update(
+                "INSERT INTO jobs (id, created, state, info, session) VALUES (?, ?, 'queued', ?, ?)",
+                job_id,
+                time.time(),
+                json.dumps(info or {}),
+                self.owner(session),
+            )
             self._events[job_id] = threading.Event()
+            self._pending.append((job_id, work))
             self._start_workers()
-        try:
-            self._queue.put_nowait((job_id, work))
-        except queue.Full:
-            self._update("DELETE FROM jobs WHERE id=?", job_id)
-            with self._lock:
-                self._events.pop(job_id, None)
-            raise BusyError(
-                f"the job queue is full ({self._queue.maxsize} waiting): try again when a job has finished,"
-                " or map large areas offline with `python -m web_tool.batch`"
-            ) from None
+            self._lock.notify()
         return job_id
 
-    def get(self, job_id: str) -> dict:
-        """The job as `GET /jobs/<id>` describes it (outputs as kind → file name)."""
-        row = dict(self._row(job_id))
+    def get(self, job_id: str, session: str | None = None) -> dict:
+        """The job as `GET /jobs/<id>` describes it (outputs as kind → file name); NotFoundError
+        unless `session` (None: the default one) submitted it."""
+        row = dict(self._row(job_id, session))
         if job_id in self._unsaved and row["state"] == "running":
             row.update(state="failed", message=self._unsaved[job_id])
         with self._conn() as conn:
             files = conn.execute("SELECT name, kind FROM job_files WHERE job=?", (job_id,)).fetchall()
         return describe(row, {f["kind"]: f["name"] for f in files} if row["state"] == "done" else {})
 
-    def recent(self, limit: int = 50) -> list[dict]:
+    def recent(self, session: str | None = None, limit: int = 50) -> list[dict]:
+        """The session's most recent jobs, newest first."""
+        session = self.owner(session)
         with self._conn() as conn:
-            rows = conn.execute("SELECT id FROM jobs ORDER BY created DESC LIMIT ?", (limit,)).fetchall()
-        return [self.get(r["id"]) for r in rows]
+            rows = conn.execute("SELECT id FROM jobs WHERE session=? ORDER BY created DESC LIMIT ?",
+                                (session, limit)).fetchall()  # fmt: skip
+        return [self.get(r["id"], session) for r in rows]
 
-    def cancel(self, job_id: str) -> dict:
-        """Cancel a queued or running job (a finished one is left as it is); the job afterwards."""
-        self._row(job_id)
+    def cancel(self, job_id: str, session: str | None = None) -> dict:
+        """Cancel a queued or running job of `session` (a finished one is left as it is); the job
+        afterwards. A queued job leaves the queue at once, freeing its place."""
+        self._row(job_id, session)
         self._update(
             "UPDATE jobs SET state='cancelled', message='cancelled on request', finished=?"
             " WHERE id=? AND state IN ('queued','running')",
@@ -214,13 +240,15 @@ class JobManager:
             job_id,
         )
         with self._lock:
+            self._pending = deque(item for item in self._pending if item[0] != job_id)
             event = self._events.get(job_id)
         if event is not None:
             event.set()
-        return self.get(job_id)
+        return self.get(job_id, session)
 
     def download(self, name: str) -> Path:
-        """The file `name` if a finished job made it; NotFoundError for anything else."""
+        """The file `name` if a finished job made it (and it is a plain file in the downloads folder);
+        NotFoundError for anything else."""
         not_found = NotFoundError(f"no such download: {name!r} (only outputs of finished jobs are served)")
         if not FILE_NAME.match(name or ""):
             raise not_found
@@ -231,7 +259,7 @@ class JobManager:
                 (name,),
             ).fetchone()
         path = self.downloads / row["name"] if row else None
-        if path is None or not path.is_file():
+        if path is None or path.is_symlink() or not path.is_file():  # a link could lead anywhere
             raise not_found
         return path
 
@@ -243,18 +271,20 @@ class JobManager:
             threads, self._threads = self._threads, []
             for event in self._events.values():
                 event.set()
+            self._lock.notify_all()
         for t in threads:
             t.join(timeout)
 
     # ---------------------------------------------------------------- workers
 
-    def _row(self, job_id: str) -> sqlite3.Row:
-        row = None
+    def _row(self, job_id: str, session: str | None = None) -> sqlite3.Row:
+        """The job's row; NotFoundError if there is none or `session` did not submit it."""
+        owner, row = self.owner(session), None
         if JOB_ID.match(job_id or ""):
             with self._conn() as conn:
                 row = conn.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
-        if row is None:
-            raise NotFoundError(f"no such job: {job_id!r}")
+        if row is None or row["session"] != owner:
+            raise NotFoundError(f"no such job: {job_id!r} (GET /jobs lists yours)")
         return row
 
     def _start_workers(self) -> None:
@@ -274,14 +304,16 @@ class JobManager:
         except sqlite3.Error as exc:  # progress is best-effort; the job goes on
             log.warning("job %s: cannot record progress: %s", job_id, exc)
 
+    def _next(self) -> tuple[str, Work] | None:
+        """The oldest queued job, once there is one; None when closing."""
+        with self._lock:
+            while not self._pending and not self._closing:
+                self._lock.wait(0.5)
+            return None if self._closing else self._pending.popleft()
+
     def _work_loop(self) -> None:
-        while not self._closing:
-            try:
-                job_id, work = self._queue.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            if self._closing:
-                return  # left queued: the next start marks it failed
+        while (item := self._next()) is not None:
+            job_id, work = item
             try:
                 self._run(job_id, work)
             except Exception:  # never let a bug in the bookkeeping kill the worker
@@ -312,10 +344,10 @@ class JobManager:
             self._fail(job_id, str(exc))
             return
         except Exception as exc:
-            full = disk_full(exc, self.downloads, lost="the map was not saved")
-            if full is not None:
-                log.error("job %s: %s (%s)", job_id, full, exc)
-                self._fail(job_id, str(full))
+            known = disk_full(exc, self.downloads, lost="the map was not saved") or unreadable(exc)
+            if known is not None:
+                log.error("job %s: %s (%s)", job_id, known, exc)
+                self._fail(job_id, str(known))
                 return
             log.exception("job %s failed", job_id)
             self._fail(job_id, f"internal error ({type(exc).__name__}): see the server log")
@@ -381,6 +413,6 @@ def describe(row: sqlite3.Row, outputs: dict[str, str]) -> dict:
         "created": row["created"],
         "started": row["started"],
         "finished": row["finished"],
-        **json.loads(row["info"] or "{}"),
+        **{k: v for k, v in json.loads(row["info"] or "{}").items() if k != "session"},
         **({"stats": json.loads(row["stats"])} if row["stats"] and row["state"] == "done" else {}),
     }

@@ -36,6 +36,7 @@ from web_tool.export import NODATA, ClassStats, export_all, row_areas_km2
 from web_tool.geometry import WEB_MERCATOR, WGS84, Extent, Grid, polygon_from_geojson, polygonal
 from web_tool.rendering import reweight
 from web_tool.ServerModels.base import ServerModel
+from web_tool.ServerModels.tiling import predict_blocks
 
 #: window side (native pixels, context excluded) when the model does not suggest one
 WINDOW_PX = 1024
@@ -219,8 +220,9 @@ def predict_window(
         patch = loader.read(task.grid.padded(pad))
     except NoImageryError:
         return np.full((h, w), NODATA, dtype=np.uint8)
-    probs = reweight(model.predict(patch.data)[pad : pad + h, pad : pad + w], weights)
-    classes = probs.argmax(axis=-1).astype(np.uint8)
+    classes = np.empty((h, w), dtype=np.uint8)
+    for block, probs in predict_blocks(model.predict, patch.data, pad, model.n_classes):  # bounded memory
+        classes[block] = reweight(probs, weights).argmax(axis=-1)
     classes[~(inside & patch.valid[pad : pad + h, pad : pad + w])] = NODATA
     return classes
 

@@ -17,6 +17,7 @@ from web_tool.routes_hitl import (
     CheckpointRequest,
     CorrectionRequest,
     LoadRequest,
+    NewSessionRequest,
     SessionRequest,
 )
 from web_tool.schemas import GetInputRequest, PredPatchRequest
@@ -27,7 +28,7 @@ from web_tool.validate.routes import AnswerRequest, ReferenceRequest, SampleRequ
 REQUEST_MODELS: dict[str, type[BaseModel]] = {
     "POST /predPatch": PredPatchRequest,
     "POST /getInput": GetInputRequest,
-    "POST /sessions": SessionRequest,
+    "POST /sessions": NewSessionRequest,
     "POST /recordCorrection": CorrectionRequest,
     "POST /retrainModel": SessionRequest,
     "POST /addClass": AddClassRequest,
@@ -35,11 +36,21 @@ REQUEST_MODELS: dict[str, type[BaseModel]] = {
     "POST /resetModel": SessionRequest,
     "POST /checkpoints": CheckpointRequest,
     "POST /doLoad": LoadRequest,
+    "POST /checkpoints/<checkpoint_id>/share": SessionRequest,
     "POST /predTile": PredTileRequest,
     "POST /jobs/<job_id>/samples": SampleRequest,
     "POST /jobs/<job_id>/samples/<sample_id>/answers": AnswerRequest,
     "POST /jobs/<job_id>/reference": ReferenceRequest,
 }
+#: GET and DELETE endpoints that belong to a session: they take it as `?session=<id>`
+SESSION_QUERY = {"GET /checkpoints", "DELETE /checkpoints/<checkpoint_id>/share", "GET /jobs",
+                 "GET /jobs/<job_id>", "DELETE /jobs/<job_id>", "GET /jobs/<job_id>/samples",
+                 "GET /jobs/<job_id>/samples/<sample_id>", "GET /jobs/<job_id>/samples/<sample_id>/report",
+                 "GET /jobs/<job_id>/samples/<sample_id>/report.csv", "GET /corrections",
+                 "GET /predTiles/<dataset>/<z:int>/<x:int>/<y:int>.png"}  # fmt: skip
+SESSION_PARAMETER = {"name": "session", "in": "query", "required": False,
+                     "schema": {"type": "string", "maxLength": 64},
+                     "description": "your session's id (default: the shared `default` session)"}  # fmt: skip
 ERROR = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
 HIDDEN = {"/<path:path>", "/"}  # static files and the page itself
 
@@ -67,16 +78,18 @@ def operation(method: str, rule: str, params: list[tuple[str, str]], schemas: di
             },  # fmt: skip
         },
     }
-    if params:
-        op["parameters"] = [{"name": n, "in": "path", "required": True, "schema": {"type": kind}}
-                            for n, kind in params]  # fmt: skip
+    parameters = [{"name": n, "in": "path", "required": True, "schema": {"type": kind}} for n, kind in params]
+    if f"{method} {rule}" in SESSION_QUERY:
+        parameters.append(SESSION_PARAMETER)
+    if parameters:
+        op["parameters"] = parameters
     model = REQUEST_MODELS.get(f"{method} {rule}")
     if model is not None:
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
         op["requestBody"] = {
-            "required": model is not SessionRequest,  # {"session"?} alone: the body may be empty
+            "required": model not in (SessionRequest, NewSessionRequest),  # these bodies may be empty
             "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}},
         }
     return op

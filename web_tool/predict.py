@@ -1,6 +1,10 @@
 """The seed's two operations, free of HTTP: imagery for an extent, and a prediction for it.
 
 request (validated) → DataLoader (padded read) → ServerModel (probabilities) → rendering (PNGs).
+
+The pixel cap counts the canvas the model sees (the extent with its context around it), and the
+model sees it in blocks (`tiling.predict_blocks`): the probabilities of all the classes are never
+held for the whole extent, only the rendered colours and the uncertainty.
 """
 
 from __future__ import annotations
@@ -10,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from web_tool.DataLoader import DataLoader, Patch
-from web_tool.errors import ClassIndexError
-from web_tool.geometry import Extent
+from web_tool.errors import ClassIndexError, TooLargeError
+from web_tool.geometry import Extent, Grid
 from web_tool.rendering import (
     class_colors,
     hard_rgb,
@@ -21,7 +25,8 @@ from web_tool.rendering import (
     with_alpha,
 )
 from web_tool.ServerModels.base import ServerModel
-from web_tool.uncertainty import suggestions, uncertainty, uncertainty_rgba
+from web_tool.ServerModels.tiling import predict_blocks
+from web_tool.uncertainty import uncertainty, suggestions, uncertainty_rgba
 
 #: renders and encodes a response's PNGs side by side (OpenCV and numpy release the GIL)
 RENDER_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="render")
@@ -32,9 +37,22 @@ def input_rgb(patch: Patch) -> np.ndarray:
     return with_alpha(patch.display, patch.valid)
 
 
+def check_canvas(grid: Grid, pad: int, max_pixels: int) -> None:
+    """TooLargeError, before anything is read, when `grid` with `pad` px of context on every side
+    holds more than `max_pixels`."""
+    width, height = grid.width + 2 * pad, grid.height + 2 * pad
+    if width * height > max_pixels:
+        raise TooLargeError(
+            f"extent is {grid.width} x {grid.height} px; with the {pad} px of context the model needs on"
+            f" every side it sees {width} x {height} = {width * height} px, and the limit is {max_pixels}"
+            " (the server's --max_patch_pixels): request a smaller extent or use /predTile"
+        )
+
+
 def read_padded(loader: DataLoader, extent: Extent, pad: int) -> tuple[Patch, Patch]:
     """(patch with `pad` px of context on every side, the same patch cropped to the extent)."""
     grid = loader.grid_for(extent)
+    check_canvas(grid, pad, loader.max_pixels)
     padded = loader.read(grid.padded(pad))
     inner = (slice(pad, pad + grid.height), slice(pad, pad + grid.width))
     return padded, padded.crop(grid, *inner)
@@ -45,12 +63,18 @@ def get_input(loader: DataLoader, extent: Extent) -> dict:
     return {"input_naip": png_base64(input_rgb(patch))}
 
 
-def predict_probs(loader: DataLoader, model: ServerModel, extent: Extent):
-    """(patch cropped to the extent, HxWxC probabilities on it)."""
-    padded, patch = read_padded(loader, extent, model.padding)
-    probs = model.predict(padded.data)
+def predicted_maps(model: ServerModel, padded: Patch, weights: list[float] | None, colors: np.ndarray):
+    """(hard RGB, soft RGB, uncertainty) HxW maps of the extent inside `padded` (which has the
+    model's context on every side), predicted block by block."""
     pad = model.padding
-    return patch, probs[pad : pad + patch.grid.height, pad : pad + patch.grid.width]
+    shape = (padded.grid.height - 2 * pad, padded.grid.width - 2 * pad)
+    hard, soft = np.empty((*shape, 3), np.uint8), np.empty((*shape, 3), np.uint8)
+    score = np.empty(shape, np.float32)
+    for block, probs in predict_blocks(model.predict, padded.data, pad, model.n_classes):
+        probs = reweight(probs, weights)
+        hard[block], soft[block] = hard_rgb(probs, colors), soft_rgb(probs, colors)
+        score[block] = uncertainty(probs)
+    return hard, soft, score
 
 
 def pred_patch(
@@ -71,13 +95,12 @@ def pred_patch(
         raise ClassIndexError(
             f"weights has {len(weights)} values but the model has {model.n_classes} classes"
         )
-    patch, probs = predict_probs(loader, model, extent)
-    probs = reweight(probs, weights)
-    score = uncertainty(probs)
+    padded, patch = read_padded(loader, extent, model.padding)
+    hard, soft, score = predicted_maps(model, padded, weights, colors)
     images = {
         "input_naip": lambda: input_rgb(patch),
-        "output_hard": lambda: with_alpha(hard_rgb(probs, colors), patch.valid),
-        "output_soft": lambda: with_alpha(soft_rgb(probs, colors), patch.valid),
+        "output_hard": lambda: with_alpha(hard, patch.valid),
+        "output_soft": lambda: with_alpha(soft, patch.valid),
         "output_uncertainty": lambda: uncertainty_rgba(score, patch.valid),
     }
     encoded = RENDER_POOL.map(lambda render: png_base64(render()), images.values())

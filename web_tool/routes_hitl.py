@@ -2,6 +2,9 @@
 
 Thin: each route validates its body (the request models below), calls `config.sessions`
 (sessions.SessionManager) and answers JSON. Errors go through the app's JSON error plugin.
+Everything here belongs to one session: `"session"` in a POST body, `?session=` on a GET or
+DELETE, the shared `default` one when absent. A checkpoint another session saved is not there for
+you (404) unless it was shared with you: its share secret loads it.
 """
 
 from __future__ import annotations
@@ -9,11 +12,15 @@ from __future__ import annotations
 from typing import Any
 
 import bottle
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from web_tool import api
-from web_tool.errors import RequestError
-from web_tool.schemas import AreaRequest, ClassBody, Lenient, SessionId, parse
+from web_tool.errors import TooLargeError
+from web_tool.schemas import AreaRequest, CheckpointName, ClassBody, Lenient, SessionId, parse, query_session
+
+
+class NewSessionRequest(Lenient):
+    """`POST /sessions` takes no fields: a new session starts from the base model."""
 
 
 class SessionRequest(Lenient):
@@ -33,16 +40,34 @@ class AddClassRequest(SessionRequest, ClassBody):
 
 
 class CheckpointRequest(SessionRequest):
-    name: str | None = Field(default=None, max_length=200)
+    name: CheckpointName | None = None
 
 
 class LoadRequest(SessionRequest):
-    checkpoint: str = Field(min_length=1, max_length=64)
+    """A checkpoint this session saved (`checkpoint`: its id), or one shared with it (`share`)."""
+
+    checkpoint: str | None = Field(default=None, min_length=1, max_length=64)
+    share: str | None = Field(default=None, min_length=1, max_length=64)
+
+    @model_validator(mode="after")
+    def _one_checkpoint(self):
+        given = [v for v in (self.checkpoint, self.share) if v is not None]
+        if len(given) != 1 or not given[0].strip():
+            raise ValueError("send `checkpoint` (an id from GET /checkpoints) or `share` (from a share link)")
+        return self
 
 
 def optional_json(max_bytes: int) -> Any:
     """The JSON body, or {} when the request has none (e.g. `curl -X POST .../sessions`)."""
     return api.read_json(max_bytes, if_empty={})
+
+
+def check_room_for_class(classes: list[dict], max_classes: int) -> None:
+    if len(classes) >= max_classes:
+        raise TooLargeError(
+            f"this session has {len(classes)} classes, the most the server allows (--max_classes"
+            f" {max_classes}): reuse a class, or start a new session"
+        )
 
 
 def add_routes(app: bottle.Bottle, config) -> None:
@@ -68,46 +93,66 @@ def add_routes(app: bottle.Bottle, config) -> None:
     def record_correction():
         req = body(CorrectionRequest)
         loader = config.loader(req.dataset)
-        geom, crs = req.area()
+        geom, crs = req.area(config.max_vertices)
         count = sessions.record(req.session, loader, geom, crs, req.value)
         return api.json_response({"success": True, "count": count})
 
-    @app.post("/retrainModel")
+    @app.post("/retrainModel", heavy=True)
     def retrain_model():
         req = body(SessionRequest)
-        return api.json_response({"success": True, **sessions.retrain(req.session)})
+        with sessions.unchanged_on_failure(req.session):
+            return api.json_response({"success": True, **sessions.retrain(req.session)})
 
     @app.post("/addClass")
     def add_class():
         req = body(AddClassRequest)
-        classes = sessions.add_class(req.session, req.name, req.color)
+        with sessions.unchanged_on_failure(req.session) as session:
+            check_room_for_class(session.classes, config.max_classes)
+            classes = sessions.add_class(session.id, req.name, req.color)
         message = f"class {req.name!r} added as index {len(classes) - 1}"
         return api.json_response({"success": True, "classes": classes, "message": message})
 
     @app.post("/doUndo")
     def do_undo():
         req = body(SessionRequest)
-        return api.json_response({"success": True, **sessions.undo(req.session)})
+        with sessions.unchanged_on_failure(req.session):
+            return api.json_response({"success": True, **sessions.undo(req.session)})
 
     @app.post("/resetModel")
     def reset_model():
         req = body(SessionRequest)
-        return api.json_response({"success": True, **sessions.reset(req.session)})
+        with sessions.unchanged_on_failure(req.session):
+            return api.json_response({"success": True, **sessions.reset(req.session)})
 
     @app.post("/checkpoints")
     def save_checkpoint():
         req = body(CheckpointRequest)
-        return api.json_response(
-            {"success": True, "checkpoint": sessions.save_checkpoint(req.session, req.name)}
-        )
+        with sessions.unchanged_on_failure(req.session):
+            checkpoint = sessions.save_checkpoint(req.session, req.name)
+        return api.json_response({"success": True, "checkpoint": checkpoint})
 
     @app.get("/checkpoints")
     def list_checkpoints():
-        return api.json_response(sessions.list_checkpoints())
+        return api.json_response(sessions.list_checkpoints(query_session(bottle.request.query)))
 
-    @app.post("/doLoad")
+    @app.post("/checkpoints/<checkpoint_id>/share")
+    def share_checkpoint(checkpoint_id):
+        req = body(SessionRequest)
+        share = sessions.share_checkpoint(checkpoint_id, req.session)
+        return api.json_response({"success": True, "share": share, "link": f"/shared/{share}"})
+
+    @app.delete("/checkpoints/<checkpoint_id>/share")
+    def unshare_checkpoint(checkpoint_id):
+        sessions.unshare_checkpoint(checkpoint_id, query_session(bottle.request.query))
+        return api.json_response({"success": True, "message": "the checkpoint's share links no longer work"})
+
+    @app.get("/shared/<share>")
+    def describe_shared(share):
+        return api.json_response(sessions.describe_shared(share))
+
+    @app.post("/doLoad", heavy=True)
     def do_load():
         req = body(LoadRequest)
-        if not req.checkpoint.strip():
-            raise RequestError("checkpoint must be a checkpoint id from GET /checkpoints")
-        return api.json_response({"success": True, **sessions.load_checkpoint(req.checkpoint, req.session)})
+        with sessions.unchanged_on_failure(req.session):
+            result = sessions.load_checkpoint(req.checkpoint, req.session, share=req.share)
+        return api.json_response({"success": True, **result})

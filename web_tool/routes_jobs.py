@@ -1,12 +1,14 @@
 """HTTP routes of large-area mapping: `/predTile` jobs, their state, and their downloads.
 
     POST   /predTile          → 202 {"job": id}   (413 beyond the area cap, 503 when the queue is full)
-    GET    /jobs               → the most recent jobs
+    GET    /jobs               → the session's most recent jobs
     GET    /jobs/<id>          → {"state", "progress", "message", "outputs": {kind: "/downloads/<file>"}, ...}
     DELETE /jobs/<id>          → cancels a queued or running job; the job afterwards
     GET    /downloads/<file>   → an output of a finished job (looked up in the job database)
 
-The map itself is made by `mapping` (the same code the batch CLI runs), in the job manager's thread.
+A job belongs to the session that submitted it (`"session"` in the body; `?session=` on the GETs
+and the DELETE). The map itself is made by `mapping` (the same code the batch CLI runs), in the job
+manager's thread, window by window, each window in its turn at the heavy-request gate.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 import bottle
 
 from web_tool import api
+from web_tool.admission import Gate
 from web_tool.errors import ClassIndexError, NotTrainedError, TooLargeError
 from web_tool.jobs import JobCancelled, JobContext, JobResult
 from web_tool.mapping import (
@@ -29,10 +32,10 @@ from web_tool.mapping import (
     map_tags,
     outputs_beside,
     plan_map,
+    predict_window,
     render_map,
-    serial_results,
 )
-from web_tool.schemas import parse
+from web_tool.schemas import parse, query_session
 from web_tool.schemas_jobs import PredTileRequest
 from web_tool.ServerModels.base import untrained_message
 
@@ -49,9 +52,19 @@ def file_stem(dataset: str, checkpoint: str | None) -> str:
     return f"_{safe}_{time.strftime('%Y%m%d')}_{checkpoint or 'base'}"
 
 
-def map_job(loader, model, plan: MapPlan, weights, classes=None, tags=None, vector=False):
+def gated_results(gate: Gate, loader, model, plan: MapPlan, weights):
+    """Each window predicted in this thread, in its turn at `gate`: interactive predictions and
+    retrains take turns with the job rather than share the CPU (and memory) with it."""
+    for task in plan.tasks():
+        with gate.turn(refusable=False):
+            classes = predict_window(loader, model, task, weights)
+        yield task.window, classes
+
+
+def map_job(loader, model, plan: MapPlan, weights, gate: Gate, classes=None, tags=None, vector=False):
     """The job that maps `plan` with `model` into the job's downloads (run in the job thread), its
-    outputs named after the dataset, the date and the checkpoint in `tags`."""
+    windows in their turns at `gate`, its outputs named after the dataset, the date and the
+    checkpoint in `tags`."""
 
     def run(ctx: JobContext) -> JobResult:
         stem = file_stem(loader.name, (tags or {}).get("checkpoint"))
@@ -66,7 +79,7 @@ def map_job(loader, model, plan: MapPlan, weights, classes=None, tags=None, vect
         try:
             stats = render_map(
                 plan,
-                serial_results(loader, model, plan, weights),
+                gated_results(gate, loader, model, plan, weights),
                 outputs,
                 classes or model.classes,
                 on_window=report,
@@ -120,15 +133,15 @@ def add_routes(app: bottle.Bottle, config) -> None:
     def pred_tile():
         req = parse(PredTileRequest, api.read_json(config.max_body_bytes))
         loader = config.loader(req.dataset)
-        aoi = clip_to_imagery(loader, req.to_aoi())  # the work is where imagery is; 404 if nowhere
+        model = config.model_for(req.session)  # models never change: later retraining makes a new one
+        if not model.trained:
+            raise NotTrainedError(untrained_message(model))
+        aoi = clip_to_imagery(loader, req.to_aoi(config.max_vertices))  # where imagery is; 404 if nowhere
         area = aoi.area_km2()
         when = time.strftime("%Y-%m-%d %H:%M")
         if area > jobs.max_km2:
             checkpoint = snapshot(config, req.session, f"for the batch CLI, {loader.name} {when}")
             check_area(area, jobs.max_km2, batch_command(config, loader.name, checkpoint))
-        model = config.model_for(req.session)  # models never change: later retraining makes a new one
-        if not model.trained:
-            raise NotTrainedError(untrained_message(model))
         check_weights(req.weights, model.n_classes)
         classes = [c.model_dump() for c in req.classes] if req.classes else None
         if classes is not None and len(classes) != model.n_classes:
@@ -137,34 +150,33 @@ def add_routes(app: bottle.Bottle, config) -> None:
             )
         checkpoint = snapshot(config, req.session, f"export {loader.name} {when}")
         plan = plan_map(loader, aoi, jobs.window_px or default_window_px(model))
-        info = {
-            "dataset": loader.name,
-            "session": req.session,
-            "area_km2": round(area, 6),
-            "windows": len(plan.windows),
-            "checkpoint": checkpoint,
-        }
+        info = {"dataset": loader.name, "area_km2": round(area, 6), "windows": len(plan.windows),
+                "checkpoint": checkpoint}  # fmt: skip
         tags = map_tags(config.model_kind, config.model_fn, checkpoint, loader.name)
-        job = jobs.submit(map_job(loader, model, plan, req.weights, classes, tags, req.vector), info)
-        return api.json_response({"job": job}, status=202)
+        work = map_job(loader, model, plan, req.weights, config.gate, classes, tags, req.vector)
+        return api.json_response({"job": jobs.submit(work, info, req.session)}, status=202)
+
+    def caller() -> str | None:
+        """The session of a GET or DELETE (`?session=`); the job manager checks that it exists."""
+        return query_session(bottle.request.query)
 
     @app.get("/jobs")
     def list_jobs():
-        return api.json_response([job_json(j) for j in jobs.recent()])
+        return api.json_response([job_json(j) for j in jobs.recent(caller())])
 
     @app.get("/jobs/<job_id>")
     def get_job(job_id):
-        return api.json_response(job_json(jobs.get(job_id)))
+        return api.json_response(job_json(jobs.get(job_id, caller())))
 
     @app.delete("/jobs/<job_id>")
     def cancel_job(job_id):
-        return api.json_response(job_json(jobs.cancel(job_id)))
+        return api.json_response(job_json(jobs.cancel(job_id, caller())))
 
-    @app.get("/downloads/<name>")
+    @app.get("/downloads/<name>", url_token=True)
     def download(name):
         path = jobs.download(name)
         media = MEDIA_TYPES.get(path.suffix, "application/octet-stream")
-        named = path.name[17:] if path.name[16:17] == "_" else path.name  # without the job id
+        named = path.name.partition("_")[2] or path.name  # without the job id (a secret)
         media = MEDIA_TYPES.get("." + path.name.rsplit(".", 1)[-1], media)
         return bottle.static_file(
             path.name,

@@ -55,7 +55,7 @@ def add_routes(app: bottle.Bottle, config, tiles: PredictionTiles | None = None)
     tiles = tiles or PredictionTiles()
     app.config["landcover.pred_tiles"] = tiles
 
-    @app.get("/predTiles/<dataset>/<z:int>/<x:int>/<y:int>.png")
+    @app.get("/predTiles/<dataset>/<z:int>/<x:int>/<y:int>.png", url_token=True)  # fetched by URL
     def pred_tiles(dataset, z, x, y):
         query = bottle.request.query
         loader = config.loader(dataset)
@@ -83,7 +83,8 @@ def add_routes(app: bottle.Bottle, config, tiles: PredictionTiles | None = None)
         def delete_corrections():
             req = parse(DeleteCorrectionsRequest, api.read_json(config.max_body_bytes))
             loader = config.loader(req.dataset)
-            erased = config.sessions.erase(req.session, loader.name, *req.area())
+            with config.sessions.unchanged_on_failure(req.session):
+                erased = config.sessions.erase(req.session, loader.name, *req.area(config.max_vertices))
             return api.json_response({"success": True, **erased})
 
     if config.jobs is not None:
@@ -92,7 +93,7 @@ def add_routes(app: bottle.Bottle, config, tiles: PredictionTiles | None = None)
         def aoi():
             req = parse(AoiRequest, api.read_json(config.max_body_bytes))
             loader = config.loader(req.dataset)
-            geom, crs = req.area()
+            geom, crs = req.area(config.max_vertices)
             area = AOI(geom, CRS.from_user_input(crs))
             with_imagery = clip_to_imagery(loader, area)
             km2 = with_imagery.area_km2()

@@ -7,6 +7,7 @@ models generate the OpenAPI description.
 from __future__ import annotations
 
 import json
+import unicodedata
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -23,17 +24,57 @@ Coordinate = Annotated[float, Field(allow_inf_nan=False, ge=-MAX_COORD, le=MAX_C
 
 
 class Lenient(BaseModel):
-    """Unknown extra fields are ignored, as the API contract says."""
+    """Unknown extra fields are ignored, as the API contract says. Types are strict: `true` or `"1"`
+    is not a number, `1.5` not a class index."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
 
 #: a session id (`POST /sessions` makes them); None: the shared default session
 SessionId = Annotated[str | None, Field(max_length=64)]
 
 
+def _visible(name: str) -> str:
+    """A name as shown to people: trimmed, something visible, no control characters."""
+    name = name.strip()
+    if not name:
+        raise ValueError("a name needs some visible characters")
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn") for ch in name):
+        raise ValueError("a name may not contain control or invisible characters")
+    return name
+
+
+#: names people chose, trimmed and visible: a class's, a checkpoint's
+ClassName = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_visible)]
+CheckpointName = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_visible)]
+
+
+class SessionQuery(Lenient):
+    """`?session=<id>` of a GET or DELETE (the POST endpoints take `session` in their body)."""
+
+    session: SessionId = None
+
+
+def query_session(query: Any) -> str | None:
+    """The `session` of a request's query string (bottle's `request.query`); None: the default one."""
+    return parse(SessionQuery, {"session": query.get("session") or None}).session
+
+
 class SpatialReference(Lenient):
-    latestWkid: int = 3857
+    """The extent's CRS as an EPSG code: `latestWkid`, or `wkid` (as ArcGIS writes them)."""
+
+    latestWkid: int | None = None
+    wkid: int | None = None
+
+    @model_validator(mode="after")
+    def _has_code(self):
+        if self.latestWkid is None and self.wkid is None:
+            raise ValueError('spatialReference needs an EPSG code: {"latestWkid": 3857} (or "wkid")')
+        return self
+
+    @property
+    def code(self) -> int:
+        return self.latestWkid if self.latestWkid is not None else self.wkid
 
 
 class ExtentBody(Lenient):
@@ -41,15 +82,16 @@ class ExtentBody(Lenient):
     ymin: Coordinate
     xmax: Coordinate
     ymax: Coordinate
-    spatialReference: SpatialReference = SpatialReference()
+    #: missing: EPSG:3857
+    spatialReference: SpatialReference | None = None
 
     def to_extent(self) -> Extent:
-        crs = parse_crs(self.spatialReference.latestWkid)
+        crs = parse_crs(self.spatialReference.code if self.spatialReference else 3857)
         return Extent(self.xmin, self.ymin, self.xmax, self.ymax, crs=crs)
 
 
 class ClassBody(Lenient):
-    name: str = Field(min_length=1, max_length=100)
+    name: ClassName
     color: str = Field(pattern=r"^#([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
 
 
@@ -66,12 +108,12 @@ class AreaRequest(Lenient):
             raise ValueError("send exactly one of `extent` or `geometry` (a GeoJSON Polygon or MultiPolygon)")
         return self
 
-    def area(self) -> tuple[BaseGeometry, CRS]:
-        """(shapely polygon, its CRS) of the request's area."""
+    def area(self, max_vertices: int | None = None) -> tuple[BaseGeometry, CRS]:
+        """(shapely polygon, its CRS) of the request's area; TooLargeError beyond `max_vertices`."""
         if self.extent is not None:
             extent = self.extent.to_extent()
             return box(*extent.bounds), extent.crs
-        return polygon_from_geojson(self.geometry), parse_crs(self.crs)
+        return polygon_from_geojson(self.geometry, max_vertices), parse_crs(self.crs)
 
 
 class GetInputRequest(Lenient):

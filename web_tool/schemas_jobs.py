@@ -19,5 +19,5 @@ class PredTileRequest(AreaRequest):
     classes: list[ClassBody] | None = None
     vector: bool = False
 
-    def to_aoi(self) -> AOI:
-        return AOI(*self.area())
+    def to_aoi(self, max_vertices: int | None = None) -> AOI:
+        return AOI(*self.area(max_vertices))

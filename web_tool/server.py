@@ -20,24 +20,35 @@ if __package__ in (None, ""):  # run as a script: import the package, not siblin
 
 import argparse  # noqa: E402
 import ctypes  # noqa: E402
-import ipaddress  # noqa: E402
 import logging  # noqa: E402
-import socket  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from typing import Any  # noqa: E402
 
 import bottle  # noqa: E402
 
-from web_tool import __version__, api, auth, routes_hitl, routes_jobs, routes_page, startup  # noqa: E402
+from web_tool import (  # noqa: E402
+    __version__,
+    admission,
+    api,
+    auth,
+    origins,
+    routes_hitl,
+    routes_jobs,
+    routes_page,
+    startup,
+)
 from web_tool import datasets as dataset_config  # noqa: E402
 from web_tool.DataLoader import MAX_PATCH_PIXELS, DataLoader  # noqa: E402
-from web_tool.errors import LandCoverError, NotFoundError  # noqa: E402
+from web_tool.errors import ConfigError, LandCoverError, NotFoundError  # noqa: E402
+from web_tool.geometry import MAX_VERTICES  # noqa: E402
+from web_tool.http_server import make_server  # noqa: E402
 from web_tool.jobs import JOB_WORKERS, MAX_QUEUED_JOBS, MAX_TILE_KM2, JobManager  # noqa: E402
 from web_tool.openapi import build_openapi  # noqa: E402
+from web_tool.origins import is_loopback  # noqa: E402
 from web_tool.predict import get_input, pred_patch  # noqa: E402
 from web_tool.schemas import GetInputRequest, PredPatchRequest, parse  # noqa: E402
 from web_tool.ServerModels import ServerModel, list_models  # noqa: E402
-from web_tool.sessions import IDLE_S, MAX_SESSIONS, SessionManager  # noqa: E402
+from web_tool.sessions import IDLE_S, MAX_CLASSES, MAX_SESSIONS, SessionManager  # noqa: E402
 from web_tool.tiles import render_tile  # noqa: E402
 from web_tool.training_data import replay_path  # noqa: E402
 from web_tool.validate import routes as validation_routes  # noqa: E402
@@ -79,6 +90,15 @@ class AppConfig:
     model_kind: str = "nips_hr"
     model_fn: str | None = None
     dataset_args: dict[str, list[str]] = field(default_factory=dict)
+    #: the address the server binds to, and other pages' origins allowed to call it (origins.py)
+    host: str = "127.0.0.1"
+    cors_origins: tuple[str, ...] = ()
+    #: most vertices of a GeoJSON area in a request
+    max_vertices: int = MAX_VERTICES
+    #: most classes a session may have (export writes class indices as uint8, 255 = nodata)
+    max_classes: int = MAX_CLASSES
+    #: turns for heavy requests (admission.py)
+    gate: admission.Gate = field(default_factory=admission.Gate)
 
     @property
     def default_dataset(self) -> str:
@@ -108,15 +128,19 @@ def serve_static(path: str):
     if path == "endpoints.js" and (WEB_ROOT / "endpoints.mine.js").is_file():
         path = "endpoints.mine.js"  # the local override (git-ignored), without a 404 when there is none
     parts = Path(path).parts
-    not_found = NotFoundError(f"no such file: {path}")
+    not_found = NotFoundError(f"no such file: {path[:100]!r}")
     if not parts or ".." in parts or path.startswith("/"):
         raise not_found
     if parts[0] == "vendor" and len(parts) > 2 and parts[1] in VENDOR_DIRS:
         root, rel, allowed = VENDOR_DIRS[parts[1]].resolve(), Path(*parts[2:]), lambda p: True
     else:
         root, rel, allowed = WEB_ROOT, Path(path), is_frontend_path
-    target = (root / rel).resolve()
-    if root not in target.parents or not target.is_file() or not allowed(target.relative_to(root).parts):
+    try:  # NUL bytes, names too long for the file system: no such file either
+        target = (root / rel).resolve()
+        found = root in target.parents and target.is_file() and allowed(target.relative_to(root).parts)
+    except (ValueError, OSError):
+        found = False
+    if not found:
         raise not_found
     response = bottle.static_file(str(target.relative_to(root)), root=str(root))
     if isinstance(response, bottle.HTTPError):
@@ -127,8 +151,10 @@ def serve_static(path: str):
 def make_app(config: AppConfig) -> bottle.Bottle:
     """The Bottle app: static frontend, discovery, tiles and the seed's prediction endpoints."""
     app = bottle.Bottle()
+    origins.install(app, origins.SitePolicy.build(config.host, config.cors_origins, bool(config.token)))
     api.install(app)
     auth.install(app, config.token)
+    app.install(admission.HeavyRoutes(config.gate))
 
     @app.get("/")
     def index():
@@ -151,19 +177,19 @@ def make_app(config: AppConfig) -> bottle.Bottle:
     def datasets():
         return api.json_response([loader.describe() for loader in config.loaders.values()])
 
-    @app.get("/tiles/<dataset>/<z:int>/<x:int>/<y:int>.png")
+    @app.get("/tiles/<dataset>/<z:int>/<x:int>/<y:int>.png", url_token=True)
     def tiles(dataset, z, x, y):
         png = render_tile(config.loader(dataset), z, x, y)
         return bottle.HTTPResponse(png, content_type="image/png", Cache_Control="public, max-age=3600")
 
-    @app.post("/getInput")
+    @app.post("/getInput", heavy=True)
     def get_input_route():
         body = api.read_json(config.max_body_bytes)
         req = parse(GetInputRequest, body)
         result = get_input(config.loader(req.dataset), req.extent.to_extent())
         return api.json_response({"extent": body["extent"], **result})
 
-    @app.post("/predPatch")
+    @app.post("/predPatch", heavy=True)
     def pred_patch_route():
         body = api.read_json(config.max_body_bytes)
         req = parse(PredPatchRequest, body)
@@ -189,15 +215,6 @@ def make_app(config: AppConfig) -> bottle.Bottle:
         return serve_static(path)
 
     return app
-
-
-def is_loopback(host: str) -> bool:
-    """Whether every address `host` names is this machine's own (127.0.0.0/8, ::1)."""
-    try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
-        return bool(addresses) and all(ipaddress.ip_address(a).is_loopback for a in addresses)
-    except (OSError, ValueError):
-        return False
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -228,6 +245,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              f" safer in the environment variable {auth.TOKEN_ENV} (not shown by ps)."
                              " Without one there is no auth: keep --host on loopback")  # fmt: skip
     parser.add_argument("--port", type=int, default=4444, help="port to listen on")
+    parser.add_argument("--cors_origin", action="append", default=[], metavar="ORIGIN",
+                        help="another page's origin (scheme://host:port) that may call this server, e.g."
+                             " the server whose page lists this one in endpoints.js; repeatable. Without"
+                             " a token only the server's own page and these may call it")  # fmt: skip
     parser.add_argument("--dataset", action="append", default=[], metavar="[NAME=]PATH",
                         help="imagery to serve: a GeoTIFF/COG/VRT file, a directory, a glob or an"
                              " https/s3/gs URL (read where it lives);"
@@ -255,8 +276,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="jobs that may wait; beyond this /predTile answers 503")  # fmt: skip
     parser.add_argument("--max_sample_points", type=int, default=MAX_SAMPLE_POINTS,
                         help="most points of one validation sample of a finished map")  # fmt: skip
-    parser.add_argument("--threads", type=int, default=8, help="HTTP worker threads")
-    parser.add_argument("--verbose", action="store_true", help="log every request")
+    parser.add_argument("--max_vertices", type=int, default=MAX_VERTICES,
+                        help="most vertices of a GeoJSON area in /recordCorrection or /predTile")  # fmt: skip
+    parser.add_argument("--max_classes", type=int, default=MAX_CLASSES,
+                        help="most classes a session may have (/addClass); at most 254, since exports"
+                             " write class indices as bytes with 255 for nodata")  # fmt: skip
+    parser.add_argument("--max_heavy", type=int, default=admission.HEAVY_SLOTS,
+                        help="heavy requests (predictions, retrains) that run at once; corrections,"
+                             " tiles and /health never wait for them")  # fmt: skip
+    parser.add_argument("--max_waiting", type=int, default=admission.MAX_WAITING,
+                        help="heavy requests that may wait for their turn; beyond them: 503 with"
+                             " Retry-After")  # fmt: skip
+    parser.add_argument("--threads", type=int, default=16,
+                        help="HTTP worker threads; at least max_heavy + max_waiting +"
+                             f" {admission.LIGHT_THREADS}")  # fmt: skip
+    parser.add_argument("--verbose", action="store_true",
+                        help="log every request (its route, never the ids or tokens in its URL)")  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -270,20 +305,45 @@ def batch_dataset_args(args: argparse.Namespace, names: list[str]) -> dict[str, 
 
 def build_config(args: argparse.Namespace) -> AppConfig:
     """Load datasets and the model named by the command line."""
+    check_limits(args)
     loaders, model = startup.load(args)
     dataset_args = batch_dataset_args(args, list(loaders))
     replay = replay_path(args.model_fn) if model.trained else None  # a model without weights has none
     sessions = SessionManager(model, args.state_dir, args.fine_tune, replay,
                               options={"k": args.fine_tune_layers}, max_sessions=args.max_sessions,
                               idle_s=args.session_idle_minutes * 60)  # fmt: skip
+    gate = admission.Gate(args.max_heavy, args.max_waiting)
     jobs = JobManager(Path(args.state_dir), max_km2=args.max_tile_km2, workers=args.job_workers,
-                      max_queued=args.max_queued_jobs)  # fmt: skip
+                      max_queued=args.max_queued_jobs, owner=sessions.owner)  # fmt: skip
     return AppConfig(loaders=loaders, model=model, fine_tune=args.fine_tune,
                      state_dir=Path(args.state_dir), sessions=sessions, jobs=jobs,
                      max_body_bytes=int(args.max_body_mb * 2**20),
                      validation=SampleStore(args.state_dir, max_points=args.max_sample_points),
                      token=args.token or os.environ.get(auth.TOKEN_ENV), model_kind=args.model,
-                     model_fn=args.model_fn, dataset_args=dataset_args)  # fmt: skip
+                     model_fn=args.model_fn, dataset_args=dataset_args, host=args.host,
+                     cors_origins=tuple(args.cors_origin), max_vertices=args.max_vertices,
+                     max_classes=args.max_classes, gate=gate)  # fmt: skip
+
+
+def check_limits(args: argparse.Namespace) -> None:
+    """ConfigError for flags that cannot work together, before anything is loaded."""
+    try:
+        for origin in args.cors_origin:
+            origins.parse_origin(origin)
+        admission.check_threads(args.threads, args.max_heavy, args.max_waiting)
+    except ValueError as exc:
+        raise ConfigError(f"{exc}") from None
+    if not 1 <= args.max_classes <= MAX_CLASSES:
+        raise ConfigError(f"--max_classes must be between 1 and {MAX_CLASSES}, got {args.max_classes}")
+    if args.max_heavy < 1 or args.max_waiting < 0 or args.max_vertices < 4:
+        raise ConfigError("--max_heavy must be at least 1, --max_waiting at least 0 and --max_vertices"
+                          " at least 4")  # fmt: skip
+
+
+def log_request() -> None:
+    """One line per request: method, route (`/sessions/<session_id>`, not the id) and status."""
+    route = bottle.request.environ.get("bottle.route")
+    log.info("%s %s %s", bottle.request.method, route.rule if route else "-", bottle.response.status_code)
 
 
 def return_freed_memory_promptly() -> None:
@@ -314,16 +374,16 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         return 2
     app = make_app(config)
-    import waitress
-
+    if args.verbose:
+        app.add_hook("after_request", log_request)
     log.info("model %r (%d classes); serving on http://%s:%d/", config.model.name,
              config.model.n_classes, args.host, args.port)  # fmt: skip
     if not config.token and not is_loopback(args.host):
         log.warning("serving %s without --token: anyone who can reach this port can use the API", args.host)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     # channel_request_lookahead: routes may ask waitress.client_disconnected() and skip abandoned work
-    waitress.serve(app, host=args.host, port=args.port, threads=args.threads, ident="landcover",
-                   channel_request_lookahead=4, _quiet=not args.verbose)  # fmt: skip
+    make_server(app, host=args.host, port=args.port, threads=args.threads, ident="landcover",
+                max_body_bytes=config.max_body_bytes, channel_request_lookahead=4).run()  # fmt: skip
     return 0
 
 

@@ -8,17 +8,25 @@ Every change holds the session's own lock; different sessions never wait for eac
 State lives in a `store.Store` (SQLite + files in `state_dir`): corrections as they are recorded,
 the session's current model after each change, checkpoints on request. Memory holds at most
 `max_sessions` sessions: ones idle for `idle_s` are let go, and the least recently used idle ones
-when there are too many. A session evicted (or lost to a restart) comes back from the store with
-its corrections, classes and latest model; its undo history then holds its corrections only.
+when there are too many; when none can go, a session that is not in memory waits (503). A session
+evicted (or lost to a restart) comes back from the store with its corrections, classes and latest
+model; its undo history then holds its corrections only.
+
+A session id is a secret (128 random bits) that only its creator learns: knowing it is owning the
+session. Checkpoints belong to the session that saved it; one can be shared on purpose, under a
+secret of its own. Logs name sessions by a short digest, never by their id.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,9 +34,9 @@ import numpy as np
 
 from web_tool import crossval, finetune
 from web_tool.corrections import NO_CLASS, Correction, pixels_inside, record, without
-from web_tool.errors import ClassIndexError, NotFoundError, RequestError
+from web_tool.errors import BusyError, ClassIndexError, NotFoundError, RequestError
 from web_tool.ServerModels.base import ServerModel
-from web_tool.store import Store, new_id
+from web_tool.store import Store, describe_checkpoint, new_id
 from web_tool.training_data import FeatureSource, load_replay
 
 log = logging.getLogger(__name__)
@@ -40,10 +48,19 @@ MAX_UNDO_RETRAINS = 5
 MAX_SESSIONS = 32
 #: seconds without a request after which a session is let go from memory (its state is on disk)
 IDLE_S = 30 * 60
-#: a session is never evicted within this many seconds of its last use, however many there are
+#: a session is never evicted within this many seconds of its last use (a request may still hold it)
 GRACE_S = 5.0
 #: model versions, unique in this process (across sessions and reloads): caches key on them
 MODEL_VERSIONS = itertools.count(1)
+#: most classes a session may have: exports write class indices as uint8, with 255 for nodata
+MAX_CLASSES = 254
+
+
+def label(session_id: str) -> str:
+    """How logs name a session: "default", or a digest of its id (the id itself is a secret)."""
+    if session_id == DEFAULT_SESSION:
+        return session_id
+    return "#" + hashlib.sha256(session_id.encode()).hexdigest()[:8]
 
 
 @dataclass
@@ -106,24 +123,58 @@ class SessionManager:
         self._lock = threading.Lock()
         self.max_sessions, self.idle_s, self.clock = max(1, max_sessions), idle_s, clock
         self.store.add_session(DEFAULT_SESSION, base.classes)
+        if legacy := self.store.legacy_sessions():
+            log.warning("%d session(s) in %s were made by an earlier version, whose session ids were not"
+                        " secret (GET /checkpoints listed them); they keep working, but start a new"
+                        " session for work that nobody else may touch", legacy, state_dir)  # fmt: skip
 
     # --- finding sessions ----------------------------------------------------------------------
 
     def create(self) -> str:
+        """A new session; its id is told to the caller alone."""
         session_id = new_id()
         self.store.add_session(session_id, self.base.classes)
         return session_id
 
     def get(self, session_id: str | None) -> Session:
-        """The session (loaded from the store after a restart); NotFoundError if unknown."""
+        """The session (loaded from the store after a restart); NotFoundError if unknown, BusyError
+        when `max_sessions` are in memory and none of them can be let go yet."""
         session_id = session_id or DEFAULT_SESSION
         with self._lock:
             session = self._sessions.get(session_id)
             self._evict(room_for=session is None)
             if session is None:
-                session = self._sessions[session_id] = self._load(session_id)
+                session = self._load(session_id)
+                if len(self._sessions) >= self.max_sessions:
+                    raise BusyError(
+                        f"the server already holds its {self.max_sessions} sessions in memory, all in use"
+                        " right now: try again in a few seconds",
+                        retry_after=GRACE_S,
+                    )
+                self._sessions[session_id] = session
             session.used = self.clock()
             return session
+
+    def owner(self, session_id: str | None) -> str:
+        """The id of an existing session (the default one for None), without loading it; NotFoundError
+        for an unknown one. What things other than sessions (jobs) are owned by."""
+        session_id = session_id or DEFAULT_SESSION
+        if session_id not in self._sessions and self.store.session_row(session_id) is None:
+            self._load(session_id)  # raises the one "unknown session" error
+        return session_id
+
+    @contextmanager
+    def unchanged_on_failure(self, session_id: str | None) -> Iterator[Session]:
+        """Hold the session's lock for the `with` block; if it fails, put the session in memory back
+        as it was (whatever the failure: a full disk after the model was swapped, say)."""
+        session = self.get(session_id)
+        with session.lock:
+            before = {k: list(v) if isinstance(v, list) else v for k, v in vars(session).items()}
+            try:
+                yield session
+            except BaseException:
+                vars(session).update(before)
+                raise
 
     def in_memory(self) -> list[str]:
         with self._lock:
@@ -148,7 +199,7 @@ class SessionManager:
             try:
                 del self._sessions[session.id]
                 excess -= 1
-                log.info("session %s let go from memory after %.0f s idle", session.id, idle)
+                log.info("session %s let go from memory after %.0f s idle", label(session.id), idle)
             finally:
                 session.lock.release()
 
@@ -340,7 +391,7 @@ class SessionManager:
         session = self.get(session_id)
         with session.lock:
             checkpoint_id = self.store.add_checkpoint(
-                name=name or f"{session.id} #{len(session.corrections)}", session=session.id,
+                name=name or f"after {len(session.corrections)} corrections", session=session.id,
                 parent=session.parent, state=self._state(session),
                 corrections=list(session.corrections), metrics=session.metrics, strategy=self.fine_tune,
             )  # fmt: skip
@@ -348,15 +399,32 @@ class SessionManager:
             self.store.set_session(session.id, session.classes, session.parent)
         return checkpoint_id
 
-    def list_checkpoints(self) -> list[dict]:
-        return self.store.list_checkpoints()
+    def list_checkpoints(self, session_id: str | None) -> list[dict]:
+        """The checkpoints the session saved."""
+        return self.store.list_checkpoints(self.owner(session_id))
 
-    def load_checkpoint(self, checkpoint_id: str, session_id: str | None) -> dict:
-        """Replace the session's model and corrections with the checkpoint's."""
-        row = self.store.checkpoint_row(checkpoint_id)
+    def share_checkpoint(self, checkpoint_id: str, session_id: str | None) -> str:
+        """The secret under which anyone may load the session's checkpoint (the same each time)."""
+        return self.store.share_checkpoint(checkpoint_id, self.owner(session_id))
+
+    def unshare_checkpoint(self, checkpoint_id: str, session_id: str | None) -> None:
+        self.store.unshare_checkpoint(checkpoint_id, self.owner(session_id))
+
+    def describe_shared(self, share: str) -> dict:
+        """What a share link shows: the checkpoint's name, classes, counts and metrics (no ids)."""
+        return describe_checkpoint(self.store.shared_checkpoint_row(share), owner=False)
+
+    def load_checkpoint(self, checkpoint_id: str | None, session_id: str | None,
+                        share: str | None = None) -> dict:  # fmt: skip
+        """Replace the session's model and corrections with a checkpoint's: one it saved, or one
+        shared with it (`share`, the secret of a share link)."""
+        session = self.get(session_id)
+        if share is not None:
+            row = self.store.shared_checkpoint_row(share)
+        else:
+            row = self.store.checkpoint_row(checkpoint_id, owner=session.id)
         state = self.store.checkpoint_state(row["id"])
         model = self.base.restore(state)
-        session = self.get(session_id)
         with session.lock:
             self.store.replace_corrections(session.id, self.store.checkpoint_correction_ids(row["id"]))
             session.corrections = self.store.session_corrections(session.id)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import re
 import secrets
 import threading
@@ -24,8 +25,10 @@ import numpy as np
 
 from web_tool import db
 from web_tool.corrections import Correction
-from web_tool.errors import NotFoundError
+from web_tool.errors import GoneError, NotFoundError
 from web_tool.ServerModels.base import ModelState
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -40,14 +43,21 @@ CREATE TABLE IF NOT EXISTS session_corrections (
 CREATE TABLE IF NOT EXISTS checkpoints (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, created REAL NOT NULL, session TEXT NOT NULL,
     parent TEXT, classes TEXT NOT NULL, n_corrections INTEGER NOT NULL, pixels INTEGER NOT NULL,
-    metrics TEXT NOT NULL, strategy TEXT NOT NULL);
+    metrics TEXT NOT NULL, strategy TEXT NOT NULL, share TEXT);
 CREATE TABLE IF NOT EXISTS checkpoint_corrections (
     checkpoint TEXT NOT NULL REFERENCES checkpoints(id) ON DELETE CASCADE,
     correction INTEGER NOT NULL REFERENCES corrections(id), PRIMARY KEY (checkpoint, correction));
 """
+#: added since the first release: (table, column, declaration) added to older databases on opening
+MIGRATIONS = [("checkpoints", "share", "TEXT")]
+INDEXES = """
+CREATE UNIQUE INDEX IF NOT EXISTS checkpoints_by_share ON checkpoints(share);
+CREATE INDEX IF NOT EXISTS checkpoints_by_session ON checkpoints(session);
+"""
 DB_NAME = "hitl.sqlite"
-#: ids this module generates (and the shared "default" session): the only names used in paths
-ID_PATTERN = re.compile(r"^(default|[0-9a-f]{16})$")
+#: ids this module generates (128 random bits; 64 before the ids became secrets) and the shared
+#: "default" session: the only names used in paths
+ID_PATTERN = re.compile(r"^(default|[0-9a-f]{32}|[0-9a-f]{16})$")
 
 
 def state_bytes(state: ModelState) -> bytes:
@@ -77,7 +87,8 @@ def state_from_file(path: Path) -> ModelState:
 
 
 def new_id() -> str:
-    return secrets.token_hex(8)
+    """A fresh id: 128 random bits as hex. Session ids are secrets: whoever knows one owns the session."""
+    return secrets.token_hex(16)
 
 
 def iso_time(t: float) -> str:
@@ -115,6 +126,8 @@ class Store:
             folder.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self.conn().executescript(SCHEMA)
+        db.migrate(self.conn(), MIGRATIONS)
+        self.conn().executescript(INDEXES)
         if clean:  # only the server that owns state_dir, at start-up: a writer may be mid-write
             self.clean_orphans()
 
@@ -146,6 +159,10 @@ class Store:
 
     def session_row(self, session_id: str):
         return self.conn().execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
+
+    def legacy_sessions(self) -> int:
+        """Sessions made before ids became 128-bit secrets (earlier versions listed their ids)."""
+        return self.conn().execute("SELECT count(*) FROM sessions WHERE length(id) = 16").fetchone()[0]
 
     def set_session(self, session_id: str, classes: list[dict], parent: str | None) -> None:
         self.conn().execute("UPDATE sessions SET classes = ?, parent = ? WHERE id = ?",
@@ -213,7 +230,8 @@ class Store:
         db.atomic_write(self.checkpoint_dir / f"{checkpoint_id}.npz", state_bytes(state))
         with self.transaction() as conn:
             conn.execute(
-                "INSERT INTO checkpoints VALUES (?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO checkpoints (id, name, created, session, parent, classes, n_corrections, pixels,"
+                " metrics, strategy) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (checkpoint_id, name, time.time(), session, parent, json.dumps(state.classes),
                  len(corrections), sum(c.count for c in corrections), json.dumps(metrics), strategy),
             )  # fmt: skip
@@ -221,17 +239,31 @@ class Store:
                              [(checkpoint_id, c.id) for c in corrections])  # fmt: skip
         return checkpoint_id
 
-    def checkpoint_row(self, checkpoint_id: str):
+    def checkpoint_row(self, checkpoint_id: str, owner: str | None = None):
+        """The checkpoint's row; NotFoundError if there is none, or if `owner` is given and did not
+        save it (the same answer: a checkpoint of someone else is not there for you)."""
         row = self.conn().execute("SELECT * FROM checkpoints WHERE id = ?", (str(checkpoint_id),)).fetchone()
-        if row is None:
+        if row is None or (owner is not None and row["session"] != owner):
             raise NotFoundError(
                 f"unknown checkpoint {checkpoint_id!r}: it is not among the saved checkpoints"
             )
         return row
 
     def checkpoint_state(self, checkpoint_id: str) -> ModelState:
+        """The checkpoint's model; GoneError if its file is missing or damaged (which is then set
+        aside as <id>.npz.damaged, so that the checkpoint is no longer listed)."""
         row = self.checkpoint_row(checkpoint_id)
-        return state_from_file(self.checkpoint_dir / f"{_checked(row['id'])}.npz")
+        path = self.checkpoint_dir / f"{_checked(row['id'])}.npz"
+        try:
+            return state_from_file(path)
+        except Exception as exc:  # numpy/zipfile raise assorted errors for damaged files
+            if path.is_file():
+                path.replace(path.with_suffix(".npz.damaged"))
+            log.error("checkpoint %s: its file %s is missing or damaged (%s)", row["id"], path.name, exc)
+            raise GoneError(
+                f"checkpoint {row['name']!r} can no longer be loaded: its saved model on the server is"
+                " missing or damaged (it is no longer listed)"
+            ) from None
 
     def checkpoint_correction_ids(self, checkpoint_id: str) -> list[int]:
         rows = self.conn().execute(
@@ -240,9 +272,31 @@ class Store:
         )
         return [r[0] for r in rows]
 
-    def list_checkpoints(self) -> list[dict]:
-        rows = self.conn().execute("SELECT * FROM checkpoints ORDER BY created DESC, id")
-        return [describe_checkpoint(r) for r in rows]
+    def list_checkpoints(self, owner: str) -> list[dict]:
+        """The checkpoints `owner` saved whose file is in place, newest first."""
+        rows = self.conn().execute(
+            "SELECT * FROM checkpoints WHERE session = ? ORDER BY created DESC, id", (owner,)
+        )
+        return [describe_checkpoint(r) for r in rows if (self.checkpoint_dir / f"{r['id']}.npz").is_file()]
+
+    def share_checkpoint(self, checkpoint_id: str, owner: str) -> str:
+        """The checkpoint's share secret (made on first call); NotFoundError unless `owner` saved it."""
+        self.checkpoint_row(checkpoint_id, owner)
+        self.conn().execute("UPDATE checkpoints SET share = coalesce(share, ?) WHERE id = ?",
+                            (new_id(), checkpoint_id))  # fmt: skip
+        return self.checkpoint_row(checkpoint_id)["share"]
+
+    def unshare_checkpoint(self, checkpoint_id: str, owner: str) -> None:
+        """Forget the share secret: links given out stop working."""
+        self.checkpoint_row(checkpoint_id, owner)
+        self.conn().execute("UPDATE checkpoints SET share = NULL WHERE id = ?", (checkpoint_id,))
+
+    def shared_checkpoint_row(self, share: str):
+        """The checkpoint shared under `share`; NotFoundError for anything else."""
+        row = self.conn().execute("SELECT * FROM checkpoints WHERE share = ?", (str(share),)).fetchone()
+        if row is None:
+            raise NotFoundError("no checkpoint is shared under this link (it may have been unshared)")
+        return row
 
 
 def load_checkpoint_model(state_dir: str | Path, checkpoint_id: str, base_model):
@@ -257,13 +311,16 @@ def load_checkpoint_model(state_dir: str | Path, checkpoint_id: str, base_model)
     return base_model.restore(store.checkpoint_state(checkpoint_id))
 
 
-def describe_checkpoint(row) -> dict:
-    """A checkpoint as `GET /checkpoints` lists it."""
+def describe_checkpoint(row, owner: bool = True) -> dict:
+    """A checkpoint as `GET /checkpoints` lists it to its owner (with its share secret, if shared), or
+    as a share link shows it to anyone (no ids)."""
     created = iso_time(row["created"])
-    return {"id": row["id"], "name": row["name"], "created": created, "time": created,
-            "session": row["session"], "parent": row["parent"], "classes": json.loads(row["classes"]),
-            "corrections": row["n_corrections"], "pixels": row["pixels"],
-            "metrics": json.loads(row["metrics"]), "strategy": row["strategy"]}  # fmt: skip
+    about = {"name": row["name"], "created": created, "time": created, "classes": json.loads(row["classes"]),
+             "corrections": row["n_corrections"], "pixels": row["pixels"],
+             "metrics": json.loads(row["metrics"]), "strategy": row["strategy"]}  # fmt: skip
+    if not owner:
+        return about
+    return {"id": row["id"], **about, "parent": row["parent"], "share": row["share"]}
 
 
 def _checked(file_id: str) -> str:

@@ -50,9 +50,11 @@ def server_command(port: int, state_dir: Path) -> list[str]:
         pytest.skip(f"demo dataset missing ({DEMO_SCENE.relative_to(REPO)}): run `make demo-data`")
     if not model and not DEMO_MODEL.exists():
         pytest.skip(f"demo model missing ({DEMO_MODEL.relative_to(REPO)}): run `make demo-model`")
+    # the page at http://127.0.0.1:port may also call this server as http://localhost:port (another
+    # origin: endpoints.mine.js tests list it so), as --cors_origin documents
     command = [sys.executable, "web_tool/server.py", "--model", "nips_hr",
                "--model_fn", model or "web_tool/data/demo_model", "--port", str(port),
-               "--state_dir", str(state_dir)]  # fmt: skip
+               "--state_dir", str(state_dir), "--cors_origin", f"http://127.0.0.1:{port}"]  # fmt: skip
     if dataset:
         command += ["--dataset", dataset]
     return command

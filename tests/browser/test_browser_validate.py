@@ -39,7 +39,7 @@ def finished_export(mp, server) -> str:
     extent = {"xmin": x - 130, "ymin": y - 130, "xmax": x + 130, "ymax": y + 130}
     job = post(server["url"] + "predTile", {"extent": extent, "session": session})["job"]
     deadline = time.monotonic() + 60
-    while get(f"{server['url']}jobs/{job}")["state"] != "done":
+    while get(f"{server['url']}jobs/{job}?session={session}")["state"] != "done":  # the session's job
         assert time.monotonic() < deadline, "the export did not finish"
         time.sleep(0.2)
     return job
@@ -137,7 +137,7 @@ def test_a_sample_is_walked_with_keys_and_buttons_resumes_after_a_reload_and_end
     resume.wait_for()
     resume.click()
     page.wait_for_selector("#validate-walk:not([hidden])")
-    state = get(f"{server['url']}jobs/{job}/samples/{sample['sample']}")
+    state = get(f"{server['url']}jobs/{job}/samples/{sample['sample']}?session={session}")
     assert state["progress"]["answered"] == 3 and state["progress"]["skipped"] == 1
     assert off_centre_px(page, state["next"]) <= 1
     expect(page.locator("#validate-count")).to_contain_text("3 of 10 answered")

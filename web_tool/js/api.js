@@ -1,6 +1,8 @@
 // Every call the page makes to a server lives here, and so does the wire format (API.md).
 // Other modules speak in plain values (extents, class lists, ids) and get plain values back;
 // failures arrive as ApiError, whose message is always readable ("<server>: <what is wrong>").
+// Checkpoints and jobs belong to a session: the reads below ask for this page's own (?session=).
+import { withSession } from "./sessions.js";
 
 const TOKEN_KEY = "landcover.token."; // + server URL → the access token the user gave
 
@@ -239,24 +241,31 @@ export class Server {
     return data.checkpoint;
   }
 
-  /** → [{id, name, time, session, corrections}] newest first */
+  /** The checkpoints this page's session saved → [{id, name, time, corrections, share}] newest first */
   async listCheckpoints() {
-    const data = await this.request("GET", "/checkpoints");
+    const data = await withSession(this, (session) => this.request("GET", withQuery("/checkpoints", { session })));
     const list = Array.isArray(data) ? data : data.checkpoints || [];
     return list
       .map((c) => ({
         id: String(c.id ?? c.checkpoint ?? ""),
         name: String(c.name ?? ""),
         time: c.time ?? c.created ?? "",
-        session: c.session ?? "",
         corrections: c.corrections ?? c.n_corrections ?? c.count ?? null,
         parent: c.parent ?? null,
+        share: c.share || null,
       }))
       .sort((a, b) => String(b.time).localeCompare(String(a.time)));
   }
 
-  async loadCheckpoint({ checkpoint, session }) {
-    const data = await this.request("POST", "/doLoad", { checkpoint, session });
+  /** Share a checkpoint of `session` → {share (its secret), link (an absolute URL that shows it)} */
+  async shareCheckpoint({ checkpoint, session }) {
+    const data = await this.request("POST", `/checkpoints/${encodeURIComponent(checkpoint)}/share`, { session });
+    return { share: data.share, link: this.href(data.link) };
+  }
+
+  /** Load a checkpoint: one of `session`'s (`checkpoint`: its id) or one shared with it (`share`). */
+  async loadCheckpoint({ checkpoint, share, session }) {
+    const data = await this.request("POST", "/doLoad", share ? { share, session } : { checkpoint, session });
     return {
       message: data.message || "",
       session: data.session,
@@ -277,12 +286,14 @@ export class Server {
 
   /** → {state, progress 0..1, message, error, links: [{key, label, href}], stats, statsHref} */
   async job(id) {
-    const data = await this.request("GET", `/jobs/${encodeURIComponent(id)}`);
+    const path = `/jobs/${encodeURIComponent(id)}`;
+    const data = await withSession(this, (session) => this.request("GET", withQuery(path, { session })));
     return parseJob(this, data);
   }
 
   cancelJob(id) {
-    return this.request("DELETE", `/jobs/${encodeURIComponent(id)}`);
+    const path = `/jobs/${encodeURIComponent(id)}`;
+    return withSession(this, (session) => this.request("DELETE", withQuery(path, { session })));
   }
 
   /** Class statistics of a finished job, from the JSON link its outputs name. */
@@ -294,7 +305,7 @@ export class Server {
 
   /** Finished jobs with a class map → [{id, created (s), dataset, areaKm2}], newest first. */
   async finishedJobs() {
-    const data = await this.request("GET", "/jobs");
+    const data = await withSession(this, (session) => this.request("GET", withQuery("/jobs", { session })));
     return (Array.isArray(data) ? data : [])
       .filter((j) => j.state === "done" && j.outputs?.cog)
       .map((j) => ({ id: String(j.job), created: Number(j.created) || 0, dataset: j.dataset || "", areaKm2: j.area_km2 }));

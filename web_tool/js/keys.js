@@ -46,7 +46,7 @@ function controlOwnsKey(target, key) {
 /** The map owns the arrows, +/- and Enter when it was reached with the keyboard (Tab); after a
  *  click on it, the arrows set the prediction's opacity as they always did. */
 let mapFocusByPointer = false;
-let lastPointerDown = -1e9;
+let lastInput = "pointer";
 const mapOwns = (map, key) => !mapFocusByPointer && (key.startsWith("Arrow") || /^[-+=_]$/.test(key) || key === "Enter");
 
 export function toggleHelp(show) {
@@ -124,13 +124,12 @@ export function initKeys() {
   }, true);
   const map = $("#map");
   map.addEventListener("keydown", onMapKey);
-  map.addEventListener("pointerdown", () => {
-    lastPointerDown = performance.now();
-    mapFocusByPointer = true;
-  }, true);
-  map.addEventListener("focus", () => {
-    mapFocusByPointer = performance.now() - lastPointerDown < 1000;
-  });
+  // The last input (a key or a pointer) tells how the map got the focus; a timer would not (a
+  // Tab soon after a click is still the keyboard).
+  document.addEventListener("keydown", () => { lastInput = "keyboard"; }, true);
+  document.addEventListener("pointerdown", () => { lastInput = "pointer"; }, true);
+  map.addEventListener("pointerdown", () => { mapFocusByPointer = true; }, true);
+  map.addEventListener("focus", () => { mapFocusByPointer = lastInput === "pointer"; });
   $("#help-button").addEventListener("click", () => toggleHelp());
   $("#help-close").addEventListener("click", () => toggleHelp(false));
   $("#help").addEventListener("click", (e) => {

@@ -11,6 +11,11 @@ export const OSM_URL = "https://tile.openstreetmap.org/{z}/{x}/{y}.png";
 /** zoom levels beyond the imagery's native zoom (2 = 4x) */
 export const OVERZOOM = 2;
 
+/** Text for the places where Leaflet takes HTML (the attribution): dataset names are not. */
+function escapeHtml(text) {
+  return String(text).replace(/[&<>"']/g, (ch) => `&#${ch.charCodeAt(0)};`);
+}
+
 let map = null;
 let goTo = null;
 
@@ -52,7 +57,7 @@ export function showDataset(server, dataset) {
   map.setMaxZoom(native + OVERZOOM);
   const imagery = L.tileLayer(server.tileUrlTemplate(dataset.name), {
     pane: "imagery", maxZoom: native + OVERZOOM, bounds: datasetBounds(dataset).pad(0.05),
-    attribution: `imagery: ${dataset.name}`, className: "imagery-tiles",
+    attribution: `imagery: ${escapeHtml(dataset.name)}`, className: "imagery-tiles",
   });
   if (!$(".layer-row[data-layer=imagery]")) addLayer("imagery", "Imagery", imagery);
   else replaceLayer("imagery", imagery);

@@ -1,5 +1,7 @@
 // One session id per server, kept in localStorage so a reload continues the same session.
-// Servers without POST /sessions get no id: their requests use the shared "default" session.
+// A session id is a secret: whoever knows it owns the session. The page always makes its own
+// (POST /sessions) and never uses the shared "default" one; only servers without POST /sessions
+// (older ones) get no id.
 
 import { notify } from "./ui.js";
 
@@ -53,10 +55,10 @@ export async function withSession(server, fn) {
   try {
     return await fn(id);
   } catch (err) {
-    if (id && err.status === 404 && /session/i.test(err.detail || "")) {
+    if (id && err.status === 404 && /unknown session/i.test(err.detail || "")) {
       store(server, null);
       const fresh = await sessionFor(server);
-      notify(`${server.name}: the server no longer knows session ${id}; started a new one`, "info");
+      notify(`${server.name}: the server no longer knows this page's session; started a new one`, "info");
       return fn(fresh);
     }
     throw err;

@@ -78,9 +78,9 @@ class ReferenceRequest(Lenient):
 
 def finished_map(jobs, job_id: str, session: str | None) -> tuple[dict, Any]:
     """(job, path of its class map) if the caller may assess `job_id`'s map: the job exists and is
-    done. Every validation route asks here, so that when jobs belong to sessions this is where the
-    job's owner is checked (`session` is the caller's)."""
-    job = jobs.get(job_id)
+    done, and the caller's `session` made it (404 otherwise, as for any job). Every validation route
+    asks here."""
+    job = jobs.get(job_id, session)
     if job["state"] != "done":
         raise RequestError(f"job {job_id} is {job['state']}: a validation sample needs a finished map")
     if "cog" not in job["outputs"]:
@@ -130,7 +130,7 @@ def add_routes(app: bottle.Bottle, config) -> None:
         return
     limit = config.max_body_bytes
 
-    @app.post("/jobs/<job_id>/samples")
+    @app.post("/jobs/<job_id>/samples", heavy=True)  # reads the whole map: takes a turn (admission.py)
     def create_sample(job_id):
         req = parse(SampleRequest, api.read_json(limit, if_empty={}))
         job, cog = finished_map(jobs, job_id, req.session)
@@ -168,7 +168,7 @@ def add_routes(app: bottle.Bottle, config) -> None:
         report = assess.stored_sample_report(store, job_id, sample_id)
         return csv_response(to_csv(report), f"accuracy_{job_id}_{sample_id}.csv")
 
-    @app.post("/jobs/<job_id>/reference")
+    @app.post("/jobs/<job_id>/reference", heavy=True)
     def against_reference(job_id):
         req = parse(ReferenceRequest, api.read_json(limit))
         job, cog = finished_map(jobs, job_id, req.session)
