@@ -26,7 +26,7 @@ from web_tool.rendering import (
 )
 from web_tool.ServerModels.base import ServerModel
 from web_tool.ServerModels.tiling import predict_blocks
-from web_tool.uncertainty import uncertainty, suggestions, uncertainty_rgba
+from web_tool.uncertainty import suggestions, uncertainty, uncertainty_rgba
 
 #: renders and encodes a response's PNGs side by side (OpenCV and numpy release the GIL)
 RENDER_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="render")
