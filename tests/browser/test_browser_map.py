@@ -273,6 +273,7 @@ def test_features_the_server_does_not_list_in_health_are_hidden(open_page, serve
     page = mp.page
     body = json.dumps(health)
     page.route("**/health", lambda r: r.fulfill(status=200, content_type="application/json", body=body))
+    page.evaluate("localStorage.clear()")  # the first load (full health) made a session; this one must not
     page.reload()
     page.wait_for_selector("body[data-ready='true']")
     hidden = ["#mode-correct", "#correct-section", "#checkpoint-section", "#export-section", "#add-class"]
