@@ -43,16 +43,18 @@ class ServerProcess:
                 raise RuntimeError(f"server exited: {self.proc.stderr.read()}")
             try:
                 urllib.request.urlopen(self.url + "/health", timeout=2)
-                return
+                break
             except OSError:
                 time.sleep(0.3)
-        raise RuntimeError("server did not start")
+        else:
+            raise RuntimeError("server did not start")
+        # read the server's stderr from now on: a full pipe would block the server's next log line
+        self.log: deque = deque(maxlen=40)
+        threading.Thread(target=lambda: self.log.extend(self.proc.stderr), daemon=True).start()
 
-    def keep_log(self, lines: int = 40) -> deque:
-        """Read the server's stderr from now on (so it never blocks on a full pipe); → its last lines."""
-        tail: deque = deque(maxlen=lines)
-        threading.Thread(target=lambda: tail.extend(self.proc.stderr), daemon=True).start()
-        return tail
+    def keep_log(self) -> deque:
+        """The server's last lines of stderr."""
+        return self.log
 
     def get(self, path: str) -> dict:
         with urllib.request.urlopen(self.url + path, timeout=600) as resp:
