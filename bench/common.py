@@ -49,7 +49,7 @@ class ServerProcess:
         else:
             raise RuntimeError("server did not start")
         # read the server's stderr from now on: a full pipe would block the server's next log line
-        self.log: deque = deque(maxlen=40)
+        self.log: deque = deque(maxlen=200)
         threading.Thread(target=lambda: self.log.extend(self.proc.stderr), daemon=True).start()
 
     def keep_log(self) -> deque:

@@ -233,12 +233,6 @@ def verdict(result: dict) -> list[str]:
     return problems
 
 
-def drain(stream, lines: list[str]) -> None:
-    """Keep reading the server's stderr (so that it never blocks on a full pipe)."""
-    for line in stream:
-        lines.append(line)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python bench/load.py",
@@ -287,10 +281,10 @@ def main(argv: list[str] | None = None) -> int:
             cmd = ["--model_fn", str(args.model_fn), "--fine_tune", "last_layer", "--state_dir", tmp,
                    *(["--verbose"] if args.verbose else [])]  # fmt: skip
             with ServerProcess(*cmd) as server:
-                threading.Thread(target=drain, args=(server.proc.stderr, server_log), daemon=True).start()
                 result = measure(server.url, server.proc.pid)
                 if server.proc.poll() is not None:
                     result["failures"].append(f"the server exited with status {server.proc.returncode}")
+                server_log = list(server.log)
     if baseline:
         result["failures"] += baseline["failures"]
     print(report(result, args.clients, baseline))
