@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import rasterio
+import rasterio.warp
 from conftest import four_tiles, make_geotiff
 
 from web_tool.DataLoader import DataLoader
@@ -133,3 +134,17 @@ def test_reads_across_tile_edges_match_the_ground_truth_pattern(tmp_path, x0):
     xs, ys = grid.transform.c + cols + 0.5, grid.transform.f - rows - 0.5
     truth = np.stack([(xs * 7 + ys * 3 + 40 * b) % 250 + 1 for b in range(4)], -1).astype(np.uint8)
     np.testing.assert_array_equal(loader.read(grid).data, truth)
+
+
+def test_the_map_opens_on_imagery_when_the_files_lie_far_apart(tmp_path):
+    """Two patches 10 km apart: the middle of their bounds is empty, so the map opens on the one
+    nearer to it; one patch: on its middle."""
+    west = make_geotiff(tmp_path / "w.tif", (500000, 4100000, 500640, 4100640))
+    east = make_geotiff(tmp_path / "e.tif", (510000, 4100000, 510960, 4100960))
+    loader = DataLoader(DatasetConfig("apart", [str(west), str(east)]))
+    lng, lat = loader.describe()["start_4326"]
+    (x,), (y,) = rasterio.warp.transform("EPSG:4326", loader.crs, [lng], [lat])
+    assert 510000 < x < 510960 and 4100000 < y < 4100960  # inside the larger patch, the nearer one
+    lng, lat = DataLoader(DatasetConfig("one", [str(west)])).describe()["start_4326"]
+    (x,), (y,) = rasterio.warp.transform("EPSG:4326", loader.crs, [lng], [lat])
+    assert x == pytest.approx(500320, abs=1) and y == pytest.approx(4100320, abs=1)

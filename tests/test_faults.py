@@ -248,3 +248,22 @@ def test_kill_9_during_a_pred_tile_job_reports_it_failed_after_the_restart(strip
         proc.terminate()
         proc.wait()
     consistent_state(state)
+
+
+def test_a_process_with_over_1024_files_open_is_still_served():
+    """select() cannot watch a descriptor above 1024; a long-running server holds rasters, SQLite
+    files and clients, so it waits with poll()."""
+    import bottle
+
+    app = bottle.Bottle()
+    app.route("/ping", callback=lambda: {"pong": True})
+    files = [open(os.devnull) for _ in range(1100)]  # noqa: SIM115 (closed below)
+    try:
+        server = LiveServer(app)  # its sockets get descriptors above 1024
+        try:
+            assert requests.get(f"{server.url}/ping", timeout=10).json() == {"pong": True}
+        finally:
+            server.close()
+    finally:
+        for f in files:
+            f.close()

@@ -19,6 +19,7 @@ from affine import Affine
 from rasterio.enums import Resampling
 from rasterio.errors import NodataShadowWarning, NotGeoreferencedWarning, RasterioError
 from rasterio.warp import reproject
+from rasterio.warp import transform as warp_transform
 from rasterio.windows import Window, from_bounds
 from shapely.geometry import box
 from shapely.ops import unary_union
@@ -213,6 +214,17 @@ class DataLoader:
     def classes(self) -> list[dict]:
         return self.config.classes
 
+    @property
+    def start_4326(self) -> tuple[float, float]:
+        """(lng, lat) where a map of the dataset opens: the middle of its bounds when there is imagery
+        there, else the middle of the imagery nearest to it (files may lie far apart)."""
+        centre = box(*self.extent_3857.bounds).centroid
+        if not self.footprint.contains(centre):
+            part = min(getattr(self.footprint, "geoms", [self.footprint]), key=centre.distance)
+            centre = part.centroid if part.contains(part.centroid) else part.representative_point()
+        (lng,), (lat,) = warp_transform(WEB_MERCATOR, WGS84, [centre.x], [centre.y])
+        return float(lng), float(lat)
+
     def describe(self) -> dict:
         """The dataset as `GET /datasets` lists it."""
         return {
@@ -222,6 +234,7 @@ class DataLoader:
             "resolution": round(self.resolution_m, 3),
             "bounds_3857": [float(v) for v in self.extent_3857.bounds],
             "bounds_4326": [float(v) for v in self.lonlat],
+            "start_4326": list(self.start_4326),
             "classes": self.classes,
             "files": len(self.files),
             "bands": self.bands,

@@ -269,11 +269,13 @@ def test_features_the_server_does_not_list_in_health_are_hidden(open_page, serve
     seed_only = ["GET /datasets", "GET /health", "GET /tiles/<dataset>/<z>/<x>/<y>.png", "POST /getInput",
                  "POST /predPatch"]  # fmt: skip
     health = {**server["health"], "endpoints": seed_only}
-    mp = open_page(wait_ready=False)
-    page = mp.page
     body = json.dumps(health)
-    page.route("**/health", lambda r: r.fulfill(status=200, content_type="application/json", body=body))
-    page.reload()
+
+    def seed_health(page):  # from the first load on: a session made by an earlier load would hide the point
+        page.route("**/health", lambda r: r.fulfill(status=200, content_type="application/json", body=body))
+
+    mp = open_page(wait_ready=False, on_page=seed_health)
+    page = mp.page
     page.wait_for_selector("body[data-ready='true']")
     hidden = ["#mode-correct", "#correct-section", "#checkpoint-section", "#export-section", "#add-class"]
     for selector in hidden:

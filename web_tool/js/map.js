@@ -67,9 +67,11 @@ export function showDataset(server, dataset) {
   currentDataset = dataset.name;
 }
 
-/** The dataset's centre at its native zoom: predictions fill the view there, soon. */
+/** The dataset's centre (or, when its files lie apart, the imagery nearest it) at its native zoom:
+ *  predictions fill the view there, soon. */
 export function firstView(dataset) {
-  map.setView(datasetBounds(dataset).getCenter(), nativeZoom(dataset), { animate: false });
+  const start = Array.isArray(dataset.start_4326) ? L.latLng(dataset.start_4326[1], dataset.start_4326[0]) : null;
+  map.setView(start ?? datasetBounds(dataset).getCenter(), nativeZoom(dataset), { animate: false });
 }
 
 export function datasetBounds(dataset) {
