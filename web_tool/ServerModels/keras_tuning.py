@@ -18,7 +18,7 @@ from web_tool.ServerModels.keras_model import KerasSegmentationModel, copy_body
 from web_tool.ServerModels.tiling import run_tiled
 
 
-def network(model: ServerModel) -> KerasSegmentationModel:
+def keras_network(model: ServerModel) -> KerasSegmentationModel:
     """`model` as the Keras network last_k_layers tunes; ModelError for any other kind of model."""
     if not isinstance(model, KerasSegmentationModel):
         raise ModelError(
@@ -30,7 +30,7 @@ def network(model: ServerModel) -> KerasSegmentationModel:
 
 def check(model: ServerModel, k: int) -> None:
     """ModelError unless last_k_layers can tune the last `k` layers of `model` (at start-up)."""
-    split_body(network(model).body, k)
+    split_body(keras_network(model).body, k)
 
 
 def weighted_layers(body) -> list:
@@ -71,12 +71,12 @@ def receptive_radius(tail) -> int:
     return radius
 
 
-def run_network(model: KerasSegmentationModel, part: keras.Model, image: np.ndarray) -> np.ndarray:
-    """HxWxB uint8 image → HxWxC output of `part` (a Keras model on the body's input), run the way
-    the model runs its body: imagery scaled to [0, 1], tiled, padded to its size multiple."""
+def run_network(model: KerasSegmentationModel, network: keras.Model, image: np.ndarray) -> np.ndarray:
+    """HxWxB uint8 image → HxWxC output of `network` (a Keras model on the body's input), run the
+    way the model runs its body: imagery scaled to [0, 1], tiled, padded to its size multiple."""
 
     def run(batch: np.ndarray) -> list[np.ndarray]:
-        return [np.asarray(part(batch.astype(np.float32) / 255.0, training=False))]
+        return [np.asarray(network(batch.astype(np.float32) / 255.0, training=False))]
 
     return run_tiled(run, image, model.window, model.overlap, model.multiple)[0]
 
@@ -102,7 +102,7 @@ class Tail:
 def cut(model: ServerModel, base: ServerModel, k: int, own_copy: bool = False) -> Tail:
     """`model`'s body (or, `own_copy`, a copy of it to tune) cut before its last `k - 1` weighted
     layers; the frozen part's output is cached (`key`) when it is the base model's."""
-    net, base_body = network(model), network(base).body
+    net, base_body = keras_network(model), keras_network(base).body
     body = copy_body(net.body) if own_copy else net.body
     prefix, tail, tuned = split_body(body, k)
     frozen_as_base = body is base_body or _same_weights(
