@@ -64,9 +64,12 @@ serve:
 	@echo "== serving on http://localhost:$(PORT)/ (Ctrl+C to stop)"
 	$(PY) web_tool/server.py --model nips_hr --model_fn web_tool/data/demo_model --fine_tune last_layer --port $(PORT)
 
+# ruff, then mypy type-checks web_tool/ (settings in pyproject.toml): nothing may reach past a
+# ServerModel's contract (ServerModels/base.py)
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 format: venv
 	$(VENV)/bin/ruff check --fix .
@@ -92,4 +95,4 @@ screenshot: venv node demo-data $(DEMO_MODEL)
 	$(PY) scripts/screenshot.py
 
 clean:
-	rm -rf $(DEMO_DIR) web_tool/data/state test-artifacts .pytest_cache
+	rm -rf $(DEMO_DIR) web_tool/data/state test-artifacts .pytest_cache .mypy_cache

@@ -90,3 +90,13 @@ def test_overlapping_parts_of_a_multipolygon_are_joined_like_a_brush_stroke():
     assert not stroke.is_valid
     joined = polygon_from_geojson(mapping(stroke))
     assert joined.is_valid and joined.area == pytest.approx(3 + 0.5 * stroke.geoms[2].area, rel=1e-3)
+
+
+@pytest.mark.parametrize("kind", [[], {}, ["Polygon"]])
+def test_a_geojson_type_that_is_not_a_string_is_named_not_a_crash(kind):
+    from web_tool.geometry import polygon_from_geojson
+
+    with pytest.raises(ExtentError, match="GeoJSON Polygon or MultiPolygon"):
+        polygon_from_geojson(
+            {"type": kind, "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]}, max_vertices=100
+        )

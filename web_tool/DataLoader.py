@@ -113,7 +113,7 @@ def read_into(src, grid: Grid, bands: list[int], resampling: Resampling, f: Rast
     if window is None:
         return None
     step = (extent.xmax - extent.xmin) / grid.width / abs(src.transform.a)  # source px per grid px
-    cropped = grid.crop_to(Extent(*src.window_bounds(window), crs=src.crs))
+    cropped = grid.crop_to(Extent.from_bounds(src.window_bounds(window), src.crs))
     if cropped is None:
         return None
     grid, slices = cropped
@@ -202,7 +202,7 @@ class DataLoader:
     def extent_3857(self) -> Extent:
         """The dataset's bounds as a web map sees them (x beyond 180° across the antimeridian)."""
         boxes = np.array([f.extent_3857.bounds for f in self.files])
-        return Extent(*boxes[:, :2].min(axis=0), *boxes[:, 2:].max(axis=0), crs=WEB_MERCATOR)
+        return Extent.from_bounds([*boxes[:, :2].min(axis=0), *boxes[:, 2:].max(axis=0)], WEB_MERCATOR)
 
     @property
     def lonlat(self) -> tuple[float, float, float, float]:

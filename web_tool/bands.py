@@ -96,7 +96,7 @@ def choose_bands(
         bands = configured
     else:
         defaults = [tuple(b) for f in files if (b := default_bands(f, n_bands)) is not None]
-        if not defaults:
+        if not defaults and n_bands is not None:  # (a model for any band count takes any file)
             raise too_few_bands(name, files[0], n_bands)
         bands = list(Counter(defaults).most_common(1)[0][0])  # what most files have
     kept, first_error = [], None
@@ -113,6 +113,6 @@ def choose_bands(
             first_error = first_error or exc
             if len(files) > 1:
                 log.warning("skipping a file: %s", exc)
-    if not kept:
+    if not kept and first_error is not None:
         raise first_error
     return bands, kept

@@ -41,8 +41,8 @@ def pixel_shape(c: Correction):
     mask = np.zeros((int(c.rows.max()) - r0 + 1, int(c.cols.max()) - c0 + 1), np.uint8)
     mask[c.rows - r0, c.cols - c0] = 1
     found = rasterio.features.shapes(mask, mask=mask.astype(bool), transform=t * Affine.translation(c0, r0))
-    polygons = [shape(g) for g, v in found if v]
-    return polygons[0] if len(polygons) == 1 else MultiPolygon(polygons)
+    polygons = [shape(g) for g, v in found if v]  # Polygons (the stubs' shape() says BaseGeometry)
+    return polygons[0] if len(polygons) == 1 else MultiPolygon(polygons)  # type: ignore[arg-type]
 
 
 def feature(c: Correction) -> dict:

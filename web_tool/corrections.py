@@ -21,6 +21,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.warp import transform_geom
 from shapely.geometry import mapping, shape
+from shapely.geometry.base import BaseGeometry
 
 from web_tool.DataLoader import DataLoader
 from web_tool.errors import ExtentError, NoImageryError, TooLargeError
@@ -73,10 +74,11 @@ def area_in(geom, crs: CRS, target: CRS):
 def pixel_centres(grid: Grid) -> tuple[np.ndarray, np.ndarray]:
     """HxW arrays of the x and y of every pixel centre of `grid`."""
     cols, rows = np.meshgrid(np.arange(grid.width) + 0.5, np.arange(grid.height) + 0.5)
-    return grid.transform @ (cols, rows)
+    xs, ys = grid.transform @ (cols, rows)  # arrays in, arrays out (affine's types say floats)
+    return np.asarray(xs), np.asarray(ys)
 
 
-def labelled_pixels(loader: DataLoader, geom, crs: CRS) -> tuple[Grid, np.ndarray, np.ndarray]:
+def labelled_pixels(loader: DataLoader, geom: BaseGeometry, crs: CRS) -> tuple[Grid, np.ndarray, np.ndarray]:
     """(native grid around the area, rows, cols) of the pixels whose centre lies inside `geom`."""
     grid = loader.native_grid(Extent(*geom.bounds, crs=crs))
     if grid.width * grid.height > MAX_CORRECTION_PIXELS:
@@ -153,7 +155,7 @@ def anchor_pixels(c: Correction, n: int, margin: int = 0) -> tuple[np.ndarray, n
     saw a map (a fixed draw per correction)."""
     if c.seen is None:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    free = np.zeros(c.seen.shape, bool)
+    free = np.zeros_like(c.seen, dtype=bool)
     free[margin : free.shape[0] - margin, margin : free.shape[1] - margin] = True
     free &= c.seen != NO_CLASS
     free[c.rows, c.cols] = False

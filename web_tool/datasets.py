@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import ErrorDetails
 
 from web_tool.errors import ConfigError
 
@@ -120,11 +121,12 @@ KEY_HELP = {
 
 def valid_keys(loc: list[str]) -> list[str]:
     """The keys allowed in the object at `loc` (the entry, one of its classes, its scale)."""
-    model = {"classes": ClassEntry, "scale": ScaleEntry}.get(loc[0], DatasetEntry) if loc else DatasetEntry
+    parts: dict[str, type[BaseModel]] = {"classes": ClassEntry, "scale": ScaleEntry}
+    model = parts.get(loc[0], DatasetEntry) if loc else DatasetEntry
     return list(model.model_fields)
 
 
-def describe_error(error: dict) -> str:
+def describe_error(error: ErrorDetails) -> str:
     """One pydantic error in the words of datasets.json."""
     loc = [str(part) for part in error["loc"]]
     key = loc[0] if loc else ""
@@ -144,7 +146,7 @@ def describe_error(error: dict) -> str:
     return f"{key}{where}: {error['msg'].removeprefix('Value error, ')}"
 
 
-def describe_errors(errors: list[dict]) -> str:
+def describe_errors(errors: list[ErrorDetails]) -> str:
     """All errors of an entry; a missing key that a misspelt one explains is not said twice."""
     typos = {e["loc"][-1] for e in errors if e["type"] == "extra_forbidden"}
     said = []

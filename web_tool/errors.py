@@ -113,7 +113,7 @@ LOW_DISK_BYTES = 2**20
 DISK_FULL_WORDS = ("no space left", "disk is full", "disk i/o error", "free disk space")
 
 
-def disk_full(exc: BaseException, folder: str | os.PathLike | None = None,
+def disk_full(exc: BaseException | None, folder: str | os.PathLike | None = None,
               lost: str = "this request saved nothing") -> DiskFullError | None:  # fmt: skip
     """A DiskFullError saying `lost` if `exc` (or its cause) means a full disk: by its errno or
     message, or, for libraries that only say "write failed" (GDAL), an OSError while `folder` has
@@ -141,7 +141,7 @@ def status_for(exc: BaseException) -> int:
     return 500
 
 
-def unreadable(exc: BaseException) -> UnreadableError | None:
+def unreadable(exc: BaseException | None) -> UnreadableError | None:
     """An UnreadableError if `exc` (or its cause) is rasterio failing to open or read a file: imagery
     deleted, moved or damaged while the server runs. Says so without naming paths on the server."""
     while exc is not None:

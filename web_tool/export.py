@@ -63,10 +63,12 @@ def _crs_facts(wkt: str) -> tuple[float, float, str]:
     import pyproj
 
     crs = pyproj.CRS.from_wkt(wkt)
-    ellipsoid = crs.ellipsoid
     method = ""
     if crs.is_projected and crs.coordinate_operation is not None:
         method = crs.coordinate_operation.method_name
+    ellipsoid = crs.ellipsoid
+    if ellipsoid is None:  # a local (engineering) CRS: row_areas_km2 measures it in the plane
+        return math.nan, math.nan, method
     return ellipsoid.semi_major_metre, ellipsoid.inverse_flattening, method
 
 
@@ -253,7 +255,7 @@ def write_overlay(src, dst_path: Path, classes: list[dict], max_px: int = PREVIE
     shape = (max(1, round(src.height / scale)), max(1, round(src.width / scale)))
     index = src.read(1, out_shape=shape, resampling=Resampling.nearest)
     transform = src.transform * rasterio.Affine.scale(src.width / shape[1], src.height / shape[0])
-    ext = overlay_extent(Extent(*src.bounds, crs=src.crs))
+    ext = overlay_extent(Extent.from_bounds(src.bounds, src.crs))
     grid = Grid.covering(ext, max(ext.xmax - ext.xmin, ext.ymax - ext.ymin) / max_px)
     out = np.full(grid.shape, NODATA, np.uint8)
     reproject(index, out, src_transform=transform, src_crs=src.crs, dst_transform=grid.transform,

@@ -22,15 +22,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 
 from web_tool.corrections import Correction
 from web_tool.crossval import cross_validate
-from web_tool.errors import LandCoverError, ModelError, RequestError
+from web_tool.errors import LandCoverError, RequestError
 from web_tool.ServerModels.base import ServerModel
-from web_tool.ServerModels.heads import ClassifierHead, LinearHead
+from web_tool.ServerModels.heads import ClassifierHead
 from web_tool.training_data import FeatureSource, Samples, Trust, base_trust
 
 #: trees of the forest `last_layer` fits (more cost more to predict, and gained nothing measurable
@@ -111,55 +110,28 @@ def last_layer(
     return model.with_head(head, learnt=True), fit_info(corrections, samples, trust)
 
 
-def crossval_last_layer(model: ServerModel, base, corrections, source: FeatureSource, **_) -> dict:
+def crossval_last_layer(
+    model: ServerModel, base: ServerModel, corrections: list[Correction], source: FeatureSource, **_
+) -> dict:
     """Cross-validated scores of last_layer on these corrections (smaller forests, same samples)."""
-    samples, _ = training_samples(model, base, corrections, source)
+    samples = training_samples(model, base, corrections, source)[0]
     fit = lambda part: fit_forest(part, model.n_classes, trees=CV_TREES)  # noqa: E731
     return cross_validate(samples, [c.value for c in corrections], model.classes, fit)
 
 
-def prepare_last_layer(model: ServerModel, base, correction, source: FeatureSource, **_) -> None:
+def prepare_last_layer(
+    model: ServerModel, base: ServerModel, correction: Correction, source: FeatureSource, **_
+) -> None:
     if model.extractor_id == base.extractor_id:
         source.values(model_features(model), model.extractor_id, correction)
 
 
-# --- last_k_layers (Keras networks) ----------------------------------------------------------
-
-
-@dataclass
-class Tail:
-    """A body cut for last_k_layers: the tuned layers, how to get their input, and its cache key."""
-
-    tail: object
-    tuned: list
-    radius: int
-    extract: Callable[[np.ndarray], np.ndarray]
-    key: object
-
-    def centre(self, patches):
-        """Tail output at the centre of each (2r+1)^2 patch of frozen-part outputs."""
-        return self.tail(patches, training=False)[:, self.radius, self.radius]
-
-
-def cut(model, body, base, k: int) -> Tail:
-    from web_tool.ServerModels.keras_tuning import receptive_radius, run_network, split_body
-
-    prefix, tail, tuned = split_body(body, k)
-    frozen_as_base = body is base.body or _same_weights(
-        prefix.get_weights(), _base_prefix(base.body, tuned[0].name)
-    )
-    return Tail(
-        tail,
-        tuned,
-        receptive_radius(tail),
-        lambda image: run_network(model, prefix, image),
-        (tuned[0].name, "frozen") if frozen_as_base else None,
-    )
+# --- last_k_layers (Keras networks: ServerModels/keras_tuning.py) ----------------------------
 
 
 def last_k_layers(
-    model,
-    base,
+    model: ServerModel,
+    base: ServerModel,
     corrections: list[Correction],
     source: FeatureSource,
     k: int = 2,
@@ -167,7 +139,7 @@ def last_k_layers(
     lr: float = 1e-3,
     tail_l2: float = 3.0,
     **_,
-):
+) -> tuple[ServerModel, dict]:
     """Tune the last `k` weighted layers of a copy of the network.
 
     The frozen part runs once on each correction's window (cached: it never changes); training sees,
@@ -175,92 +147,43 @@ def last_k_layers(
     layers see from it. The head starts from the network's own, then the tail and head are tuned
     together (Adam, full batch, L2 toward where they began).
     """
-    import tensorflow as tf
+    from web_tool.ServerModels.keras_tuning import cut, tune
 
-    from web_tool.ServerModels.keras_model import copy_body
-
-    trust = _base_trust(model, base, corrections, source)
-    body = copy_body(model.body)
-    part = cut(model, body, base, k)
+    trust = _base_trust(base, corrections, source)
+    part = cut(model, base, k, own_copy=True)
     samples = source.samples(part.extract, part.key, corrections, model.n_classes, trust, part.radius)
     check_two_classes(samples)
-    patches = tf.constant(samples.x, tf.float32)
-    head = model.head  # last_k_layers models keep a network's linear head (grown with new classes)
-    w = samples.w / samples.w.sum()
-    kernel, bias, loss = _tune(part, patches, samples.y, w, head.kernel, head.bias, steps, lr, tail_l2)
+    tuned, loss = tune(part, samples.x, samples.y, samples.w / samples.w.sum(), steps, lr, tail_l2)
     layers = [t.name for t in part.tuned] + ["head"]
     info = {**fit_info(corrections, samples, trust), "loss": loss, "layers": layers}
-    return model.with_body(body).with_head(LinearHead(kernel, bias), learnt=True), info
+    return tuned, info
 
 
-def _base_trust(model, base, corrections, source: FeatureSource) -> Trust:
+def _base_trust(base: ServerModel, corrections: list[Correction], source: FeatureSource) -> Trust:
     return training_samples(base, base, corrections, source)[1]
 
 
-def _tune(part: Tail, patches, y, w, kernel, bias, steps: int, lr: float, tail_l2: float):
-    """Adam on the tuned layers and the head together; → (kernel, bias, final loss)."""
-    import keras
-    import tensorflow as tf
-
-    for layer in part.tuned:
-        layer.trainable = True
-    kernel, bias = tf.Variable(kernel), tf.Variable(bias)
-    variables = [v for layer in part.tuned for v in layer.trainable_weights] + [kernel, bias]
-    start = [tf.constant(v.numpy()) for v in variables]
-    optimizer = keras.optimizers.Adam(learning_rate=lr)
-    optimizer.build(variables)
-    labels, weights = tf.constant(y, tf.int32), tf.constant(w, tf.float32)
-
-    @tf.function
-    def step():
-        with tf.GradientTape() as tape:
-            logits = tf.matmul(part.centre(patches), kernel) + bias
-            ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
-            drift = tf.add_n([tf.reduce_sum(tf.square(v - s)) for v, s in zip(variables, start, strict=True)])
-            loss = tf.reduce_sum(ce * weights) + tail_l2 * drift
-        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
-        return loss
-
-    loss = 0.0
-    for _ in range(steps):
-        loss = step()
-    for layer in part.tuned:
-        layer.trainable = False
-    return kernel.numpy(), bias.numpy(), float(loss)
-
-
-def crossval_last_k(model, base, corrections, source: FeatureSource, **_) -> dict:
+def crossval_last_k(
+    model: ServerModel, base: ServerModel, corrections: list[Correction], source: FeatureSource, **_
+) -> dict:
     note = "not measured: cross-validating last_k_layers would retrain the network once per fold"
     return {"corrections": len(corrections), "note": note}
 
 
-def check_last_k(base, k: int = 2, **_) -> None:
-    if not hasattr(base, "body"):
-        raise ModelError(
-            f"last_k_layers tunes a network's layers; model {base.name!r} has none:"
-            " use --fine_tune last_layer"
-        )
-    from web_tool.ServerModels.keras_tuning import split_body
+def check_last_k(base: ServerModel, k: int = 2, **_) -> None:
+    from web_tool.ServerModels.keras_tuning import check
 
-    split_body(base.body, k)
+    check(base, k)
 
 
-def prepare_last_k(model, base, correction, source: FeatureSource, k: int = 2, **_) -> None:
-    part = cut(model, model.body, base, k)
+def prepare_last_k(
+    model: ServerModel, base: ServerModel, correction: Correction, source: FeatureSource, k: int = 2, **_
+) -> None:
+    from web_tool.ServerModels.keras_tuning import cut
+
+    part = cut(model, base, k)
     if part.key is not None:
         source.values(part.extract, part.key, correction, part.radius)
-
-
-@lru_cache(maxsize=4)
-def _base_prefix(base_body, first_tuned: str) -> list[np.ndarray]:
-    """The weights of the base body's frozen part (they never change)."""
-    from web_tool.ServerModels.keras_tuning import split_body_prefix
-
-    return split_body_prefix(base_body, first_tuned).get_weights()
-
-
-def _same_weights(mine: list[np.ndarray], theirs: list[np.ndarray]) -> bool:
-    return len(mine) == len(theirs) and all(np.array_equal(x, y) for x, y in zip(mine, theirs, strict=True))
 
 
 STRATEGIES: dict[str, Strategy] = {

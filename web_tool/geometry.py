@@ -7,6 +7,7 @@ extents; `DataLoader` fills grids; renderers and writers read grids back out.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import mercantile
@@ -73,6 +74,12 @@ class Extent:
                 f" y {self.ymin}..{self.ymax}"
             )
 
+    @classmethod
+    def from_bounds(cls, bounds: Sequence[float], crs: CRS) -> Extent:
+        """The box of (xmin, ymin, xmax, ymax) `bounds` (rasterio's or shapely's) in `crs`."""
+        xmin, ymin, xmax, ymax = bounds
+        return cls(xmin, ymin, xmax, ymax, crs)
+
     @property
     def bounds(self) -> tuple[float, float, float, float]:
         return (self.xmin, self.ymin, self.xmax, self.ymax)
@@ -84,7 +91,9 @@ class Extent:
         if crs == WEB_MERCATOR:
             return self.to_web_mercator()
         try:
-            bounds = transform_bounds(self.crs, crs, *self.bounds, densify_pts=21)
+            bounds: tuple[float, float, float, float] = transform_bounds(
+                self.crs, crs, *self.bounds, densify_pts=21
+            )
         except Exception as exc:  # PROJ raises assorted errors for impossible boxes
             raise ExtentError(f"extent cannot be transformed to {crs}: {exc}") from None
         if not all(math.isfinite(v) for v in bounds):
@@ -224,7 +233,8 @@ def count_vertices(obj) -> int:
         return sum(count_vertices(f) for f in features) if isinstance(features, list) else 0
     if kind == "Feature":
         return count_vertices(obj.get("geometry"))
-    polygons = {"Polygon": [obj.get("coordinates")], "MultiPolygon": obj.get("coordinates")}.get(kind)
+    coordinates = obj.get("coordinates")
+    polygons = [coordinates] if kind == "Polygon" else coordinates if kind == "MultiPolygon" else None
     if not isinstance(polygons, list):
         return 0
     rings = [ring for rings in polygons if isinstance(rings, list) for ring in rings]
@@ -234,11 +244,11 @@ def count_vertices(obj) -> int:
 def count_crossings(geom: BaseGeometry, limit: int) -> int:
     """Places where the rings of `geom` meet besides their own corners (crossings, touches, overlaps),
     counted until more than `limit` are found."""
-    segments = []
+    parts: list[np.ndarray] = []
     for ring in shapely.get_rings(shapely.get_parts(geom)):
         xy = shapely.get_coordinates(ring)
-        segments.append(shapely.linestrings(np.stack([xy[:-1], xy[1:]], axis=1)))
-    segments = np.concatenate(segments) if segments else np.empty(0, dtype=object)
+        parts.append(np.asarray(shapely.linestrings(np.stack([xy[:-1], xy[1:]], axis=1))))
+    segments = np.concatenate(parts) if parts else np.empty(0, dtype=object)
     tree, meetings = shapely.STRtree(segments), 0
     for start in range(0, len(segments), CROSSING_CHUNK):
         ours, others = tree.query(segments[start : start + CROSSING_CHUNK], predicate="intersects")
@@ -266,7 +276,7 @@ def polygonal(geom: BaseGeometry) -> BaseGeometry:
     """The polygonal part of `geom`, made valid; ExtentError when nothing with an area is left."""
     if not geom.is_valid:
         geom = make_valid(geom)
-    if geom.geom_type == "GeometryCollection":
+    if isinstance(geom, shapely.GeometryCollection):
         geom = shapely.union_all([g for g in geom.geoms if g.geom_type in ("Polygon", "MultiPolygon")])
     if geom.is_empty or geom.area <= 0 or geom.geom_type not in ("Polygon", "MultiPolygon"):
         raise ExtentError("the geometry encloses no area: send a Polygon or MultiPolygon with an inside")
@@ -285,7 +295,7 @@ def polygon_from_geojson(obj: dict, max_vertices: int | None = None) -> BaseGeom
     return polygonal(_polygon_parts(obj))
 
 
-def _polygon_parts(obj: dict) -> BaseGeometry:
+def _polygon_parts(obj: object) -> BaseGeometry:
     """The (Multi)Polygon a GeoJSON object holds, as given (parts may overlap, rings may cross)."""
     if not isinstance(obj, dict):
         raise ExtentError("geometry must be a GeoJSON object")
@@ -294,7 +304,9 @@ def _polygon_parts(obj: dict) -> BaseGeometry:
         parts = [_polygon_parts(f) for f in obj.get("features") or []]
         if not parts:
             raise ExtentError("the FeatureCollection holds no features")
-        return shapely.multipolygons(shapely.get_parts(parts))  # overlaps are merged when made valid
+        # one MultiPolygon of all the parts (overlaps are merged when made valid); the stubs cannot tell
+        # that a 1-D array of polygons gives one geometry, not an array
+        return shapely.multipolygons(shapely.get_parts(parts))  # type: ignore[return-value]
     if kind == "Feature":
         return _polygon_parts(obj.get("geometry"))
     if kind not in ("Polygon", "MultiPolygon"):

@@ -402,7 +402,7 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
     conn.execute("COMMIT")
 
 
-def describe(row: sqlite3.Row, outputs: dict[str, str]) -> dict:
+def describe(row: dict, outputs: dict[str, str]) -> dict:
     """A job row as JSON: id, state, progress 0..1, message, outputs, times, info, stats."""
     return {
         "job": row["id"],

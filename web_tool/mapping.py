@@ -24,6 +24,7 @@ import numpy as np
 import rasterio
 import shapely
 from rasterio.crs import CRS
+from rasterio.io import DatasetWriter
 from rasterio.warp import transform_geom
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
@@ -123,7 +124,7 @@ class MapPlan:
         the thin edge windows last); small AOIs travel whole (exact masks), large ones clipped."""
         small = shapely.get_num_coordinates(self.geometry) <= WHOLE_GEOMETRY_MAX_VERTICES
         shapely.prepare(self.geometry)
-        windows = self.windows
+        windows: Iterable[Window] = self.windows
         if largest_first:
             windows = sorted(windows, key=lambda w: -int(w.width) * int(w.height))  # stable: row order
         for window in windows:
@@ -137,7 +138,7 @@ class MapPlan:
 def default_window_px(model: ServerModel) -> int:
     """WINDOW_PX, or less when the model's own inference window could not take it with the model's
     padding around it in one pass (larger inputs would be tiled, and predicted twice at the seams)."""
-    inner = getattr(model, "window", None)
+    inner = model.window
     if inner and inner > 2 * model.padding + 64:
         return int(min(WINDOW_PX, inner - 2 * model.padding))
     return WINDOW_PX
@@ -172,7 +173,7 @@ def plan_map(loader: DataLoader, aoi: AOI, window_px: int = WINDOW_PX) -> MapPla
         for col in range(0, grid.width, step_x)
     ]
     boxes = [box(*rasterio.windows.bounds(w, grid.transform)) for w in windows]
-    touches = shapely.intersects(geometry, np.array(boxes, dtype=object)) if boxes else []
+    touches = shapely.intersects(geometry, np.array(boxes, dtype=object)) if boxes else np.zeros(0, bool)
     kept = tuple(
         w
         for w, cell, hit in zip(windows, boxes, touches, strict=True)
@@ -252,10 +253,11 @@ def temp_block_px(step: tuple[int, int]) -> int:
 class ClassMapWriter:
     """A tiled GeoTIFF of class indices written window by window, with running class statistics."""
 
+    dst: DatasetWriter  # open between __enter__ and __exit__
+
     def __init__(self, path: Path, grid: Grid, classes: list[dict], block_px: int = 256):
         self.path, self.grid, self.block_px = Path(path), grid, block_px
         self.stats = ClassStats(classes)
-        self.dst = None
 
     def __enter__(self) -> ClassMapWriter:
         self.dst = rasterio.open(
@@ -324,7 +326,7 @@ def render_map(
     results: Iterable[WindowResult],
     outputs: dict[str, Path],
     classes: list[dict],
-    on_window: Callable[[int, int], None] | None = None,
+    on_window: Callable[[int, int], object] | None = None,
     cancelled: Callable[[], bool] | None = None,
     tags: dict | None = None,
 ) -> ClassStats:

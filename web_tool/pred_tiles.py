@@ -198,8 +198,8 @@ class BlockCache:
 class TileStyle:
     """How probabilities become pixels: hard, soft or uncertainty; colours (Cx3) and weights."""
 
-    style: str = "hard"
-    colors: np.ndarray | None = None
+    style: str
+    colors: np.ndarray
     weights: list[float] | None = None
 
 
@@ -226,7 +226,7 @@ def parse_style(model: ServerModel, style: str, colors: str | None, weights: str
 
 def render(probs: np.ndarray, style: TileStyle) -> bytes:
     """PNG of uint8 probabilities (all 0 = no imagery: transparent) in `style`."""
-    valid = probs.any(axis=-1)
+    valid = np.asarray(probs.any(axis=-1))  # numpy's types allow a scalar here
     if not valid.any():
         return empty_tile()
     p = reweight((probs.astype(np.float32) + 0.5) / 256.0, style.weights)  # no class exactly 0
@@ -262,7 +262,9 @@ class PredictionTiles:
     def _key(self, owner, loader: DataLoader, x: int, y: int) -> tuple:
         return (*owner, loader.name, x, y)
 
-    def _from_block(self, loader, model, owner, zb, z, x, y, cancelled) -> np.ndarray | None:
+    def _from_block(
+        self, loader: DataLoader, model: ServerModel, owner, zb: int, z: int, x: int, y: int, cancelled
+    ) -> np.ndarray | None:
         shift = z - zb
         bx, by = x >> shift, y >> shift
         block = self.cache.get(self._key(owner, loader, bx, by),

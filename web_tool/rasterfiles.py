@@ -138,7 +138,7 @@ def file_lonlat(src) -> tuple[float, float, float, float]:
     """(west, south, east, north) of `src` in degrees, unwrapped across the antimeridian and cut to
     the latitudes of a web map; ValueError when nothing of it is left."""
     try:
-        return lonlat_bounds(Extent(*src.bounds, crs=src.crs))
+        return lonlat_bounds(Extent.from_bounds(src.bounds, src.crs))
     except ExtentError:
         raise ValueError(
             f"it lies beyond {MAX_LATITUDE:.2f}° latitude, which web maps (EPSG:3857) cannot show"

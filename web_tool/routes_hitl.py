@@ -9,7 +9,7 @@ you (404) unless it was shared with you: its share secret loads it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bottle
 from pydantic import Field, model_validator
@@ -17,6 +17,9 @@ from pydantic import Field, model_validator
 from web_tool import api
 from web_tool.errors import TooLargeError
 from web_tool.schemas import AreaRequest, CheckpointName, ClassBody, Lenient, SessionId, parse, query_session
+
+if TYPE_CHECKING:
+    from web_tool.server import AppConfig
 
 
 class NewSessionRequest(Lenient):
@@ -70,7 +73,7 @@ def check_room_for_class(classes: list[dict], max_classes: int) -> None:
         )
 
 
-def add_routes(app: bottle.Bottle, config) -> None:
+def add_routes(app: bottle.Bottle, config: AppConfig) -> None:
     """Declare the human-in-the-loop routes on `app` (none when `config.sessions` is None)."""
     sessions = config.sessions
     if sessions is None:

@@ -16,16 +16,20 @@ from __future__ import annotations
 import re
 import shlex
 import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import bottle
 
 from web_tool import api
 from web_tool.admission import Gate
+from web_tool.DataLoader import DataLoader
 from web_tool.errors import ClassIndexError, NotTrainedError, TooLargeError
 from web_tool.jobs import JobCancelled, JobContext, JobResult
 from web_tool.mapping import (
     MapCancelled,
     MapPlan,
+    WindowResult,
     check_weights,
     clip_to_imagery,
     default_window_px,
@@ -37,7 +41,10 @@ from web_tool.mapping import (
 )
 from web_tool.schemas import parse, query_session
 from web_tool.schemas_jobs import PredTileRequest
-from web_tool.ServerModels.base import untrained_message
+from web_tool.ServerModels.base import ServerModel, untrained_message
+
+if TYPE_CHECKING:
+    from web_tool.server import AppConfig
 
 #: share of a job's progress given to predicting windows (the rest: COG, preview, statistics)
 PREDICT_SHARE = 0.95
@@ -52,7 +59,9 @@ def file_stem(dataset: str, checkpoint: str | None) -> str:
     return f"_{safe}_{time.strftime('%Y%m%d')}_{checkpoint or 'base'}"
 
 
-def gated_results(gate: Gate, loader, model, plan: MapPlan, weights):
+def gated_results(
+    gate: Gate, loader: DataLoader, model: ServerModel, plan: MapPlan, weights: list[float] | None
+) -> Iterator[WindowResult]:
     """Each window predicted in this thread, in its turn at `gate`: interactive predictions and
     retrains take turns with the job rather than share the CPU (and memory) with it."""
     for task in plan.tasks():
@@ -61,7 +70,8 @@ def gated_results(gate: Gate, loader, model, plan: MapPlan, weights):
         yield task.window, classes
 
 
-def map_job(loader, model, plan: MapPlan, weights, gate: Gate, classes=None, tags=None, vector=False):
+def map_job(loader: DataLoader, model: ServerModel, plan: MapPlan, weights: list[float] | None, gate: Gate,
+            classes: list[dict] | None = None, tags: dict | None = None, vector: bool = False):  # fmt: skip
     """The job that maps `plan` with `model` into the job's downloads (run in the job thread), its
     windows in their turns at `gate`, its outputs named after the dataset, the date and the
     checkpoint in `tags`."""
@@ -103,7 +113,7 @@ def check_area(area_km2: float, cap_km2: float, command: str = "python -m web_to
         )
 
 
-def batch_command(config, dataset: str, checkpoint: str | None) -> str:
+def batch_command(config: AppConfig, dataset: str, checkpoint: str | None) -> str:
     """The batch CLI line that maps an area with this server's model, dataset and `checkpoint`."""
     dataset_args = config.dataset_args.get(dataset, ["--dataset", dataset])
     args = ["python", "-m", "web_tool.batch", *dataset_args, "--aoi", "area.geojson",
@@ -113,7 +123,7 @@ def batch_command(config, dataset: str, checkpoint: str | None) -> str:
     return shlex.join([*args, "--out", "map.tif"])
 
 
-def snapshot(config, session: str | None, name: str) -> str | None:
+def snapshot(config: AppConfig, session: str | None, name: str) -> str | None:
     """A checkpoint of the session's current model (None without sessions), so that a map names
     the model that made it and the batch CLI can make it again."""
     return config.sessions.save_checkpoint(session, name) if config.sessions is not None else None
@@ -123,7 +133,7 @@ def job_json(job: dict) -> dict:
     return {**job, "outputs": {kind: f"/downloads/{name}" for kind, name in job["outputs"].items()}}
 
 
-def add_routes(app: bottle.Bottle, config) -> None:
+def add_routes(app: bottle.Bottle, config: AppConfig) -> None:
     """Declare the job routes on `app` (nothing when `config.jobs` is None)."""
     jobs = config.jobs
     if jobs is None:

@@ -9,6 +9,8 @@ corrections by area, and checking an export area before a job starts.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import bottle
 from rasterio.crs import CRS
 
@@ -18,6 +20,10 @@ from web_tool.geometry import WGS84
 from web_tool.mapping import AOI, clip_to_imagery
 from web_tool.pred_tiles import PredictionTiles, dataset_native_zoom, parse_style
 from web_tool.schemas import AreaRequest, SessionId, parse
+
+if TYPE_CHECKING:
+    from web_tool.server import AppConfig
+    from web_tool.ServerModels.base import ServerModel
 
 #: prediction tiles may be kept by the browser this long when they are of the current model
 TILE_MAX_AGE_S = 3600
@@ -32,7 +38,7 @@ class AoiRequest(AreaRequest):
     dataset: str | None = None
 
 
-def owner_and_model(config, session_id: str | None):
+def owner_and_model(config: AppConfig, session_id: str | None) -> tuple[tuple[str, int], ServerModel]:
     """((session id, model version), model) serving `session_id`; version before model (see Session).
     Sessions still on the base model (version 0) share one owner, so they share cached blocks."""
     if config.sessions is None:

@@ -74,7 +74,9 @@ class SpatialReference(Lenient):
 
     @property
     def code(self) -> int:
-        return self.latestWkid if self.latestWkid is not None else self.wkid
+        code = self.latestWkid if self.latestWkid is not None else self.wkid
+        assert code is not None  # _has_code
+        return code
 
 
 class ExtentBody(Lenient):
@@ -113,6 +115,7 @@ class AreaRequest(Lenient):
         if self.extent is not None:
             extent = self.extent.to_extent()
             return box(*extent.bounds), extent.crs
+        assert self.geometry is not None  # _one_area
         return polygon_from_geojson(self.geometry, max_vertices), parse_crs(self.crs)
 
 

@@ -22,7 +22,6 @@ import argparse  # noqa: E402
 import ctypes  # noqa: E402
 import logging  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
-from typing import Any  # noqa: E402
 
 import bottle  # noqa: E402
 
@@ -78,14 +77,14 @@ class AppConfig:
     fine_tune: str = "last_layer"
     state_dir: Path = WEB_ROOT / "data" / "state"
     max_body_bytes: int = api.MAX_BODY_BYTES
-    #: human-in-the-loop state (sessions.SessionManager); None = every request uses `model`
-    sessions: Any = None
-    #: large-area jobs (jobs.JobManager); None = no /predTile
-    jobs: Any = None
+    #: human-in-the-loop state; None = every request uses `model`
+    sessions: SessionManager | None = None
+    #: large-area jobs; None = no /predTile
+    jobs: JobManager | None = None
     #: shared secret every API call must carry (auth.py); None = no auth
     token: str | None = None
-    #: validation samples of finished maps (validate.samples.SampleStore); None = no accuracy routes
-    validation: Any = None
+    #: validation samples of finished maps; None = no accuracy routes
+    validation: SampleStore | None = None
     #: how the batch CLI makes the same model and reads the same datasets (its command-line hints)
     model_kind: str = "nips_hr"
     model_fn: str | None = None

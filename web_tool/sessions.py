@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -63,9 +64,18 @@ def label(session_id: str) -> str:
     return "#" + hashlib.sha256(session_id.encode()).hexdigest()[:8]
 
 
+#: an undo step: ("correction", its id), ("retrain", (model, metrics, curve) before it), or ("erase",
+#: (the corrections it removed, the ids of the parts it left of them, pixels erased))
+Step = (
+    tuple[Literal["correction"], int]
+    | tuple[Literal["retrain"], tuple[ServerModel, dict, list[dict]]]
+    | tuple[Literal["erase"], tuple[list[Correction], list[int], int]]
+)
+
+
 @dataclass
 class Session:
-    """One user's state. `history` holds ("correction", id) and ("retrain", (model, metrics))."""
+    """One user's state. `history` holds its undo steps, oldest first."""
 
     id: str
     model: ServerModel
@@ -74,7 +84,7 @@ class Session:
     metrics: dict = field(default_factory=dict)
     #: the learning curve: one point per retrain ({"corrections", "accuracy", "accuracy_se", ...})
     curve: list[dict] = field(default_factory=list)
-    history: list[tuple[str, object]] = field(default_factory=list)
+    history: list[Step] = field(default_factory=list)
     lock: threading.RLock = field(default_factory=threading.RLock)
     #: time.monotonic() of the last request that used this session
     used: float = 0.0
@@ -213,7 +223,7 @@ class SessionManager:
         state = self.store.session_model(session_id)
         model = self.base.restore(state) if state is not None else self.base
         corrections = self.store.session_corrections(session_id)
-        history = [("correction", c.id) for c in corrections]
+        history = correction_steps(corrections)
         meta = state.meta if state is not None else {}
         session = Session(session_id, model, corrections, parent=row["parent"], history=history,
                           metrics=meta.get("metrics", {}), curve=meta.get("curve", []))  # fmt: skip
@@ -260,28 +270,24 @@ class SessionManager:
                     count += int(inside.sum())
                     parts += [without(c, inside)] if not inside.all() else []
             if gone:
-                gone_ids = [c.id for c in gone]
+                gone_ids = stored_ids(gone)
                 new_ids = self.store.swap_corrections(session.id, gone_ids, parts)
                 for part, new in zip(parts, new_ids, strict=True):
                     part.id = new
                 session.corrections = [c for c in session.corrections if c.id not in gone_ids] + parts
-                session.history.append(("erase", (gone, [p.id for p in parts], count)))
+                session.history.append(("erase", (gone, new_ids, count)))
             message = f"erased {count} corrected pixel(s)" if count else "no corrected pixels there"
             return {"count": count, "corrections": len(session.corrections), "message": message}
 
-    def _unerase(self, session: Session, item) -> int:
+    def _unerase(self, session: Session, erased: tuple[list[Correction], list[int], int]) -> int:
         """Undo an erase: its corrections come back (under new ids), the parts it left go."""
-        gone, part_ids, count = item
+        gone, part_ids, count = erased
         new_ids = self.store.swap_corrections(session.id, part_ids, gone)
-        renamed = {}
+        renamed: dict[int | None, int] = {}
         for c, new in zip(gone, new_ids, strict=True):
             renamed[c.id], c.id = new, new
         session.corrections = [c for c in session.corrections if c.id not in set(part_ids)] + gone
-        session.history = [
-            (kind, renamed.get(it, it)) if kind == "correction"
-            else (kind, (it[0], [renamed.get(i, i) for i in it[1]], it[2])) if kind == "erase" else (kind, it)
-            for kind, it in session.history
-        ]  # fmt: skip
+        session.history = [renamed_step(step, renamed) for step in session.history]
         return count
 
     def add_class(self, session_id: str | None, name: str, color: str) -> list[dict]:
@@ -340,24 +346,25 @@ class SessionManager:
             if not session.history:
                 return {"count": 0, "undone": None, "message": "nothing to undo",
                         "corrections": len(session.corrections)}  # fmt: skip
-            kind, item = session.history.pop()
+            step = session.history.pop()
             count = 0
-            if kind == "correction":
+            if step[0] == "correction":
+                item = step[1]
                 gone = [c for c in session.corrections if c.id == item]
                 session.corrections = [c for c in session.corrections if c.id != item]
                 self.store.remove_corrections(session.id, [item])
                 count = sum(c.count for c in gone)
                 message = f"removed the last correction ({count} px)"
-            elif kind == "erase":
-                count = self._unerase(session, item)
+            elif step[0] == "erase":
+                count = self._unerase(session, step[1])
                 message = f"put back {count} erased pixel(s)"
             else:
-                session.model, session.metrics, session.curve = item
+                session.model, session.metrics, session.curve = step[1]
                 self._save(session)
                 message = "went back to the model before the last retrain"
             return {
                 "count": count,
-                "undone": kind,
+                "undone": step[0],
                 "message": message,
                 "corrections": len(session.corrections),
             }
@@ -421,14 +428,16 @@ class SessionManager:
         session = self.get(session_id)
         if share is not None:
             row = self.store.shared_checkpoint_row(share)
-        else:
+        elif checkpoint_id is not None:
             row = self.store.checkpoint_row(checkpoint_id, owner=session.id)
+        else:
+            raise RequestError("send `checkpoint` (an id from GET /checkpoints) or `share` (a share link's)")
         state = self.store.checkpoint_state(row["id"])
         model = self.base.restore(state)
         with session.lock:
             self.store.replace_corrections(session.id, self.store.checkpoint_correction_ids(row["id"]))
             session.corrections = self.store.session_corrections(session.id)
-            session.history = [("correction", c.id) for c in session.corrections]
+            session.history = correction_steps(session.corrections)
             session.model, session.parent = model, row["id"]
             session.metrics = json.loads(row["metrics"])
             session.curve = state.meta.get("curve", [])
@@ -447,6 +456,26 @@ def seen_map(model: ServerModel, image: np.ndarray) -> tuple[np.ndarray | None, 
     seen = model.predict(image).argmax(axis=-1).astype(np.uint8)
     seen[~image.any(axis=-1)] = NO_CLASS
     return seen, (1.0 if model.learnt else None)
+
+
+def stored_ids(corrections: list[Correction]) -> list[int]:
+    """The store's ids of `corrections` (every correction a session holds is stored)."""
+    return [c.id for c in corrections if c.id is not None]
+
+
+def correction_steps(corrections: list[Correction]) -> list[Step]:
+    """The undo history of corrections loaded from the store: one step each."""
+    return [("correction", i) for i in stored_ids(corrections)]
+
+
+def renamed_step(step: Step, renamed: dict[int | None, int]) -> Step:
+    """`step` with the correction ids in `renamed` replaced by their new ones."""
+    if step[0] == "correction":
+        return ("correction", renamed.get(step[1], step[1]))
+    if step[0] == "erase":
+        gone, part_ids, count = step[1]
+        return ("erase", (gone, [renamed.get(i, i) for i in part_ids], count))
+    return step
 
 
 def curve_point(metrics: dict) -> dict:

@@ -76,7 +76,7 @@ def check_model_serves(model: ServerModel, n_bands: int) -> None:
 
 def open_datasets(configs: list[DatasetConfig], model: ServerModel, args: argparse.Namespace) -> dict:
     """{name: DataLoader} of the datasets that can serve `model`; the others skipped with a warning."""
-    n_bands = getattr(model, "n_bands", None)
+    n_bands = model.n_bands
     cache_dir = Path(args.state_dir) / "imagery"
     loaders = {}
     for config in configs:
@@ -129,7 +129,7 @@ def load(args: argparse.Namespace) -> tuple[dict[str, DataLoader], ServerModel]:
     default = next((c for c in configs if c.default), configs[0])
     model = get_model(args.model)(args.model_fn, classes=default.classes)
     loaders = open_datasets(configs, model, args)
-    if getattr(model, "n_bands", None) is not None:  # a model for any band count checks itself
+    if model.n_bands is not None:  # a model for any band count checks itself
         check_model_serves(model, model.n_bands)
     settle_classes(loaders, model)
     for loader in loaders.values():

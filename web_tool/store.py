@@ -26,7 +26,7 @@ import numpy as np
 from web_tool import db
 from web_tool.corrections import Correction
 from web_tool.errors import GoneError, NotFoundError
-from web_tool.ServerModels.base import ModelState
+from web_tool.ServerModels.base import ModelState, ServerModel
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def state_bytes(state: ModelState) -> bytes:
     for i, w in enumerate(state.extractor or []):
         arrays[f"extractor_{i}"] = w
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez(buf, allow_pickle=False, **arrays)
     return buf.getvalue()
 
 
@@ -100,7 +100,8 @@ def correction_blob(c: Correction) -> bytes:
     seen = {} if c.seen is None else {"seen": c.seen}
     trust = {} if c.seen_trust is None else {"seen_trust": np.float64(c.seen_trust)}
     np.savez_compressed(buf, xs=c.xs, ys=c.ys, rows=c.rows, cols=c.cols, image=c.image,
-                        transform=np.array(c.transform, dtype=np.float64), **seen, **trust)  # fmt: skip
+                        transform=np.array(c.transform, dtype=np.float64), allow_pickle=False,
+                        **seen, **trust)  # fmt: skip
     return buf.getvalue()
 
 
@@ -299,7 +300,7 @@ class Store:
         return row
 
 
-def load_checkpoint_model(state_dir: str | Path, checkpoint_id: str, base_model):
+def load_checkpoint_model(state_dir: str | Path, checkpoint_id: str, base_model: ServerModel) -> ServerModel:
     """The model saved as checkpoint `checkpoint_id` in `state_dir`, built on `base_model`.
 
     For tools outside the server (the batch CLI's `--checkpoint ID`): it only reads, so it is safe

@@ -162,7 +162,9 @@ class FeatureSource:
 
     # --- values at pixels, cached -------------------------------------------------------------
 
-    def values(self, extract: Extractor, key, c: Correction, radius: int | None = None):
+    def values(
+        self, extract: Extractor, key: object, c: Correction, radius: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(values at the correction's sampled pixels, values at its anchor pixels)."""
         cache_key = (key, radius, c.id)
         if key is not None and c.id is not None and cache_key in self._cache:
@@ -180,27 +182,30 @@ class FeatureSource:
             self._cache[cache_key] = out
         return out
 
-    def replay_values(self, extract: Extractor, key, n_classes: int, radius: int | None = None):
+    def replay_values(
+        self, extract: Extractor, key: object, n_classes: int, radius: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray] | None:
         """(values, classes) at up to `replay_per_class` replay pixels per class, or None."""
-        if self.replay is None:
+        replay = self.replay
+        if replay is None:
             return None
         with self._lock:
             cache_key = ("replay", key, radius, n_classes)
             if key is not None and cache_key in self._cache:
                 return self._cache[cache_key]
-            n, r, c = self._replay_pixels(n_classes)
-            xs = [
-                pixel_values(extract(self.replay.images[i]), r[n == i], c[n == i], radius)
-                for i in np.unique(n)
-            ]
-            out = (np.concatenate(xs) if xs else np.zeros((0,)), self.replay.labels[n, r, c].astype(np.int64))
+            n, r, c = self._replay_pixels(replay, n_classes)
+            xs = [pixel_values(extract(replay.images[i]), r[n == i], c[n == i], radius) for i in np.unique(n)]
+            out = (np.concatenate(xs) if xs else np.zeros((0,)), replay.labels[n, r, c].astype(np.int64))
             if key is not None:
                 self._cache[cache_key] = out
             return out
 
-    def _anchors(self, c: Correction, i: int, values: np.ndarray, weight: float, base_trust) -> Samples:
+    def _anchors(
+        self, c: Correction, i: int, values: np.ndarray, weight: float, base_trust: Trust
+    ) -> Samples:
         """The anchor samples of correction `c` (the `i`-th): as many as the map they come from is
         trusted (a fixed draw), together weighing as much as the correction."""
+        assert c.seen is not None  # a correction has anchors only where the user saw a map
         rows, cols = anchor_pixels(c, self.anchors, self.margin)
         seen = c.seen[rows, cols].astype(np.int64)
         known = seen < len(base_trust.precision)
@@ -216,8 +221,8 @@ class FeatureSource:
             np.zeros(keep.sum(), bool),
         )
 
-    def _replay_pixels(self, n_classes: int):
-        labels = self.replay.labels
+    def _replay_pixels(self, replay: Replay, n_classes: int) -> tuple[np.ndarray, ...]:
+        labels = replay.labels
         rng = np.random.default_rng(self.seed)
         picks = []
         for value in range(n_classes):
@@ -232,14 +237,14 @@ class FeatureSource:
     def samples(
         self,
         extract: Extractor,
-        key,
+        key: object,
         corrections: list[Correction],
         n_classes: int,
-        base_trust: float,
+        base_trust: Trust | None,
         radius: int | None = None,
     ) -> Samples:
-        """Corrections, anchors and replay, weighted as the module says; `base_trust` in [0, 1] is
-        how far the base model is to be trusted (see `base_agreement`)."""
+        """Corrections, anchors and replay, weighted as the module says; `base_trust` is how far the
+        base model is to be trusted (see `base_trust`), None: the corrections alone."""
         parts = []
         for i, c in enumerate(corrections):
             labelled, anchors = self.values(extract, key, c, radius)
@@ -259,7 +264,7 @@ class FeatureSource:
         out.y = out.y.astype(np.int64)
         out = out.subset((out.y < n_classes) & (out.w > 0))  # seen classes undone since; untrusted maps
         replay = self.replay_values(extract, key, n_classes, radius) if base_trust is not None else None
-        if replay is not None and len(replay[1]):
+        if base_trust is not None and replay is not None and len(replay[1]):
             total = REPLAY_WEIGHT * sum(correction_weight(c) for c in corrections)
             keep = thinned(base_trust.replay[replay[1]], self.seed)
             replay, w = (replay[0][keep], replay[1][keep]), class_weights(replay[1], total)[keep]

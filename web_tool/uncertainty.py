@@ -45,9 +45,9 @@ def suggestions(score: np.ndarray, valid: np.ndarray, grid: Grid, n: int = N_SUG
     for r0 in range(0, h, spacing):  # the best pixel of each cell
         for c0 in range(0, w, spacing):
             cell = masked[r0 : r0 + spacing, c0 : c0 + spacing]
-            r, c = np.unravel_index(int(cell.argmax()), cell.shape)
-            if cell[r, c] >= 0:
-                points.append((float(cell[r, c]), r0 + int(r), c0 + int(c)))
+            i, j = np.unravel_index(int(cell.argmax()), cell.shape)
+            if cell[i, j] >= 0:
+                points.append((float(cell[i, j]), r0 + int(i), c0 + int(j)))
     chosen: list[tuple[float, int, int]] = []
     for s, r, c in sorted(points, reverse=True):
         if all((r - r2) ** 2 + (c - c2) ** 2 >= spacing**2 for _, r2, c2 in chosen):

@@ -29,6 +29,7 @@ from web_tool.datasets import DatasetConfig
 from web_tool.errors import ClusterError, LandCoverError, ModelError, NotTrainedError
 from web_tool.mapping import WindowResult, WindowTask, default_window_px, predict_window
 from web_tool.rasterfiles import scan
+from web_tool.ServerModels.base import ServerModel
 
 WEB_ROOT = Path(__file__).resolve().parent
 #: side of the blank image each process predicts once after loading the model
@@ -47,7 +48,7 @@ class ModelSpec:
     checkpoint: str | None = None
     state_dir: str | None = None
 
-    def load(self):
+    def load(self) -> ServerModel:
         from web_tool.ServerModels import get_model
 
         classes = [{"name": n, "color": c} for n, c in self.classes]
@@ -112,7 +113,7 @@ def worker_state(spec: WorkerSpec):
     with _STATE_LOCK:
         if spec.key not in _STATE:
             model = spec.model.load()
-            loader = DataLoader(spec.dataset, n_bands=getattr(model, "n_bands", None))  # checks the bands
+            loader = DataLoader(spec.dataset, n_bands=model.n_bands)  # checks the bands
             model.predict(np.zeros((WARMUP_PX, WARMUP_PX, len(loader.bands)), dtype=np.uint8))
             _STATE[spec.key] = (loader, model)
         return _STATE[spec.key]
@@ -131,13 +132,13 @@ def set_tf_threads(n: int | None) -> None:
         pass  # TensorFlow already started in this process (threaded cluster, earlier map): keep its pool
 
 
-def load_checkpoint(state_dir: str | None, checkpoint_id: str, base_model):
+def load_checkpoint(state_dir: str | None, checkpoint_id: str, base_model: ServerModel) -> ServerModel:
     from web_tool.store import load_checkpoint_model
 
     return load_checkpoint_model(state_dir or str(WEB_ROOT / "data" / "state"), checkpoint_id, base_model)
 
 
-def model_facts(model) -> dict:
+def model_facts(model: ServerModel) -> dict:
     """What the driver needs to know of the model."""
     return {
         "classes": model.classes,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from typing import Protocol
+
 from web_tool.errors import LandCoverError
 from web_tool.ServerModels.base import ServerModel
 
@@ -15,11 +18,20 @@ _REGISTRY: dict[str, str] = {
 }
 
 
+class ModelClass(Protocol):
+    """What every registered class is called with: its file (None for a model without weights), the
+    classes it should predict (it may keep its own) and an optional display name."""
+
+    def __call__(
+        self, model_fn: str | os.PathLike | None, classes: list[dict], name: str | None = None
+    ) -> ServerModel: ...
+
+
 def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_model(name: str) -> type[ServerModel]:
+def get_model(name: str) -> ModelClass:
     """The class registered under `name` (imported lazily: TensorFlow is slow to import)."""
     try:
         target = _REGISTRY[name]

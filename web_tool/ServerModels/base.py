@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import Self
 
 import numpy as np
 
@@ -35,6 +36,9 @@ class ServerModel(ABC):
 
     #: pixels of real context the model wants on every side of the area it predicts
     padding: int = 0
+    #: the largest input (pixels a side) the model predicts in one pass; larger ones are tiled, and
+    #: large-area mapping keeps its windows within it (None: any size in one pass)
+    window: int | None = None
     #: bands the model reads (None: any band count)
     n_bands: int | None = None
     #: whether its head was learnt from a session's corrections (else it is the base model's, maybe
@@ -69,7 +73,7 @@ class ServerModel(ABC):
 
     def with_head(
         self, head: Head | None, classes: list[dict] | None = None, learnt: bool | None = None
-    ) -> ServerModel:
+    ) -> Self:
         """A copy of this model with another head (and class list, and whether it was learnt from
         corrections); the extractor is shared."""
         classes = self.classes if classes is None else classes
@@ -80,7 +84,7 @@ class ServerModel(ABC):
         other.learnt = self.learnt if learnt is None else learnt
         return other
 
-    def _copy(self) -> ServerModel:
+    def _copy(self) -> Self:
         other = object.__new__(type(self))
         other.__dict__.update(self.__dict__)
         return other

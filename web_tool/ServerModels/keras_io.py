@@ -145,7 +145,8 @@ def producer(tensor):
 
 def head_and_tail(model: keras.Model) -> tuple[keras.layers.Layer, list]:
     """(the head: the last layer with a kernel, the layers after it up to the output, in order)."""
-    tail, tensor = [], model.outputs[0]
+    tail: list[keras.layers.Layer] = []
+    tensor = model.outputs[0]
     while True:
         layer = producer(tensor)
         if isinstance(layer, keras.layers.InputLayer):

@@ -46,8 +46,9 @@ class KerasSegmentationModel(ServerModel):
         body, kernel, bias = split_head(network)
         if kernel.shape[1] != len(classes):
             classes = [{"name": f"Class {i}", "color": default_color(i)} for i in range(kernel.shape[1])]
-        super().__init__(name or Path(model_fn).stem, classes, LinearHead(kernel, bias))
-        self.network_head = self.head  # the network's own last layer: its probabilities are features
+        head = LinearHead(kernel, bias)
+        super().__init__(name or Path(model_fn).stem, classes, head)
+        self.network_head = head  # the network's own last layer: its probabilities are features
         self.n_bands = int(body.inputs[0].shape[-1])
         self._set_body(body)
         self.base_body = body

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from typing import Literal
 
 import numpy as np
 
@@ -39,7 +40,7 @@ def pad_to_multiple(image: np.ndarray, multiple: int, minimum: int = 0) -> np.nd
     tw = max(minimum, -(-w // multiple) * multiple)
     if (th, tw) == (h, w):
         return image
-    mode = "reflect" if h > 1 and w > 1 and th - h < h and tw - w < w else "edge"
+    mode: Literal["reflect", "edge"] = "reflect" if h > 1 and w > 1 and th - h < h and tw - w < w else "edge"
     return np.pad(image, ((0, th - h), (0, tw - w), (0, 0)), mode=mode)
 
 

@@ -512,7 +512,8 @@ def render(rng: np.random.Generator, lay: Layout, look: dict) -> np.ndarray:
 
     # sensor: optics blur, illumination, per-band gain/offset with patchy haze, noise
     sigma = look["blur"]
-    img = cv2.GaussianBlur(img, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
+    blurred = cv2.GaussianBlur(img, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
+    img = np.asarray(blurred, np.float32)  # float32 already (cv2's types do not say so)
     illum = 1.0 + look["illum"] * smooth_noise(rng, h, w, 700.0, octaves=2)
     img *= illum[:, :, None]
     img *= np.asarray(look["gain"], np.float32)

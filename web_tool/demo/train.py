@@ -78,8 +78,8 @@ class CropSampler:
                     image, labels = image[:, ::-1], labels[:, ::-1]
             x = image.astype(np.float32) / 255.0
             if augment:  # mild radiometric jitter: per-band gain and offset
-                x = x * rng.uniform(0.9, 1.1, x.shape[-1]).astype(np.float32)
-                x += rng.uniform(-0.03, 0.03, x.shape[-1]).astype(np.float32)
+                x = x * rng.uniform(0.9, 1.1, (x.shape[-1],)).astype(np.float32)
+                x += rng.uniform(-0.03, 0.03, (x.shape[-1],)).astype(np.float32)
             xs[i], ys[i] = x, labels
         return xs, ys
 
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     train_tiles = [t for t in area_a["tiles"] if t["name"] != scene.get("holdout", HOLDOUT)]
     print(f"loading {len(train_tiles)} training tiles of area a (holding out {HOLDOUT})...", flush=True)
     tiles = [read_tile(data_dir, t) for t in train_tiles]
-    counts = sum(np.bincount(lab.ravel(), minlength=n_classes) for _, lab in tiles)
+    counts = np.sum([np.bincount(lab.ravel(), minlength=n_classes) for _, lab in tiles], axis=0)
     print(
         "class shares: "
         + ", ".join(f"{c} {v / counts.sum():.1%}" for c, v in zip(CLASSES, counts, strict=False))

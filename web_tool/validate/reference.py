@@ -180,10 +180,9 @@ def points_from_geojson(obj, prop: str = DEFAULT_PROPERTY) -> tuple[np.ndarray, 
     for f in features:
         geometry = f.get("geometry") if isinstance(f, dict) else None
         properties = f.get("properties") if isinstance(f, dict) else None
-        kind = geometry.get("type") if isinstance(geometry, dict) else None
-        if kind not in ("Point", "MultiPoint"):
+        if not isinstance(geometry, dict) or geometry.get("type") not in ("Point", "MultiPoint"):
             continue
-        coords = geometry.get("coordinates")
+        kind, coords = geometry["type"], geometry.get("coordinates")
         for c in [coords] if kind == "Point" else coords if isinstance(coords, list) else []:
             if not (isinstance(c, list) and len(c) >= 2 and all(_finite(v) for v in c[:2])):
                 raise RequestError(f"a point has coordinates {str(c)[:60]}: expected [x, y] numbers")

@@ -34,6 +34,7 @@ def sample_report(classes: list[dict], mapped_pixels: list[int], mapped_km2: lis
         names = ", ".join(classes[k]["name"] for k in exc.missing)
         notes.append(f"no answered point of map class {names} yet: every mapped class needs one for"
                      " estimates (two for confidence intervals)")  # fmt: skip
+    estimates: dict[str, object]
     if assessment is None:
         none = [Estimate(None, None)] * len(classes)
         estimates = dict(proportions=None, overall=none[0], users=none, producers=none, areas_km2=none)

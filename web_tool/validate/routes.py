@@ -18,7 +18,7 @@ import base64
 import binascii
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import bottle
 import rasterio
@@ -31,6 +31,9 @@ from web_tool.schemas import Lenient, SessionId, parse
 from web_tool.validate import assess, reference
 from web_tool.validate.design import DEFAULT_MIN_PER_CLASS, DEFAULT_TOTAL
 from web_tool.validate.report import to_csv
+
+if TYPE_CHECKING:
+    from web_tool.server import AppConfig
 
 
 class SampleRequest(Lenient):
@@ -123,9 +126,9 @@ def csv_response(text: str, name: str) -> bottle.HTTPResponse:
                                Content_Disposition=f'attachment; filename="{name}"')  # fmt: skip
 
 
-def add_routes(app: bottle.Bottle, config) -> None:
+def add_routes(app: bottle.Bottle, config: AppConfig) -> None:
     """Declare the validation routes on `app` (none without jobs or a sample store)."""
-    jobs, store = config.jobs, getattr(config, "validation", None)
+    jobs, store = config.jobs, config.validation
     if jobs is None or store is None:
         return
     limit = config.max_body_bytes

@@ -14,6 +14,7 @@ The map's class of a point is only revealed once it is answered or unsure.
 
 from __future__ import annotations
 
+import builtins
 import json
 import re
 import secrets
@@ -170,7 +171,7 @@ class SampleStore:
             raise NotFoundError(f"sample {sample_id} has no point {index}")
         return point_json(row)
 
-    def counts(self, job: str, sample_id: str) -> tuple[list[dict], list[dict], np.ndarray]:
+    def counts(self, job: str, sample_id: str) -> tuple[builtins.list[dict], builtins.list[dict], np.ndarray]:
         """(classes, strata, K x K counts of answered points: map class rows, answer columns)."""
         row = self._sample_row(job, sample_id)
         classes, strata = json.loads(row["classes"]), json.loads(row["strata"])
