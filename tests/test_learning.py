@@ -128,3 +128,32 @@ def test_cross_validation_needs_enough_corrections_and_scores_held_out_ones():
     assert crossval.compare({"accuracy": 0.5, "accuracy_se": 0.05}, [{"accuracy": 0.9, "accuracy_se": 0.05}])[
         "worse"
     ]
+
+
+def test_the_replay_sample_is_ready_before_the_first_retrain(keras_base, stripes_model, loader, tmp_path):
+    """Its values are computed in the background from the first correction on, once: the first
+    retrain finds them cached."""
+    import time
+
+    sessions = SessionManager(keras_base, tmp_path, "last_layer", replay_path(stripes_model))
+    source = sessions.source
+    assert source.replay is not None
+    calls = []
+    extract = source.replay_values.__func__  # the real method, counted
+
+    def counted(self, *args, **kwargs):
+        calls.append(args)
+        return extract(self, *args, **kwargs)
+
+    source.replay_values = counted.__get__(source)
+    click(sessions, loader, FIELD, 0)
+    click(sessions, loader, WATER, 1)
+    deadline = time.monotonic() + 60
+    while not any(k[0] == "replay" for k in source._cache) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert any(k[0] == "replay" for k in source._cache), "not computed in the background"
+    assert len(calls) == 1  # once, not once per correction
+    (cached,) = [v for k, v in source._cache.items() if k[0] == "replay"]
+    sessions.retrain(None)
+    (after,) = [v for k, v in source._cache.items() if k[0] == "replay"]
+    assert after is cached  # the retrain found them, it did not compute them again

@@ -124,6 +124,8 @@ def prepare_last_layer(
 ) -> None:
     if model.extractor_id == base.extractor_id:
         source.values(model_features(model), model.extractor_id, correction)
+        if base.trained:
+            source.warm_replay(model_features(base), base.extractor_id, model.n_classes)
 
 
 # --- last_k_layers (Keras networks: ServerModels/keras_tuning.py) ----------------------------

@@ -159,6 +159,7 @@ class FeatureSource:
         self.seed = seed
         self._cache: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
         self._lock = threading.Lock()
+        self._warming: set[tuple] = set()
 
     # --- values at pixels, cached -------------------------------------------------------------
 
@@ -181,6 +182,21 @@ class FeatureSource:
                 self._cache.clear()
             self._cache[cache_key] = out
         return out
+
+    def warm_replay(self, extract: Extractor, key: object, n_classes: int) -> None:
+        """Compute the replay values in the background, once per key: the first retrain would
+        otherwise spend seconds on them (a retrain meanwhile waits for them, it does not redo them)."""
+        if self.replay is None or key is None or (key, n_classes) in self._warming:
+            return
+        self._warming.add((key, n_classes))
+
+        def warm() -> None:
+            try:
+                self.replay_values(extract, key, n_classes)
+            except Exception:  # the retrain computes them again, and reports what is wrong
+                log.exception("could not compute the replay sample's values")
+
+        threading.Thread(target=warm, daemon=True, name="replay-values").start()
 
     def replay_values(
         self, extract: Extractor, key: object, n_classes: int, radius: int | None = None
