@@ -214,7 +214,7 @@ def _tune(part: Tail, patches, y, w, kernel, bias, steps: int, lr: float, tail_l
     @tf.function
     def step():
         with tf.GradientTape() as tape:
-            logits = tf.matmul(part.centre(patches), kernel) + bias
+            logits = tf.matmul(tf.cast(part.centre(patches), tf.float32), kernel) + bias  # a bf16 tail too
             ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
             drift = tf.add_n([tf.reduce_sum(tf.square(v - s)) for v, s in zip(variables, start, strict=True)])
             loss = tf.reduce_sum(ce * weights) + tail_l2 * drift

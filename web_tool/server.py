@@ -236,6 +236,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              " last layer by a forest over its features and the imagery's filter bank"
                              " (any model, well under a second); last_k_layers backpropagates through the"
                              " last K layers of a Keras network (seconds)")  # fmt: skip
+    parser.add_argument("--precision", default="float32", choices=("float32", "bf16"),
+                        help="arithmetic of the network: bf16 (Keras mixed_bfloat16) is faster on CPUs"
+                             " with bf16 instructions (AVX512-BF16, AMX, Arm BF16) for wide networks; on"
+                             " others the server says so and computes in float32")  # fmt: skip
     parser.add_argument("--fine_tune_layers", type=int, default=2, metavar="K",
                         help="last_k_layers: weighted layers to tune (the head counts as one)")  # fmt: skip
     parser.add_argument("--host", default="127.0.0.1",

@@ -53,6 +53,6 @@ def run_network(model, network, image: np.ndarray) -> np.ndarray:
     way the model runs its body: imagery scaled to [0, 1], tiled, padded to its size multiple."""
 
     def run(batch: np.ndarray) -> list[np.ndarray]:
-        return [np.asarray(network(batch.astype(np.float32) / 255.0, training=False))]
+        return [np.asarray(network(batch.astype(np.float32) / 255.0, training=False), np.float32)]
 
     return run_tiled(run, image, model.window, model.overlap, model.multiple)[0]
