@@ -313,10 +313,10 @@ def build_config(args: argparse.Namespace) -> AppConfig:
     loaders, model = startup.load(args)
     dataset_args = batch_dataset_args(args, list(loaders))
     replay = replay_path(args.model_fn) if model.trained else None  # a model without weights has none
+    gate = admission.Gate(args.max_heavy, args.max_waiting)
     sessions = SessionManager(model, args.state_dir, args.fine_tune, replay,
                               options={"k": args.fine_tune_layers}, max_sessions=args.max_sessions,
-                              idle_s=args.session_idle_minutes * 60)  # fmt: skip
-    gate = admission.Gate(args.max_heavy, args.max_waiting)
+                              idle_s=args.session_idle_minutes * 60, gate=gate)  # fmt: skip
     jobs = JobManager(Path(args.state_dir), max_km2=args.max_tile_km2, workers=args.job_workers,
                       max_queued=args.max_queued_jobs, owner=sessions.owner)  # fmt: skip
     return AppConfig(loaders=loaders, model=model, fine_tune=args.fine_tune,

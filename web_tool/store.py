@@ -189,6 +189,11 @@ class Store:
         with self.transaction() as conn:
             return _insert_correction(conn, session_id, c)
 
+    def update_correction(self, c: Correction) -> None:
+        """Store what `c` holds now (its seen map, computed after it was added)."""
+        with self.transaction() as conn:
+            conn.execute("UPDATE corrections SET data = ? WHERE id = ?", (correction_blob(c), c.id))
+
     def session_corrections(self, session_id: str) -> list[Correction]:
         rows = self.conn().execute(
             "SELECT c.* FROM corrections c JOIN session_corrections s ON s.correction = c.id"
