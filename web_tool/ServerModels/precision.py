@@ -21,10 +21,11 @@ CPUINFO = Path("/proc/cpuinfo")
 PRECISIONS = ("float32", "bf16")
 
 
-def cpu_bf16_flag(cpuinfo: Path = CPUINFO) -> str | None:
-    """The first of BF16_FLAGS this CPU has, or None (also where the CPU cannot be asked)."""
+def cpu_bf16_flag(cpuinfo: Path | None = None) -> str | None:
+    """The first of BF16_FLAGS this CPU has (as `cpuinfo`, default /proc/cpuinfo, lists them), or None
+    (also where the CPU cannot be asked)."""
     try:
-        text = cpuinfo.read_text()
+        text = (cpuinfo or CPUINFO).read_text()
     except OSError:
         return None
     flags = set()
