@@ -17,7 +17,7 @@ the HTTP time is the server and the wire.
 
 With `--precision bf16` it measures bf16 instead (see precision.py): the speed-up of the network's
 forward pass over float32 for the demo model and for U-Nets the size of real NAIP models (32 and 64
-base filters, depth 4, built here; the 32-filter one trained for a minute on the demo scene so that
+base filters, depth 4, built here; the 32-filter one briefly trained on the demo scene (30 steps) so that
 its classes mean something), and the arg-max agreement of bf16 with float32 on the real development
 imagery (../shared/data/chesapeake-wv-dev; skipped without it).
 
@@ -195,7 +195,7 @@ def stage_table(results: list[dict]) -> str:
 
 
 def train_wide_unet(out: Path, base_filters: int) -> None:
-    """A U-Net of `base_filters` trained for a minute on the demo scene (web_tool.demo.train)."""
+    """A U-Net of `base_filters` briefly trained on the demo scene (web_tool.demo.train, 30 steps)."""
     cmd = [sys.executable, "-m", "web_tool.demo.train", "--out", str(out), "--depth", "4", "--epochs", "1",
            "--base_filters", str(base_filters), "--steps", "30", "--batch", "4", "--no-eval"]  # fmt: skip
     subprocess.run(cmd, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
@@ -231,8 +231,8 @@ def bf16_report(args) -> list[dict]:
         print("training a 32-filter U-Net on the demo scene to check agreement (1-3 min)...", flush=True)
         train_wide_unet(Path(tmp) / "unet32.keras", 32)
         build_unet(base_filters=64, depth=4).save(Path(tmp) / "unet64.keras")
-        networks = {"demo U-Net": DEMO_MODEL, "U-Net 32 filters (trained 1 min)": Path(tmp) / "unet32.keras",
-                    "U-Net 64 filters (untrained)": Path(tmp) / "unet64.keras"}  # fmt: skip
+        networks = {"demo U-Net": DEMO_MODEL, "U-Net 32 filters (trained briefly)": Path(tmp, "unet32.keras"),
+                    "U-Net 64 filters (untrained)": Path(tmp, "unet64.keras")}  # fmt: skip
         for name, path in networks.items():
             f32 = KerasSegmentationModel(path, classes)
             b16 = f32.in_bfloat16()
