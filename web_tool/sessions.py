@@ -277,6 +277,8 @@ class SessionManager:
                 self._prepare(model, found[0])
         except Exception:  # the retrain will compute it (or report what is wrong)
             log.exception("could not ready correction %s for retraining", correction_id)
+        finally:
+            self.store.close_connection()  # this thread waits for the next correction, maybe for ever
 
     def _see(self, session: Session, corrections: list[Correction]) -> None:
         """Give those of `corrections` still without it the map the user saw (stored with them), and
