@@ -19,7 +19,6 @@ secret of its own. Logs name sessions by a short digest, never by their id.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import itertools
 import json
@@ -243,7 +242,8 @@ class SessionManager:
 
         No model work here (it would wait behind other users' predictions in TensorFlow's one
         thread pool): the map the user saw, and what the next retrain needs, are computed after the
-        answer, in a heavy turn, or by the retrain if it comes first."""
+        answer, in a heavy turn, or by the retrain if it comes first. Without heavy turns (`gate`
+        None: no server) they are computed here."""
         session = self.get(session_id)
         check_class(value, session.classes, session.id)
         # twice the model's context: the map the user saw, and the features, are then right over the
@@ -255,15 +255,19 @@ class SessionManager:
             session.corrections.append(correction)
             session.history.append(("correction", correction.id))
             session.unseen[correction.id] = session.model
-        self.later.submit(self._see_later, session, correction.id)
+            if self.gate is None:  # no heavy turns to leave it to (no server): now
+                self._see(session, [correction])
+        if self.gate is not None:
+            self.later.submit(self._see_later, session, correction.id)
         return correction.count
 
     def _see_later(self, session: Session, correction_id: int) -> None:
         """`_see` for one correction, in a heavy turn; the model runs outside the session's lock (the
         user's next correction does not wait for it)."""
-        turn = self.gate.turn(refusable=False) if self.gate is not None else contextlib.nullcontext()
+        if correction_id not in session.unseen:  # a retrain saw to it
+            return
         try:
-            with turn:
+            with self.gate.turn(refusable=False):
                 with session.lock:
                     model = session.unseen.get(correction_id)
                     found = [c for c in session.corrections if c.id == correction_id]
