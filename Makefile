@@ -81,8 +81,10 @@ test: venv node system-deps demo-data lint
 evaluate: venv demo-data
 	$(PY) -m web_tool.demo.evaluate --data $(DEMO_DIR) --model_fn web_tool/data/demo_model
 
-bench: venv demo-data
+bench: venv node demo-data
 	$(PY) bench/predpatch.py
+	$(PY) bench/predpatch.py --precision bf16
+	$(PY) bench/browser.py
 	$(PY) bench/hitl.py
 	$(PY) bench/hitl_real.py
 	$(PY) bench/load.py

@@ -39,6 +39,7 @@ from common import REPO, ServerProcess, markdown_table
 DEMO_MODEL = REPO / "web_tool" / "data" / "demo_model.keras"
 ENDPOINTS = ("/sessions", "/predPatch", "/recordCorrection", "/retrainModel")
 MAX_GROWTH = 0.10  # RSS growth after the warm-up that fails the run
+LIGHT_AIM = 3.0  # most /recordCorrection p50 under load, as a multiple of its one-client p50
 TIMEOUT = 300  # s per request: a retrain waits for the others on 2 cores
 
 
@@ -288,6 +289,13 @@ def main(argv: list[str] | None = None) -> int:
     if baseline:
         result["failures"] += baseline["failures"]
     print(report(result, args.clients, baseline))
+    alone, loaded = median_ms(baseline, "/recordCorrection"), median_ms(result, "/recordCorrection")
+    if alone and loaded:
+        ratio = loaded / alone
+        print(
+            f"/recordCorrection p50 with {args.clients} clients is {ratio:.2f}x its one-client p50"
+            f" (issue 15 aims at {LIGHT_AIM:g}x at most: {'met' if ratio <= LIGHT_AIM else 'not met'})"
+        )
     problems = verdict(result)
     for line in result["failures"][:10]:
         print("  " + line, file=sys.stderr)

@@ -134,7 +134,7 @@ def read_into(src, grid: Grid, bands: list[int], resampling: Resampling, f: Rast
     out_mask = np.zeros((grid.height, grid.width), dtype=np.uint8)
     common = dict(src_transform=transform, src_crs=src.crs, dst_transform=grid.transform,
                   dst_crs=grid.crs)  # fmt: skip
-    reproject(data, out, resampling=resampling, **common)
+    reproject(data, out, resampling=resampling, num_threads=2, **common)
     reproject(mask, out_mask, resampling=Resampling.nearest, **common)
     return out, out_mask > 0, slices
 

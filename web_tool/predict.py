@@ -71,10 +71,26 @@ def predicted_maps(model: ServerModel, padded: Patch, weights: list[float] | Non
     hard, soft = np.empty((*shape, 3), np.uint8), np.empty((*shape, 3), np.uint8)
     score = np.empty(shape, np.float32)
     for block, probs in predict_blocks(model.predict, padded.data, pad, model.n_classes):
-        probs = reweight(probs, weights)
-        hard[block], soft[block] = hard_rgb(probs, colors), soft_rgb(probs, colors)
-        score[block] = uncertainty(probs)
+        hard[block], soft[block], score[block] = render_maps(probs, weights, colors)
     return hard, soft, score
+
+
+def render_maps(probs: np.ndarray, weights: list[float] | None, colors: np.ndarray):
+    """(hard RGB, soft RGB, uncertainty) of HxWxC probabilities, reweighted by `weights`."""
+    probs = reweight(probs, weights)
+    return hard_rgb(probs, colors), soft_rgb(probs, colors), uncertainty(probs)
+
+
+def encode_maps(patch: Patch, hard: np.ndarray, soft: np.ndarray, score: np.ndarray) -> dict[str, str]:
+    """The response's predicted maps as base64 PNGs, transparent where `patch` has no imagery,
+    encoded side by side."""
+    images = {
+        "output_hard": lambda: with_alpha(hard, patch.valid),
+        "output_soft": lambda: with_alpha(soft, patch.valid),
+        "output_uncertainty": lambda: uncertainty_rgba(score, patch.valid),
+    }
+    encoded = RENDER_POOL.map(lambda render: png_base64(render()), images.values())
+    return dict(zip(images, encoded, strict=True))
 
 
 def pred_patch(
@@ -96,16 +112,11 @@ def pred_patch(
             f"weights has {len(weights)} values but the model has {model.n_classes} classes"
         )
     padded, patch = read_padded(loader, extent, model.padding)
+    imagery = RENDER_POOL.submit(lambda: png_base64(input_rgb(patch)))  # while the model runs
     hard, soft, score = predicted_maps(model, padded, weights, colors)
-    images = {
-        "input_naip": lambda: input_rgb(patch),
-        "output_hard": lambda: with_alpha(hard, patch.valid),
-        "output_soft": lambda: with_alpha(soft, patch.valid),
-        "output_uncertainty": lambda: uncertainty_rgba(score, patch.valid),
-    }
-    encoded = RENDER_POOL.map(lambda render: png_base64(render()), images.values())
     return {
         "model_name": model.name,
-        **dict(zip(images, encoded, strict=True)),
+        "input_naip": imagery.result(),
+        **encode_maps(patch, hard, soft, score),
         "suggestions": suggestions(score, patch.valid, patch.grid),
     }

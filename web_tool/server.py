@@ -235,6 +235,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              " last layer by a forest over its features and the imagery's filter bank"
                              " (any model, well under a second); last_k_layers backpropagates through the"
                              " last K layers of a Keras network (seconds)")  # fmt: skip
+    parser.add_argument("--precision", default="float32", choices=("float32", "bf16"),
+                        help="arithmetic of the network: bf16 (Keras mixed_bfloat16) is faster on CPUs"
+                             " with bf16 instructions (AVX512-BF16, AMX, Arm BF16) for wide networks; on"
+                             " others the server says so and computes in float32")  # fmt: skip
     parser.add_argument("--fine_tune_layers", type=int, default=2, metavar="K",
                         help="last_k_layers: weighted layers to tune (the head counts as one)")  # fmt: skip
     parser.add_argument("--host", default="127.0.0.1",
@@ -308,10 +312,10 @@ def build_config(args: argparse.Namespace) -> AppConfig:
     loaders, model = startup.load(args)
     dataset_args = batch_dataset_args(args, list(loaders))
     replay = replay_path(args.model_fn) if model.trained else None  # a model without weights has none
+    gate = admission.Gate(args.max_heavy, args.max_waiting)
     sessions = SessionManager(model, args.state_dir, args.fine_tune, replay,
                               options={"k": args.fine_tune_layers}, max_sessions=args.max_sessions,
-                              idle_s=args.session_idle_minutes * 60)  # fmt: skip
-    gate = admission.Gate(args.max_heavy, args.max_waiting)
+                              idle_s=args.session_idle_minutes * 60, gate=gate)  # fmt: skip
     jobs = JobManager(Path(args.state_dir), max_km2=args.max_tile_km2, workers=args.job_workers,
                       max_queued=args.max_queued_jobs, owner=sessions.owner)  # fmt: skip
     return AppConfig(loaders=loaders, model=model, fine_tune=args.fine_tune,

@@ -26,6 +26,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,6 +87,9 @@ class Session:
     curve: list[dict] = field(default_factory=list)
     history: list[Step] = field(default_factory=list)
     lock: threading.RLock = field(default_factory=threading.RLock)
+    #: correction id → the model whose map the user saw there, until `seen` is computed (after the
+    #: answer to /recordCorrection, in a heavy turn; models never change, so it is the same map)
+    unseen: dict[int, ServerModel] = field(default_factory=dict)
     #: time.monotonic() of the last request that used this session
     used: float = 0.0
     #: changes whenever `model` is assigned (see __setattr__): what prediction caches key on
@@ -120,8 +124,12 @@ class SessionManager:
 
     def __init__(self, base: ServerModel, state_dir: str | Path, fine_tune: str = "last_layer",
                  replay_file: str | Path | None = None, options: dict | None = None,
-                 max_sessions: int = MAX_SESSIONS, idle_s: float = IDLE_S, clock=time.monotonic):  # fmt: skip
+                 max_sessions: int = MAX_SESSIONS, idle_s: float = IDLE_S, clock=time.monotonic,
+                 gate=None):  # fmt: skip
         self.base = base
+        #: heavy turns (admission.Gate) for the model work a correction leaves for later; None: none
+        self.gate = gate
+        self.later = ThreadPoolExecutor(max_workers=1, thread_name_prefix="corrections")
         self.store = Store(state_dir)
         self.fine_tune = fine_tune
         self.strategy = finetune.get_strategy(fine_tune)
@@ -240,28 +248,76 @@ class SessionManager:
     # --- corrections ---------------------------------------------------------------------------
 
     def record(self, session_id: str | None, loader, geom, crs, value: int) -> int:
-        """Label the native pixels of `loader` inside `geom` (in `crs`) as `value`; → pixel count."""
+        """Label the native pixels of `loader` inside `geom` (in `crs`) as `value`; → pixel count.
+
+        No model work here (it would wait behind other users' predictions in TensorFlow's one
+        thread pool): the map the user saw, and what the next retrain needs, are computed after the
+        answer, in a heavy turn, or by the retrain if it comes first. Without heavy turns (`gate`
+        None: no server) they are computed here."""
         session = self.get(session_id)
         check_class(value, session.classes, session.id)
         # twice the model's context: the map the user saw, and the features, are then right over the
         # whole area around the correction that anchors are drawn from (training_data.py)
         correction = record(loader, geom, crs, value, context=2 * self.base.padding)
-        correction.seen, correction.seen_trust = seen_map(session.model, correction.image)
         with session.lock:
             check_class(value, session.classes, session.id)
             correction.id = self.store.add_correction(session.id, correction)
             session.corrections.append(correction)
             session.history.append(("correction", correction.id))
-        try:  # ready what the next retrain needs while the user goes on clicking
-            self.strategy.prepare(session.model, self.base, correction, self.source, **self.options)
-        except Exception:  # the retrain will compute it (or report what is wrong)
-            log.exception("could not prepare correction %s for retraining", correction.id)
+            session.unseen[correction.id] = session.model
+            if self.gate is None:  # no heavy turns to leave it to (no server): now
+                self._see(session, [correction])
+        if self.gate is not None:
+            self.later.submit(self._see_later, session, correction.id)
         return correction.count
+
+    def _see_later(self, session: Session, correction_id: int) -> None:
+        """`_see` for one correction, in a heavy turn; the model runs outside the session's lock (the
+        user's next correction does not wait for it)."""
+        if correction_id not in session.unseen:  # a retrain saw to it
+            return
+        try:
+            with self.gate.turn(refusable=False):
+                with session.lock:
+                    model = session.unseen.get(correction_id)
+                    found = [c for c in session.corrections if c.id == correction_id]
+                if model is None or not found:  # seen by a retrain already, or undone
+                    session.unseen.pop(correction_id, None)
+                    return
+                seen = seen_map(model, found[0].image)
+                with session.lock:
+                    if session.unseen.pop(correction_id, None) is not None:
+                        self._store_seen(found[0], seen)
+                self._prepare(model, found[0])
+        except Exception:  # the retrain will compute it (or report what is wrong)
+            log.exception("could not ready correction %s for retraining", correction_id)
+        finally:
+            self.store.close_connection()  # this thread waits for the next correction, maybe for ever
+
+    def _see(self, session: Session, corrections: list[Correction]) -> None:
+        """Give those of `corrections` still without it the map the user saw (stored with them), and
+        ready what the next retrain needs. Called with the session's lock held."""
+        for c in corrections:
+            model = session.unseen.pop(c.id, None) if c.id is not None else None
+            if model is not None:
+                self._store_seen(c, seen_map(model, c.image))
+                self._prepare(model, c)
+
+    def _store_seen(self, c: Correction, seen: tuple[np.ndarray | None, float | None]) -> None:
+        c.seen, c.seen_trust = seen
+        self.store.update_correction(c)
+
+    def _prepare(self, model: ServerModel, c: Correction) -> None:
+        try:  # ready what the next retrain needs while the user goes on clicking
+            self.strategy.prepare(model, self.base, c, self.source, **self.options)
+        except Exception:  # the retrain will compute it (or report what is wrong)
+            log.exception("could not prepare correction %s for retraining", c.id)
 
     def erase(self, session_id: str | None, dataset: str, geom, crs) -> dict:
         """Un-label the session's corrected pixels of `dataset` inside `geom` (in `crs`); undoable."""
         session = self.get(session_id)
         with session.lock:
+            self._see(session, session.corrections)  # the parts kept keep their seen maps
             gone, parts, count = [], [], 0
             for c in session.corrections:
                 inside = pixels_inside(c, geom, crs) if c.dataset == dataset else None
@@ -310,6 +366,7 @@ class SessionManager:
             corrections = list(session.corrections)
             if not corrections:
                 raise RequestError("nothing to learn from yet: correct some pixels first, then retrain")
+            self._see(session, corrections)
             start = time.perf_counter()
             model, info = self.strategy.fit(
                 session.model, self.base, corrections, self.source, **self.options

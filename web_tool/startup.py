@@ -74,6 +74,25 @@ def check_model_serves(model: ServerModel, n_bands: int) -> None:
         )
 
 
+def in_precision(model: ServerModel, precision: str) -> ServerModel:
+    """`model` computing in `precision` where that can pay; otherwise as it is, with a warning."""
+    if precision == "float32":
+        return model
+    if not hasattr(model, "in_bfloat16"):
+        log.warning("--precision bf16: model %r computes in float32 (only Keras networks run in bf16)",
+                    model.name)  # fmt: skip
+        return model
+    from web_tool.ServerModels.precision import cpu_bf16_flag, no_bf16_message
+
+    flag = cpu_bf16_flag()
+    if flag is None:
+        log.warning("%s", no_bf16_message())
+        return model
+    log.info("computing the network in bf16 (Keras mixed_bfloat16: bf16 arithmetic, float32 weights) on"
+             " this CPU's %s instructions", flag)  # fmt: skip
+    return model.in_bfloat16()
+
+
 def open_datasets(configs: list[DatasetConfig], model: ServerModel, args: argparse.Namespace) -> dict:
     """{name: DataLoader} of the datasets that can serve `model`; the others skipped with a warning."""
     n_bands = model.n_bands
@@ -127,7 +146,7 @@ def load(args: argparse.Namespace) -> tuple[dict[str, DataLoader], ServerModel]:
     ModelError when the server cannot serve anything."""
     configs = dataset_configs(args)
     default = next((c for c in configs if c.default), configs[0])
-    model = get_model(args.model)(args.model_fn, classes=default.classes)
+    model = in_precision(get_model(args.model)(args.model_fn, classes=default.classes), args.precision)
     loaders = open_datasets(configs, model, args)
     if model.n_bands is not None:  # a model for any band count checks itself
         check_model_serves(model, model.n_bands)

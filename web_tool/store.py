@@ -138,6 +138,13 @@ class Store:
             self._local.conn = db.connect(self.dir / DB_NAME)
         return self._local.conn
 
+    def close_connection(self) -> None:
+        """Close this thread's connection (for a thread that outlives its work: its files stay open)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
     def transaction(self):
         return _Transaction(self.conn())
 
@@ -189,6 +196,11 @@ class Store:
     def add_correction(self, session_id: str, c: Correction) -> int:
         with self.transaction() as conn:
             return _insert_correction(conn, session_id, c)
+
+    def update_correction(self, c: Correction) -> None:
+        """Store what `c` holds now (its seen map, computed after it was added)."""
+        with self.transaction() as conn:
+            conn.execute("UPDATE corrections SET data = ? WHERE id = ?", (correction_blob(c), c.id))
 
     def session_corrections(self, session_id: str) -> list[Correction]:
         rows = self.conn().execute(

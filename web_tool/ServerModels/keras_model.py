@@ -23,6 +23,7 @@ from web_tool.ServerModels.base import ServerModel  # noqa: E402
 from web_tool.ServerModels.filterbank import filter_bank  # noqa: E402
 from web_tool.ServerModels.heads import LinearHead  # noqa: E402
 from web_tool.ServerModels.keras_io import load_keras_model, split_head  # noqa: E402
+from web_tool.ServerModels.precision import in_bfloat16  # noqa: E402
 from web_tool.ServerModels.tiling import run_tiled  # noqa: E402
 
 
@@ -34,7 +35,12 @@ class KerasSegmentationModel(ServerModel):
     features) the model predicts with the network alone; a learned head needs all the features.
     """
 
-    padding = 32
+    #: context on every side: the demo U-Net's class map with 24 px is the one with 128 px on 99.997 %
+    #: of the pixels (32 px: 99.9999 %, 16 px: 99.97 %; 12 patches of 256 px), and the padded canvas
+    #: is 1.20x the pixels of a 512 px patch instead of 1.27x
+    padding = 24
+    #: "float32", or "bf16" once `in_bfloat16` made it
+    precision = "float32"
     window = 1536  # a padded 1024 px patch runs in one pass; larger inputs are tiled
     overlap = 64
     multiple = 16
@@ -55,10 +61,18 @@ class KerasSegmentationModel(ServerModel):
 
     def _set_body(self, body) -> None:
         self.body = body
+        image = tf.TensorSpec([None, None, None, self.n_bands], tf.float32)
+        kernel, bias = tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([None], tf.float32)
         self._body_fn = tf.function(
-            lambda x: body(x, training=False),
-            input_signature=[tf.TensorSpec([None, None, None, self.n_bands], tf.float32)],
-            reduce_retracing=True,
+            lambda x: tf.cast(body(x, training=False), tf.float32), input_signature=[image]
+        )
+        # the network with a linear head in one graph: softmax(features @ kernel + bias), so the
+        # features never leave TensorFlow (one pass; a few % of the forward time saved)
+        self._probs_fn = tf.function(
+            lambda x, kernel, bias: tf.nn.softmax(
+                tf.tensordot(tf.cast(body(x, training=False), tf.float32), kernel, 1) + bias
+            ),
+            input_signature=[image, kernel, bias],
         )
 
     # --- features ------------------------------------------------------------------------------
@@ -71,8 +85,7 @@ class KerasSegmentationModel(ServerModel):
         return feats
 
     def _run_body(self, batch: np.ndarray) -> list[np.ndarray]:
-        x = tf.convert_to_tensor(batch.astype(np.float32) / 255.0)
-        return [self._body_fn(x).numpy()]
+        return [self._body_fn(network_input(batch)).numpy()]
 
     def features(self, image: np.ndarray) -> np.ndarray:
         deep = self.deep_features(image)
@@ -86,9 +99,28 @@ class KerasSegmentationModel(ServerModel):
     # --- predicting ----------------------------------------------------------------------------
 
     def predict(self, image: np.ndarray) -> np.ndarray:
-        if isinstance(self.head, LinearHead):  # a head on the body's features alone: no filter bank
-            return self.head.predict(self.deep_features(image))
-        return super().predict(image)
+        head = self.head
+        if not isinstance(head, LinearHead):  # a learnt head needs all the features
+            return super().predict(image)
+        if image.shape[-1] != self.n_bands:
+            raise ModelError(f"model expects {self.n_bands} bands, the image has {image.shape[-1]}")
+
+        def network(batch: np.ndarray) -> list[np.ndarray]:
+            return [self._probs_fn(network_input(batch), head.kernel, head.bias).numpy()]
+
+        (probs,) = run_tiled(network, image, self.window, self.overlap, self.multiple)
+        return probs
+
+    def in_bfloat16(self) -> KerasSegmentationModel:
+        """This model computing in bf16 (precision.py), with the same weights and head; its learning
+        (last_k_layers) computes in bf16 too."""
+        try:
+            body = in_bfloat16(self.base_body)
+        except (TypeError, ValueError) as exc:
+            raise ModelError(f"cannot compute this network in bf16: {exc}") from None
+        other = self.with_body(body)
+        other.base_body, other.precision = body, "bf16"
+        return other
 
     # --- a tuned body (last_k_layers) ------------------------------------------------------------
 
@@ -109,6 +141,11 @@ class KerasSegmentationModel(ServerModel):
             raise ModelError("the checkpoint's body weights do not fit the served model's architecture")
         body.set_weights(weights)
         return self.with_body(body)
+
+
+def network_input(batch: np.ndarray) -> tf.Tensor:
+    """NxHxWxB uint8 imagery as the network takes it: float32 in [0, 1]."""
+    return tf.convert_to_tensor(batch.astype(np.float32) / 255.0)
 
 
 def copy_body(body) -> keras.Model:

@@ -76,7 +76,7 @@ def run_network(model: KerasSegmentationModel, network: keras.Model, image: np.n
     way the model runs its body: imagery scaled to [0, 1], tiled, padded to its size multiple."""
 
     def run(batch: np.ndarray) -> list[np.ndarray]:
-        return [np.asarray(network(batch.astype(np.float32) / 255.0, training=False))]
+        return [np.asarray(network(batch.astype(np.float32) / 255.0, training=False), np.float32)]
 
     return run_tiled(run, image, model.window, model.overlap, model.multiple)[0]
 
@@ -145,7 +145,7 @@ def tune(
     @tf.function
     def step():
         with tf.GradientTape() as tape:
-            logits = tf.matmul(part.centre(x), kernel) + bias
+            logits = tf.matmul(tf.cast(part.centre(x), tf.float32), kernel) + bias  # a bf16 tail too
             ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
             drift = tf.add_n([tf.reduce_sum(tf.square(v - s)) for v, s in zip(variables, start, strict=True)])
             loss = tf.reduce_sum(ce * weights) + tail_l2 * drift

@@ -85,7 +85,7 @@ async function predictOn(server, extent) {
     updateCard(server);
     if (server === selectedServer()) refreshOverlay();
     emit("predicted", { server, result });
-    indexClasses(server);
+    whenIdle(() => indexClasses(server)); // its pixel loop would hold up drawing the overlay
   } catch (err) {
     if (!current() || controller.signal.aborted) return;
     requests.get(server).controller = null;
@@ -155,6 +155,9 @@ async function decode(url) {
   ctx.drawImage(img, 0, 0);
   return { canvas, ctx, data: ctx.getImageData(0, 0, canvas.width, canvas.height) };
 }
+
+/** Run `work` when the page is idle (after the overlay it has just been given is drawn). */
+const whenIdle = (work) => (window.requestIdleCallback ? requestIdleCallback(work, { timeout: 2000 }) : setTimeout(work, 100));
 
 const rgbKey = (r, g, b) => (r << 16) | (g << 8) | b;
 const hexRgb = (hex) => [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));

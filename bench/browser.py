@@ -1,0 +1,144 @@
+"""How long from a click on the map to the prediction drawn over it, in a real browser?
+
+Debian's chromium, driven by Playwright as the browser tests drive it (offline: only this machine
+is reachable), opens the tool served with the seed's launch line on the demo, and shift+clicks the
+map as a user does. In the page, the time runs from the click (a capturing listener, before the
+page's own) until the new prediction overlay is decoded and drawn: its image `decode()`d, and the
+next animation frame (the one that paints it) begun. Before each click the
+map's continuous prediction layer has loaded the view's tiles (they are heavy requests too: a click
+while the view is still filling waits behind them, which this does not measure). Each click is a little
+beside the last (a fresh square, never an image the browser has seen), and after each one the very
+request the page sent is replayed with a plain HTTP client against the same server: the HTTP
+/predPatch time of the same square, measured in turns with the clicks. It prints medians and
+their ratio (issue 15 aims at 1.3x at most).
+
+    python bench/browser.py [--repeat 7] [--sizes 256 512]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+from common import REPO, ServerProcess, markdown_table
+
+sys.path.insert(0, str(REPO / "scripts"))
+from offline_chromium import CHROMIUM, CHROMIUM_ARGS, is_local  # noqa: E402
+
+DEMO_MODEL = REPO / "web_tool" / "data" / "demo_model"
+AIM = 1.3
+#: page script: click times and the times each new prediction overlay was drawn
+INSTRUMENT = """() => {
+  window.__clicks = []; window.__drawn = [];
+  document.querySelector("#map").addEventListener("click", (e) => {
+    if (e.shiftKey) window.__clicks.push(performance.now());
+  }, true);
+  const painted = (img) => img.decode().then(() => requestAnimationFrame(
+    () => window.__drawn.push(performance.now())));
+  new MutationObserver((changes) => {
+    for (const c of changes) {
+      const nodes = c.type === "attributes" ? [c.target] : [...c.addedNodes];
+      const img = nodes.find((n) => n.matches?.("img.prediction-overlay"));
+      if (img && img.src.startsWith("data:")) painted(img);
+    }
+  }).observe(document.querySelector("#map"),
+             {subtree: true, childList: true, attributes: true, attributeFilter: ["src"]});
+}"""
+#: no prediction tile of the view is still loading
+SETTLED = """() => ![...document.querySelectorAll('.prediction-tiles img, .uncertainty-tiles img')]
+  .some((tile) => !tile.classList.contains('leaflet-tile-loaded'))"""
+#: zoom so that a predicted square is about `px` screen pixels wide, centred on the dataset
+ZOOM = """(px) => { const s = landcover.state, m = landcover.map;
+  const [w, south, e, n] = s.dataset.bounds_4326, lat = (south + n) / 2;
+  const side = s.patchPixels * s.dataset.resolution / Math.cos(lat * Math.PI / 180);
+  const z = Math.floor(Math.log2(px * 2 * Math.PI * 6378137 / (256 * side)));
+  m.setView([lat, (w + e) / 2], z, {animate: false}); }"""
+
+
+def open_page(browser, url: str):
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    context.set_default_timeout(120_000)
+    context.route(
+        "**/*", lambda r: r.continue_() if is_local(r.request.url) else r.abort("internetdisconnected")
+    )
+    page = context.new_page()
+    page.goto(url)
+    page.wait_for_selector("body[data-ready='true']")
+    page.evaluate(INSTRUMENT)
+    return page
+
+
+def settle(page) -> None:
+    """Wait until the map's prediction tiles of the view have loaded (heavy requests of their own)."""
+    page.wait_for_function(SETTLED, polling=200)
+    time.sleep(0.5)
+
+
+def click_to_overlay(page, x: float, y: float) -> tuple[float, dict]:
+    """Shift+click (x, y) and wait for the overlay; → (seconds from click to painted, request body)."""
+    settle(page)
+    n = page.evaluate("window.__drawn.length")
+    with page.expect_response("**/predPatch") as response:
+        page.keyboard.down("Shift")
+        page.mouse.click(x, y)
+        page.keyboard.up("Shift")
+    if not response.value.ok:
+        raise RuntimeError(f"/predPatch answered {response.value.status}: {response.value.text()[:300]}")
+    page.wait_for_function("(n) => window.__drawn.length > n", arg=n)
+    clicked, drawn = page.evaluate("[window.__clicks.at(-1), window.__drawn.at(-1)]")
+    return (drawn - clicked) / 1000, response.value.request.post_data_json
+
+
+def measure(page, server, size: int, repeat: int) -> dict:
+    page.select_option("#patch-size", str(size))
+    page.evaluate(ZOOM, 600)
+    box = page.locator("#map").bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    browser_s, http_s = [], []
+    for i in range(repeat + 1):  # the first round warms up (a session, the model's graph)
+        x, y = cx + 7 * (i % 5 - 2), cy + 5 * (i // 5 - 1)  # a fresh square each time
+        took, body = click_to_overlay(page, x, y)
+        t0 = time.perf_counter()
+        server.post("/predPatch", body)
+        if i:
+            browser_s.append(took)
+            http_s.append(time.perf_counter() - t0)
+    return {"size": size, "browser": statistics.median(browser_s), "http": statistics.median(http_s)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--repeat", type=int, default=7, help="timed clicks per patch size (median)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512], help="patch sizes in px")
+    args = parser.parse_args()
+    if not CHROMIUM.exists():
+        raise SystemExit(f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    launch = ["--model", "nips_hr", "--model_fn", str(DEMO_MODEL), "--fine_tune", "last_layer"]
+    results = []
+    with ServerProcess(*launch) as server, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = open_page(browser, server.url + "/")
+            for size in args.sizes:
+                results.append(measure(page, server, size, args.repeat))
+                print(f"  {size} px done", flush=True)
+        finally:
+            browser.close()
+    rows = []
+    for r in results:
+        ratio = r["browser"] / r["http"]
+        rows.append([r["size"], f"{r['browser'] * 1000:.0f}", f"{r['http'] * 1000:.0f}", f"{ratio:.2f}x",
+                     f"≤ {AIM}x: {'met' if ratio <= AIM else 'not met'}"])  # fmt: skip
+    print(f"\n{args.repeat} clicks per size, medians; chromium {CHROMIUM}\n")
+    header = ["patch px", "click → overlay drawn ms", "HTTP /predPatch ms", "browser / HTTP", "aim"]
+    print(markdown_table(header, rows))
+
+
+if __name__ == "__main__":
+    main()
