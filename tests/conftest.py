@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import threading
@@ -138,6 +139,9 @@ class LiveServer:
         self.closing = True
         self.server.close()
         self.server.task_dispatcher.shutdown()
+        # an app lives in reference cycles: free it (and its SQLite files) now, not at some later
+        # collection, or a long test session runs past the 1024 file descriptors select() takes
+        gc.collect()
 
 
 def build_app(dataset_specs: list[str], model_fn: Path, tmp_path: Path, **overrides):

@@ -173,9 +173,8 @@ def test_a_retrain_that_comes_first_computes_what_the_user_saw(tiny_dataset_dir,
             sessions.retrain("default")  # as /retrainModel does, inside its own turn
             stored = sessions.store.session_corrections("default")
             assert all(c.seen is not None for c in stored)
-        done = threading.Event()
-        sessions.later.submit(done.set)  # the queued model work finds nothing left to do
-        assert done.wait(60)
+        for thread in [t for t in threading.enumerate() if t.name.startswith("correction-")]:
+            thread.join(60)  # the queued model work finds nothing left to do
         assert [c.seen.tolist() for c in sessions.store.session_corrections("default")] == [
             c.seen.tolist() for c in stored
         ]

@@ -26,7 +26,6 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,7 +128,7 @@ class SessionManager:
         self.base = base
         #: heavy turns (admission.Gate) for the model work a correction leaves for later; None: none
         self.gate = gate
-        self.later = ThreadPoolExecutor(max_workers=1, thread_name_prefix="corrections")
+        self._later = threading.Lock()  # one correction's model work at a time
         self.store = Store(state_dir)
         self.fine_tune = fine_tune
         self.strategy = finetune.get_strategy(fine_tune)
@@ -267,8 +266,9 @@ class SessionManager:
             session.unseen[correction.id] = session.model
             if self.gate is None:  # no heavy turns to leave it to (no server): now
                 self._see(session, [correction])
-        if self.gate is not None:
-            self.later.submit(self._see_later, session, correction.id)
+        if self.gate is not None:  # a thread of its own, which ends (and lets go of what it held) after
+            threading.Thread(target=self._see_later, args=(session, correction.id), daemon=True,
+                             name=f"correction-{correction.id}").start()  # fmt: skip
         return correction.count
 
     def _see_later(self, session: Session, correction_id: int) -> None:
@@ -277,7 +277,7 @@ class SessionManager:
         if correction_id not in session.unseen:  # a retrain saw to it
             return
         try:
-            with self.gate.turn(refusable=False):
+            with self._later, self.gate.turn(refusable=False):
                 with session.lock:
                     model = session.unseen.get(correction_id)
                     found = [c for c in session.corrections if c.id == correction_id]
@@ -291,8 +291,6 @@ class SessionManager:
                 self._prepare(model, found[0])
         except Exception:  # the retrain will compute it (or report what is wrong)
             log.exception("could not ready correction %s for retraining", correction_id)
-        finally:
-            self.store.close_connection()  # this thread waits for the next correction, maybe for ever
 
     def _see(self, session: Session, corrections: list[Correction]) -> None:
         """Give those of `corrections` still without it the map the user saw (stored with them), and

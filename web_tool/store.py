@@ -138,13 +138,6 @@ class Store:
             self._local.conn = db.connect(self.dir / DB_NAME)
         return self._local.conn
 
-    def close_connection(self) -> None:
-        """Close this thread's connection (for a thread that outlives its work: its files stay open)."""
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
-
     def transaction(self):
         return _Transaction(self.conn())
 
