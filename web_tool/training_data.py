@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from web_tool.corrections import Correction, anchor_pixels, sample_pixels
+from web_tool.corrections import NO_CLASS, Correction, anchor_pixels, sample_pixels
 from web_tool.ServerModels.base import ServerModel
 
 log = logging.getLogger(__name__)
@@ -216,23 +216,18 @@ class FeatureSource:
                 self._cache[cache_key] = out
             return out
 
-    def _anchors(
-        self, c: Correction, i: int, values: np.ndarray, weight: float, base_trust: Trust
-    ) -> Samples:
-        """The anchor samples of correction `c` (the `i`-th): as many as the map they come from is
-        trusted (a fixed draw), together weighing as much as the correction."""
+    def _anchors(self, c: Correction, i: int, values: np.ndarray, weight: float) -> Samples:
+        """The anchor samples of correction `c` (the `i`-th), together weighing as much as it does:
+        none unless the base model's map agrees with it (a click that corrects the map lies in a
+        patch of errors more often than not: its neighbours are no evidence of a right map)."""
         assert c.seen is not None  # a correction has anchors only where the user saw a map
         rows, cols = anchor_pixels(c, self.anchors, self.margin)
         seen = c.seen[rows, cols].astype(np.int64)
-        known = seen < len(base_trust.precision)
-        trust = np.full(len(seen), 0.0 if c.seen_trust is None else c.seen_trust)
-        trust[known] = base_trust.map[seen[known]] if c.seen_trust is None else c.seen_trust
-        keep = thinned(trust, c.id or 0) & known
-        n = len(seen)
+        keep = (seen < NO_CLASS) & confirms(c)
         return Samples(
             values[keep],
             seen[keep],
-            np.full(keep.sum(), weight / max(1, n)),
+            np.full(keep.sum(), weight / max(1, len(seen))),
             np.full(keep.sum(), i),
             np.zeros(keep.sum(), bool),
         )
@@ -275,7 +270,7 @@ class FeatureSource:
                 )
             )
             if len(anchors) and base_trust is not None:
-                parts.append(self._anchors(c, i, anchors, weight, base_trust))
+                parts.append(self._anchors(c, i, anchors, weight))
         out = Samples.concat(parts)
         out.y = out.y.astype(np.int64)
         out = out.subset((out.y < n_classes) & (out.w > 0))  # seen classes undone since; untrusted maps
@@ -290,6 +285,12 @@ class FeatureSource:
         return out
 
 
+def confirms(c: Correction) -> bool:
+    """Whether the map the user saw already gave most of the correction's pixels its class."""
+    assert c.seen is not None
+    return bool(np.mean(c.seen[c.rows, c.cols] == c.value) > 0.5)
+
+
 def thinned(trust: np.ndarray, seed: int) -> np.ndarray:
     """Which samples to keep: each with probability `trust` (a fixed draw for a seed). Thinning, not
     down-weighting, is what makes an untrusted map lose its say in a forest: a leaf full of
@@ -299,10 +300,10 @@ def thinned(trust: np.ndarray, seed: int) -> np.ndarray:
 
 @dataclass
 class Trust:
-    """How far the base model's word counts. Its replay sample's pixels of class k tell what k looks
-    like: they count as far as the base model's k is both found where the user says k (`recall`)
-    and right where it says k (`precision`). The map it drew counts as far as it mostly agrees with
-    the corrections (`agreement`) and is right about the class it said there (`precision`)."""
+    """How far the base model's word counts, per class: its replay sample's pixels of class k tell
+    what k looks like as far as the base model's k is both found where the user says k (`recall`)
+    and right where it says k (`precision`); the map it drew counts as far as the class it said
+    there is right (`precision`). `agreement` is the share of corrections it agrees with."""
 
     precision: np.ndarray
     recall: np.ndarray
@@ -314,23 +315,16 @@ class Trust:
         not be outnumbered by the base model's idea of the same pixels."""
         return np.minimum(self.precision, self.recall) ** 2
 
-    @property
-    def map(self) -> np.ndarray:
-        """A map that disagrees with half of what the user checked has no say; one that agrees with
-        all of it counts as far as its class is right."""
-        return self.precision * max(0.0, 2 * self.agreement - 1)
-
     @classmethod
     def none(cls, n_classes: int) -> Trust:
         return cls(np.zeros(n_classes), np.zeros(n_classes), 0.0)
 
 
 def base_trust(base: ServerModel, n_classes: int, labelled: Samples, prior_weight: float = 1.0) -> Trust:
-    """How far to trust the base model, from its agreement with the corrections (none of which
-    trained it); a correction votes once (its pixels' majority). Per class, precision and recall
-    are shrunk toward the rate of the classes checked (see `shrunk`) with `prior_weight`
-    corrections' worth; the overall agreement toward 1 with twice that (one or two contradicting
-    clicks are not enough to silence the base model's map).
+    """How far to trust the base model's replay sample, from its agreement with the corrections
+    (none of which trained it); a correction votes once (its pixels' majority). Per class,
+    precision and recall are shrunk toward the rate of the classes checked (see `shrunk`) with
+    `prior_weight` corrections' worth; the overall agreement toward 1 with twice that.
 
     `labelled` are the corrected pixels' samples under a model whose features the base head reads.
     """
