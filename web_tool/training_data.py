@@ -5,18 +5,19 @@ part gives for `last_k_layers`):
 
 - **corrections**: the pixels the user labelled (a fixed sample of at most `per_correction` of
   each correction). A correction weighs sqrt(its pixel count): a click 1, a 100-pixel stroke 10.
-- **anchors**: pixels around each correction that it does not label, with the class the user saw
-  there when correcting (`Correction.seen`). What the user left alone counts as accepted; an
-  anchor set weighs as much as its correction times the trust in the map it comes from. This is
-  what keeps clicks on a map that is already right from making it worse, and what keeps a
-  flip-flopping fit from undoing earlier rounds.
+- **anchors**: pixels around a correction that confirms the base model's map (the user labelled
+  the class it already showed there), with that map's classes: what the user checked and left
+  alone counts as accepted, so clicks on a map that is already right never make it worse. A
+  correction that contradicts the map has none: it lies in a patch of errors more often than not.
+  Maps the session learnt give none either (taking their errors as accepted kept them).
 - **replay**: a sample of the base model's own training data (`<model>.replay.npz`: `images`
   (N, S, S, B) uint8, `labels` (N, S, S)), so classes nobody corrected are not forgotten.
 
-How much the base model counts (its replay sample, and the anchors of the map it drew) follows the
-evidence: how well it agrees with the user's corrections, none of which it was trained on. On
-imagery it knows, that is high and the fit holds on to it; on imagery it has never seen (a
-synthetic-trained network on real NAIP) it is low, and the corrections decide alone.
+How much the replay sample counts follows the evidence, per class: how well the base model agrees
+with the user's corrections of that class, none of which it was trained on, starting from PRIOR
+agreeing corrections' worth of benefit of the doubt. Corrections are chosen where the map is
+wrong, so they always find the base model wrong; the prior keeps its say over the first few dozen
+clicks, on imagery it knows, and lets the corrections decide once they pile up.
 
 Values that do not depend on the session (the base extractor's features) are cached per
 correction and for the replay sample, so retraining with hundreds of corrections stays fast.
@@ -302,8 +303,8 @@ def thinned(trust: np.ndarray, seed: int) -> np.ndarray:
 class Trust:
     """How far the base model's word counts, per class: its replay sample's pixels of class k tell
     what k looks like as far as the base model's k is both found where the user says k (`recall`)
-    and right where it says k (`precision`); the map it drew counts as far as the class it said
-    there is right (`precision`). `agreement` is the share of corrections it agrees with."""
+    and right where it says k (`precision`). `agreement` is the share of corrections it agrees
+    with (both with the prior)."""
 
     precision: np.ndarray
     recall: np.ndarray
