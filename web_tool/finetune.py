@@ -37,6 +37,9 @@ from web_tool.training_data import FeatureSource, Samples, Trust, base_trust
 TREES = 40
 #: their depth: shallower trees generalise better from a few hundred clicks, and predict faster
 MAX_DEPTH = 12
+#: the least weight a leaf may hold, in clicks (a click weighs 1): light samples (anchors, replay)
+#: cannot carve out leaves of their own around the corrections that contradict them
+MIN_LEAF_WEIGHT = 0.5
 #: trees of each forest cross-validation fits (five of them cost about one full forest)
 CV_TREES = 8
 #: threads the forest fits and predicts with
@@ -96,7 +99,13 @@ def fit_forest(samples: Samples, n_classes: int, trees: int = TREES, seed: int =
     from sklearn.ensemble import RandomForestClassifier
 
     check_two_classes(samples)
-    forest = RandomForestClassifier(trees, max_depth=MAX_DEPTH, n_jobs=FOREST_JOBS, random_state=seed)
+    forest = RandomForestClassifier(
+        trees,
+        max_depth=MAX_DEPTH,
+        n_jobs=FOREST_JOBS,
+        random_state=seed,
+        min_weight_fraction_leaf=min(0.5, MIN_LEAF_WEIGHT / float(samples.w.sum())),
+    )
     forest.fit(samples.x, samples.y, sample_weight=samples.w)
     return ClassifierHead(forest, n_classes)
 
