@@ -6,9 +6,9 @@ lies inside the area (a box too small to hold a centre labels the pixel under it
 keeps the native-grid imagery around those pixels, `context` pixels wider on every side, so
 features can be recomputed at any time without going back to the dataset.
 
-It also keeps the base model's map there when the user saw it (`seen`: its classes over that
-window): as far as the evidence trusts the base model, what the user left alone around a
-correction is taken as accepted, so learning keeps it (training_data.py, "anchors").
+It also keeps the map the user saw there when correcting (`seen`: the session model's classes over
+that window) and how far that map was to be trusted (`seen_trust`): what the user left alone
+around a correction is taken as accepted, so learning keeps it (see finetune.py, "anchors").
 """
 
 from __future__ import annotations
@@ -49,9 +49,10 @@ class Correction:
     image: np.ndarray
     transform: tuple[float, ...]
     id: int | None = None
-    #: HxW classes of the base model's map the user saw over `image` (NO_CLASS where there was
-    #: none; None when the user saw a map the session learnt, or none)
+    #: HxW classes of the map the user saw over `image` (NO_CLASS where there was none)
     seen: np.ndarray | None = None
+    #: the seen map's estimated accuracy (None: it was the base model's, judged when learning)
+    seen_trust: float | None = None
 
     @property
     def count(self) -> int:
@@ -145,7 +146,7 @@ def without(c: Correction, drop: np.ndarray) -> Correction:
     keep = ~drop
     return Correction(dataset=c.dataset, crs=c.crs, value=c.value, xs=c.xs[keep], ys=c.ys[keep],
                       rows=c.rows[keep], cols=c.cols[keep], image=c.image, transform=c.transform,
-                      seen=c.seen)  # fmt: skip
+                      seen=c.seen, seen_trust=c.seen_trust)  # fmt: skip
 
 
 def anchor_pixels(c: Correction, n: int, margin: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -301,8 +301,8 @@ class SessionManager:
                 self._store_seen(c, seen_map(model, c.image))
                 self._prepare(model, c)
 
-    def _store_seen(self, c: Correction, seen: np.ndarray | None) -> None:
-        c.seen = seen
+    def _store_seen(self, c: Correction, seen: tuple[np.ndarray | None, float | None]) -> None:
+        c.seen, c.seen_trust = seen
         self.store.update_correction(c)
 
     def _prepare(self, model: ServerModel, c: Correction) -> None:
@@ -501,16 +501,16 @@ class SessionManager:
                 "session": session.id, "checkpoint": row["id"], "classes": session.classes}  # fmt: skip
 
 
-def seen_map(model: ServerModel, image: np.ndarray) -> np.ndarray | None:
-    """The classes the base model `model` maps over a correction's window, or None when the user
-    saw another map: one the session learnt (its errors near a click would be taken as accepted and
-    kept: measured on the real development imagery, that undid most of what later clicks taught),
-    or none yet. Pixels without imagery (zero in every band) are NO_CLASS."""
-    if not model.trained or model.learnt:
-        return None
+def seen_map(model: ServerModel, image: np.ndarray) -> tuple[np.ndarray | None, float | None]:
+    """(the classes `model` maps over a correction's window, and how far that map is trusted), or
+    (None, None) when it maps nothing yet. A map the session learnt is the user's own: fully
+    trusted; the base model's (None) is judged by the evidence when learning (training_data.Trust).
+    Pixels without imagery (zero in every band) are NO_CLASS."""
+    if not model.trained:
+        return None, None
     seen = model.predict(image).argmax(axis=-1).astype(np.uint8)
     seen[~image.any(axis=-1)] = NO_CLASS
-    return seen
+    return seen, (1.0 if model.learnt else None)
 
 
 def stored_ids(corrections: list[Correction]) -> list[int]:

@@ -98,9 +98,10 @@ def iso_time(t: float) -> str:
 def correction_blob(c: Correction) -> bytes:
     buf = io.BytesIO()
     seen = {} if c.seen is None else {"seen": c.seen}
+    trust = {} if c.seen_trust is None else {"seen_trust": np.float64(c.seen_trust)}
     np.savez_compressed(buf, xs=c.xs, ys=c.ys, rows=c.rows, cols=c.cols, image=c.image,
                         transform=np.array(c.transform, dtype=np.float64), allow_pickle=False,
-                        **seen)  # fmt: skip
+                        **seen, **trust)  # fmt: skip
     return buf.getvalue()
 
 
@@ -108,9 +109,11 @@ def correction_from_row(row) -> Correction:
     """The correction a row stores (rows written before `seen` existed have no seen map)."""
     with np.load(io.BytesIO(row["data"]), allow_pickle=False) as f:
         seen = f["seen"] if "seen" in f.files else None
+        trust = float(f["seen_trust"]) if "seen_trust" in f.files else None
         return Correction(dataset=row["dataset"], crs=row["crs"], value=row["value"], xs=f["xs"], ys=f["ys"],
                           rows=f["rows"], cols=f["cols"], image=f["image"],
-                          transform=tuple(f["transform"].tolist()), id=row["id"], seen=seen)  # fmt: skip
+                          transform=tuple(f["transform"].tolist()), id=row["id"], seen=seen,
+                          seen_trust=trust)  # fmt: skip
 
 
 class Store:

@@ -5,11 +5,12 @@ part gives for `last_k_layers`):
 
 - **corrections**: the pixels the user labelled (a fixed sample of at most `per_correction` of
   each correction). A correction weighs sqrt(its pixel count): a click 1, a 100-pixel stroke 10.
-- **anchors**: pixels around a correction that confirms the base model's map (the user labelled
-  the class it already showed there), with that map's classes: what the user checked and left
-  alone counts as accepted, so clicks on a map that is already right never make it worse. A
-  correction that contradicts the map has none: it lies in a patch of errors more often than not.
-  Maps the session learnt give none either (taking their errors as accepted kept them).
+- **anchors**: pixels around a correction with the class the map the user saw showed there: what
+  the user left alone counts as accepted. Around a correction made on a map the session learnt
+  (the user's own work), always: this keeps a later round from undoing an earlier one. Around one
+  made on the base model's map, only where it confirms that map (the user labelled the class it
+  already showed): so clicks on a map that is already right never make it worse, while a click
+  that corrects the base model lies in a patch of its errors more often than not.
 - **replay**: a sample of the base model's own training data (`<model>.replay.npz`: `images`
   (N, S, S, B) uint8, `labels` (N, S, S)), so classes nobody corrected are not forgotten.
 
@@ -219,12 +220,12 @@ class FeatureSource:
 
     def _anchors(self, c: Correction, i: int, values: np.ndarray, weight: float) -> Samples:
         """The anchor samples of correction `c` (the `i`-th), together weighing as much as it does:
-        none unless the base model's map agrees with it (a click that corrects the map lies in a
-        patch of errors more often than not: its neighbours are no evidence of a right map)."""
+        around a correction made on a learnt map, or one that confirms the base model's map; none
+        around one that corrects the base model (a patch of its errors more often than not)."""
         assert c.seen is not None  # a correction has anchors only where the user saw a map
         rows, cols = anchor_pixels(c, self.anchors, self.margin)
         seen = c.seen[rows, cols].astype(np.int64)
-        keep = (seen < NO_CLASS) & confirms(c)
+        keep = (seen < NO_CLASS) & (c.seen_trust is not None or confirms(c))
         return Samples(
             values[keep],
             seen[keep],
