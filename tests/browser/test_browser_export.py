@@ -47,7 +47,7 @@ def test_drawn_rectangle_exports_with_progress_downloads_and_a_class_chart(open_
     body = started.value.request.post_data_json
     assert body["geometry"]["type"] == "Polygon" and body["crs"] == 4326  # the drawn rectangle
     assert body["dataset"] == page.evaluate("landcover.state.dataset.name")
-    assert page.locator("#export-progress").is_visible()
+    page.locator("#export-progress").wait_for(state="visible")  # shown once the page has read the 202
     wait_for_job(page)
     assert page.locator("#export-progress").evaluate("p => p.value") == 1
     assert page.locator("#export-state").inner_text().startswith("done")
