@@ -9,8 +9,10 @@ part gives for `last_k_layers`):
   the user left alone counts as accepted. Around a correction made on a map the session learnt
   (the user's own work), always: this keeps a later round from undoing an earlier one. Around one
   made on the base model's map, only where it confirms that map (the user labelled the class it
-  already showed): so clicks on a map that is already right never make it worse, while a click
-  that corrects the base model lies in a patch of its errors more often than not.
+  already showed) and as far as that map is trusted (`Trust.map`): so clicks on a map that is
+  already right never make it worse, while a click that corrects the base model lies in a patch
+  of its errors more often than not, and a chance hit of a base model that is mostly wrong
+  (the synthetic demo model on real NAIP) is no evidence for the map around it.
 - **replay**: a sample of the base model's own training data (`<model>.replay.npz`: `images`
   (N, S, S, B) uint8, `labels` (N, S, S)), so classes nobody corrected are not forgotten.
 
@@ -218,14 +220,20 @@ class FeatureSource:
                 self._cache[cache_key] = out
             return out
 
-    def _anchors(self, c: Correction, i: int, values: np.ndarray, weight: float) -> Samples:
+    def _anchors(
+        self, c: Correction, i: int, values: np.ndarray, weight: float, base_trust: Trust
+    ) -> Samples:
         """The anchor samples of correction `c` (the `i`-th), together weighing as much as it does:
-        around a correction made on a learnt map, or one that confirms the base model's map; none
-        around one that corrects the base model (a patch of its errors more often than not)."""
+        around a correction made on a learnt map, or one that confirms the base model's map (as
+        many as that map is trusted); none around one that corrects the base model (a patch of its
+        errors more often than not)."""
         assert c.seen is not None  # a correction has anchors only where the user saw a map
         rows, cols = anchor_pixels(c, self.anchors, self.margin)
         seen = c.seen[rows, cols].astype(np.int64)
-        keep = (seen < NO_CLASS) & (c.seen_trust is not None or confirms(c))
+        if c.seen_trust is not None:  # a map the session learnt: the user's own work
+            keep = seen < NO_CLASS
+        else:  # the base model's map: only around a click that confirms it, as far as it is trusted
+            keep = (seen < NO_CLASS) & confirms(c) & thinned(np.full(len(seen), base_trust.map), c.id or 0)
         return Samples(
             values[keep],
             seen[keep],
@@ -272,7 +280,7 @@ class FeatureSource:
                 )
             )
             if len(anchors) and base_trust is not None:
-                parts.append(self._anchors(c, i, anchors, weight))
+                parts.append(self._anchors(c, i, anchors, weight, base_trust))
         out = Samples.concat(parts)
         out.y = out.y.astype(np.int64)
         out = out.subset((out.y < n_classes) & (out.w > 0))  # seen classes undone since; untrusted maps
@@ -310,6 +318,12 @@ class Trust:
     precision: np.ndarray
     recall: np.ndarray
     agreement: float
+
+    @property
+    def map(self) -> float:
+        """The base model's map counts for nothing while it disagrees with half of what the user
+        checked, and fully once it agrees with all of it."""
+        return max(0.0, 2 * self.agreement - 1)
 
     @property
     def replay(self) -> np.ndarray:
