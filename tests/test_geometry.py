@@ -100,3 +100,11 @@ def test_a_geojson_type_that_is_not_a_string_is_named_not_a_crash(kind):
         polygon_from_geojson(
             {"type": kind, "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]}, max_vertices=100
         )
+
+
+@pytest.mark.parametrize("features", [5, "abc", {"type": "Feature"}, None])
+def test_a_feature_collection_whose_features_are_not_a_list_is_named_not_a_crash(features):
+    from web_tool.geometry import polygon_from_geojson
+
+    with pytest.raises(ExtentError, match="must be a list of GeoJSON Features"):
+        polygon_from_geojson({"type": "FeatureCollection", "features": features}, max_vertices=100)

@@ -301,7 +301,10 @@ def _polygon_parts(obj: object) -> BaseGeometry:
         raise ExtentError("geometry must be a GeoJSON object")
     kind = obj.get("type")
     if kind == "FeatureCollection":
-        parts = [_polygon_parts(f) for f in obj.get("features") or []]
+        features = obj.get("features")
+        if not isinstance(features, list):
+            raise ExtentError('a FeatureCollection\'s "features" must be a list of GeoJSON Features')
+        parts = [_polygon_parts(f) for f in features]
         if not parts:
             raise ExtentError("the FeatureCollection holds no features")
         # one MultiPolygon of all the parts (overlaps are merged when made valid); the stubs cannot tell
