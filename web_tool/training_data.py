@@ -231,9 +231,10 @@ class FeatureSource:
         rows, cols = anchor_pixels(c, self.anchors, self.margin)
         seen = c.seen[rows, cols].astype(np.int64)
         if c.seen_trust is not None:  # a map the session learnt: the user's own work
-            keep = seen < NO_CLASS
+            trust = c.seen_trust
         else:  # the base model's map: only around a click that confirms it, as far as it is trusted
-            keep = (seen < NO_CLASS) & confirms(c) & thinned(np.full(len(seen), base_trust.map), c.id or 0)
+            trust = base_trust.map if confirms(c) else 0.0
+        keep = (seen < NO_CLASS) & thinned(np.full(len(seen), trust), c.id or 0)
         return Samples(
             values[keep],
             seen[keep],
@@ -313,7 +314,7 @@ class Trust:
     """How far the base model's word counts, per class: its replay sample's pixels of class k tell
     what k looks like as far as the base model's k is both found where the user says k (`recall`)
     and right where it says k (`precision`). `agreement` is the share of corrections it agrees
-    with (both with the prior)."""
+    with. All three start from PRIOR agreeing corrections."""
 
     precision: np.ndarray
     recall: np.ndarray
