@@ -53,6 +53,8 @@ warnings.filterwarnings("ignore", category=NodataShadowWarning)
 # pass; rasterio silences the warning with catch_warnings(), which concurrent threads undo.
 warnings.filterwarnings("ignore", category=NotGeoreferencedWarning, module=r"rasterio\.warp")
 
+#: resamplings that write the destination pixels whose centre falls on the source, as nearest does
+CENTRE_SAMPLED = (Resampling.nearest, Resampling.bilinear)
 #: Largest patch (in output pixels, padding excluded) that one request may read.
 MAX_PATCH_PIXELS = 2048 * 2048
 #: Longest side of such a patch, in pixels (a thin strip fits the pixel cap, but not a PNG).
@@ -101,11 +103,15 @@ def read_into(src, grid: Grid, bands: list[int], resampling: Resampling, f: Rast
     Returns ((B,h,w) array in the file's own data type, hxw valid mask, (row slice, col slice) of
     that part in `grid`), or None when `src` does not reach into the grid. The source is read at
     about the grid's resolution (so zoomed-out reads stay cheap), and only the covered part of the
-    grid is warped. Pixels the file masks are invalid: its dataset mask, or with `f` (what start-up
-    learnt of the file) as `f.valid_mask` says, with `nodata` for a file that declares none. With
-    `max_px`, a large file without overviews is sampled (nearest) at a resolution that touches
-    blocks of at most that many pixels in all: coarser, but bounded.
+    grid is warped; a grid on the file's own pixel lattice is read as it is, without a warp. Pixels
+    the file masks are invalid: its dataset mask, or with `f` (what start-up learnt of the file) as
+    `f.valid_mask` says, with `nodata` for a file that declares none. With `max_px`, a large file
+    without overviews is sampled (nearest) at a resolution that touches blocks of at most that many
+    pixels in all: coarser, but bounded.
     """
+    offset = lattice_offset(src, grid)
+    if offset is not None:
+        return read_on_lattice(src, grid, offset, bands, f, nodata)
     extent = grid.extent.to_crs(src.crs)
     if src.crs.is_geographic:  # the copy of the extent on the file's side of the antimeridian
         extent = extent.shifted_near((src.bounds.left + src.bounds.right) / 2)
@@ -125,18 +131,67 @@ def read_into(src, grid: Grid, bands: list[int], resampling: Resampling, f: Rast
         read_resampling = Resampling.nearest if sampled else read_resampling
     data = src.read(bands, window=window, out_shape=(len(bands), *shape),
                     resampling=read_resampling if factor > 1 else Resampling.nearest)  # fmt: skip
-    if f is None:
-        mask = src.dataset_mask(window=window, out_shape=shape)
-    else:
-        mask = f.valid_mask(src, data, window, shape, nodata)
+    all_valid = f is not None and f.all_valid(nodata) and resampling in CENTRE_SAMPLED
+    mask = None if all_valid else file_mask(src, data, window, shape, f, nodata)
     transform = src.window_transform(window) @ Affine.scale(window.width / shape[1], window.height / shape[0])
-    out = np.zeros((len(bands), grid.height, grid.width), dtype=data.dtype)
-    out_mask = np.zeros((grid.height, grid.width), dtype=np.uint8)
-    common = dict(src_transform=transform, src_crs=src.crs, dst_transform=grid.transform,
-                  dst_crs=grid.crs)  # fmt: skip
+    out, valid = warp(data, mask, transform, src.crs, grid, resampling)
+    return out, valid, slices
+
+
+def file_mask(src, data: np.ndarray, window: Window, shape: tuple[int, int], f: RasterFile | None,
+              nodata: float | None) -> np.ndarray:  # fmt: skip
+    """HxW uint8 mask (255 valid) of `data`, read at `window` into `shape`: the dataset mask, or with
+    `f` as `f.valid_mask` says."""
+    if f is None:
+        return src.dataset_mask(window=window, out_shape=shape)
+    return f.valid_mask(src, data, window, shape, nodata)
+
+
+def warp(data: np.ndarray, mask: np.ndarray | None, transform: Affine, crs, grid: Grid,
+         resampling: Resampling) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """((B,H,W) `data` warped into `grid`, HxW valid) from `data` on `transform` in `crs` and its
+    `mask` (warped nearest); mask None: every pixel is valid (`resampling` is CENTRE_SAMPLED)."""
+    common = dict(src_transform=transform, src_crs=crs, dst_transform=grid.transform, dst_crs=grid.crs)
+    if mask is None:
+        # a band of ones warped with the data lands on exactly the pixels a warp of an all-valid
+        # mask would (GDAL writes the pixels whose centre falls on the source, with nearest as with
+        # bilinear): one warp, not two
+        data = np.concatenate([data, np.ones((1, *data.shape[1:]), data.dtype)])
+    out = np.zeros((len(data), grid.height, grid.width), dtype=data.dtype)
     reproject(data, out, resampling=resampling, num_threads=2, **common)
+    if mask is None:
+        return out[:-1], out[-1] > 0
+    out_mask = np.zeros((grid.height, grid.width), dtype=np.uint8)
     reproject(mask, out_mask, resampling=Resampling.nearest, **common)
-    return out, out_mask > 0, slices
+    return out, out_mask > 0
+
+
+def lattice_offset(src, grid: Grid) -> tuple[int, int] | None:
+    """(row, col) of `grid`'s first pixel among `src`'s pixels when `grid` lies on the file's own
+    pixel lattice (same CRS, same pixel size, a whole number of pixels away), else None."""
+    t, g = src.transform, grid.transform
+    if (t.b, t.d, g.b, g.d) != (0, 0, 0, 0) or not (math.isclose(t.a, g.a) and math.isclose(t.e, g.e)):
+        return None
+    col, row = ~t * (g.c, g.f)
+    if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6 or grid.crs != src.crs:
+        return None
+    return round(row), round(col)
+
+
+def read_on_lattice(src, grid: Grid, offset: tuple[int, int], bands: list[int], f: RasterFile | None,
+                    nodata: float | None):  # fmt: skip
+    """read_into for a `grid` on the file's own lattice, `offset` (row, col) pixels into it: the
+    pixels as they are (what a warp gives there, without its cost)."""
+    row, col = offset
+    row0, col0 = max(0, row), max(0, col)
+    row1, col1 = min(src.height, row + grid.height), min(src.width, col + grid.width)
+    if row1 <= row0 or col1 <= col0:
+        return None
+    window = Window(col0, row0, col1 - col0, row1 - row0)
+    shape = (row1 - row0, col1 - col0)
+    data = src.read(bands, window=window)
+    slices = (slice(row0 - row, row1 - row), slice(col0 - col, col1 - col))
+    return data, file_mask(src, data, window, shape, f, nodata) > 0, slices
 
 
 def bounded_shape(shape: tuple[int, int], window: Window, block: tuple[int, int], max_blocks: int):

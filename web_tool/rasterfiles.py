@@ -82,6 +82,10 @@ class RasterFile:
             mask[(data == missing).all(axis=0)] = 0
         return mask
 
+    def all_valid(self, nodata: float | None = None) -> bool:
+        """Whether `valid_mask` is all valid whatever is read: no mask, alpha or missing value."""
+        return not self.masked and self.extra_alpha is None and self.missing_value(nodata) is None
+
     def missing_value(self, configured: float | None) -> float | None:
         """The value that, in every band, marks a missing pixel beyond what the file masks itself:
         the dataset's `nodata` for a file that declares none, else 0 for a file with black borders."""
