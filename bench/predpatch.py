@@ -10,10 +10,12 @@ run, in turns (so that a busy spell of this shared machine falls on all alike):
   - seed:    the seed tool's tiling scheme (240 px windows, 40 px margins, its weighted blending,
              keras `predict` in batches) with the same model on the same pixels;
 and prints medians, HTTP / forward against the aims (1.6x at 256 px, 1.3x at 512 px), and where a
-prediction's time goes, stage by stage, timed in this process with the server's own functions:
-read + warp (the padded canvas), forward (the network's body on it), head (the rest of the
-model), render (class colours, blend, uncertainty), encode (four PNGs), JSON; what is left of
-the HTTP time is the server and the wire.
+prediction's time goes, stage by stage, timed in this process with the server's own functions
+in the same turns as the HTTP requests: read + warp (the padded canvas), forward (the network's
+body on it), head (the rest of the model), render (class colours, blend, uncertainty), encode
+(four PNGs), JSON; what is left of the HTTP time is the server and the wire (and what the
+server's process pays that this one does not: its malloc settings return freed memory at once,
+so its large arrays are faulted in afresh on every request).
 
 With `--precision bf16` it measures bf16 instead (see precision.py): the speed-up of the network's
 forward pass over float32 for the demo model and for U-Nets the size of real NAIP models (32 and 64
@@ -98,8 +100,9 @@ def bare_forward(network):
     return lambda image: run(network_input(image[None])).numpy()
 
 
-def stage_medians(loader, model, extent, weights, colors, repeat: int) -> dict[str, float]:
-    """Seconds (medians) of each stage of /predPatch, run with the server's functions in this process."""
+def stage_runs(loader, model, extent, weights, colors) -> dict:
+    """The stages of /predPatch as calls of the server's own functions in this process, to be timed
+    in the same turns as the HTTP request (a busy spell of the machine falls on both alike)."""
     from web_tool.predict import encode_maps, input_rgb, pred_patch, read_padded, render_maps
     from web_tool.rendering import png_base64
 
@@ -108,19 +111,14 @@ def stage_medians(loader, model, extent, weights, colors, repeat: int) -> dict[s
     probs = model.predict(padded.data)[pad:-pad, pad:-pad]
     hard, soft, score = render_maps(probs, weights, colors)
     response = pred_patch(loader, model, extent, weights)
-    times = interleaved_medians(
-        {
-            "read + warp": lambda: read_padded(loader, extent, pad),
-            "forward": lambda: model.deep_features(padded.data),
-            "forward + head": lambda: model.predict(padded.data),
-            "render": lambda: render_maps(probs, weights, colors),
-            "encode": lambda: (png_base64(input_rgb(patch)), encode_maps(patch, hard, soft, score)),
-            "JSON": lambda: json.dumps(response),
-        },
-        repeat,
-    )
-    times["head"] = max(0.0, times.pop("forward + head") - times["forward"])
-    return times
+    return {
+        "read + warp": lambda: read_padded(loader, extent, pad),
+        "forward": lambda: model.deep_features(padded.data),
+        "forward + head": lambda: model.predict(padded.data),
+        "render": lambda: render_maps(probs, weights, colors),
+        "encode": lambda: (png_base64(input_rgb(patch)), encode_maps(patch, hard, soft, score)),
+        "JSON": lambda: json.dumps(response),
+    }
 
 
 def cpu_of(clock, out: list[float], fn) -> None:
@@ -168,9 +166,11 @@ def http_report(args) -> list[dict]:
             }
             if not args.no_seed:
                 runs["seed"] = lambda image=image: seed_scheme(network, image)
-            times = interleaved_medians(runs, args.repeat)
+            stage_fns = stage_runs(loader, model, extent, weights, colors)
+            times = interleaved_medians({**runs, **stage_fns}, args.repeat)
             cpu_s = {k: statistics.median(v[-args.repeat :]) for k, v in cpu.items()}
-            stages = stage_medians(loader, model, extent, weights, colors, args.repeat)
+            stages = {name: times.pop(name) for name in stage_fns}
+            stages["head"] = max(0.0, stages.pop("forward + head") - stages["forward"])
             results.append({"size": size, "pixels": image.shape[:2], **times, "cpu": cpu_s, "stages": stages})
             print(f"  {size} px done", flush=True)
     print()

@@ -44,7 +44,9 @@ class RasterPool:
         """An open dataset of `path` for this thread alone (with REMOTE_OPTIONS when remote)."""
         stamp = file_stamp(path)
         with rasterio.Env(**remote_options()) if is_remote(path) else nullcontext():
-            src = self._take(stamp) or rasterio.open(path)
+            src = self._take(stamp)
+            if src is None:
+                src = rasterio.open(path)
             try:
                 yield src
             except BaseException:
@@ -57,20 +59,16 @@ class RasterPool:
             stale = [key for key in self._idle if key[0] == stamp[0] and key[1] != stamp]
             for key in stale:  # the file changed since: its datasets read the old one
                 self._idle.pop(key).close()
-            key = next((key for key in self._idle if key[1] == stamp), None)
-            return None if key is None else self._idle.pop(key)
+            for key in self._idle:
+                if key[1] == stamp:
+                    return self._idle.pop(key)
+            return None
 
     def _give(self, stamp: tuple, src: rasterio.io.DatasetReader) -> None:
         with self._lock:
             self._idle[(stamp[0], stamp, id(src))] = src
             while len(self._idle) > self.max_idle:
                 self._idle.popitem(last=False)[1].close()
-
-    def close(self) -> None:
-        """Close every idle dataset."""
-        with self._lock:
-            while self._idle:
-                self._idle.popitem()[1].close()
 
     def __len__(self) -> int:
         return len(self._idle)
