@@ -112,12 +112,12 @@ def stage_runs(loader, model, extent, weights, colors) -> dict:
     hard, soft, score = render_maps(probs, weights, colors)
     response = pred_patch(loader, model, extent, weights)
     return {
-        "read + warp": lambda: read_padded(loader, extent, pad),
-        "forward": lambda: model.deep_features(padded.data),
-        "forward + head": lambda: model.predict(padded.data),
-        "render": lambda: render_maps(probs, weights, colors),
-        "encode": lambda: (png_base64(input_rgb(patch)), encode_maps(patch, hard, soft, score)),
-        "JSON": lambda: json.dumps(response),
+        "stage: read + warp": lambda: read_padded(loader, extent, pad),
+        "stage: forward": lambda: model.deep_features(padded.data),
+        "stage: forward + head": lambda: model.predict(padded.data),
+        "stage: render": lambda: render_maps(probs, weights, colors),
+        "stage: encode": lambda: (png_base64(input_rgb(patch)), encode_maps(patch, hard, soft, score)),
+        "stage: JSON": lambda: json.dumps(response),
     }
 
 
@@ -169,7 +169,7 @@ def http_report(args) -> list[dict]:
             stage_fns = stage_runs(loader, model, extent, weights, colors)
             times = interleaved_medians({**runs, **stage_fns}, args.repeat)
             cpu_s = {k: statistics.median(v[-args.repeat :]) for k, v in cpu.items()}
-            stages = {name: times.pop(name) for name in stage_fns}
+            stages = {name.removeprefix("stage: "): times.pop(name) for name in stage_fns}
             stages["head"] = max(0.0, stages.pop("forward + head") - stages["forward"])
             results.append({"size": size, "pixels": image.shape[:2], **times, "cpu": cpu_s, "stages": stages})
             print(f"  {size} px done", flush=True)
