@@ -8,6 +8,7 @@ its window read, its data and its mask warped separately, first file first.
 
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
@@ -184,3 +185,14 @@ def test_threads_reading_the_same_files_get_the_same_pixels(tmp_path):
         t.join()
     assert not errors and len(results) == 40
     assert all(np.array_equal(r, want) for r in results)
+
+
+def test_the_servers_block_cache_is_bounded_unless_the_environment_says_otherwise(monkeypatch):
+    from web_tool import raster_pool
+
+    monkeypatch.delenv("GDAL_CACHEMAX", raising=False)
+    raster_pool.bound_block_cache()
+    assert os.environ["GDAL_CACHEMAX"] == str(raster_pool.BLOCK_CACHE_MB)
+    monkeypatch.setenv("GDAL_CACHEMAX", "5%")
+    raster_pool.bound_block_cache()
+    assert os.environ["GDAL_CACHEMAX"] == "5%"

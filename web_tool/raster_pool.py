@@ -9,13 +9,15 @@ user's next click, a map tile) takes them from memory.
 read by two threads at once): an idle one of the same file when there is one, else a new one. It
 comes back to the pool after a read that worked, and is closed after one that failed. Bounds: at
 most `max_idle` idle datasets in all (the least recently used is closed first), and decoded blocks
-take at most GDAL's block cache (`GDAL_CACHEMAX`, GDAL's default 5 % of RAM). A file changed on
-disk (size or modification time) is opened anew, so a damaged or replaced file fails as it would
-without the pool.
+take at most GDAL's block cache, which the server caps at BLOCK_CACHE_MB (`bound_block_cache`; GDAL's
+own default is 5 % of RAM; `GDAL_CACHEMAX` in the environment wins). A file changed on disk (size
+or modification time) is opened anew, so a damaged or replaced file fails as it would without the
+pool.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -28,6 +30,14 @@ from web_tool.rasterfiles import file_stamp
 
 #: idle open datasets kept, in all (each holds a file handle and its header, a few kB)
 MAX_IDLE = 64
+#: GDAL's block cache in the server, MB: the decoded blocks that neighbouring reads share
+BLOCK_CACHE_MB = 256
+
+
+def bound_block_cache(mb: int = BLOCK_CACHE_MB) -> None:
+    """Cap GDAL's block cache at `mb` MB unless `GDAL_CACHEMAX` is set in the environment; before
+    the first read (GDAL reads the setting once)."""
+    os.environ.setdefault("GDAL_CACHEMAX", str(mb))
 
 
 class RasterPool:

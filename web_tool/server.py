@@ -31,6 +31,7 @@ from web_tool import (  # noqa: E402
     api,
     auth,
     origins,
+    raster_pool,
     routes_hitl,
     routes_jobs,
     routes_page,
@@ -370,6 +371,7 @@ def return_freed_memory_promptly() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     return_freed_memory_promptly()
+    raster_pool.bound_block_cache()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = build_config(args)
