@@ -168,12 +168,15 @@ def warp(data: np.ndarray, mask: np.ndarray | None, transform: Affine, crs, grid
 
 def lattice_offset(src, grid: Grid) -> tuple[int, int] | None:
     """(row, col) of `grid`'s first pixel among `src`'s pixels when `grid` lies on the file's own
-    pixel lattice (same CRS, same pixel size, a whole number of pixels away), else None."""
+    pixel lattice (same CRS, same pixel size, a whole number of pixels away), else None. Not for
+    files in degrees: a grid there may be a copy one world away, which only the warp finds."""
     t, g = src.transform, grid.transform
     if (t.b, t.d, g.b, g.d) != (0, 0, 0, 0) or not (math.isclose(t.a, g.a) and math.isclose(t.e, g.e)):
         return None
     col, row = ~t * (g.c, g.f)
-    if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6 or grid.crs != src.crs:
+    if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
+        return None
+    if src.crs.is_geographic or grid.crs != src.crs:
         return None
     return round(row), round(col)
 
