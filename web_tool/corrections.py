@@ -6,9 +6,11 @@ lies inside the area (a box too small to hold a centre labels the pixel under it
 keeps the native-grid imagery around those pixels, `context` pixels wider on every side, so
 features can be recomputed at any time without going back to the dataset.
 
-It also keeps the map the user saw there when correcting (`seen`: the session model's classes over
-that window) and how far that map was to be trusted (`seen_trust`): what the user left alone
-around a correction is taken as accepted, so learning keeps it (see finetune.py, "anchors").
+It also keeps the map the user saw there when correcting (`seen`: the session model's classes
+where learning reads them, its anchor and sampled pixels, NO_CLASS elsewhere; corrections stored
+by earlier versions hold it over the whole window) and how far that map was to be trusted
+(`seen_trust`): what the user left alone around a correction is taken as accepted, so learning
+keeps it (see training_data.py, "anchors").
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ class Correction:
     image: np.ndarray
     transform: tuple[float, ...]
     id: int | None = None
-    #: HxW classes of the map the user saw over `image` (NO_CLASS where there was none)
+    #: HxW classes of the map the user saw over `image` (NO_CLASS where there was none, or where
+    #: learning does not read it)
     seen: np.ndarray | None = None
     #: the seen map's estimated accuracy (None: it was the base model's, judged when learning)
     seen_trust: float | None = None
@@ -151,13 +154,17 @@ def without(c: Correction, drop: np.ndarray) -> Correction:
 
 def anchor_pixels(c: Correction, n: int, margin: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(rows, cols) of up to `n` pixels of the window around the correction that it does not label,
-    at least `margin` pixels inside the window (so they have that much context), and where the user
-    saw a map (a fixed draw per correction)."""
-    if c.seen is None:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    free = np.zeros_like(c.seen, dtype=bool)
+    at least `margin` pixels inside the window (so they have that much context), and where the map
+    the user saw is known (a fixed draw per correction).
+
+    Before that map is known (`seen` None), the draw is among the pixels with imagery: where a map
+    is computed, at these very pixels (training_data.FeatureSource.seen_map), so the same ones are
+    drawn once it is known. A map of the whole window (NO_CLASS exactly where there is no imagery)
+    gives the same draw too."""
+    known = c.image.any(axis=-1) if c.seen is None else c.seen != NO_CLASS
+    free = np.zeros(known.shape, dtype=bool)
     free[margin : free.shape[0] - margin, margin : free.shape[1] - margin] = True
-    free &= c.seen != NO_CLASS
+    free &= known
     free[c.rows, c.cols] = False
     rows, cols = np.nonzero(free)
     if rows.size > n:

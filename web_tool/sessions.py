@@ -284,7 +284,7 @@ class SessionManager:
                 if model is None or not found:  # seen by a retrain already, or undone
                     session.unseen.pop(correction_id, None)
                     return
-                seen = seen_map(model, found[0].image)
+                seen = self._seen_map(model, found[0])
                 with session.lock:
                     if session.unseen.pop(correction_id, None) is not None:
                         self._store_seen(found[0], seen)
@@ -298,8 +298,16 @@ class SessionManager:
         for c in corrections:
             model = session.unseen.pop(c.id, None) if c.id is not None else None
             if model is not None:
-                self._store_seen(c, seen_map(model, c.image))
+                self._store_seen(c, self._seen_map(model, c))
                 self._prepare(model, c)
+
+    def _seen_map(self, model: ServerModel, c: Correction) -> tuple[np.ndarray | None, float | None]:
+        """`seen_map`, but where learning reads it only when the model's head reads the features
+        the base model's extractor gives (and caches for learning): the same classes there, at a
+        fraction of the cost (a learnt forest over a whole window takes longer than its features)."""
+        if not model.trained or model.extractor_id != self.base.extractor_id:
+            return seen_map(model, c.image)
+        return self.source.seen_map(model, c), seen_trust(model)
 
     def _store_seen(self, c: Correction, seen: tuple[np.ndarray | None, float | None]) -> None:
         c.seen, c.seen_trust = seen
@@ -510,7 +518,13 @@ def seen_map(model: ServerModel, image: np.ndarray) -> tuple[np.ndarray | None, 
         return None, None
     seen = model.predict(image).argmax(axis=-1).astype(np.uint8)
     seen[~image.any(axis=-1)] = NO_CLASS
-    return seen, (1.0 if model.learnt else None)
+    return seen, seen_trust(model)
+
+
+def seen_trust(model: ServerModel) -> float | None:
+    """How far the map `model` shows is trusted: fully when the session learnt it, judged when
+    learning when it is the base model's (None)."""
+    return 1.0 if model.learnt else None
 
 
 def stored_ids(corrections: list[Correction]) -> list[int]:

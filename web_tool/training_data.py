@@ -187,6 +187,22 @@ class FeatureSource:
             self._cache[cache_key] = out
         return out
 
+    def seen_map(self, model: ServerModel, c: Correction) -> np.ndarray:
+        """HxW classes `model` maps at the pixels learning reads of the map the user saw, the
+        correction's sampled and anchor pixels (NO_CLASS elsewhere, and where there is no imagery),
+        from the values `values` caches: its head on a few hundred rows instead of the whole model
+        on the whole window. `model` has a head, and the base model's extractor. The anchors are the
+        ones drawn before `c` has a seen map (corrections.anchor_pixels), and after."""
+        assert model.head is not None and model.extractor_id == self.base.extractor_id
+        labelled, anchors = self.values(model.features, model.extractor_id, c)
+        idx = sample_pixels(c, self.per_correction)
+        rows, cols = anchor_pixels(c, self.anchors, self.margin)
+        seen = np.full(c.image.shape[:2], NO_CLASS, np.uint8)
+        classes = model.head.predict(np.concatenate([labelled, anchors])).argmax(axis=-1)
+        seen[np.concatenate([c.rows[idx], rows]), np.concatenate([c.cols[idx], cols])] = classes
+        seen[~c.image.any(axis=-1)] = NO_CLASS
+        return seen
+
     def warm_replay(self, extract: Extractor, key: object, n_classes: int) -> None:
         """Compute the replay values in the background, once per key: the first retrain would
         otherwise spend seconds on them (a retrain meanwhile waits for them, it does not redo them)."""
@@ -227,7 +243,7 @@ class FeatureSource:
         around a correction made on a learnt map, or one that confirms the base model's map (as
         many as that map is trusted); none around one that corrects the base model (a patch of its
         errors more often than not)."""
-        assert c.seen is not None  # a correction has anchors only where the user saw a map
+        assert c.seen is not None
         rows, cols = anchor_pixels(c, self.anchors, self.margin)
         seen = c.seen[rows, cols].astype(np.int64)
         if c.seen_trust is not None:  # a map the session learnt: the user's own work
@@ -280,7 +296,7 @@ class FeatureSource:
                     np.ones(len(labelled), bool),
                 )
             )
-            if len(anchors) and base_trust is not None:
+            if len(anchors) and c.seen is not None and base_trust is not None:  # the user saw a map
                 parts.append(self._anchors(c, i, anchors, weight, base_trust))
         out = Samples.concat(parts)
         out.y = out.y.astype(np.int64)
@@ -297,9 +313,12 @@ class FeatureSource:
 
 
 def confirms(c: Correction) -> bool:
-    """Whether the map the user saw already gave most of the correction's pixels its class."""
+    """Whether the map the user saw already gave most of the correction's pixels (those where it is
+    known: its sampled pixels, see FeatureSource.seen_map) its class."""
     assert c.seen is not None
-    return bool(np.mean(c.seen[c.rows, c.cols] == c.value) > 0.5)
+    seen = c.seen[c.rows, c.cols]
+    seen = seen[seen != NO_CLASS]
+    return bool(seen.size and np.mean(seen == c.value) > 0.5)
 
 
 def thinned(trust: np.ndarray, seed: int) -> np.ndarray:
