@@ -17,6 +17,7 @@ from conftest import UTM18
 from hitl_support import BUILT, FIELD, FOREST, STRIPE, WATER, X0, Y0
 from shapely.geometry import box
 
+from web_tool.admission import Gate
 from web_tool.corrections import NO_CLASS, anchor_pixels, sample_pixels
 from web_tool.DataLoader import DataLoader
 from web_tool.datasets import DEFAULT_CLASSES, DatasetConfig
@@ -74,7 +75,11 @@ def test_the_seen_map_where_learning_reads_it_is_the_whole_windows_there(
     sessions.retrain(None)
     learnt = sessions.model(None)
     assert learnt.learnt
-    clicks(sessions, loader, 1)  # on the session's learnt forest
+    sessions.gate = Gate(slots=1, max_waiting=20)
+    with sessions.gate.turn():  # a heavy request holds the one slot: their model work waits...
+        clicks(sessions, loader, 1)  # on the session's learnt forest
+        assert all(c.seen is None for c in sessions.get(None).corrections[len(first) :])
+        sessions.retrain(None)  # ...and the retrain does it, for them all at once
     corrections = sessions.get(None).corrections
     second = corrections[len(first) :]
     assert max(c.count for c in corrections) > PER_CORRECTION

@@ -284,7 +284,7 @@ class SessionManager:
                 if model is None or not found:  # seen by a retrain already, or undone
                     session.unseen.pop(correction_id, None)
                     return
-                seen = self._seen_map(model, found[0])
+                (seen,) = self._seen_maps(model, found)
                 with session.lock:
                     if session.unseen.pop(correction_id, None) is not None:
                         self._store_seen(found[0], seen)
@@ -295,19 +295,23 @@ class SessionManager:
     def _see(self, session: Session, corrections: list[Correction]) -> None:
         """Give those of `corrections` still without it the map the user saw (stored with them), and
         ready what the next retrain needs. Called with the session's lock held."""
-        for c in corrections:
-            model = session.unseen.pop(c.id, None) if c.id is not None else None
-            if model is not None:
-                self._store_seen(c, self._seen_map(model, c))
+        unseen = [(c, m) for c in corrections if c.id is not None and (m := session.unseen.pop(c.id, None))]
+        for model in {id(m): m for _, m in unseen}.values():  # the maps of each model at once
+            mine = [c for c, m in unseen if m is model]
+            for c, seen in zip(mine, self._seen_maps(model, mine), strict=True):
+                self._store_seen(c, seen)
                 self._prepare(model, c)
 
-    def _seen_map(self, model: ServerModel, c: Correction) -> tuple[np.ndarray | None, float | None]:
-        """`seen_map`, but where learning reads it only when the model's head reads the features
-        the base model's extractor gives (and caches for learning): the same classes there, at a
-        fraction of the cost (a learnt forest over a whole window takes longer than its features)."""
+    def _seen_maps(
+        self, model: ServerModel, corrections: list[Correction]
+    ) -> list[tuple[np.ndarray | None, float | None]]:
+        """`seen_map` of each correction, but where learning reads it only when the model's head
+        reads the features the base model's extractor gives (and caches for learning): the same
+        classes there, at a fraction of the cost (a learnt forest over a whole window takes longer
+        than its features)."""
         if not model.trained or model.extractor_id != self.base.extractor_id:
-            return seen_map(model, c.image)
-        return self.source.seen_map(model, c), seen_trust(model)
+            return [seen_map(model, c.image) for c in corrections]
+        return [(seen, seen_trust(model)) for seen in self.source.seen_maps(model, corrections)]
 
     def _store_seen(self, c: Correction, seen: tuple[np.ndarray | None, float | None]) -> None:
         c.seen, c.seen_trust = seen

@@ -187,21 +187,31 @@ class FeatureSource:
             self._cache[cache_key] = out
         return out
 
-    def seen_map(self, model: ServerModel, c: Correction) -> np.ndarray:
-        """HxW classes `model` maps at the pixels learning reads of the map the user saw, the
-        correction's sampled and anchor pixels (NO_CLASS elsewhere, and where there is no imagery),
-        from the values `values` caches: its head on a few hundred rows instead of the whole model
-        on the whole window. `model` has a head, and the base model's extractor. The anchors are the
-        ones drawn before `c` has a seen map (corrections.anchor_pixels), and after."""
+    def seen_maps(self, model: ServerModel, corrections: list[Correction]) -> list[np.ndarray]:
+        """For each correction, the HxW classes `model` maps at the pixels learning reads of the map
+        the user saw, its sampled and anchor pixels (NO_CLASS elsewhere, and where there is no
+        imagery), from the values `values` caches: the head on a few hundred rows a correction (in
+        one call for them all: a forest's call costs as much as hundreds of rows) instead of the
+        whole model on every window. `model` has a head, and the base model's extractor. The
+        anchors are the ones drawn before a correction has a seen map (corrections.anchor_pixels),
+        and after."""
         assert model.head is not None and model.extractor_id == self.base.extractor_id
-        labelled, anchors = self.values(model.features, model.extractor_id, c)
-        idx = sample_pixels(c, self.per_correction)
-        rows, cols = anchor_pixels(c, self.anchors, self.margin)
-        seen = np.full(c.image.shape[:2], NO_CLASS, np.uint8)
-        classes = model.head.predict(np.concatenate([labelled, anchors])).argmax(axis=-1)
-        seen[np.concatenate([c.rows[idx], rows]), np.concatenate([c.cols[idx], cols])] = classes
-        seen[~c.image.any(axis=-1)] = NO_CLASS
-        return seen
+        pixels: list[tuple[np.ndarray, np.ndarray]] = []
+        values: list[np.ndarray] = []
+        for c in corrections:
+            idx = sample_pixels(c, self.per_correction)
+            rows, cols = anchor_pixels(c, self.anchors, self.margin)
+            pixels.append((np.concatenate([c.rows[idx], rows]), np.concatenate([c.cols[idx], cols])))
+            values += self.values(model.features, model.extractor_id, c)
+        classes = model.head.predict(np.concatenate(values)).argmax(axis=-1) if values else []
+        out, start = [], 0
+        for c, (rows, cols) in zip(corrections, pixels, strict=True):
+            seen = np.full(c.image.shape[:2], NO_CLASS, np.uint8)
+            seen[rows, cols] = classes[start : start + len(rows)]
+            seen[~c.image.any(axis=-1)] = NO_CLASS
+            out.append(seen)
+            start += len(rows)
+        return out
 
     def warm_replay(self, extract: Extractor, key: object, n_classes: int) -> None:
         """Compute the replay values in the background, once per key: the first retrain would
