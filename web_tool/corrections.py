@@ -158,7 +158,7 @@ def anchor_pixels(c: Correction, n: int, margin: int = 0) -> tuple[np.ndarray, n
     the user saw is known (a fixed draw per correction).
 
     Before that map is known (`seen` None), the draw is among the pixels with imagery: where a map
-    is computed, at these very pixels (training_data.FeatureSource.seen_map), so the same ones are
+    is computed, at these very pixels (training_data.FeatureSource.seen_maps), so the same ones are
     drawn once it is known. A map of the whole window (NO_CLASS exactly where there is no imagery)
     gives the same draw too."""
     known = c.image.any(axis=-1) if c.seen is None else c.seen != NO_CLASS

@@ -324,7 +324,7 @@ class FeatureSource:
 
 def confirms(c: Correction) -> bool:
     """Whether the map the user saw already gave most of the correction's pixels (those where it is
-    known: its sampled pixels, see FeatureSource.seen_map) its class."""
+    known: its sampled pixels, see FeatureSource.seen_maps) its class."""
     assert c.seen is not None
     seen = c.seen[c.rows, c.cols]
     seen = seen[seen != NO_CLASS]
