@@ -167,6 +167,12 @@ class FeatureSource:
 
     # --- values at pixels, cached -------------------------------------------------------------
 
+    def pixels(self, c: Correction) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(rows, cols) of the correction's sampled pixels, then (rows, cols) of its anchor pixels:
+        the pixels learning reads of it (its values, and the map the user saw there)."""
+        idx = sample_pixels(c, self.per_correction)
+        return (c.rows[idx], c.cols[idx], *anchor_pixels(c, self.anchors, self.margin))
+
     def values(
         self, extract: Extractor, key: object, c: Correction, radius: int | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -174,12 +180,11 @@ class FeatureSource:
         cache_key = (key, radius, c.id)
         if key is not None and c.id is not None and cache_key in self._cache:
             return self._cache[cache_key]
-        idx = sample_pixels(c, self.per_correction)
-        rows, cols = anchor_pixels(c, self.anchors, self.margin)
+        rows, cols, anchor_rows, anchor_cols = self.pixels(c)
         values = extract(c.image)
         out = (
-            pixel_values(values, c.rows[idx], c.cols[idx], radius),
             pixel_values(values, rows, cols, radius),
+            pixel_values(values, anchor_rows, anchor_cols, radius),
         )
         if key is not None and c.id is not None:
             if len(self._cache) >= MAX_CACHED:  # undone corrections leave entries behind
@@ -199,9 +204,8 @@ class FeatureSource:
         pixels: list[tuple[np.ndarray, np.ndarray]] = []
         values: list[np.ndarray] = []
         for c in corrections:
-            idx = sample_pixels(c, self.per_correction)
-            rows, cols = anchor_pixels(c, self.anchors, self.margin)
-            pixels.append((np.concatenate([c.rows[idx], rows]), np.concatenate([c.cols[idx], cols])))
+            rows, cols, anchor_rows, anchor_cols = self.pixels(c)
+            pixels.append((np.concatenate([rows, anchor_rows]), np.concatenate([cols, anchor_cols])))
             values += self.values(model.features, model.extractor_id, c)
         classes = model.head.predict(np.concatenate(values)).argmax(axis=-1) if values else []
         out, start = [], 0
@@ -254,7 +258,7 @@ class FeatureSource:
         many as that map is trusted); none around one that corrects the base model (a patch of its
         errors more often than not)."""
         assert c.seen is not None
-        rows, cols = anchor_pixels(c, self.anchors, self.margin)
+        _, _, rows, cols = self.pixels(c)
         seen = c.seen[rows, cols].astype(np.int64)
         if c.seen_trust is not None:  # a map the session learnt: the user's own work
             trust = c.seen_trust
