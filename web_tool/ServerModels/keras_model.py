@@ -18,7 +18,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from web_tool.errors import ModelError  # noqa: E402
+from web_tool.errors import IncompatibleError, ModelError  # noqa: E402
 from web_tool.ServerModels.base import ServerModel  # noqa: E402
 from web_tool.ServerModels.filterbank import filter_bank  # noqa: E402
 from web_tool.ServerModels.heads import LinearHead  # noqa: E402
@@ -79,10 +79,19 @@ class KerasSegmentationModel(ServerModel):
 
     def deep_features(self, image: np.ndarray) -> np.ndarray:
         """HxWxB uint8 → HxWxF float32 features of the network's body (tiled for large images)."""
-        if image.shape[-1] != self.n_bands:
-            raise ModelError(f"model expects {self.n_bands} bands, the image has {image.shape[-1]}")
+        self._check_bands(image)
         (feats,) = run_tiled(self._run_body, image, self.window, self.overlap, self.multiple)
         return feats
+
+    def _check_bands(self, image: np.ndarray) -> None:
+        """IncompatibleError for imagery of another band count: the served datasets always fit the
+        model (start-up checks), so it was saved with another set-up (a session's corrections)."""
+        if image.shape[-1] != self.n_bands:
+            raise IncompatibleError(
+                f"model {self.name!r} takes {self.n_bands} bands but this imagery has {image.shape[-1]}:"
+                " it was recorded while the server had another model or other imagery; start a new"
+                " session (or reset this one) to correct this model"
+            )
 
     def _run_body(self, batch: np.ndarray) -> list[np.ndarray]:
         return [self._body_fn(network_input(batch)).numpy()]
@@ -102,8 +111,7 @@ class KerasSegmentationModel(ServerModel):
         head = self.head
         if not isinstance(head, LinearHead):  # a learnt head needs all the features
             return super().predict(image)
-        if image.shape[-1] != self.n_bands:
-            raise ModelError(f"model expects {self.n_bands} bands, the image has {image.shape[-1]}")
+        self._check_bands(image)
 
         def network(batch: np.ndarray) -> list[np.ndarray]:
             return [self._probs_fn(network_input(batch), head.kernel, head.bias).numpy()]
@@ -137,9 +145,16 @@ class KerasSegmentationModel(ServerModel):
 
     def with_extractor_state(self, weights: list[np.ndarray]) -> KerasSegmentationModel:
         body = copy_body(self.base_body)
+        mismatch = IncompatibleError(
+            f"this saved model tuned the layers of another network than {self.name!r}, the one the server"
+            " serves: load it on a server with the model it was saved with"
+        )
         if len(body.get_weights()) != len(weights):
-            raise ModelError("the checkpoint's body weights do not fit the served model's architecture")
-        body.set_weights(weights)
+            raise mismatch
+        try:
+            body.set_weights(weights)
+        except ValueError:  # as many weights, of other shapes
+            raise mismatch from None
         return self.with_body(body)
 
 
