@@ -38,7 +38,6 @@ from web_tool.mapping import (
     MapPlan,
     WindowResult,
     aoi_from_geojson,
-    check_weights,
     clip_to_imagery,
     map_tags,
     outputs_beside,
@@ -46,6 +45,7 @@ from web_tool.mapping import (
     render_map,
     serial_results,
 )
+from web_tool.rendering import check_weights
 from web_tool.workers import (
     ModelSpec,
     SpecPlugin,

@@ -32,7 +32,7 @@ from shapely.geometry import box, mapping, shape
 from shapely.geometry.base import BaseGeometry
 
 from web_tool.DataLoader import DataLoader
-from web_tool.errors import ClassIndexError, ExtentError, NoImageryError
+from web_tool.errors import ExtentError, NoImageryError
 from web_tool.export import NODATA, ClassStats, export_all, row_areas_km2
 from web_tool.geometry import WEB_MERCATOR, WGS84, Extent, Grid, polygon_from_geojson, polygonal
 from web_tool.rendering import reweight
@@ -180,12 +180,6 @@ def plan_map(loader: DataLoader, aoi: AOI, window_px: int = WINDOW_PX) -> MapPla
         if hit and loader.files_for(Extent(*cell.bounds, crs=grid.crs))
     )
     return MapPlan(grid, geometry, kept, (step_x, step_y))
-
-
-def check_weights(weights: list[float] | None, n_classes: int) -> None:
-    """ClassIndexError unless `weights` is None or has one value per class (checked before any work)."""
-    if weights is not None and len(weights) != n_classes:
-        raise ClassIndexError(f"weights has {len(weights)} values but the model has {n_classes} classes")
 
 
 # --------------------------------------------------------------------------------------------

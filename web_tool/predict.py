@@ -18,6 +18,7 @@ from web_tool.DataLoader import DataLoader, Patch, warp_maps
 from web_tool.errors import ClassIndexError, TooLargeError
 from web_tool.geometry import Extent, Grid
 from web_tool.rendering import (
+    check_weights,
     class_colors,
     hard_rgb,
     png_base64,
@@ -129,10 +130,7 @@ def pred_patch(
         raise ClassIndexError(
             f"classes has {len(colors)} entries but the model predicts {model.n_classes} classes"
         )
-    if weights is not None and len(weights) != model.n_classes:
-        raise ClassIndexError(
-            f"weights has {len(weights)} values but the model has {model.n_classes} classes"
-        )
+    check_weights(weights, model.n_classes)
     web = loader.grid_for(extent)
     padded, patch = read_padded(loader, extent, model.padding)
     # the imagery's PNG while the model runs
