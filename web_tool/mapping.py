@@ -212,13 +212,13 @@ def predict_window(
         return np.full((h, w), NODATA, dtype=np.uint8)
     pad = model.padding
     try:
-        patch = loader.read(task.grid.padded(pad))
+        padded, patch = loader.read_padded(task.grid, pad)
     except NoImageryError:
         return np.full((h, w), NODATA, dtype=np.uint8)
     classes = np.empty((h, w), dtype=np.uint8)
-    for block, probs in predict_blocks(model.predict, patch.data, pad, model.n_classes):  # bounded memory
+    for block, probs in predict_blocks(model.predict, padded.data, pad, model.n_classes):  # bounded memory
         classes[block] = reweight(probs, weights).argmax(axis=-1)
-    classes[~(inside & patch.valid[pad : pad + h, pad : pad + w])] = NODATA
+    classes[~(inside & patch.valid)] = NODATA
     return classes
 
 

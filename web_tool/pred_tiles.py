@@ -109,13 +109,12 @@ def predict_block(loader: DataLoader, model: ServerModel, z: int, x: int, y: int
         return None
     on = loader.model_grid(grid)
     try:
-        patch = loader.read(on.padded(pad))
+        padded, patch = loader.read_padded(on, pad)
     except NoImageryError:
         return None
-    inner = (slice(pad, pad + on.height), slice(pad, pad + on.width))
-    probs = model.predict(patch.data)[inner]
+    probs = model.predict(padded.data)[on.inside_padded(pad)]
     quantised = np.rint(np.clip(probs, 0, 1) * 255).astype(np.uint8)
-    valid = patch.valid[inner]
+    valid = patch.valid
     if on != grid:
         quantised, valid = warp_maps(quantised, valid, on, grid)
     quantised[~valid] = 0

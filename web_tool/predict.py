@@ -56,9 +56,7 @@ def read_padded(loader: DataLoader, extent: Extent, pad: int) -> tuple[Patch, Pa
     patch cropped to that grid): the dataset's own lattice under `extent` (`DataLoader.model_grid`)."""
     grid = loader.model_grid(loader.grid_for(extent))
     check_canvas(grid, pad, loader.max_pixels)
-    padded = loader.read(grid.padded(pad))
-    inner = (slice(pad, pad + grid.height), slice(pad, pad + grid.width))
-    return padded, padded.crop(grid, *inner)
+    return loader.read_padded(grid, pad)
 
 
 def get_input(loader: DataLoader, extent: Extent) -> dict:
