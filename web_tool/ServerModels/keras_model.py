@@ -61,18 +61,15 @@ class KerasSegmentationModel(ServerModel):
 
     def _set_body(self, body) -> None:
         self.body = body
-        image = tf.TensorSpec([None, None, None, self.n_bands], tf.float32)
+        self._body_fn = compiled(body)
         kernel, bias = tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([None], tf.float32)
-        self._body_fn = tf.function(
-            lambda x: tf.cast(body(x, training=False), tf.float32), input_signature=[image]
-        )
         # the network with a linear head in one graph: softmax(features @ kernel + bias), so the
         # features never leave TensorFlow (one pass; a few % of the forward time saved)
         self._probs_fn = tf.function(
             lambda x, kernel, bias: tf.nn.softmax(
                 tf.tensordot(tf.cast(body(x, training=False), tf.float32), kernel, 1) + bias
             ),
-            input_signature=[image, kernel, bias],
+            input_signature=[image_spec(body), kernel, bias],
         )
 
     # --- features ------------------------------------------------------------------------------
@@ -156,6 +153,21 @@ class KerasSegmentationModel(ServerModel):
         except ValueError:  # as many weights, of other shapes
             raise mismatch from None
         return self.with_body(body)
+
+
+def image_spec(network: keras.Model) -> tf.TensorSpec:
+    """Any batch of images of any size with the network's input bands, float32."""
+    return tf.TensorSpec([None, None, None, network.inputs[0].shape[-1]], tf.float32)
+
+
+def compiled(network: keras.Model):
+    """`network` as one TensorFlow graph for any batch and image size (traced once), its output
+    float32 (a bf16 network's too)."""
+
+    def forward(x: tf.Tensor) -> tf.Tensor:
+        return tf.cast(network(x, training=False), tf.float32)
+
+    return tf.function(forward, input_signature=[image_spec(network)])
 
 
 def network_input(batch: np.ndarray) -> tf.Tensor:
