@@ -11,20 +11,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+import numpy as np
+import tensorflow as tf
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from web_tool.errors import IncompatibleError, ModelError  # noqa: E402
-from web_tool.ServerModels.base import ServerModel  # noqa: E402
-from web_tool.ServerModels.filterbank import filter_bank  # noqa: E402
-from web_tool.ServerModels.heads import LinearHead  # noqa: E402
-from web_tool.ServerModels.keras_io import load_keras_model, split_head  # noqa: E402
-from web_tool.ServerModels.precision import in_bfloat16  # noqa: E402
-from web_tool.ServerModels.tiling import run_tiled  # noqa: E402
+from web_tool.errors import IncompatibleError, ModelError
+from web_tool.ServerModels.base import ServerModel
+from web_tool.ServerModels.filterbank import filter_bank
+from web_tool.ServerModels.heads import LinearHead
+from web_tool.ServerModels.keras_io import load_keras_model, split_head
+from web_tool.ServerModels.precision import in_bfloat16
+from web_tool.ServerModels.tiling import run_tiled
 
 
 class KerasSegmentationModel(ServerModel):
