@@ -31,9 +31,9 @@ def connect(path: str | os.PathLike) -> sqlite3.Connection:
 
 
 class Connections:
-    """Each thread's own connection to the database at `path`, made on its first call and kept
-    open: its WAL and shared-memory files then stay in place, so that the database can still record
-    a failure when the disk has filled up. `conns()` is the calling thread's."""
+    """Each thread's own connection to the database at `path` (`connections()` gives the calling
+    thread's), made on its first call and kept open: its WAL and shared-memory files then stay in
+    place, so that the database can still record a failure when the disk has filled up."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
