@@ -6,9 +6,9 @@ in a temporary folder), warms it up with a 256 px prediction (the baseline), the
 at a time, each at a limit:
 
   - /predPatch whose canvas (the extent with the model's 32 px of context) is at the pixel cap
-    (`--max_patch_pixels`, 2048²): the largest square whose canvas on the dataset's lattice fits;
+    (`--max_patch_pixels`, 2048²): a 1984 px square;
   - /predPatch of the longest strips: 16384 x 1 px and 16384 x 64 px (the longest side a PNG takes);
-  - the same /predPatch in a session that has the class cap (254 classes);
+  - the same 1984 px /predPatch in a session that has the class cap (254 classes);
   - /recordCorrection of a polygon at the vertex cap (`--max_vertices`: a circle), and of a star
     polygon whose edges cross each other nearly as often as a repair may take (`MAX_CROSSINGS`);
   - a body at the body cap (`--max_body_mb`): a polygon of 8 MiB, refused (too many vertices) once read;
@@ -145,8 +145,7 @@ class Bench:
 
 def caps(bench: Bench) -> list[list]:
     """One request at each cap (the first row is the baseline: a 256 px prediction)."""
-    # the model sees the extent on the demo's UTM lattice, ~3 % wider than the web map's square
-    side = int((math.isqrt(MAX_PATCH_PIXELS) - 2 * CONTEXT) / 1.03)
+    side = math.isqrt(MAX_PATCH_PIXELS) - 2 * CONTEXT
     predict = lambda w, h, session=None: bench.answer(  # noqa: E731
         bench.post("/predPatch", {"extent": pixel_box(w, h), "session": session})
     )

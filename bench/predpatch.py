@@ -11,10 +11,9 @@ run, in turns (so that a busy spell of this shared machine falls on all alike):
              keras `predict` in batches) with the same model on the same pixels;
 and prints medians, HTTP / forward against the aims (1.6x at 256 px, 1.3x at 512 px), and where a
 prediction's time goes, stage by stage, timed in this process with the server's own functions
-in the same turns as the HTTP requests: read (the padded canvas on the dataset's own lattice),
-forward (the network's body on it), head (the rest of the model), render (class colours, blend,
-uncertainty), onto the web grid (imagery bilinear, maps nearest), encode (four PNGs), JSON; what
-is left of the HTTP time is the server and the wire (and what the
+in the same turns as the HTTP requests: read + warp (the padded canvas), forward (the network's
+body on it), head (the rest of the model), render (class colours, blend, uncertainty), encode
+(four PNGs), JSON; what is left of the HTTP time is the server and the wire (and what the
 server's process pays that this one does not: its malloc settings return freed memory at once,
 so its large arrays are faulted in afresh on every request).
 
@@ -47,7 +46,7 @@ DEMO_MODEL = REPO / "web_tool" / "data" / "demo_model"
 CENTER_UTM = (325_245.0, 4_305_974.0)  # area a of the demo, where the seed's example lies
 #: HTTP / forward that issue 15 aims at, by patch size
 AIMS = {256: 1.6, 512: 1.3}
-STAGES = ("read", "forward", "head", "render", "onto the web grid", "encode", "JSON")
+STAGES = ("read + warp", "forward", "head", "render", "encode", "JSON")
 
 
 def seed_scheme(network, image: np.ndarray, size: int = 240, margin: int = 40, batch: int = 16):
@@ -101,32 +100,20 @@ def bare_forward(network):
 def stage_runs(loader, model, extent, weights, colors) -> dict:
     """The stages of /predPatch as calls of the server's own functions in this process, to be timed
     in the same turns as the HTTP request (a busy spell of the machine falls on both alike)."""
-    from web_tool.predict import (
-        encode_maps,
-        imagery_on,
-        input_rgb,
-        maps_on,
-        pred_patch,
-        read_padded,
-        render_maps,
-    )
+    from web_tool.predict import encode_maps, input_rgb, pred_patch, read_padded, render_maps
     from web_tool.rendering import png_base64
 
     pad = model.padding
-    web = loader.grid_for(extent)
     padded, patch = read_padded(loader, extent, pad)
     probs = model.predict(padded.data)[pad:-pad, pad:-pad]
     hard, soft, score = render_maps(probs, weights, colors)
-    shown = imagery_on(patch, web)
-    moved = maps_on(patch, hard, soft, score, web)
     response = pred_patch(loader, model, extent, weights)
     return {
-        "stage: read": lambda: read_padded(loader, extent, pad),
+        "stage: read + warp": lambda: read_padded(loader, extent, pad),
         "stage: forward": lambda: model.deep_features(padded.data),
         "stage: forward + head": lambda: model.predict(padded.data),
         "stage: render": lambda: render_maps(probs, weights, colors),
-        "stage: onto the web grid": lambda: (imagery_on(patch, web), maps_on(patch, hard, soft, score, web)),
-        "stage: encode": lambda: (png_base64(input_rgb(shown)), encode_maps(*moved)),
+        "stage: encode": lambda: (png_base64(input_rgb(patch)), encode_maps(patch, hard, soft, score)),
         "stage: JSON": lambda: json.dumps(response),
     }
 

@@ -453,8 +453,7 @@ def test_strips_odd_shapes_and_huge_polygons_stay_within_the_memory_aim_on_the_d
 
     try:
         predict(256, 256)  # warm
-        # near the cap: the model's canvas, on the demo's UTM lattice, is ~3 % wider than the web square
-        assert peak_mb(proc.pid, lambda: predict(1920, 1920)) <= AIM_MB
+        assert peak_mb(proc.pid, lambda: predict(1984, 1984)) <= AIM_MB  # the canvas at the cap
         assert answers[-1][2] == 200
 
         @settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck), database=None)

@@ -166,16 +166,6 @@ def warp(data: np.ndarray, mask: np.ndarray | None, transform: Affine, crs, grid
     return out, out_mask > 0
 
 
-def warp_maps(maps: np.ndarray, valid: np.ndarray, src: Grid, dst: Grid,
-              resampling: Resampling = Resampling.nearest) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """(HxWxB `maps` on grid `src` warped into `dst`, its HxW valid): class maps and their
-    renderings with nearest (a per-pixel function of the maps commutes with it), imagery with
-    bilinear; pixels invalid in `src` stay invalid."""
-    bands = np.ascontiguousarray(np.moveaxis(maps, -1, 0))
-    data, valid_out = warp(bands, valid.astype(np.uint8) * 255, src.transform, src.crs, dst, resampling)
-    return np.ascontiguousarray(np.moveaxis(data, 0, -1)), valid_out
-
-
 def lattice_offset(src, grid: Grid) -> tuple[int, int] | None:
     """(row, col) of `grid`'s first pixel among `src`'s pixels when `grid` lies on the file's own
     pixel lattice (same CRS, same pixel size, a whole number of pixels away), else None. Not for
@@ -357,17 +347,6 @@ class DataLoader:
         c0, r0, c1, r1 = math.floor(c0), math.floor(r0), math.ceil(c1), math.ceil(r1)
         transform = f.transform @ Affine.translation(c0, r0)
         return Grid(f.crs, transform, max(1, c1 - c0), max(1, r1 - r0))
-
-    def model_grid(self, grid: Grid) -> Grid:
-        """The grid a model predicts `grid` on: the dataset's own pixel lattice under it
-        (`native_grid`), the pixels corrections learn from, so that what learnt the imagery's fine
-        texture sees it unresampled; `grid` itself where the files are in degrees or the grid lies
-        beyond the antimeridian (x beyond 180°), where a lattice would not hold it."""
-        ext = grid.extent
-        if grid.crs == WEB_MERCATOR and (ext.xmin < -WORLD_X or ext.xmax > WORLD_X):
-            return grid
-        native = self.native_grid(ext)
-        return grid if native.crs.is_geographic else native
 
     def _read_file(self, f: RasterFile, grid: Grid, bands: list[int], resampling: Resampling,
                    max_px: int | None = None):  # fmt: skip

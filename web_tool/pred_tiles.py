@@ -3,10 +3,8 @@
 The *native zoom* of a dataset is the zoom whose tile pixels come nearest its ground resolution.
 The model runs on *blocks*: the 4 x 4 native tiles that make up one tile of the *block zoom*
 (native - 2), 1024 x 1024 px, read with `model.padding` px of real imagery around them and
-predicted in one pass on the dataset's own pixel lattice under the block (as /predPatch and the
-corrections see it), then moved onto the block's grid. A tile inside a block is cut from one
-forward pass, and a block's edge pixels see real context, as any /predPatch does, so tiles do not
-seam.
+predicted in one pass. A tile inside a block is cut from one forward pass, and a block's edge
+pixels see real context, as any /predPatch does, so tiles do not seam.
 
 A block's class probabilities are cached as uint8 (1024² x C bytes), keyed by session and model
 version; a new version (retrain, undo, reset, new class, checkpoint load) makes the session's older
@@ -16,8 +14,7 @@ changing a colour or a weight never runs the model.
 
 Work per request is bounded:
 - block zoom ... native + 4: the tile is cut from its block (averaged down, or enlarged); at most
-  one block is predicted (its ground at the dataset's resolution: 1024² px give or take a factor
-  of 2 in area as the native zoom rounds, plus the context), one at a time per server (COMPUTE_SLOTS);
+  one block is predicted (1088² px of model input), one at a time per server (COMPUTE_SLOTS);
 - block zoom - COMPOSE_LEVELS ... block zoom - 1: composed from blocks already cached (each a
   256² summary), never predicted: what has not been predicted yet stays transparent;
 - coarser zooms are transparent (the page does not ask for them).
@@ -35,7 +32,7 @@ import mercantile
 import numpy as np
 from affine import Affine
 
-from web_tool.DataLoader import DataLoader, warp_maps
+from web_tool.DataLoader import DataLoader
 from web_tool.errors import ClassIndexError, ExtentError, NoImageryError
 from web_tool.geometry import WEB_MERCATOR, Grid, center_latitude
 from web_tool.rendering import class_colors, hard_rgb, png_bytes, reweight, soft_rgb, with_alpha
@@ -100,24 +97,18 @@ def block_grid(z: int, x: int, y: int) -> Grid:
 
 
 def predict_block(loader: DataLoader, model: ServerModel, z: int, x: int, y: int) -> Block | None:
-    """The block's probabilities, predicted on the dataset's own lattice under it
-    (`DataLoader.model_grid`) with `model.padding` px of context, then moved onto the block's grid
-    (nearest); None without imagery."""
+    """The block's probabilities, predicted with `model.padding` px of context; None without imagery."""
     grid = block_grid(z, x, y)
     pad = model.padding
     if not loader.files_for(grid.padded(pad).extent):
         return None
-    on = loader.model_grid(grid)
     try:
-        padded, patch = loader.read_padded(on, pad)
+        padded, patch = loader.read_padded(grid, pad)
     except NoImageryError:
         return None
-    probs = model.predict(padded.data)[on.inside_padded(pad)]
+    probs = model.predict(padded.data)[grid.inside_padded(pad)]
     quantised = np.rint(np.clip(probs, 0, 1) * 255).astype(np.uint8)
-    valid = patch.valid
-    if on != grid:
-        quantised, valid = warp_maps(quantised, valid, on, grid)
-    quantised[~valid] = 0
+    quantised[~patch.valid] = 0
     return Block(quantised, pool(quantised, BLOCK_TILES))
 
 

@@ -12,9 +12,8 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from rasterio.enums import Resampling
 
-from web_tool.DataLoader import DataLoader, Patch, warp_maps
+from web_tool.DataLoader import DataLoader, Patch
 from web_tool.errors import ClassIndexError, TooLargeError
 from web_tool.geometry import Extent, Grid
 from web_tool.rendering import (
@@ -52,9 +51,8 @@ def check_canvas(grid: Grid, pad: int, max_pixels: int) -> None:
 
 
 def read_padded(loader: DataLoader, extent: Extent, pad: int) -> tuple[Patch, Patch]:
-    """(patch on the model's grid for `extent` with `pad` px of context on every side, the same
-    patch cropped to that grid): the dataset's own lattice under `extent` (`DataLoader.model_grid`)."""
-    grid = loader.model_grid(loader.grid_for(extent))
+    """(patch with `pad` px of context on every side, the same patch cropped to the extent)."""
+    grid = loader.grid_for(extent)
     check_canvas(grid, pad, loader.max_pixels)
     return loader.read_padded(grid, pad)
 
@@ -82,32 +80,13 @@ def render_maps(probs: np.ndarray, weights: list[float] | None, colors: np.ndarr
     return hard_rgb(probs, colors), soft_rgb(probs, colors), uncertainty(probs)
 
 
-def imagery_on(patch: Patch, grid: Grid) -> Patch:
-    """`patch` (on the model's grid) as the web map's `grid` shows it: warped bilinear, as a read would."""
-    if patch.grid == grid:
-        return patch
-    display, valid = warp_maps(patch.display, patch.valid, patch.grid, grid, Resampling.bilinear)
-    return Patch(grid, display, valid)
-
-
-def maps_on(patch: Patch, hard: np.ndarray, soft: np.ndarray, score: np.ndarray, grid: Grid):
-    """(valid, hard, soft, score) of the maps predicted on `patch`'s grid moved onto the web map's
-    `grid` with nearest: each pixel keeps what was predicted at the model's pixel under it."""
-    if patch.grid == grid:
-        return patch.valid, hard, soft, score
-    score_bytes = score.view(np.uint8).reshape(*score.shape, 4)  # nearest moves bytes as they are
-    moved, valid = warp_maps(np.dstack([hard, soft, score_bytes]), patch.valid, patch.grid, grid)
-    score = np.ascontiguousarray(moved[..., 6:]).view(np.float32)[..., 0]
-    return valid, moved[..., :3], moved[..., 3:6], score
-
-
-def encode_maps(valid: np.ndarray, hard: np.ndarray, soft: np.ndarray, score: np.ndarray) -> dict[str, str]:
-    """The response's predicted maps as base64 PNGs, transparent where not `valid` (no imagery),
+def encode_maps(patch: Patch, hard: np.ndarray, soft: np.ndarray, score: np.ndarray) -> dict[str, str]:
+    """The response's predicted maps as base64 PNGs, transparent where `patch` has no imagery,
     encoded side by side."""
     images = {
-        "output_hard": lambda: with_alpha(hard, valid),
-        "output_soft": lambda: with_alpha(soft, valid),
-        "output_uncertainty": lambda: uncertainty_rgba(score, valid),
+        "output_hard": lambda: with_alpha(hard, patch.valid),
+        "output_soft": lambda: with_alpha(soft, patch.valid),
+        "output_uncertainty": lambda: uncertainty_rgba(score, patch.valid),
     }
     encoded = RENDER_POOL.map(lambda render: png_base64(render()), images.values())
     return dict(zip(images, encoded, strict=True))
@@ -120,8 +99,7 @@ def pred_patch(
     weights: list[float] | None = None,
     classes: list[dict] | None = None,
 ) -> dict:
-    """The /predPatch response fields for `extent` (besides the echoed request fields): predicted on
-    the dataset's own lattice (`read_padded`), then moved onto the web map's grid."""
+    """The /predPatch response fields for `extent` (besides the echoed request fields)."""
     classes = list(classes or [])
     colors = class_colors(classes + model.classes[len(classes) :])  # classes the request omits: the model's
     if len(colors) != model.n_classes:  # checked before any pixel is read
@@ -129,15 +107,12 @@ def pred_patch(
             f"classes has {len(colors)} entries but the model predicts {model.n_classes} classes"
         )
     check_weights(weights, model.n_classes)
-    web = loader.grid_for(extent)
     padded, patch = read_padded(loader, extent, model.padding)
-    # the imagery's PNG while the model runs
-    imagery = RENDER_POOL.submit(lambda: png_base64(input_rgb(imagery_on(patch, web))))
+    imagery = RENDER_POOL.submit(lambda: png_base64(input_rgb(patch)))  # while the model runs
     hard, soft, score = predicted_maps(model, padded, weights, colors)
-    valid, hard, soft, score = maps_on(patch, hard, soft, score, web)
     return {
         "model_name": model.name,
         "input_naip": imagery.result(),
-        **encode_maps(valid, hard, soft, score),
-        "suggestions": suggestions(score, valid, web),
+        **encode_maps(patch, hard, soft, score),
+        "suggestions": suggestions(score, patch.valid, patch.grid),
     }
