@@ -91,12 +91,9 @@ def extent_for(size_px: int) -> dict:
 
 def bare_forward(network):
     """image (HxWxB uint8) → the network's class probabilities: the network alone, compiled."""
-    import tensorflow as tf
+    from web_tool.ServerModels.keras_model import compiled, network_input
 
-    from web_tool.ServerModels.keras_model import network_input
-
-    spec = tf.TensorSpec([None, None, None, network.inputs[0].shape[-1]], tf.float32)
-    run = tf.function(lambda x: tf.cast(network(x, training=False), tf.float32), input_signature=[spec])
+    run = compiled(network)
     return lambda image: run(network_input(image[None])).numpy()
 
 

@@ -78,14 +78,16 @@ def four_tiles(folder: Path, x0: float = 500_000, y0: float = 4_300_000, tile: i
     return paths
 
 
-def tiny_network():
-    """Two 3x3 convolutions (a 5x5 view), a 1x1 `logits` layer and a softmax; seeded weights."""
+def tiny_network(bands: int = 4, width: int = 8, convolutions: int = 2):
+    """`convolutions` 3x3 convolutions (two: a 5x5 view) of `width` filters on `bands` inputs, a 1x1
+    `logits` layer and a softmax; seeded weights."""
     import keras
 
     keras.utils.set_random_seed(0)
-    inp = keras.Input((None, None, 4))
-    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inp)
-    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x)
+    inp = keras.Input((None, None, bands))
+    x = inp
+    for _ in range(convolutions):
+        x = keras.layers.Conv2D(width, 3, padding="same", activation="relu")(x)
     x = keras.layers.Conv2D(4, 1, name="logits")(x)
     out = keras.layers.Activation("softmax", name="probs")(x)
     return keras.Model(inp, out)

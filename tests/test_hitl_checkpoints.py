@@ -6,14 +6,16 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
-from conftest import free_port
+from conftest import free_port, tiny_network
 from hitl_support import (
     BUILT,
     FIELD,
+    WATER,
     correct_box,
     post,
     predicted,
@@ -86,6 +88,60 @@ def test_sessions_keep_their_corrections_and_model_across_a_restart(scene, strip
         assert hard_png(again.url, s) == tuned
         assert post(again.url, "/doUndo", {"session": s})["undone"] == "correction"
         assert requests.get(f"{again.url}/sessions/{s}", timeout=10).json()["corrections"] == 3
+    finally:
+        again.close()
+
+
+def other_network(tmp_path, **shape) -> Path:
+    """A model file of conftest's tiny architecture in another `shape` (see tiny_network)."""
+    path = tmp_path / "other" / "other.keras"
+    path.parent.mkdir()
+    tiny_network(**shape).save(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "other, name",
+    [({"width": 16}, "other"), ({"convolutions": 3}, "other"), (None, "features")],
+    ids=["wider", "deeper", "no network"],
+)
+def test_a_checkpoint_of_another_network_is_a_409_that_says_so(scene, stripes_model, tmp_path, other, name):
+    srv = serve(scene, stripes_model, tmp_path, fine_tune="last_k_layers")  # checkpoints carry body weights
+    s = post(srv.url, "/sessions")["session"]
+    for i in range(3):
+        correct_box(srv.url, BUILT, 66 + 4 * i, 10 + 25 * i, size=2, session=s)
+    post(srv.url, "/retrainModel", {"session": s})
+    checkpoint = post(srv.url, "/checkpoints", {"session": s})["checkpoint"]
+    link = post(srv.url, f"/checkpoints/{checkpoint}/share", {"session": s})["share"]
+    srv.close()
+
+    if other is None:
+        again = serve(scene, stripes_model, tmp_path, model="features")
+    else:
+        again = serve(scene, other_network(tmp_path, **other), tmp_path, fine_tune="last_k_layers")
+    try:
+        mine = post(again.url, "/sessions")["session"]
+        correct_box(again.url, WATER, 10, 10, size=2, session=mine)
+        error = post(again.url, "/doLoad", {"share": link, "session": mine}, status=409)["error"]
+        assert f"model {name!r}" in error or f"than {name!r}" in error
+        assert "the model it was saved with" in error
+        assert requests.get(f"{again.url}/sessions/{mine}", timeout=10).json()["corrections"] == 1  # kept
+    finally:
+        again.close()
+
+
+def test_corrections_on_imagery_of_another_band_count_are_a_409_that_says_so(scene, stripes_model, tmp_path):
+    srv = serve(scene, stripes_model, tmp_path)
+    s = post(srv.url, "/sessions")["session"]
+    correct_box(srv.url, BUILT, 66, 10, size=2, session=s)
+    correct_box(srv.url, WATER, 10, 10, size=2, session=s)
+    srv.close()
+
+    again = serve(scene, other_network(tmp_path, bands=3), tmp_path)  # the 4-band file's first 3 bands
+    try:
+        error = post(again.url, "/retrainModel", {"session": s}, status=409)["error"]
+        assert "model 'other' takes 3 bands but this imagery has 4" in error and "new session" in error
+        assert requests.get(f"{again.url}/sessions/{s}", timeout=10).json()["corrections"] == 2  # kept
     finally:
         again.close()
 

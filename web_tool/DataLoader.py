@@ -397,6 +397,12 @@ class DataLoader:
             )
         return Patch(grid, data, valid, rgb)
 
+    def read_padded(self, grid: Grid, pad: int) -> tuple[Patch, Patch]:
+        """(`grid` read with `pad` px of context on every side, the part of it that is `grid`): what a
+        model needs to predict the edges of `grid` as well as its middle. NoImageryError as `read`."""
+        padded = self.read(grid.padded(pad))
+        return padded, padded.crop(grid, *grid.inside_padded(pad))
+
     def decimation(self, grid: Grid) -> float:
         """How many of the dataset's pixels (a side) make one pixel of `grid`."""
         metres = abs(grid.transform.a) * metres_per_unit(grid.crs, center_latitude(grid.extent))

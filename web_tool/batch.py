@@ -38,7 +38,6 @@ from web_tool.mapping import (
     MapPlan,
     WindowResult,
     aoi_from_geojson,
-    check_weights,
     clip_to_imagery,
     map_tags,
     outputs_beside,
@@ -46,6 +45,8 @@ from web_tool.mapping import (
     render_map,
     serial_results,
 )
+from web_tool.paths import DATASETS_JSON, DEMO_MODEL, STATE_DIR
+from web_tool.rendering import check_weights
 from web_tool.workers import (
     ModelSpec,
     SpecPlugin,
@@ -57,7 +58,6 @@ from web_tool.workers import (
     worker_state,
 )
 
-WEB_ROOT = Path(__file__).resolve().parent
 #: tasks in flight per worker thread: enough to keep workers busy, few enough to bound memory
 TASKS_PER_THREAD = 2
 #: seconds to wait for the --scheduler to answer, and for a worker to join it
@@ -165,14 +165,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--dataset", required=True, help="dataset name, raster path/dir/glob, or https/s3/gs URL")
-    p.add_argument("--datasets_json", default=str(WEB_ROOT / "datasets.json"), help="named datasets")
+    p.add_argument("--datasets_json", default=str(DATASETS_JSON), help="named datasets")
     p.add_argument("--aoi", required=True, help="GeoJSON (Multi)Polygon, Feature or FeatureCollection")
     p.add_argument("--aoi_crs", default=None, help="EPSG code of the AOI (None: the file's crs, else 4326)")
     p.add_argument("--model", default="keras", help="ServerModels registry name")
-    p.add_argument("--model_fn", default=str(WEB_ROOT / "data" / "demo_model"),
+    p.add_argument("--model_fn", default=str(DEMO_MODEL),
                    help="the Keras model file (with --scheduler: at this path on every worker)")  # fmt: skip
     p.add_argument("--checkpoint", default=None, help="a saved human-in-the-loop checkpoint id")
-    p.add_argument("--state_dir", default=str(WEB_ROOT / "data" / "state"), help="where checkpoints are")
+    p.add_argument("--state_dir", default=str(STATE_DIR), help="where checkpoints are")
     p.add_argument("--weights", type=class_weights, default=None, help="class weights, e.g. 1,1,2,1")
     p.add_argument("--out", required=True, help="the output COG (.tif); preview, stats, styles go beside it")
     p.add_argument("--vector", action="store_true", help="also class polygons: <out>.gpkg and <out>.geojson")

@@ -23,6 +23,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from pydantic_core import ErrorDetails
 
 from web_tool.errors import ConfigError
+from web_tool.paths import DEMO_DATA
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,6 @@ DEFAULT_CLASSES = [
     {"name": "Built", "color": "#806060"},
 ]
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".img", ".jp2")
-DEMO_DATA = Path(__file__).resolve().parent / "data" / "demo"
 #: URL schemes of rasters read where they live, and GDAL's virtual file system for each
 REMOTE_SCHEMES = {"http": "/vsicurl/", "https": "/vsicurl/", "s3": "/vsis3/", "gs": "/vsigs/"}
 

@@ -7,9 +7,12 @@ Everything that must survive a restart or a `kill -9` goes through here: rows in
 from __future__ import annotations
 
 import os
+import secrets
 import sqlite3
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -25,6 +28,40 @@ def connect(path: str | os.PathLike) -> sqlite3.Connection:
     conn.execute("PRAGMA foreign_keys=ON")
     conn.row_factory = sqlite3.Row
     return conn
+
+
+class Connections:
+    """Each thread's own connection to the database at `path` (`connections()` gives the calling
+    thread's), made on its first call and kept open: its WAL and shared-memory files then stay in
+    place, so that the database can still record a failure when the disk has filled up."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._local = threading.local()
+
+    def __call__(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = connect(self.path)
+        return conn
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """`with transaction(conn) as conn:` BEGIN IMMEDIATE … COMMIT; ROLLBACK if anything is raised."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def new_id(nbytes: int = 16) -> str:
+    """A fresh id for a row and the files named after it: `nbytes` random bytes as hex. At 16 (128
+    bits) it is a secret nobody can guess: whoever knows a session's id owns the session."""
+    return secrets.token_hex(nbytes)
 
 
 def fsync_dir(path: str | os.PathLike) -> None:

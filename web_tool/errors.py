@@ -44,7 +44,8 @@ class TooLargeError(LandCoverError, ValueError):
 
 
 class ModelError(LandCoverError, RuntimeError):
-    """The model file cannot be found or loaded."""
+    """The served model cannot be found, loaded or run: the server's trouble (a 500), caught at
+    start-up where it can be. What a user's saved state asks of the model is an IncompatibleError."""
 
 
 class ConfigError(LandCoverError, ValueError):
@@ -57,7 +58,8 @@ class ClusterError(LandCoverError, RuntimeError):
 
 
 class IncompatibleError(LandCoverError, ValueError):
-    """A checkpoint or saved model state was made with another model than the one served."""
+    """A checkpoint, a session's model or its corrections were saved with another model (or other
+    imagery) than the server has now."""
 
 
 class NotTrainedError(LandCoverError, RuntimeError):

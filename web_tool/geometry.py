@@ -174,6 +174,10 @@ class Grid:
         transform = self.transform @ Affine.translation(-pad, -pad)
         return Grid(self.crs, transform, self.width + 2 * pad, self.height + 2 * pad)
 
+    def inside_padded(self, pad: int) -> tuple[slice, slice]:
+        """(rows, cols) of this grid inside `self.padded(pad)`."""
+        return slice(pad, pad + self.height), slice(pad, pad + self.width)
+
     def crop_to(self, extent: Extent) -> tuple[Grid, tuple[slice, slice]] | None:
         """The part of this grid that `extent` (any CRS) touches, grown by a pixel, and its slices.
 

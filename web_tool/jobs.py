@@ -20,13 +20,11 @@ from __future__ import annotations
 import json
 import logging
 import re
-import secrets
 import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -139,30 +137,20 @@ class JobManager:
         self._lock = threading.Condition()  # guards the three above; never held while a job runs
         self._threads: list[threading.Thread] = []
         self._closing = False
-        self._local = threading.local()
+        self._conn = db.Connections(self.db_path)
         #: job id → failure message that could not be written to the database (a full disk)
         self._unsaved: dict[str, str] = {}
         self.downloads.mkdir(parents=True, exist_ok=True)
-        with self._conn() as conn:
-            conn.executescript(SCHEMA)
-            db.migrate(conn, MIGRATIONS)
-            conn.executescript(ADOPT_OLD_JOBS)
+        conn = self._conn()
+        conn.executescript(SCHEMA)
+        db.migrate(conn, MIGRATIONS)
+        conn.executescript(ADOPT_OLD_JOBS)
         self._recover()
 
     # ---------------------------------------------------------------- storage
 
-    @contextmanager
-    def _conn(self) -> Iterator[sqlite3.Connection]:
-        """This thread's connection, kept open: its WAL and shared-memory files then stay in place,
-        so that the database can still record a failure when the disk has filled up."""
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = db.connect(self.db_path)
-        yield conn
-
     def _update(self, sql: str, *params) -> int:
-        with self._conn() as conn:
-            return conn.execute(sql, params).rowcount
+        return self._conn().execute(sql, params).rowcount
 
     def _recover(self) -> None:
         """Jobs a previous process left queued or running failed; files no finished job names go."""
@@ -173,11 +161,10 @@ class JobManager:
         )
         if n:
             log.warning("%d job(s) were interrupted by a restart and are marked failed", n)
-        with self._conn() as conn:
-            rows = conn.execute(
-                "SELECT f.name FROM job_files f JOIN jobs j ON f.job = j.id WHERE j.state='done'"
-            )
-            keep = {r["name"] for r in rows}
+        rows = self._conn().execute(
+            "SELECT f.name FROM job_files f JOIN jobs j ON f.job = j.id WHERE j.state='done'"
+        )
+        keep = {r["name"] for r in rows}
         for path in self.downloads.iterdir():
             if path.name not in keep and path.is_file():
                 path.unlink(missing_ok=True)
@@ -190,7 +177,7 @@ class JobManager:
 
     def submit(self, work: Work, info: dict | None = None, session: str | None = None) -> str:
         """Queue `work` for `session` (None: the default one); its id. BusyError when the queue is full."""
-        job_id = secrets.token_hex(16)
+        job_id = db.new_id()
         with self._lock:
             if len(self._pending) >= self.max_queued:
                 raise BusyError(
@@ -217,16 +204,14 @@ class JobManager:
         row = dict(self._row(job_id, session))
         if job_id in self._unsaved and row["state"] == "running":
             row.update(state="failed", message=self._unsaved[job_id])
-        with self._conn() as conn:
-            files = conn.execute("SELECT name, kind FROM job_files WHERE job=?", (job_id,)).fetchall()
+        files = self._conn().execute("SELECT name, kind FROM job_files WHERE job=?", (job_id,)).fetchall()
         return describe(row, {f["kind"]: f["name"] for f in files} if row["state"] == "done" else {})
 
     def recent(self, session: str | None = None, limit: int = 50) -> list[dict]:
         """The session's most recent jobs, newest first."""
         session = self.owner(session)
-        with self._conn() as conn:
-            rows = conn.execute("SELECT id FROM jobs WHERE session=? ORDER BY created DESC LIMIT ?",
-                                (session, limit)).fetchall()  # fmt: skip
+        rows = self._conn().execute("SELECT id FROM jobs WHERE session=? ORDER BY created DESC LIMIT ?",
+                                    (session, limit)).fetchall()  # fmt: skip
         return [self.get(r["id"], session) for r in rows]
 
     def cancel(self, job_id: str, session: str | None = None) -> dict:
@@ -252,12 +237,8 @@ class JobManager:
         not_found = NotFoundError(f"no such download: {name!r} (only outputs of finished jobs are served)")
         if not FILE_NAME.match(name or ""):
             raise not_found
-        with self._conn() as conn:
-            row = conn.execute(
-                "SELECT f.name FROM job_files f JOIN jobs j ON f.job = j.id"
-                " WHERE f.name = ? AND j.state = 'done'",
-                (name,),
-            ).fetchone()
+        done = "SELECT f.name FROM job_files f JOIN jobs j ON f.job = j.id WHERE f.name=? AND j.state='done'"
+        row = self._conn().execute(done, (name,)).fetchone()
         path = self.downloads / row["name"] if row else None
         if path is None or path.is_symlink() or not path.is_file():  # a link could lead anywhere
             raise not_found
@@ -281,8 +262,7 @@ class JobManager:
         """The job's row; NotFoundError if there is none or `session` did not submit it."""
         owner, row = self.owner(session), None
         if JOB_ID.match(job_id or ""):
-            with self._conn() as conn:
-                row = conn.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+            row = self._conn().execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
         if row is None or row["session"] != owner:
             raise NotFoundError(f"no such job: {job_id!r} (GET /jobs lists yours)")
         return row
@@ -378,7 +358,7 @@ class JobManager:
 
     def _finish(self, job_id: str, result: JobResult) -> None:
         """Record the outputs and mark the job done, unless it was cancelled meanwhile."""
-        with self._conn() as conn, _transaction(conn):
+        with db.transaction(self._conn()) as conn:
             done = conn.execute(
                 "UPDATE jobs SET state='done', progress=1, message='done', finished=?, stats=?"
                 " WHERE id=? AND state='running'",
@@ -389,17 +369,6 @@ class JobManager:
                 conn.executemany("INSERT INTO job_files (name, job, kind) VALUES (?, ?, ?)", rows)
         if not done:
             self._remove_files(job_id)
-
-
-@contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
 
 
 def describe(row: dict, outputs: dict[str, str]) -> dict:

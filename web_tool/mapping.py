@@ -32,7 +32,7 @@ from shapely.geometry import box, mapping, shape
 from shapely.geometry.base import BaseGeometry
 
 from web_tool.DataLoader import DataLoader
-from web_tool.errors import ClassIndexError, ExtentError, NoImageryError
+from web_tool.errors import ExtentError, NoImageryError
 from web_tool.export import NODATA, ClassStats, export_all, row_areas_km2
 from web_tool.geometry import WEB_MERCATOR, WGS84, Extent, Grid, polygon_from_geojson, polygonal
 from web_tool.rendering import reweight
@@ -182,12 +182,6 @@ def plan_map(loader: DataLoader, aoi: AOI, window_px: int = WINDOW_PX) -> MapPla
     return MapPlan(grid, geometry, kept, (step_x, step_y))
 
 
-def check_weights(weights: list[float] | None, n_classes: int) -> None:
-    """ClassIndexError unless `weights` is None or has one value per class (checked before any work)."""
-    if weights is not None and len(weights) != n_classes:
-        raise ClassIndexError(f"weights has {len(weights)} values but the model has {n_classes} classes")
-
-
 # --------------------------------------------------------------------------------------------
 # prediction
 
@@ -218,13 +212,13 @@ def predict_window(
         return np.full((h, w), NODATA, dtype=np.uint8)
     pad = model.padding
     try:
-        patch = loader.read(task.grid.padded(pad))
+        padded, patch = loader.read_padded(task.grid, pad)
     except NoImageryError:
         return np.full((h, w), NODATA, dtype=np.uint8)
     classes = np.empty((h, w), dtype=np.uint8)
-    for block, probs in predict_blocks(model.predict, patch.data, pad, model.n_classes):  # bounded memory
+    for block, probs in predict_blocks(model.predict, padded.data, pad, model.n_classes):  # bounded memory
         classes[block] = reweight(probs, weights).argmax(axis=-1)
-    classes[~(inside & patch.valid[pad : pad + h, pad : pad + w])] = NODATA
+    classes[~(inside & patch.valid)] = NODATA
     return classes
 
 

@@ -103,13 +103,12 @@ def predict_block(loader: DataLoader, model: ServerModel, z: int, x: int, y: int
     if not loader.files_for(grid.padded(pad).extent):
         return None
     try:
-        patch = loader.read(grid.padded(pad))
+        padded, patch = loader.read_padded(grid, pad)
     except NoImageryError:
         return None
-    inner = (slice(pad, pad + BLOCK_PX), slice(pad, pad + BLOCK_PX))
-    probs = model.predict(patch.data)[inner]
+    probs = model.predict(padded.data)[grid.inside_padded(pad)]
     quantised = np.rint(np.clip(probs, 0, 1) * 255).astype(np.uint8)
-    quantised[~patch.valid[inner]] = 0
+    quantised[~patch.valid] = 0
     return Block(quantised, pool(quantised, BLOCK_TILES))
 
 

@@ -17,6 +17,7 @@ from web_tool.DataLoader import DataLoader, Patch
 from web_tool.errors import ClassIndexError, TooLargeError
 from web_tool.geometry import Extent, Grid
 from web_tool.rendering import (
+    check_weights,
     class_colors,
     hard_rgb,
     png_base64,
@@ -53,9 +54,7 @@ def read_padded(loader: DataLoader, extent: Extent, pad: int) -> tuple[Patch, Pa
     """(patch with `pad` px of context on every side, the same patch cropped to the extent)."""
     grid = loader.grid_for(extent)
     check_canvas(grid, pad, loader.max_pixels)
-    padded = loader.read(grid.padded(pad))
-    inner = (slice(pad, pad + grid.height), slice(pad, pad + grid.width))
-    return padded, padded.crop(grid, *inner)
+    return loader.read_padded(grid, pad)
 
 
 def get_input(loader: DataLoader, extent: Extent) -> dict:
@@ -107,10 +106,7 @@ def pred_patch(
         raise ClassIndexError(
             f"classes has {len(colors)} entries but the model predicts {model.n_classes} classes"
         )
-    if weights is not None and len(weights) != model.n_classes:
-        raise ClassIndexError(
-            f"weights has {len(weights)} values but the model has {model.n_classes} classes"
-        )
+    check_weights(weights, model.n_classes)
     padded, patch = read_padded(loader, extent, model.padding)
     imagery = RENDER_POOL.submit(lambda: png_base64(input_rgb(patch)))  # while the model runs
     hard, soft, score = predicted_maps(model, padded, weights, colors)

@@ -25,13 +25,18 @@ def class_colors(classes: list[dict]) -> np.ndarray:
     return np.array([hex_to_rgb(c["color"]) for c in classes], dtype=np.float32)
 
 
+def check_weights(weights: list[float] | None, n_classes: int) -> None:
+    """ClassIndexError unless `weights` is None or has one value per class (checked before any work)."""
+    if weights is not None and len(weights) != n_classes:
+        raise ClassIndexError(f"weights has {len(weights)} values but the model has {n_classes} classes")
+
+
 def reweight(probs: np.ndarray, weights: list[float] | None) -> np.ndarray:
     """Multiply class probabilities by `weights` and renormalise (equal weights change nothing)."""
     if weights is None:
         return probs
+    check_weights(weights, probs.shape[-1])
     w = np.asarray(weights, dtype=np.float32)
-    if w.shape != (probs.shape[-1],):
-        raise ClassIndexError(f"weights has {w.size} values but the model has {probs.shape[-1]} classes")
     if w.sum() <= 0:
         raise ClassIndexError("weights must not all be zero")
     if (w == w[0]).all():

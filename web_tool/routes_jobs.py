@@ -30,7 +30,6 @@ from web_tool.mapping import (
     MapCancelled,
     MapPlan,
     WindowResult,
-    check_weights,
     clip_to_imagery,
     default_window_px,
     map_tags,
@@ -39,6 +38,7 @@ from web_tool.mapping import (
     predict_window,
     render_map,
 )
+from web_tool.rendering import check_weights
 from web_tool.schemas import parse, query_session
 from web_tool.schemas_jobs import PredTileRequest
 from web_tool.ServerModels.base import ServerModel, untrained_message

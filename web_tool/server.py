@@ -45,6 +45,7 @@ from web_tool.http_server import make_server  # noqa: E402
 from web_tool.jobs import JOB_WORKERS, MAX_QUEUED_JOBS, MAX_TILE_KM2, JobManager  # noqa: E402
 from web_tool.openapi import build_openapi  # noqa: E402
 from web_tool.origins import is_loopback  # noqa: E402
+from web_tool.paths import DATASETS_JSON, DEMO_MODEL, STATE_DIR, WEB_ROOT  # noqa: E402
 from web_tool.predict import get_input, pred_patch  # noqa: E402
 from web_tool.schemas import GetInputRequest, PredPatchRequest, parse  # noqa: E402
 from web_tool.ServerModels import ServerModel, list_models  # noqa: E402
@@ -56,7 +57,6 @@ from web_tool.validate.samples import MAX_SAMPLE_POINTS, SampleStore  # noqa: E4
 
 log = logging.getLogger("web_tool")
 
-WEB_ROOT = Path(__file__).resolve().parent
 REPO_ROOT = WEB_ROOT.parent
 #: the only files and folders of web_tool/ that the static route serves
 STATIC_FILES = {"index.html", "endpoints.js", "endpoints.mine.js", "favicon.ico"}
@@ -76,7 +76,7 @@ class AppConfig:
     loaders: dict[str, DataLoader]
     model: ServerModel
     fine_tune: str = "last_layer"
-    state_dir: Path = WEB_ROOT / "data" / "state"
+    state_dir: Path = STATE_DIR
     max_body_bytes: int = api.MAX_BODY_BYTES
     #: human-in-the-loop state; None = every request uses `model`
     sessions: SessionManager | None = None
@@ -228,7 +228,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="which ServerModel class serves the model: nips_hr/nips_sr/keras serve the"
                              " Keras network --model_fn; features needs no weights (any band count) and"
                              " learns everything from corrections")  # fmt: skip
-    parser.add_argument("--model_fn", default=str(WEB_ROOT / "data" / "demo_model"),
+    parser.add_argument("--model_fn", default=str(DEMO_MODEL),
                         help="Keras model: a .keras or .h5 file, or the seed's <name>.json +"
                              " <name>_weights.h5 pair; the extension may be left off")  # fmt: skip
     parser.add_argument("--fine_tune", default="last_layer", choices=FINE_TUNE_CHOICES,
@@ -258,9 +258,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              " https/s3/gs URL (read where it lives);"
                              " repeat for several datasets (the first is the default)."
                              " Without it, --datasets_json is read")  # fmt: skip
-    parser.add_argument("--datasets_json", default=str(WEB_ROOT / "datasets.json"),
+    parser.add_argument("--datasets_json", default=str(DATASETS_JSON),
                         help="named datasets with band order and classes (see README)")  # fmt: skip
-    parser.add_argument("--state_dir", default=str(WEB_ROOT / "data" / "state"),
+    parser.add_argument("--state_dir", default=str(STATE_DIR),
                         help="where sessions, corrections, checkpoints and exports are kept")  # fmt: skip
     parser.add_argument("--max_body_mb", type=float, default=api.MAX_BODY_BYTES / 2**20,
                         help="largest request body in MiB (GeoJSON polygons make bodies grow)")  # fmt: skip

@@ -33,11 +33,11 @@ from typing import Literal
 
 import numpy as np
 
-from web_tool import crossval, finetune
+from web_tool import crossval, db, finetune
 from web_tool.corrections import NO_CLASS, Correction, pixels_inside, record, without
 from web_tool.errors import BusyError, ClassIndexError, NotFoundError, RequestError
 from web_tool.ServerModels.base import ServerModel
-from web_tool.store import Store, describe_checkpoint, new_id
+from web_tool.store import Store, describe_checkpoint
 from web_tool.training_data import FeatureSource, load_replay
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ class SessionManager:
 
     def create(self) -> str:
         """A new session; its id is told to the caller alone."""
-        session_id = new_id()
+        session_id = db.new_id()
         self.store.add_session(session_id, self.base.classes)
         return session_id
 

@@ -16,8 +16,6 @@ import io
 import json
 import logging
 import re
-import secrets
-import threading
 import time
 from pathlib import Path
 
@@ -86,11 +84,6 @@ def state_from_file(path: Path) -> ModelState:
         return ModelState(head, json.loads(str(f["classes"])), extractor, meta)
 
 
-def new_id() -> str:
-    """A fresh id: 128 random bits as hex. Session ids are secrets: whoever knows one owns the session."""
-    return secrets.token_hex(16)
-
-
 def iso_time(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
@@ -125,21 +118,16 @@ class Store:
         self.session_dir = self.dir / "sessions"
         for folder in (self.checkpoint_dir, self.session_dir):
             folder.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
+        #: this thread's connection (SQLite connections are cheap but not shared across threads)
+        self.conn = db.Connections(self.dir / DB_NAME)
         self.conn().executescript(SCHEMA)
         db.migrate(self.conn(), MIGRATIONS)
         self.conn().executescript(INDEXES)
         if clean:  # only the server that owns state_dir, at start-up: a writer may be mid-write
             self.clean_orphans()
 
-    def conn(self):
-        """This thread's connection (SQLite connections are cheap but not shared across threads)."""
-        if getattr(self._local, "conn", None) is None:
-            self._local.conn = db.connect(self.dir / DB_NAME)
-        return self._local.conn
-
     def transaction(self):
-        return _Transaction(self.conn())
+        return db.transaction(self.conn())
 
     def clean_orphans(self) -> None:
         """Remove temp files left by a crash, and checkpoint files whose row was never committed."""
@@ -232,7 +220,7 @@ class Store:
     def add_checkpoint(self, *, name: str, session: str, parent: str | None, state: ModelState,
                        corrections: list[Correction], metrics: dict, strategy: str) -> str:  # fmt: skip
         """Write the model file durably, then commit the row: a listed checkpoint always loads."""
-        checkpoint_id = new_id()
+        checkpoint_id = db.new_id()
         db.atomic_write(self.checkpoint_dir / f"{checkpoint_id}.npz", state_bytes(state))
         with self.transaction() as conn:
             conn.execute(
@@ -289,7 +277,7 @@ class Store:
         """The checkpoint's share secret (made on first call); NotFoundError unless `owner` saved it."""
         self.checkpoint_row(checkpoint_id, owner)
         self.conn().execute("UPDATE checkpoints SET share = coalesce(share, ?) WHERE id = ?",
-                            (new_id(), checkpoint_id))  # fmt: skip
+                            (db.new_id(), checkpoint_id))  # fmt: skip
         return self.checkpoint_row(checkpoint_id)["share"]
 
     def unshare_checkpoint(self, checkpoint_id: str, owner: str) -> None:
@@ -350,17 +338,3 @@ def _drop_unlinked(conn) -> None:
         "DELETE FROM corrections WHERE id NOT IN (SELECT correction FROM session_corrections)"
         " AND id NOT IN (SELECT correction FROM checkpoint_corrections)"
     )
-
-
-class _Transaction:
-    """`with store.transaction() as conn:` BEGIN IMMEDIATE … COMMIT (ROLLBACK on error)."""
-
-    def __init__(self, conn):
-        self.conn = conn
-
-    def __enter__(self):
-        self.conn.execute("BEGIN IMMEDIATE")
-        return self.conn
-
-    def __exit__(self, exc_type, exc, tb):
-        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")

@@ -18,7 +18,6 @@ import json
 import os
 import threading
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 from distributed.diagnostics.plugin import WorkerPlugin
@@ -28,10 +27,11 @@ from web_tool.DataLoader import DataLoader
 from web_tool.datasets import DatasetConfig
 from web_tool.errors import ClusterError, LandCoverError, ModelError, NotTrainedError
 from web_tool.mapping import WindowResult, WindowTask, default_window_px, predict_window
+from web_tool.paths import STATE_DIR
 from web_tool.rasterfiles import scan
 from web_tool.ServerModels.base import ServerModel
+from web_tool.store import load_checkpoint_model
 
-WEB_ROOT = Path(__file__).resolve().parent
 #: side of the blank image each process predicts once after loading the model
 WARMUP_PX = 64
 #: how the README says to give a machine this package
@@ -54,7 +54,7 @@ class ModelSpec:
         classes = [{"name": n, "color": c} for n, c in self.classes]
         model = get_model(self.model)(self.model_fn, classes=classes)
         if self.checkpoint:
-            model = load_checkpoint(self.state_dir, self.checkpoint, model)
+            model = load_checkpoint_model(self.state_dir or STATE_DIR, self.checkpoint, model)
         if not model.trained:
             raise NotTrainedError(
                 f"model {model.name!r} has not learnt anything yet: map with --checkpoint ID, a checkpoint"
@@ -130,12 +130,6 @@ def set_tf_threads(n: int | None) -> None:
         tf.config.threading.set_inter_op_parallelism_threads(n)
     except RuntimeError:
         pass  # TensorFlow already started in this process (threaded cluster, earlier map): keep its pool
-
-
-def load_checkpoint(state_dir: str | None, checkpoint_id: str, base_model: ServerModel) -> ServerModel:
-    from web_tool.store import load_checkpoint_model
-
-    return load_checkpoint_model(state_dir or str(WEB_ROOT / "data" / "state"), checkpoint_id, base_model)
 
 
 def model_facts(model: ServerModel) -> dict:

@@ -8,6 +8,11 @@ from typing import Protocol
 from web_tool.errors import LandCoverError
 from web_tool.ServerModels.base import ServerModel
 
+# Keras on TensorFlow, without its start-up chatter: set here, so before any module of this package
+# imports Keras (Python runs a package's __init__ before its modules)
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 _REGISTRY: dict[str, str] = {
     # the seed's names for its Keras U-Net models, kept for its launch line
     "nips_hr": "web_tool.ServerModels.keras_model:KerasSegmentationModel",

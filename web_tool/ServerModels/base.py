@@ -106,8 +106,12 @@ class ServerModel(ABC):
         return None
 
     def with_extractor_state(self, weights: list[np.ndarray]) -> ServerModel:
-        """A copy whose extractor has `weights` (as extractor_state gave them)."""
-        raise NotImplementedError(f"{type(self).__name__} has no tunable extractor")
+        """A copy whose extractor has `weights` (as extractor_state gave them); IncompatibleError for
+        a model whose extractor has no weights to tune."""
+        raise IncompatibleError(
+            f"this saved model tuned a network's layers, but model {self.name!r} has none: load it on a"
+            " server with the model it was saved with"
+        )
 
     def state(self) -> ModelState:
         head = None if self.head is None else self.head.to_arrays()

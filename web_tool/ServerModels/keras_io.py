@@ -18,15 +18,12 @@ import os
 import zipfile
 from pathlib import Path
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import h5py
+import keras
+import numpy as np
+import tensorflow as tf
 
-import h5py  # noqa: E402
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from web_tool.errors import ModelError  # noqa: E402
+from web_tool.errors import ModelError
 
 MODEL_SUFFIXES = (".keras", ".h5")
 #: layers that may follow the head: they keep the class order and the arg-max

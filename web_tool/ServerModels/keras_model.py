@@ -11,20 +11,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+import numpy as np
+import tensorflow as tf
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from web_tool.errors import ModelError  # noqa: E402
-from web_tool.ServerModels.base import ServerModel  # noqa: E402
-from web_tool.ServerModels.filterbank import filter_bank  # noqa: E402
-from web_tool.ServerModels.heads import LinearHead  # noqa: E402
-from web_tool.ServerModels.keras_io import load_keras_model, split_head  # noqa: E402
-from web_tool.ServerModels.precision import in_bfloat16  # noqa: E402
-from web_tool.ServerModels.tiling import run_tiled  # noqa: E402
+from web_tool.errors import IncompatibleError, ModelError
+from web_tool.ServerModels.base import ServerModel
+from web_tool.ServerModels.filterbank import filter_bank
+from web_tool.ServerModels.heads import LinearHead
+from web_tool.ServerModels.keras_io import load_keras_model, split_head
+from web_tool.ServerModels.precision import in_bfloat16
+from web_tool.ServerModels.tiling import run_tiled
 
 
 class KerasSegmentationModel(ServerModel):
@@ -61,28 +58,34 @@ class KerasSegmentationModel(ServerModel):
 
     def _set_body(self, body) -> None:
         self.body = body
-        image = tf.TensorSpec([None, None, None, self.n_bands], tf.float32)
+        self._body_fn = compiled(body)
         kernel, bias = tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([None], tf.float32)
-        self._body_fn = tf.function(
-            lambda x: tf.cast(body(x, training=False), tf.float32), input_signature=[image]
-        )
         # the network with a linear head in one graph: softmax(features @ kernel + bias), so the
         # features never leave TensorFlow (one pass; a few % of the forward time saved)
         self._probs_fn = tf.function(
             lambda x, kernel, bias: tf.nn.softmax(
                 tf.tensordot(tf.cast(body(x, training=False), tf.float32), kernel, 1) + bias
             ),
-            input_signature=[image, kernel, bias],
+            input_signature=[image_spec(body), kernel, bias],
         )
 
     # --- features ------------------------------------------------------------------------------
 
     def deep_features(self, image: np.ndarray) -> np.ndarray:
         """HxWxB uint8 → HxWxF float32 features of the network's body (tiled for large images)."""
-        if image.shape[-1] != self.n_bands:
-            raise ModelError(f"model expects {self.n_bands} bands, the image has {image.shape[-1]}")
+        self._check_bands(image)
         (feats,) = run_tiled(self._run_body, image, self.window, self.overlap, self.multiple)
         return feats
+
+    def _check_bands(self, image: np.ndarray) -> None:
+        """IncompatibleError for imagery of another band count: the served datasets always fit the
+        model (start-up checks), so it was saved with another set-up (a session's corrections)."""
+        if image.shape[-1] != self.n_bands:
+            raise IncompatibleError(
+                f"model {self.name!r} takes {self.n_bands} bands but this imagery has {image.shape[-1]}:"
+                " it was recorded while the server had another model or other imagery; start a new"
+                " session (or reset this one) to correct this model"
+            )
 
     def _run_body(self, batch: np.ndarray) -> list[np.ndarray]:
         return [self._body_fn(network_input(batch)).numpy()]
@@ -102,8 +105,7 @@ class KerasSegmentationModel(ServerModel):
         head = self.head
         if not isinstance(head, LinearHead):  # a learnt head needs all the features
             return super().predict(image)
-        if image.shape[-1] != self.n_bands:
-            raise ModelError(f"model expects {self.n_bands} bands, the image has {image.shape[-1]}")
+        self._check_bands(image)
 
         def network(batch: np.ndarray) -> list[np.ndarray]:
             return [self._probs_fn(network_input(batch), head.kernel, head.bias).numpy()]
@@ -137,10 +139,32 @@ class KerasSegmentationModel(ServerModel):
 
     def with_extractor_state(self, weights: list[np.ndarray]) -> KerasSegmentationModel:
         body = copy_body(self.base_body)
+        mismatch = IncompatibleError(
+            f"this saved model tuned the layers of another network than {self.name!r}, the one the server"
+            " serves: load it on a server with the model it was saved with"
+        )
         if len(body.get_weights()) != len(weights):
-            raise ModelError("the checkpoint's body weights do not fit the served model's architecture")
-        body.set_weights(weights)
+            raise mismatch
+        try:
+            body.set_weights(weights)
+        except ValueError:  # as many weights, of other shapes
+            raise mismatch from None
         return self.with_body(body)
+
+
+def image_spec(network: keras.Model) -> tf.TensorSpec:
+    """Any batch of images of any size with the network's input bands, float32."""
+    return tf.TensorSpec([None, None, None, network.inputs[0].shape[-1]], tf.float32)
+
+
+def compiled(network: keras.Model):
+    """`network` as one TensorFlow graph for any batch and image size (traced once), its output
+    float32 (a bf16 network's too)."""
+
+    def forward(x: tf.Tensor) -> tf.Tensor:
+        return tf.cast(network(x, training=False), tf.float32)
+
+    return tf.function(forward, input_signature=[image_spec(network)])
 
 
 def network_input(batch: np.ndarray) -> tf.Tensor:

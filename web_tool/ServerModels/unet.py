@@ -10,12 +10,8 @@ loads with ``keras.saving.load_model(path)`` and no custom objects.
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-
-import keras  # noqa: E402
-from keras import layers  # noqa: E402
+import keras
+from keras import layers
 
 # Batch-norm moving statistics must settle within a few hundred training steps.
 BN_MOMENTUM = 0.9

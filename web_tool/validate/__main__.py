@@ -25,11 +25,11 @@ import rasterio
 from web_tool import datasets as dataset_config
 from web_tool.DataLoader import DataLoader
 from web_tool.errors import LandCoverError, NotFoundError
+from web_tool.paths import DATASETS_JSON, STATE_DIR
 from web_tool.validate import assess, design, reference
 from web_tool.validate.report import to_csv, to_text
 from web_tool.validate.samples import SampleStore
 
-WEB_ROOT = Path(__file__).resolve().parent.parent
 #: the property `sample` writes for the reference class, and `report --points` reads by default
 REFERENCE_PROPERTY = "reference"
 
@@ -67,10 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     r.add_argument("--codes", type=parse_codes, default=None,
                    help="reference value → class, e.g. 1=Water,2=Forest,5=Built,15= (empty: ignore);"
                         " default: values are class indices (or names)")  # fmt: skip
-    r.add_argument("--datasets_json", default=str(WEB_ROOT / "datasets.json"), help="named datasets")
-    r.add_argument(
-        "--state_dir", default=str(WEB_ROOT / "data" / "state"), help="--sample: the server's state"
-    )
+    r.add_argument("--datasets_json", default=str(DATASETS_JSON), help="named datasets")
+    r.add_argument("--state_dir", default=str(STATE_DIR), help="--sample: the server's state")
     r.add_argument("--job", help="--sample: the /predTile job the sample belongs to")
     r.add_argument("--json", default=None, help="also write the report as JSON here")
     r.add_argument("--csv", default=None, help="also write the report as CSV here")

@@ -17,8 +17,6 @@ from __future__ import annotations
 import builtins
 import json
 import re
-import secrets
-import threading
 import time
 from pathlib import Path
 
@@ -55,20 +53,15 @@ class SampleStore:
     def __init__(self, state_dir: str | Path, max_points: int = MAX_SAMPLE_POINTS):
         self.path = Path(state_dir) / DB_NAME
         self.max_points = max_points
-        self._local = threading.local()
+        self._conn = db.Connections(self.path)
         self._conn().executescript(SCHEMA)
-
-    def _conn(self):
-        if getattr(self._local, "conn", None) is None:
-            self._local.conn = db.connect(self.path)
-        return self._local.conn
 
     # ---------------------------------------------------------------- writing
 
     def add(self, job: str, strata: MapStrata, design: dict, points: list[dict]) -> str:
         """Keep a new sample of `job`'s map (one transaction); its id. `design` holds seed, total,
         min_per_class and the points per class; `points` come from `design.locate`."""
-        sample_id = secrets.token_hex(8)
+        sample_id = db.new_id(8)
         rows = [
             (sample_id, i, p["x"], p["y"], p["lon"], p["lat"], json.dumps(p["outline"]), p["map_class"])
             for i, p in enumerate(points)
@@ -77,9 +70,7 @@ class SampleStore:
             {"pixels": px, "km2": km2, "points": n}
             for px, km2, n in zip(strata.pixels, strata.km2, design["points"], strict=True)
         ]
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with db.transaction(self._conn()) as conn:
             conn.execute(
                 "INSERT INTO samples VALUES (?,?,?,?,?,?,?,?,?)",
                 (sample_id, job, time.time(), design["seed"], design["total"], design["min_per_class"],
@@ -87,10 +78,6 @@ class SampleStore:
             )  # fmt: skip
             conn.executemany("INSERT INTO points (sample, idx, x, y, lon, lat, outline, map_class)"
                              " VALUES (?,?,?,?,?,?,?,?)", rows)  # fmt: skip
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
         return sample_id
 
     def answer(self, job: str, sample_id: str, index: int, answer: int | str) -> dict:
