@@ -30,8 +30,8 @@ import numpy as np
 from common import REPO, ServerProcess, markdown_table
 
 from web_tool.DataLoader import DataLoader
-from web_tool.datasets import DatasetConfig, expand_paths
 from web_tool.geometry import WEB_MERCATOR, Extent, parse_crs
+from web_tool.imagery.datasets import DatasetConfig, expand_paths
 
 DEMO_DIR = REPO / "web_tool" / "data" / "demo"
 DEMO_MODEL = REPO / "web_tool" / "data" / "demo_model"

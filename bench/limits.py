@@ -40,7 +40,6 @@ import mercantile
 import requests
 from common import REPO, ServerProcess, markdown_table
 
-from web_tool.admission import HEAVY_SLOTS, MAX_WAITING
 from web_tool.DataLoader import MAX_PATCH_PIXELS, MAX_PATCH_SIDE
 from web_tool.geometry import (
     MAX_CROSSINGS,
@@ -51,7 +50,8 @@ from web_tool.geometry import (
     ground_resolution_in,
     parse_crs,
 )
-from web_tool.sessions import MAX_CLASSES
+from web_tool.http.admission import HEAVY_SLOTS, MAX_WAITING
+from web_tool.learning.sessions import MAX_CLASSES
 
 DEMO_MODEL = REPO / "web_tool" / "data" / "demo_model.keras"
 CENTER_UTM = (325_736.0, 4_305_464.0)  # the middle of area a of the demo (1 m, EPSG:32618)

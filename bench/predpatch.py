@@ -100,8 +100,8 @@ def bare_forward(network):
 def stage_runs(loader, model, extent, weights, colors) -> dict:
     """The stages of /predPatch as calls of the server's own functions in this process, to be timed
     in the same turns as the HTTP request (a busy spell of the machine falls on both alike)."""
-    from web_tool.predict import encode_maps, input_rgb, pred_patch, read_padded, render_maps
-    from web_tool.rendering import png_base64
+    from web_tool.rendering.images import png_base64
+    from web_tool.rendering.patch import encode_maps, input_rgb, pred_patch, read_padded, render_maps
 
     pad = model.padding
     padded, patch = read_padded(loader, extent, pad)
@@ -127,9 +127,9 @@ def cpu_of(clock, out: list[float], fn) -> None:
 
 def http_report(args) -> list[dict]:
     from web_tool.DataLoader import DataLoader
-    from web_tool.datasets import from_json
     from web_tool.geometry import Extent, parse_crs
-    from web_tool.rendering import class_colors
+    from web_tool.imagery.datasets import from_json
+    from web_tool.rendering.images import class_colors
     from web_tool.ServerModels.keras_io import load_keras_model
     from web_tool.ServerModels.keras_model import KerasSegmentationModel
 

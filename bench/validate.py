@@ -177,8 +177,8 @@ def coverage(name: str, map_path: Path, truth: np.ndarray, draws: int) -> list[o
 
 
 def coverage_rows(draws: int, quick: bool) -> list[list[object]]:
-    from web_tool import datasets
     from web_tool.DataLoader import DataLoader
+    from web_tool.imagery import datasets
     from web_tool.validate import reference
 
     rows = []
@@ -205,7 +205,7 @@ def coverage_rows(draws: int, quick: bool) -> list[list[object]]:
             path = Path(tmp) / "wv" / "map.tif"
             path.parent.mkdir()
             batch_map(str(CHESAPEAKE / "naip2014"), aoi, "26917", path)
-            from web_tool.datasets import DatasetConfig
+            from web_tool.imagery.datasets import DatasetConfig
 
             files = [str(CHESAPEAKE / "lc" / p.name) for p in patches]
             lc = DataLoader(DatasetConfig("lc", files, label_paths=files))

@@ -120,7 +120,7 @@ class LiveServer:
     as `server.py` sets it up (JSON errors, bodies over the limit refused unread)."""
 
     def __init__(self, app, threads: int = 16, max_body_bytes: int = 8 * 2**20):
-        from web_tool.http_server import make_server
+        from web_tool.http.wsgi_server import make_server
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"

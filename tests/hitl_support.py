@@ -21,7 +21,7 @@ import requests
 from conftest import REPO, UTM18, LiveServer, build_app, make_geotiff, tiny_network
 from rasterio.warp import transform_bounds
 
-from web_tool.rendering import hex_to_rgb
+from web_tool.rendering.images import hex_to_rgb
 
 X0, Y0, SIZE, STRIPE = 500_000, 4_300_000, 128, 32
 COLOURS = [(20, 50, 110, 15), (35, 90, 45, 160), (170, 190, 110, 210), (185, 175, 170, 70)]
@@ -114,7 +114,7 @@ def share(pred: np.ndarray, value: int) -> float:
 
 
 def default_classes() -> list[dict]:
-    from web_tool.datasets import DEFAULT_CLASSES
+    from web_tool.imagery.datasets import DEFAULT_CLASSES
 
     return DEFAULT_CLASSES
 

@@ -12,7 +12,7 @@ from test_api import call
 from test_startup import centre_extent, exercise, ok, png, save, small_network, start
 
 from web_tool.DataLoader import DataLoader
-from web_tool.datasets import DatasetConfig
+from web_tool.imagery.datasets import DatasetConfig
 
 #: UTM 60N easting/northing of longitude 180° at 45° N
 E180, N45 = 736_446.0, 4_987_329.5
@@ -131,7 +131,7 @@ def test_a_raster_beyond_the_web_maps_latitudes_is_skipped_saying_so(tmp_path, c
 
 def test_a_geographic_raster_with_longitudes_beyond_180_reads_on_both_sides(tmp_path):
     from web_tool.geometry import Extent
-    from web_tool.tiles import tile_grid
+    from web_tool.rendering.imagery_tiles import tile_grid
 
     path = make_geotiff(tmp_path / "g.tif", (179.999, 44.999, 180.001, 45.001), crs=4326, size=(64, 64))
     loader = DataLoader(DatasetConfig("g", [str(path)]))

@@ -11,7 +11,8 @@ import pytest
 from conftest import LiveServer, build_app
 from test_api import call
 
-from web_tool import auth, server
+from web_tool import server
+from web_tool.http import auth
 
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "s3cret-token"

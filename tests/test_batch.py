@@ -15,11 +15,11 @@ from shapely.geometry import MultiPolygon, box, mapping
 
 from web_tool import batch
 from web_tool.DataLoader import DataLoader
-from web_tool.datasets import DatasetConfig, from_cli
 from web_tool.errors import ExtentError
-from web_tool.export import NODATA
 from web_tool.geometry import Grid
-from web_tool.mapping import (
+from web_tool.imagery.datasets import DatasetConfig, from_cli
+from web_tool.mapping.export import NODATA
+from web_tool.mapping.pipeline import (
     AOI,
     WindowTask,
     aoi_from_geojson,
@@ -301,7 +301,7 @@ def test_cli_vector_writes_class_polygons_and_tags_name_the_model(
 
 def test_a_worker_that_cannot_read_some_imagery_is_told_which(tiny_dataset_dir, tiny_model_path, tmp_path):
     """What a worker reports of the files it can read, against the files the CLI reads."""
-    from web_tool.workers import ModelSpec, WorkerSpec, worker_problems, worker_report
+    from web_tool.mapping.workers import ModelSpec, WorkerSpec, worker_problems, worker_report
 
     files = sorted(str(p) for p in tiny_dataset_dir.glob("*.tif"))
     here = [*files[:2], str(tmp_path / "not-on-this-worker.tif")]  # as if 2 files were missing here

@@ -7,9 +7,9 @@ import rasterio.warp
 from conftest import four_tiles, make_geotiff
 
 from web_tool.DataLoader import DataLoader
-from web_tool.datasets import DatasetConfig, expand_paths
 from web_tool.errors import ConfigError, NoImageryError, TooLargeError
 from web_tool.geometry import Extent, Grid, parse_crs
+from web_tool.imagery.datasets import DatasetConfig, expand_paths
 
 UTM = parse_crs(32618)
 

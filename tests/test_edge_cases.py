@@ -200,8 +200,8 @@ def test_a_read_error_that_reaches_a_route_is_a_503_in_words_not_a_500():
     import bottle
     from rasterio.errors import RasterioIOError
 
-    from web_tool import api
     from web_tool.errors import unreadable
+    from web_tool.http import api
 
     assert unreadable(ValueError("x")) is None
     wrapped = RuntimeError("while mapping")

@@ -15,11 +15,11 @@ from rasterio.crs import CRS
 from rio_cogeo.cogeo import cog_validate
 from shapely.geometry import box
 
-from web_tool import export
 from web_tool.DataLoader import DataLoader
-from web_tool.datasets import DEFAULT_CLASSES, DatasetConfig
 from web_tool.geometry import WEB_MERCATOR, WGS84, Grid
-from web_tool.mapping import AOI, ClassMapWriter, outputs_beside, plan_map, render_map
+from web_tool.imagery.datasets import DEFAULT_CLASSES, DatasetConfig
+from web_tool.mapping import export
+from web_tool.mapping.pipeline import AOI, ClassMapWriter, outputs_beside, plan_map, render_map
 
 UTM = CRS.from_epsg(32618)
 GEOD = pyproj.Geod(ellps="WGS84")
@@ -141,7 +141,7 @@ def test_geographic_dataset_statistics_give_ellipsoidal_km2(tmp_path, geotiff_fa
 
     aoi = AOI(box(10.002, 60.001, 10.008, 60.009), WGS84)
     plan = plan_map(loader, aoi, window_px=32)
-    from web_tool.mapping import serial_results
+    from web_tool.mapping.pipeline import serial_results
 
     stats = render_map(
         plan,

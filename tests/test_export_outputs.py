@@ -18,9 +18,9 @@ from affine import Affine
 from rasterio.crs import CRS
 from shapely import from_wkb
 
-from web_tool import export
 from web_tool.geometry import Grid
-from web_tool.mapping import ClassMapWriter, outputs_beside
+from web_tool.mapping import export
+from web_tool.mapping.pipeline import ClassMapWriter, outputs_beside
 
 UTM = CRS.from_epsg(32618)
 CLASSES = [{"name": "Water", "color": "#0000FF"}, {"name": "Forest", "color": "#008000"},

@@ -34,7 +34,7 @@ from hitl_support import (
 )
 from test_jobs_api import polygon_3857, wait_for
 
-from web_tool.jobs import RESTART_MESSAGE
+from web_tool.mapping.jobs import RESTART_MESSAGE
 
 DISK_BYTES = 16 * 2**20
 NOISE_PX = 768

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from web_tool.errors import CRSError, ExtentError
 from web_tool.geometry import WEB_MERCATOR, WGS84, Extent, Grid, ground_resolution_in, parse_crs
-from web_tool.tiles import tile_grid
+from web_tool.rendering.imagery_tiles import tile_grid
 
 
 def test_parse_crs_accepts_ints_and_epsg_strings():

@@ -33,7 +33,7 @@ def hard_png(url: str, session: str | None) -> str:
 
 @pytest.mark.parametrize("strategy", ["last_layer", "last_k_layers"])
 def test_checkpoint_round_trip_across_a_restart(scene, stripes_model, tmp_path, strategy):
-    from web_tool.store import load_checkpoint_model
+    from web_tool.learning.store import load_checkpoint_model
 
     srv = serve(scene, stripes_model, tmp_path, fine_tune=strategy)
     s = post(srv.url, "/sessions")["session"]

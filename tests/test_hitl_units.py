@@ -8,17 +8,17 @@ from affine import Affine
 from rasterio.crs import CRS
 from shapely.geometry import box
 
-from web_tool.corrections import labelled_pixels, record
 from web_tool.DataLoader import DataLoader
-from web_tool.datasets import DatasetConfig
 from web_tool.errors import ExtentError, NotFoundError, TooLargeError
-from web_tool.finetune import get_strategy
 from web_tool.geometry import WEB_MERCATOR, Extent, Grid, polygon_from_geojson
+from web_tool.imagery.datasets import DatasetConfig
+from web_tool.learning.corrections import labelled_pixels, record
+from web_tool.learning.finetune import get_strategy
+from web_tool.learning.store import Store
+from web_tool.learning.training_data import class_weights, replay_path
+from web_tool.rendering.uncertainty import suggestions, uncertainty
 from web_tool.ServerModels.base import ModelState
 from web_tool.ServerModels.heads import LinearHead
-from web_tool.store import Store
-from web_tool.training_data import class_weights, replay_path
-from web_tool.uncertainty import suggestions, uncertainty
 
 UTM18 = CRS.from_epsg(32618)
 
@@ -108,8 +108,8 @@ def test_replay_file_sits_next_to_the_model_and_strategies_are_registered():
 
 
 def test_without_replay_the_retrain_message_says_so(tiny_dataset_dir, tiny_model_path, tmp_path):
+    from web_tool.learning.sessions import SessionManager
     from web_tool.ServerModels.keras_model import KerasSegmentationModel
-    from web_tool.sessions import SessionManager
 
     paths = sorted(str(p) for p in tiny_dataset_dir.glob("*.tif"))
     loader = DataLoader(DatasetConfig(name="tiny", paths=paths))
@@ -127,8 +127,8 @@ def test_without_replay_the_retrain_message_says_so(tiny_dataset_dir, tiny_model
 
 def test_a_k_the_network_cannot_tune_is_refused_at_start_up(tiny_model_path, tmp_path):
     from web_tool.errors import ModelError
+    from web_tool.learning.sessions import SessionManager
     from web_tool.ServerModels.keras_model import KerasSegmentationModel
-    from web_tool.sessions import SessionManager
 
     base = KerasSegmentationModel(tiny_model_path, classes=[])
     with pytest.raises(ModelError, match="between 2 and 3"):

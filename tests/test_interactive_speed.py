@@ -15,12 +15,12 @@ from conftest import DEMO_DIR, DEMO_MODEL, LiveServer, build_app
 from test_api import UTM, call, extent_body
 
 from web_tool import startup
-from web_tool.corrections import NO_CLASS
 from web_tool.geometry import WEB_MERCATOR, Extent
+from web_tool.learning.corrections import NO_CLASS
+from web_tool.learning.sessions import seen_map
+from web_tool.rendering.uncertainty import top_two
 from web_tool.ServerModels import precision
 from web_tool.ServerModels.keras_model import KerasSegmentationModel
-from web_tool.sessions import seen_map
-from web_tool.uncertainty import top_two
 
 
 def demo_image(size: int = 256) -> np.ndarray:
@@ -119,9 +119,9 @@ def test_last_k_layers_learns_in_bf16(scene, stripes_model, tmp_path):
     from shapely.geometry import box
 
     from web_tool.DataLoader import DataLoader
-    from web_tool.datasets import DatasetConfig
-    from web_tool.sessions import SessionManager
-    from web_tool.training_data import replay_path
+    from web_tool.imagery.datasets import DatasetConfig
+    from web_tool.learning.sessions import SessionManager
+    from web_tool.learning.training_data import replay_path
 
     base = KerasSegmentationModel(stripes_model, []).in_bfloat16()
     sessions = SessionManager(base, tmp_path, "last_k_layers", replay_path(stripes_model), options={"k": 2})

@@ -14,8 +14,8 @@ import pytest
 import requests
 from hitl_support import BUILT, FIELD, correct_box, post, serve, stripe_extent, utm_extent
 
-from web_tool.openapi import SESSION_QUERY, openapi_path
-from web_tool.store import SCHEMA as NEW_SCHEMA
+from web_tool.http.openapi import SESSION_QUERY, openapi_path
+from web_tool.learning.store import SCHEMA as NEW_SCHEMA
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 
@@ -233,7 +233,7 @@ def test_a_state_folder_of_the_earlier_schema_opens_and_keeps_its_owners(
     caplog.set_level(logging.WARNING)
     srv = serve(scene, stripes_model, tmp_path)
     try:
-        from web_tool.store import state_bytes
+        from web_tool.learning.store import state_bytes
 
         base = srv.config.model
         (state / "checkpoints" / f"{old_checkpoint}.npz").write_bytes(state_bytes(base.state()))

@@ -20,7 +20,7 @@ from test_api import call
 
 from web_tool.errors import BusyError, ExtentError
 from web_tool.geometry import WEB_MERCATOR, Extent, parse_crs
-from web_tool.jobs import RESTART_MESSAGE, JobManager, JobResult
+from web_tool.mapping.jobs import RESTART_MESSAGE, JobManager, JobResult
 
 UTM = parse_crs(32618)
 # the tiny dataset: 2x2 tiles of 64 m at 1 m, UTM 18N, x 500000..500128, y 4300000..4300128

@@ -15,16 +15,14 @@ from conftest import UTM18
 from hitl_support import BUILT, FIELD, FOREST, STRIPE, WATER, X0, Y0, stripe_image, stripe_labels
 from shapely.geometry import box
 
-from web_tool import crossval
-from web_tool.admission import Gate
-from web_tool.corrections import NO_CLASS, anchor_pixels, sample_pixels
 from web_tool.DataLoader import DataLoader
-from web_tool.datasets import DEFAULT_CLASSES, DatasetConfig
 from web_tool.errors import NotTrainedError, RequestError
-from web_tool.ServerModels import get_model
-from web_tool.ServerModels.heads import LinearHead
-from web_tool.sessions import SessionManager, seen_map
-from web_tool.training_data import (
+from web_tool.http.admission import Gate
+from web_tool.imagery.datasets import DEFAULT_CLASSES, DatasetConfig
+from web_tool.learning import crossval
+from web_tool.learning.corrections import NO_CLASS, anchor_pixels, sample_pixels
+from web_tool.learning.sessions import SessionManager, seen_map
+from web_tool.learning.training_data import (
     ANCHORS,
     PER_CORRECTION,
     FeatureSource,
@@ -34,6 +32,8 @@ from web_tool.training_data import (
     load_replay,
     replay_path,
 )
+from web_tool.ServerModels import get_model
+from web_tool.ServerModels.heads import LinearHead
 
 
 @pytest.fixture(scope="module")

@@ -18,10 +18,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_api import call, extent_body
 
-from web_tool import admission, server
-from web_tool.admission import Gate, HeavyRoutes
+from web_tool import server
 from web_tool.errors import BusyError, ConfigError
 from web_tool.geometry import count_crossings, polygon_from_geojson
+from web_tool.http import admission
+from web_tool.http.admission import Gate, HeavyRoutes
 from web_tool.ServerModels import tiling
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
@@ -139,7 +140,7 @@ def wsgi_get(app, path: str) -> tuple[str, bytes]:
 def test_only_routes_declared_heavy_take_a_turn():
     import bottle
 
-    from web_tool import api
+    from web_tool.http import api
 
     gate = Gate(slots=1, max_waiting=0)
     app = bottle.Bottle()

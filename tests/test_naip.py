@@ -6,8 +6,8 @@ from conftest import NAIP_DIR
 from test_api import call, decode_png
 
 from web_tool.DataLoader import DataLoader
-from web_tool.datasets import from_cli
 from web_tool.geometry import WEB_MERCATOR, Extent
+from web_tool.imagery.datasets import from_cli
 
 pytestmark = [
     pytest.mark.naip,

@@ -11,7 +11,7 @@ from test_api import call, extent_body
 
 from web_tool import server
 from web_tool.errors import ConfigError
-from web_tool.origins import SitePolicy, parse_origin
+from web_tool.http.origins import SitePolicy, parse_origin
 
 OTHER_PAGE = "http://localhost:8000"
 

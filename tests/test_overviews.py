@@ -8,11 +8,11 @@ import pytest
 import rasterio
 from conftest import UTM18, make_geotiff
 
-from web_tool import overviews
 from web_tool.DataLoader import DataLoader
-from web_tool.datasets import DatasetConfig
 from web_tool.geometry import Extent, Grid
-from web_tool.rasterfiles import SMALL_FILE_PX
+from web_tool.imagery import overviews
+from web_tool.imagery.datasets import DatasetConfig
+from web_tool.imagery.rasterfiles import SMALL_FILE_PX
 
 X0, Y0 = 500_000, 4_300_000
 SIDE = SMALL_FILE_PX + 512  # large enough to need overviews

@@ -10,10 +10,10 @@ from conftest import UTM18, four_tiles, make_geotiff
 from rasterio.enums import ColorInterp
 
 from web_tool.DataLoader import DataLoader
-from web_tool.datasets import DatasetConfig
 from web_tool.errors import ConfigError, NoImageryError
 from web_tool.geometry import Extent, Grid
-from web_tool.stretch import band_percentiles
+from web_tool.imagery.datasets import DatasetConfig
+from web_tool.imagery.stretch import band_percentiles
 
 BOUNDS = (500_000, 4_300_000, 500_064, 4_300_064)
 GRID = Grid.covering(Extent(*BOUNDS, crs=UTM18), 1.0)

@@ -12,8 +12,8 @@ from conftest import LiveServer, build_app, make_geotiff
 from hitl_support import X0, Y0, correct_box, post
 from rasterio.warp import transform
 
-from web_tool.pred_tiles import BLOCK_LEVELS, BLOCK_PX, BlockCache, native_zoom, predict_block
-from web_tool.rendering import hex_to_rgb
+from web_tool.rendering.images import hex_to_rgb
+from web_tool.rendering.prediction_tiles import BLOCK_LEVELS, BLOCK_PX, BlockCache, native_zoom, predict_block
 
 pytestmark = pytest.mark.slow
 
@@ -173,7 +173,7 @@ def test_a_request_whose_client_left_predicts_nothing():
 
 
 def test_cache_memory_is_bounded():
-    from web_tool.pred_tiles import Block
+    from web_tool.rendering.prediction_tiles import Block
 
     block = Block(np.zeros((BLOCK_PX, BLOCK_PX, 4), np.uint8), np.zeros((256, 256, 4), np.uint8))
     cache = BlockCache(max_bytes=3 * block.nbytes)
@@ -188,8 +188,8 @@ def test_tiles_of_neighbouring_blocks_do_not_seam(tmp_path, stripes_model):
     from affine import Affine
 
     from web_tool.DataLoader import DataLoader
-    from web_tool.datasets import from_cli
     from web_tool.geometry import WEB_MERCATOR, Grid
+    from web_tool.imagery.datasets import from_cli
     from web_tool.ServerModels.keras_model import KerasSegmentationModel
 
     zb = 15

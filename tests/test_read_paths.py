@@ -20,10 +20,10 @@ from rasterio.enums import Resampling
 from rasterio.warp import reproject
 
 from web_tool.DataLoader import DataLoader, source_window
-from web_tool.datasets import DatasetConfig, from_cli
 from web_tool.errors import NoImageryError
 from web_tool.geometry import WEB_MERCATOR, Extent, Grid
-from web_tool.raster_pool import RasterPool
+from web_tool.imagery.datasets import DatasetConfig, from_cli
+from web_tool.imagery.raster_pool import RasterPool
 
 DEV_NAIP = SHARED / "data" / "chesapeake-wv-dev" / "naip2014"
 ND_NAIP = SHARED / "data" / "naip-nd"
@@ -188,7 +188,7 @@ def test_threads_reading_the_same_files_get_the_same_pixels(tmp_path):
 
 
 def test_the_servers_block_cache_is_bounded_unless_the_environment_says_otherwise(monkeypatch):
-    from web_tool import raster_pool
+    from web_tool.imagery import raster_pool
 
     monkeypatch.delenv("GDAL_CACHEMAX", raising=False)
     raster_pool.bound_block_cache()

@@ -19,8 +19,8 @@ from shapely.geometry import box, mapping
 
 from web_tool import batch
 from web_tool.DataLoader import DataLoader
-from web_tool.datasets import DatasetConfig, from_cli, from_json, remote_path
 from web_tool.geometry import WEB_MERCATOR, Extent
+from web_tool.imagery.datasets import DatasetConfig, from_cli, from_json, remote_path
 
 X0, Y0 = 500_000, 4_300_000
 COG_SIDE = 1024  # 1 m pixels
@@ -180,7 +180,7 @@ def test_the_batch_command_a_server_offers_names_a_remote_dataset_whole(
     range_server, tiny_model_path, tmp_path
 ):
     """An over-size export's hint gives the batch CLI the URL as the server was told, its "=" included."""
-    from web_tool.routes_jobs import batch_command
+    from web_tool.http.routes.jobs import batch_command
 
     spec = f"{range_server.url}/{COG_KEY}?version=2"
     _, config = build_app([spec], tiny_model_path, tmp_path)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from web_tool.errors import ClassIndexError
-from web_tool.rendering import class_colors, hard_rgb, png_base64, reweight, soft_rgb, with_alpha
+from web_tool.rendering.images import class_colors, hard_rgb, png_base64, reweight, soft_rgb, with_alpha
 
 CLASSES = [{"name": "a", "color": "#0000FF"}, {"name": "b", "color": "#00FF00"}]
 

@@ -12,9 +12,9 @@ from hitl_support import BUILT, FIELD, correct_box, post, serve, stripe_extent, 
 from shapely.geometry import box
 
 from web_tool.DataLoader import DataLoader
-from web_tool.datasets import DatasetConfig
 from web_tool.errors import BusyError
-from web_tool.sessions import GRACE_S
+from web_tool.imagery.datasets import DatasetConfig
+from web_tool.learning.sessions import GRACE_S
 
 
 class Clock:
@@ -29,9 +29,9 @@ class Clock:
 
 @pytest.fixture
 def manager(scene, stripes_model, tmp_path):
+    from web_tool.learning.sessions import SessionManager
+    from web_tool.learning.training_data import replay_path
     from web_tool.ServerModels.keras_model import KerasSegmentationModel
-    from web_tool.sessions import SessionManager
-    from web_tool.training_data import replay_path
 
     base = KerasSegmentationModel(stripes_model, classes=[])
     clock = Clock()

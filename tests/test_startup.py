@@ -16,8 +16,9 @@ import rasterio
 from conftest import UTM18, LiveServer, four_tiles, make_geotiff
 from test_api import call
 
-from web_tool import datasets, server
+from web_tool import server
 from web_tool.errors import ConfigError
+from web_tool.imagery import datasets
 
 X0, Y0 = 500_000, 4_300_000
 

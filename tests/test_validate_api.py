@@ -21,7 +21,7 @@ from test_api import call
 from test_fuzz import JSON, assert_clean, post
 from test_jobs_api import polygon_3857, submit, wait_for
 
-from web_tool.jobs import JobResult
+from web_tool.mapping.jobs import JobResult
 
 X0, Y0 = 500_000, 4_300_000  # the tiny dataset: 128 x 128 px of 1 m, UTM 18N
 

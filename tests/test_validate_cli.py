@@ -15,7 +15,7 @@ import rasterio
 from conftest import REPO, SHARED
 from test_validate_design import CLASSES, NAMES
 
-from web_tool.export import NODATA
+from web_tool.mapping.export import NODATA
 from web_tool.validate import assess
 from web_tool.validate.__main__ import main
 from web_tool.validate.design import allocate

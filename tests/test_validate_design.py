@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rasterio.io import MemoryFile
 
-from web_tool.export import NODATA, zone_area_m2
+from web_tool.mapping.export import NODATA, zone_area_m2
 from web_tool.validate import design
 from web_tool.validate.design import DesignError, allocate, draw, map_classes, map_strata, sample_map
 from web_tool.validate.report import sample_report

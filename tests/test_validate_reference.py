@@ -11,7 +11,7 @@ from rasterio.warp import transform as transform_points
 from test_validate_design import CLASSES, class_map
 
 from web_tool.errors import ClassIndexError, NoImageryError, RequestError
-from web_tool.export import NODATA
+from web_tool.mapping.export import NODATA
 from web_tool.validate.design import map_strata
 from web_tool.validate.reference import census, check_codes, point_counts, points_from_geojson, raster_reader
 from web_tool.validate.report import census_report, sample_report

@@ -24,8 +24,6 @@ from rasterio.windows import Window, from_bounds
 from shapely.geometry import box
 from shapely.ops import unary_union
 
-from web_tool.bands import choose_bands
-from web_tool.datasets import DatasetConfig
 from web_tool.errors import ConfigError, ExtentError, NoImageryError, TooLargeError
 from web_tool.geometry import (
     WEB_MERCATOR,
@@ -39,10 +37,12 @@ from web_tool.geometry import (
     metres_per_unit,
     web_map_bounds,
 )
-from web_tool.overviews import MAX_SAMPLED_PX, MIN_FACTOR, LowRes
-from web_tool.raster_pool import POOL
-from web_tool.rasterfiles import RasterFile, scan
-from web_tool.stretch import Scaling
+from web_tool.imagery.bands import choose_bands
+from web_tool.imagery.datasets import DatasetConfig
+from web_tool.imagery.overviews import MAX_SAMPLED_PX, MIN_FACTOR, LowRes
+from web_tool.imagery.raster_pool import POOL
+from web_tool.imagery.rasterfiles import RasterFile, scan
+from web_tool.imagery.stretch import Scaling
 
 log = logging.getLogger(__name__)
 

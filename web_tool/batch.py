@@ -28,12 +28,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from web_tool import datasets as dataset_config
 from web_tool.DataLoader import DataLoader
-from web_tool.datasets import DatasetConfig
 from web_tool.errors import ClusterError, LandCoverError, NotFoundError
 from web_tool.geometry import WGS84, parse_crs
-from web_tool.mapping import (
+from web_tool.imagery import datasets as dataset_config
+from web_tool.imagery.datasets import DatasetConfig
+from web_tool.mapping.pipeline import (
     AOI,
     MapPlan,
     WindowResult,
@@ -45,9 +45,7 @@ from web_tool.mapping import (
     render_map,
     serial_results,
 )
-from web_tool.paths import DATASETS_JSON, DEMO_MODEL, STATE_DIR
-from web_tool.rendering import check_weights
-from web_tool.workers import (
+from web_tool.mapping.workers import (
     ModelSpec,
     SpecPlugin,
     WorkerSpec,
@@ -57,6 +55,8 @@ from web_tool.workers import (
     run_window,
     worker_state,
 )
+from web_tool.paths import DATASETS_JSON, DEMO_MODEL, STATE_DIR
+from web_tool.rendering.images import check_weights
 
 #: tasks in flight per worker thread: enough to keep workers busy, few enough to bound memory
 TASKS_PER_THREAD = 2

@@ -25,34 +25,28 @@ from dataclasses import dataclass, field  # noqa: E402
 
 import bottle  # noqa: E402
 
-from web_tool import (  # noqa: E402
-    __version__,
-    admission,
-    api,
-    auth,
-    origins,
-    raster_pool,
-    routes_hitl,
-    routes_jobs,
-    routes_page,
-    startup,
-)
-from web_tool import datasets as dataset_config  # noqa: E402
+from web_tool import __version__, startup
 from web_tool.DataLoader import MAX_PATCH_PIXELS, DataLoader  # noqa: E402
 from web_tool.errors import ConfigError, LandCoverError, NotFoundError  # noqa: E402
 from web_tool.geometry import MAX_VERTICES  # noqa: E402
-from web_tool.http_server import make_server  # noqa: E402
-from web_tool.jobs import JOB_WORKERS, MAX_QUEUED_JOBS, MAX_TILE_KM2, JobManager  # noqa: E402
-from web_tool.openapi import build_openapi  # noqa: E402
-from web_tool.origins import is_loopback  # noqa: E402
+from web_tool.http import admission, api, auth, origins
+from web_tool.http.openapi import build_openapi  # noqa: E402
+from web_tool.http.origins import is_loopback  # noqa: E402
+from web_tool.http.routes import hitl as routes_hitl
+from web_tool.http.routes import jobs as routes_jobs
+from web_tool.http.routes import page as routes_page
+from web_tool.http.routes import validate as validation_routes  # noqa: E402
+from web_tool.http.schemas import GetInputRequest, PredPatchRequest, parse  # noqa: E402
+from web_tool.http.wsgi_server import make_server  # noqa: E402
+from web_tool.imagery import datasets as dataset_config  # noqa: E402
+from web_tool.imagery import raster_pool
+from web_tool.learning.sessions import IDLE_S, MAX_CLASSES, MAX_SESSIONS, SessionManager  # noqa: E402
+from web_tool.learning.training_data import replay_path  # noqa: E402
+from web_tool.mapping.jobs import JOB_WORKERS, MAX_QUEUED_JOBS, MAX_TILE_KM2, JobManager  # noqa: E402
 from web_tool.paths import DATASETS_JSON, DEMO_MODEL, STATE_DIR, WEB_ROOT  # noqa: E402
-from web_tool.predict import get_input, pred_patch  # noqa: E402
-from web_tool.schemas import GetInputRequest, PredPatchRequest, parse  # noqa: E402
+from web_tool.rendering.imagery_tiles import render_tile  # noqa: E402
+from web_tool.rendering.patch import get_input, pred_patch  # noqa: E402
 from web_tool.ServerModels import ServerModel, list_models  # noqa: E402
-from web_tool.sessions import IDLE_S, MAX_CLASSES, MAX_SESSIONS, SessionManager  # noqa: E402
-from web_tool.tiles import render_tile  # noqa: E402
-from web_tool.training_data import replay_path  # noqa: E402
-from web_tool.validate import routes as validation_routes  # noqa: E402
 from web_tool.validate.samples import MAX_SAMPLE_POINTS, SampleStore  # noqa: E402
 
 log = logging.getLogger("web_tool")

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from web_tool import datasets as dataset_config
-from web_tool import overviews
-from web_tool.bands import input_names
 from web_tool.DataLoader import DataLoader
-from web_tool.datasets import DatasetConfig
 from web_tool.errors import ConfigError, LandCoverError, ModelError
+from web_tool.imagery import datasets as dataset_config
+from web_tool.imagery import overviews
+from web_tool.imagery.bands import input_names
+from web_tool.imagery.datasets import DatasetConfig
 from web_tool.ServerModels import ServerModel, get_model
 
 log = logging.getLogger(__name__)

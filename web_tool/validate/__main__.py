@@ -22,9 +22,9 @@ from pathlib import Path
 
 import rasterio
 
-from web_tool import datasets as dataset_config
 from web_tool.DataLoader import DataLoader
 from web_tool.errors import LandCoverError, NotFoundError
+from web_tool.imagery import datasets as dataset_config
 from web_tool.paths import DATASETS_JSON, STATE_DIR
 from web_tool.validate import assess, design, reference
 from web_tool.validate.report import to_csv, to_text

@@ -20,8 +20,8 @@ from rasterio.warp import transform as transform_points
 from rasterio.windows import Window
 
 from web_tool.errors import RequestError
-from web_tool.export import NODATA, ClassStats, row_areas_km2
 from web_tool.geometry import WGS84, Grid
+from web_tool.mapping.export import NODATA, ClassStats, row_areas_km2
 
 #: points of a validation sample unless the user says otherwise (HASTE and most studies: ~200)
 DEFAULT_TOTAL = 200

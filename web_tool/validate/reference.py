@@ -18,8 +18,8 @@ from rasterio.warp import transform as transform_points
 
 from web_tool.DataLoader import read_into
 from web_tool.errors import ClassIndexError, NoImageryError, RequestError
-from web_tool.export import NODATA, row_areas_km2
 from web_tool.geometry import Grid, parse_crs
+from web_tool.mapping.export import NODATA, row_areas_km2
 from web_tool.validate.design import grid_of, windows
 
 #: (codes HxW, valid HxW) of the reference over a grid
