@@ -133,8 +133,15 @@ def main() -> None:
     rows = []
     for r in results:
         ratio = r["browser"] / r["http"]
-        rows.append([r["size"], f"{r['browser'] * 1000:.0f}", f"{r['http'] * 1000:.0f}", f"{ratio:.2f}x",
-                     f"≤ {AIM}x: {'met' if ratio <= AIM else 'not met'}"])  # fmt: skip
+        rows.append(
+            [
+                r["size"],
+                f"{r['browser'] * 1000:.0f}",
+                f"{r['http'] * 1000:.0f}",
+                f"{ratio:.2f}x",
+                f"≤ {AIM}x: {'met' if ratio <= AIM else 'not met'}",
+            ]
+        )
     print(f"\n{args.repeat} clicks per size, medians; chromium {CHROMIUM}\n")
     header = ["patch px", "click → overlay drawn ms", "HTTP /predPatch ms", "browser / HTTP", "aim"]
     print(markdown_table(header, rows))

@@ -117,8 +117,10 @@ class User:
     def click(self, x: float, y: float, res: float, value: int) -> None:
         half = res / 4  # a box smaller than a pixel: the server labels the pixel under its centre
         extent = {"xmin": x - half, "xmax": x + half, "ymin": y - half, "ymax": y + half}
-        self.server.post("/recordCorrection", {"extent": extent, "value": value, "session": self.session,
-                                               "dataset": "demo"})  # fmt: skip
+        self.server.post(
+            "/recordCorrection",
+            {"extent": extent, "value": value, "session": self.session, "dataset": "demo"},
+        )
         self.clicks.append((x, y))
 
     def score(self, extent: Extent) -> tuple[float, float]:
@@ -142,8 +144,13 @@ def interior(truth: np.ndarray) -> np.ndarray:
 
 
 def extent_body(extent: Extent) -> dict:
-    return {"xmin": extent.xmin, "ymin": extent.ymin, "xmax": extent.xmax, "ymax": extent.ymax,
-            "spatialReference": {"latestWkid": 3857}}  # fmt: skip
+    return {
+        "xmin": extent.xmin,
+        "ymin": extent.ymin,
+        "xmax": extent.xmax,
+        "ymax": extent.ymax,
+        "spatialReference": {"latestWkid": 3857},
+    }
 
 
 def decode_png(b64: str) -> np.ndarray:
@@ -155,8 +162,18 @@ def run_strategy(strategy: str, args, datasets_json: Path, state: Path, labels: 
     train, held = parts(args.data, args.quick)
     stages = (10, 50) if args.quick else (10, 50, 200)
     out = {"rows": [], "latency": None}
-    cmd = ["--datasets_json", str(datasets_json), "--model_fn", str(args.model_fn), "--fine_tune", strategy,
-           "--state_dir", str(state / strategy), "--fine_tune_layers", str(args.k)]  # fmt: skip
+    cmd = [
+        "--datasets_json",
+        str(datasets_json),
+        "--model_fn",
+        str(args.model_fn),
+        "--fine_tune",
+        strategy,
+        "--state_dir",
+        str(state / strategy),
+        "--fine_tune_layers",
+        str(args.k),
+    ]
     with ServerProcess(*cmd) as server:
         user = User(server, labels, server.post("/sessions", {})["session"], seed=args.seed)
         out["base"] = user.score(held)
@@ -218,13 +235,24 @@ def print_tables(results: dict, args) -> None:
             hold = "too few"
             if metrics.get("holdout_pixels"):
                 hold = f"{metrics['accuracy_before']:.2f} → {metrics['accuracy']:.2f}"
-            rows.append([strategy, clicks, f"{miou:.3f}", f"{miou - base_miou:+.3f}", f"{acc:.3f}",
-                         f"{seconds:.2f}", hold])  # fmt: skip
+            rows.append(
+                [
+                    strategy,
+                    clicks,
+                    f"{miou:.3f}",
+                    f"{miou - base_miou:+.3f}",
+                    f"{acc:.3f}",
+                    f"{seconds:.2f}",
+                    hold,
+                ]
+            )
     header = ["strategy", "clicks", "mean IoU", "Δ vs base", "pixel acc.", "retrain s", "hold-out acc."]
     print(markdown_table(header, rows))
     print()
-    latency = [[s, r["latency"][0], f"{r['latency'][1]:.2f}", " ".join(f"{t:.2f}" for t in r["latency"][2])]
-               for s, r in results.items()]  # fmt: skip
+    latency = [
+        [s, r["latency"][0], f"{r['latency'][1]:.2f}", " ".join(f"{t:.2f}" for t in r["latency"][2])]
+        for s, r in results.items()
+    ]
     print(markdown_table(["strategy", "clicks", "median retrain s", "runs (s)"], latency))
 
 

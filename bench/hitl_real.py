@@ -54,8 +54,13 @@ def run_seed(server, look: str, patches, features: dict, strategy: str, seed: in
     n = len(user.tool.classes)
     rows = [{"clicks": 0, "labelled": 0, "tool": devset.score(patches, user.predict(), n)}]
     for target, r in zip(args.rounds, learn(user, args.rounds), strict=True):
-        row = {"clicks": r.clicks, "labelled": r.labelled, "tool": devset.score(patches, r.preds, n),
-               "retrain_s": [r.retrain_s], "fit_s": [r.retrain.get("seconds")]}  # fmt: skip
+        row = {
+            "clicks": r.clicks,
+            "labelled": r.labelled,
+            "tool": devset.score(patches, r.preds, n),
+            "retrain_s": [r.retrain_s],
+            "fit_s": [r.retrain.get("seconds")],
+        }
         for _ in range(args.repeat if target == args.timed_round else 0):
             user.tool.undo()  # the same retrain again, from the same model and clicks
             seconds, response = user.tool.retrain()
@@ -92,8 +97,14 @@ def curve_table(runs: list[list[dict]], learners: list[str]) -> str:
 
 def class_table(runs: list[list[dict]], i: int, learners: list[str], names: list[str]) -> str:
     present = sorted(runs[0][i]["tool"]["iou"])
-    rows = [[who, *(f"{median(run[i][who]['iou'][k] for run in runs):.3f}" for k in present),
-             f"{med(runs, i, who, 'miou'):.3f}"] for who in learners]  # fmt: skip
+    rows = [
+        [
+            who,
+            *(f"{median(run[i][who]['iou'][k] for run in runs):.3f}" for k in present),
+            f"{med(runs, i, who, 'miou'):.3f}",
+        ]
+        for who in learners
+    ]
     return markdown_table(["learner", *(names[k] for k in present), "mean"], rows)
 
 
@@ -101,9 +112,11 @@ def retrain_line(runs: list[list[dict]], i: int) -> str:
     times = [t for run in runs for t in run[i]["retrain_s"]]
     fits = [t for run in runs for t in run[i]["fit_s"] if t is not None]
     own = f"; the server's own count of the retrain: median {median(fits):.2f} s" if fits else ""
-    return (f"`/retrainModel` at {runs[0][i]['clicks']} clicks: median {median(times):.2f} s of"
-            f" {len(times)} calls (wall-clock HTTP: each seed's round and {len(times) // len(runs) - 1}"
-            f" more after `/doUndo`; range {min(times):.2f}-{max(times):.2f} s){own}.")  # fmt: skip
+    return (
+        f"`/retrainModel` at {runs[0][i]['clicks']} clicks: median {median(times):.2f} s of"
+        f" {len(times)} calls (wall-clock HTTP: each seed's round and {len(times) // len(runs) - 1}"
+        f" more after `/doUndo`; range {min(times):.2f}-{max(times):.2f} s){own}."
+    )
 
 
 def aim_table(runs: list[list[dict]], rounds: list[int]) -> str:
@@ -143,11 +156,13 @@ def strategy_table(look: str, results: dict) -> str:
 
 def report(results: dict, args, names: list[str], learners: list[str]) -> None:
     launch = "--model features" if args.model == "features" else " ".join(SEED_LINE)
-    print(f"\n## Learning from clicks on real NAIP (chesapeake-wv-dev, 8 x 256 px, 1 m)\n\n"
-          f"Server: `{' '.join([launch, args.server_args]).strip()}`. *clicks*: the strategy's clicks;"
-          f" each session first made 3 confirming clicks per class present (*labelled px* counts them"
-          f" all). Scored on every labelled pixel of the patches' own grid; medians of {args.seeds}"
-          f" seed(s).")  # fmt: skip
+    print(
+        f"\n## Learning from clicks on real NAIP (chesapeake-wv-dev, 8 x 256 px, 1 m)\n\n"
+        f"Server: `{' '.join([launch, args.server_args]).strip()}`. *clicks*: the strategy's clicks;"
+        f" each session first made 3 confirming clicks per class present (*labelled px* counts them"
+        f" all). Scored on every labelled pixel of the patches' own grid; medians of {args.seeds}"
+        f" seed(s)."
+    )
     timed = 1 + args.rounds.index(args.timed_round)
     for (look, strategy), runs in results.items():
         print(f"\n### {look}, `--strategy {strategy}`\n\n{curve_table(runs, learners)}")
@@ -169,8 +184,12 @@ def parse_args(argv):
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--repeat", type=int, default=3, help="extra timed retrains at 200 clicks, per seed")
     parser.add_argument("--quick", action="store_true", help="one seed, rounds 25 and 100")
-    parser.add_argument("--model", default="nips_hr", choices=["nips_hr", "features"],
-                        help="nips_hr: the seed launch line; features: needs no weights")  # fmt: skip
+    parser.add_argument(
+        "--model",
+        default="nips_hr",
+        choices=["nips_hr", "features"],
+        help="nips_hr: the seed launch line; features: needs no weights",
+    )
     parser.add_argument("--server_args", default="", help="more server flags: '--fine_tune last_k_layers'")
     parser.add_argument("--data", type=Path, default=devset.DEV_DIR)
     args = parser.parse_args(argv)

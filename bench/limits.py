@@ -74,8 +74,13 @@ def reset_peak(pid: int) -> None:
 def utm_box(width_m: float, height_m: float, center=CENTER_UTM) -> dict:
     """An EPSG:32618 extent of width x height metres (= demo pixels) around `center`."""
     x, y = center
-    return {"xmin": x - width_m / 2, "xmax": x + width_m / 2, "ymin": y - height_m / 2,
-            "ymax": y + height_m / 2, "spatialReference": {"latestWkid": 32618}}  # fmt: skip
+    return {
+        "xmin": x - width_m / 2,
+        "xmax": x + width_m / 2,
+        "ymin": y - height_m / 2,
+        "ymax": y + height_m / 2,
+        "spatialReference": {"latestWkid": 32618},
+    }
 
 
 def pixel_box(width_px: int, height_px: int, center=CENTER_UTM) -> dict:
@@ -84,22 +89,34 @@ def pixel_box(width_px: int, height_px: int, center=CENTER_UTM) -> dict:
     ext = Extent(*center, center[0] + 1, center[1] + 1, crs=UTM).to_crs(WEB_MERCATOR)
     res = ground_resolution_in(WEB_MERCATOR, 1.0, center_latitude(ext))
     x, y = ext.xmin, ext.ymin
-    return {"xmin": x - width_px * res / 2, "xmax": x + width_px * res / 2, "ymin": y - height_px * res / 2,
-            "ymax": y + height_px * res / 2, "spatialReference": {"latestWkid": 3857}}  # fmt: skip
+    return {
+        "xmin": x - width_px * res / 2,
+        "xmax": x + width_px * res / 2,
+        "ymin": y - height_px * res / 2,
+        "ymax": y + height_px * res / 2,
+        "spatialReference": {"latestWkid": 3857},
+    }
 
 
 def circle(n: int, radius_m: float, center=CENTER_UTM) -> dict:
     x, y = center
-    ring = [[x + radius_m * math.cos(2 * math.pi * i / n), y + radius_m * math.sin(2 * math.pi * i / n)]
-            for i in range(n)]  # fmt: skip
+    ring = [
+        [x + radius_m * math.cos(2 * math.pi * i / n), y + radius_m * math.sin(2 * math.pi * i / n)]
+        for i in range(n)
+    ]
     return {"type": "Polygon", "coordinates": [ring + ring[:1]]}
 
 
 def star(points: int, step: int, radius_m: float, center=CENTER_UTM) -> dict:
     """A {points/step} star polygon (points prime): every edge crosses 2 (step - 1) others."""
     x, y = center
-    ring = [[x + radius_m * math.cos(2 * math.pi * i * step / points),
-             y + radius_m * math.sin(2 * math.pi * i * step / points)] for i in range(points)]  # fmt: skip
+    ring = [
+        [
+            x + radius_m * math.cos(2 * math.pi * i * step / points),
+            y + radius_m * math.sin(2 * math.pi * i * step / points),
+        ]
+        for i in range(points)
+    ]
     return {"type": "Polygon", "coordinates": [ring + ring[:1]]}
 
 
@@ -285,15 +302,19 @@ def main(argv: list[str] | None = None) -> int:
             idle_mb = mb_of(server.proc.pid, "VmRSS")
             rows = caps(bench)
             light, counts = light_under_load(server.url, args.repeat)
-    print(f"\nServer RSS when idle after start-up: {idle_mb:.0f} MB;"
-          f" aim at the pixel cap: ≤ {AIM_MB} MB above idle.\n")  # fmt: skip
+    print(
+        f"\nServer RSS when idle after start-up: {idle_mb:.0f} MB;"
+        f" aim at the pixel cap: ≤ {AIM_MB} MB above idle.\n"
+    )
     print(markdown_table(["one request at a cap", "answer", "s", "peak MB above idle"], rows))
     print()
     print(markdown_table(["light request", "p50 ms idle", "p50 ms, heavy queue full", "ratio"], light))
     retry = ", ".join(sorted(str(v) for v in counts["retry_after"])) or "–"
-    print(f"\nWhile the queue was full ({HEAVY_SLOTS} running + {MAX_WAITING} waiting, "
-          f"{HEAVY_SLOTS + MAX_WAITING + 2} clients): /predPatch answered {counts['200']} x 200 and "
-          f"{counts['503']} x 503 (Retry-After: {retry} s), {counts['other']} other.")  # fmt: skip
+    print(
+        f"\nWhile the queue was full ({HEAVY_SLOTS} running + {MAX_WAITING} waiting, "
+        f"{HEAVY_SLOTS + MAX_WAITING + 2} clients): /predPatch answered {counts['200']} x 200 and "
+        f"{counts['503']} x 503 (Retry-After: {retry} s), {counts['other']} other."
+    )
     at_cap = float(rows[1][3])
     return 0 if at_cap <= AIM_MB else 1
 

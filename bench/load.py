@@ -46,8 +46,9 @@ TIMEOUT = 300  # s per request: a retrain waits for the others on 2 cores
 class Client:
     """One simulated user with its own session and HTTP connection, recording every request."""
 
-    def __init__(self, url: str, dataset: dict, seed: int, patch_px: tuple[int, int], retrain_every: int,
-                 log: list):  # fmt: skip
+    def __init__(
+        self, url: str, dataset: dict, seed: int, patch_px: tuple[int, int], retrain_every: int, log: list
+    ):
         self.url, self.dataset, self.patch_px, self.log = url, dataset, patch_px, log
         self.retrain_every = retrain_every
         self.timed = False  # False during the warm-up
@@ -76,8 +77,13 @@ class Client:
     def box(self, center: tuple[float, float], px: float) -> dict:
         half = px * self.px / 2
         x, y = center
-        return {"xmin": x - half, "ymin": y - half, "xmax": x + half, "ymax": y + half,
-                "spatialReference": {"latestWkid": 3857}}  # fmt: skip
+        return {
+            "xmin": x - half,
+            "ymin": y - half,
+            "xmax": x + half,
+            "ymax": y + half,
+            "spatialReference": {"latestWkid": 3857},
+        }
 
     def random_point(self, bounds, margin: float) -> tuple[float, float]:
         """A point at least `margin` inside `bounds` (the centre where they are too small)."""
@@ -99,8 +105,13 @@ class Client:
         bounds = (patch["xmin"], patch["ymin"], patch["xmax"], patch["ymax"])
         box = self.box(self.random_point(bounds, 4 * self.px), self.rng.randint(2, 8))
         value = self.rng.randrange(len(self.dataset["classes"]))
-        body = {"extent": box, "crs": 3857, "value": value, "session": self.session,
-                "dataset": self.dataset["name"]}  # fmt: skip
+        body = {
+            "extent": box,
+            "crs": 3857,
+            "value": value,
+            "session": self.session,
+            "dataset": self.dataset["name"],
+        }
         if self.post("/recordCorrection", body) is not None:
             self.corrections += 1
             if self.corrections % self.retrain_every == 0:
@@ -115,9 +126,17 @@ def rss(pid: int | None) -> int | None:
         return None
 
 
-def run_load(url: str, clients: int = 8, seconds: float = 60, warmup: int = 5, pid: int | None = None,
-             dataset: str | None = None, patch_px: tuple[int, int] = (256, 512), retrain_every: int = 5,
-             seed: int = 0) -> dict:  # fmt: skip
+def run_load(
+    url: str,
+    clients: int = 8,
+    seconds: float = 60,
+    warmup: int = 5,
+    pid: int | None = None,
+    dataset: str | None = None,
+    patch_px: tuple[int, int] = (256, 512),
+    retrain_every: int = 5,
+    seed: int = 0,
+) -> dict:
     """Load `url` with `clients` users: `warmup` untimed rounds each, then `seconds` timed.
 
     → {"endpoints": {path: {"requests", "latencies" (s, timed only), "4xx", "5xx", "errors"}},
@@ -179,8 +198,14 @@ def run_load(url: str, clients: int = 8, seconds: float = 60, warmup: int = 5, p
             sessions.append(user.http.get(f"{url}/sessions/{user.session}", timeout=30).json())
         except requests.RequestException as exc:
             failures.append(f"GET /sessions/{user.session} -> {type(exc).__name__}: {exc}")
-    return {"endpoints": stats, "failures": failures, "sessions": sessions, "seconds": elapsed,
-            "rss": {"start": rss_start, "warm": rss_warm, "end": rss_end}, "rss_series": series}  # fmt: skip
+    return {
+        "endpoints": stats,
+        "failures": failures,
+        "sessions": sessions,
+        "seconds": elapsed,
+        "rss": {"start": rss_start, "warm": rss_warm, "end": rss_end},
+        "rss_series": series,
+    }
 
 
 def growth(result: dict) -> float | None:
@@ -194,8 +219,19 @@ def median_ms(result: dict | None, path: str) -> float | None:
 
 
 def report(result: dict, clients: int, baseline: dict | None = None) -> str:
-    header = ["endpoint", "requests", "timed", "p50 ms", "p95 ms", "max ms", "1 client p50 ms",
-              f"p50 {clients} vs 1 client", "4xx", "5xx", "conn. errors"]  # fmt: skip
+    header = [
+        "endpoint",
+        "requests",
+        "timed",
+        "p50 ms",
+        "p95 ms",
+        "max ms",
+        "1 client p50 ms",
+        f"p50 {clients} vs 1 client",
+        "4xx",
+        "5xx",
+        "conn. errors",
+    ]
     rows = []
     for path, s in result["endpoints"].items():
         ms = np.percentile(s["latencies"], [50, 95, 100]) * 1000 if s["latencies"] else []
@@ -214,7 +250,7 @@ def report(result: dict, clients: int, baseline: dict | None = None) -> str:
             f"Baseline: 1 client alone for {baseline['seconds']:.0f} s on the same server, just before. "
             if baseline
             else ""
-        )  # fmt: skip
+        )
         + f"{clients} clients, {result['seconds']:.0f} s timed after the warm-up, {psutil.cpu_count()} CPU"
         " cores; requests and 4xx/5xx/connection errors over the whole run, warm-up included;"
         f" {sum(s.get('corrections', 0) for s in result['sessions'])} corrections recorded in"
@@ -243,9 +279,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=8, help="concurrent users, one session each")
     parser.add_argument("--seconds", type=float, default=60, help="length of the timed run")
     parser.add_argument("--warmup", type=int, default=5, help="untimed rounds per client before it")
-    parser.add_argument("--baseline_seconds", type=float, default=20,
-                        help="first, one client alone this long: the latencies the ratios compare with"
-                             " (0: none)")  # fmt: skip
+    parser.add_argument(
+        "--baseline_seconds",
+        type=float,
+        default=20,
+        help="first, one client alone this long: the latencies the ratios compare with (0: none)",
+    )
     parser.add_argument("--url", help="load this running server instead of starting one")
     parser.add_argument("--pid", type=int, help="with --url: the server's process id, to measure its RSS")
     parser.add_argument("--dataset", help="dataset name (None: the server's default dataset)")
@@ -255,8 +294,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the clients' random choices")
     parser.add_argument("--verbose", action="store_true", help="start the server with --verbose")
     args = parser.parse_args(argv)
-    run = dict(clients=args.clients, seconds=args.seconds, warmup=args.warmup, dataset=args.dataset,
-               patch_px=tuple(args.patch_px), retrain_every=args.retrain_every, seed=args.seed)  # fmt: skip
+    run = dict(
+        clients=args.clients,
+        seconds=args.seconds,
+        warmup=args.warmup,
+        dataset=args.dataset,
+        patch_px=tuple(args.patch_px),
+        retrain_every=args.retrain_every,
+        seed=args.seed,
+    )
     server_log: list[str] = []
     baseline: dict | None = None
 
@@ -279,8 +325,15 @@ def main(argv: list[str] | None = None) -> int:
         if not args.model_fn.is_file() or not (REPO / "web_tool" / "data" / "demo" / "scene.json").is_file():
             raise SystemExit("the demo dataset or model is missing: run `make demo` first")
         with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:
-            cmd = ["--model_fn", str(args.model_fn), "--fine_tune", "last_layer", "--state_dir", tmp,
-                   *(["--verbose"] if args.verbose else [])]  # fmt: skip
+            cmd = [
+                "--model_fn",
+                str(args.model_fn),
+                "--fine_tune",
+                "last_layer",
+                "--state_dir",
+                tmp,
+                *(["--verbose"] if args.verbose else []),
+            ]
             with ServerProcess(*cmd) as server:
                 result = measure(server.url, server.proc.pid)
                 if server.proc.poll() is not None:

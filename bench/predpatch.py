@@ -186,10 +186,27 @@ def headline_table(results: list[dict]) -> str:
         seed = [f"{r['seed'] * 1000:.0f}", f"{r['seed'] / r['http']:.2f}x"] if "seed" in r else ["–", "–"]
         c = r["cpu"]
         cpu = f"{c['http'] * 1000:.0f} / {c['forward'] * 1000:.0f} = {c['http'] / c['forward']:.2f}x"
-        rows.append([r["size"], f"{r['http'] * 1000:.0f}", f"{r['forward'] * 1000:.0f}", f"{ratio:.2f}x",
-                     verdict, cpu, *seed])  # fmt: skip
-    header = ["patch px", "HTTP /predPatch ms", "bare forward ms", "HTTP / forward", "aim",
-              "CPU ms: server / forward", "seed scheme ms", "seed / HTTP"]  # fmt: skip
+        rows.append(
+            [
+                r["size"],
+                f"{r['http'] * 1000:.0f}",
+                f"{r['forward'] * 1000:.0f}",
+                f"{ratio:.2f}x",
+                verdict,
+                cpu,
+                *seed,
+            ]
+        )
+    header = [
+        "patch px",
+        "HTTP /predPatch ms",
+        "bare forward ms",
+        "HTTP / forward",
+        "aim",
+        "CPU ms: server / forward",
+        "seed scheme ms",
+        "seed / HTTP",
+    ]
     return (
         markdown_table(header, rows)
         + "\n\nCPU ms: all threads of the server process during a request, and of"
@@ -218,8 +235,24 @@ def stage_table(results: list[dict]) -> str:
 
 def train_wide_unet(out: Path, base_filters: int) -> None:
     """A U-Net of `base_filters` briefly trained on the demo scene (web_tool.demo.train, 30 steps)."""
-    cmd = [sys.executable, "-m", "web_tool.demo.train", "--out", str(out), "--depth", "4", "--epochs", "1",
-           "--base_filters", str(base_filters), "--steps", "30", "--batch", "4", "--no-eval"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "web_tool.demo.train",
+        "--out",
+        str(out),
+        "--depth",
+        "4",
+        "--epochs",
+        "1",
+        "--base_filters",
+        str(base_filters),
+        "--steps",
+        "30",
+        "--batch",
+        "4",
+        "--no-eval",
+    ]
     subprocess.run(cmd, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
 
 
@@ -253,8 +286,11 @@ def bf16_report(args) -> list[dict]:
         print("training a 32-filter U-Net on the demo scene to check agreement (1-3 min)...", flush=True)
         train_wide_unet(Path(tmp) / "unet32.keras", 32)
         build_unet(base_filters=64, depth=4).save(Path(tmp) / "unet64.keras")
-        networks = {"demo U-Net": DEMO_MODEL, "U-Net 32 filters (trained briefly)": Path(tmp, "unet32.keras"),
-                    "U-Net 64 filters (untrained)": Path(tmp, "unet64.keras")}  # fmt: skip
+        networks = {
+            "demo U-Net": DEMO_MODEL,
+            "U-Net 32 filters (trained briefly)": Path(tmp, "unet32.keras"),
+            "U-Net 64 filters (untrained)": Path(tmp, "unet64.keras"),
+        }
         for name, path in networks.items():
             f32 = KerasSegmentationModel(path, classes)
             b16 = f32.in_bfloat16()
@@ -273,11 +309,32 @@ def bf16_report(args) -> list[dict]:
     for r in results:
         same = r["agreement"]
         cell = "–" if same is None else f"{same[0]:.2%} of {same[1]:,} px"
-        rows.append([r["network"], f"{r['parameters']:,}", r["size"], f"{r['float32'] * 1000:.0f}",
-                     f"{r['bf16'] * 1000:.0f}", f"{r['float32'] / r['bf16']:.2f}x", cell])  # fmt: skip
+        rows.append(
+            [
+                r["network"],
+                f"{r['parameters']:,}",
+                r["size"],
+                f"{r['float32'] * 1000:.0f}",
+                f"{r['bf16'] * 1000:.0f}",
+                f"{r['float32'] / r['bf16']:.2f}x",
+                cell,
+            ]
+        )
     print()
-    print(markdown_table(["network", "parameters", "patch px", "float32 ms", "bf16 ms", "bf16 speed-up",
-                          "arg-max agreement, real dev imagery"], rows))  # fmt: skip
+    print(
+        markdown_table(
+            [
+                "network",
+                "parameters",
+                "patch px",
+                "float32 ms",
+                "bf16 ms",
+                "bf16 speed-up",
+                "arg-max agreement, real dev imagery",
+            ],
+            rows,
+        )
+    )
     return results
 
 
@@ -287,8 +344,12 @@ def main() -> None:
     )
     parser.add_argument("--repeat", type=int, default=7, help="timed runs per measurement (median)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024])
-    parser.add_argument("--precision", choices=("float32", "bf16"), default="float32",
-                        help="bf16: measure bf16 against float32 instead")  # fmt: skip
+    parser.add_argument(
+        "--precision",
+        choices=("float32", "bf16"),
+        default="float32",
+        help="bf16: measure bf16 against float32 instead",
+    )
     parser.add_argument("--no_seed", action="store_true", help="leave the seed's scheme out (it is slow)")
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args()

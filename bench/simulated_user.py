@@ -83,8 +83,13 @@ class Tool:
     def click(self, patch: Patch, row: int, col: int, value: int) -> None:
         x, y = patch.centre(row, col)
         q = abs(patch.transform.a) / 4  # a box smaller than a pixel: the pixel under its centre
-        extent = {"xmin": x - q, "xmax": x + q, "ymin": y - q, "ymax": y + q,
-                  "spatialReference": {"latestWkid": patch.crs.to_epsg()}}  # fmt: skip
+        extent = {
+            "xmin": x - q,
+            "xmax": x + q,
+            "ymin": y - q,
+            "ymax": y + q,
+            "spatialReference": {"latestWkid": patch.crs.to_epsg()},
+        }
         body = {"extent": extent, "value": value, "session": self.session, "dataset": self.dataset}
         self.server.post("/recordCorrection", body)
 
@@ -135,8 +140,10 @@ class User:
         if wanted <= 0:
             return
         if self.strategy == "wrong":
-            pools = [self._pixels(lambda i, p, k=k: self.interior[i] & (p.truth == k) & (self.preds[i] != k))
-                     for k in self.present]  # fmt: skip
+            pools = [
+                self._pixels(lambda i, p, k=k: self.interior[i] & (p.truth == k) & (self.preds[i] != k))
+                for k in self.present
+            ]
             self._click_from(pools, wanted, shuffle_each_cycle=True)
         elif self.strategy == "random":
             self._click_from([self._pixels(lambda i, p: self.interior[i])], wanted)
@@ -145,8 +152,11 @@ class User:
 
     def _pixels(self, select) -> list[list[int]]:
         """(patch, row, col) of the pixels `select(i, patch)` marks, in a seeded random order."""
-        found = [np.column_stack([np.full(r.size, i), r, c])
-                 for i, p in enumerate(self.patches) for r, c in [np.nonzero(select(i, p))]]  # fmt: skip
+        found = [
+            np.column_stack([np.full(r.size, i), r, c])
+            for i, p in enumerate(self.patches)
+            for r, c in [np.nonzero(select(i, p))]
+        ]
         cells = np.concatenate(found)
         return cells[self.rng.permutation(len(cells))].tolist()
 

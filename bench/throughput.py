@@ -67,9 +67,19 @@ def write_imagery(folder: Path, side_m: float, seed: int = 0) -> None:
     for r in range(n):
         for c in range(n):
             left, top = ORIGIN[0] + c * TILE, ORIGIN[1] - r * TILE
-            profile = dict(driver="GTiff", width=TILE, height=TILE, count=4, dtype="uint8", crs="EPSG:32618",
-                           transform=from_origin(left, top, 1.0, 1.0), tiled=True, blockxsize=256,
-                           blockysize=256, compress="deflate")  # fmt: skip
+            profile = dict(
+                driver="GTiff",
+                width=TILE,
+                height=TILE,
+                count=4,
+                dtype="uint8",
+                crs="EPSG:32618",
+                transform=from_origin(left, top, 1.0, 1.0),
+                tiled=True,
+                blockxsize=256,
+                blockysize=256,
+                compress="deflate",
+            )
             with rasterio.open(folder / f"tile_{r}_{c}.tif", "w", **profile) as dst:
                 dst.write(image[:, r * TILE : (r + 1) * TILE, c * TILE : (c + 1) * TILE])
 
@@ -144,8 +154,21 @@ class OutsideCluster:
         scheduler_file.unlink(missing_ok=True)
         dask = str(Path(sys.executable).with_name("dask"))
         self.folder = folder
-        self.procs = [self._start([dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                                   "--scheduler-file", str(scheduler_file)])]  # fmt: skip
+        self.procs = [
+            self._start(
+                [
+                    dask,
+                    "scheduler",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    "0",
+                    "--no-dashboard",
+                    "--scheduler-file",
+                    str(scheduler_file),
+                ]
+            )
+        ]
         self.address = None
         while self.address is None:  # the scheduler writes its address once it listens
             if self.procs[0].poll() is not None:
@@ -155,15 +178,24 @@ class OutsideCluster:
             except (OSError, ValueError, KeyError):
                 time.sleep(0.1)
         for _ in range(workers):
-            self.procs.append(self._start([dask, "worker", self.address, "--nthreads", "1", "--no-dashboard",
-                                           "--host", "127.0.0.1"]))  # fmt: skip
+            self.procs.append(
+                self._start(
+                    [dask, "worker", self.address, "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1"]
+                )
+            )
         with Client(self.address, timeout=60) as client:
             client.wait_for_workers(workers, timeout=300)
 
     def _start(self, cmd: list[str]) -> subprocess.Popen:
         """A process in its own group, in another folder (web_tool comes from the installed package)."""
-        return subprocess.Popen(cmd, cwd=self.folder, env=batch_env(), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+        return subprocess.Popen(
+            cmd,
+            cwd=self.folder,
+            env=batch_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
     def close(self) -> None:
         for proc in self.procs:
@@ -199,8 +231,9 @@ def run_batch(args: list[str], cluster: OutsideCluster | None = None) -> dict:
     import psutil
 
     cmd = [sys.executable, "-m", "web_tool.batch", *args, "--quiet"]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=batch_env())  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=batch_env()
+    )
     watched = [psutil.Process(p.pid) for p in [proc, *(cluster.procs if cluster else [])]]
     peak, done = [0], threading.Event()
 
@@ -268,8 +301,18 @@ def main() -> int:
                 for name, executor, workers in executors(args.workers):
                     print(f"{km2:g} km², {name}, run {attempt + 1} of {args.repeat} ...", file=sys.stderr)
                     out = tmp / "out" / f"{km2}_{executor}_{workers}.tif"
-                    cli = ["--dataset", str(tmp / "imagery"), "--aoi", str(tmp / f"aoi_{km2}.geojson"),
-                           "--aoi_crs", "32618", "--model_fn", model_fn, "--out", str(out)]  # fmt: skip
+                    cli = [
+                        "--dataset",
+                        str(tmp / "imagery"),
+                        "--aoi",
+                        str(tmp / f"aoi_{km2}.geojson"),
+                        "--aoi_crs",
+                        "32618",
+                        "--model_fn",
+                        model_fn,
+                        "--out",
+                        str(out),
+                    ]
                     runs.setdefault((km2, name), []).append(run_case(tmp, cli, executor, workers))
     results = {case: summarise(case_runs) for case, case_runs in runs.items()}
     print(report(results, sizes, args.workers, model_fn))
@@ -278,8 +321,11 @@ def main() -> int:
 
 def executors(workers: int) -> list[tuple[str, str, int]]:
     """(table name, how it runs, workers) of each executor compared."""
-    return [("1 process", "local", 0), (f"LocalCluster {workers} workers", "local", workers),
-            (f"outside cluster {workers} workers", "outside", workers)]  # fmt: skip
+    return [
+        ("1 process", "local", 0),
+        (f"LocalCluster {workers} workers", "local", workers),
+        (f"outside cluster {workers} workers", "outside", workers),
+    ]
 
 
 def report(results: dict, sizes, workers: int, model_fn: str) -> str:
@@ -290,14 +336,31 @@ def report(results: dict, sizes, workers: int, model_fn: str) -> str:
         for name in names:
             r, base = results[km2, name], results[km2, names[0]]
             speed = r["km2"] / (r["map_s"] / 60)
-            rows.append([f"{km2:g}", name, f"{r['map_s']:.1f}", f"{r['startup_s']:.1f}", f"{speed:.2f}",
-                         f"{base['map_s'] / r['map_s']:.2f}", f"{r['peak_mb']:.0f}",
-                         f"{r['peak_mb'] / results[ref_size, name]['peak_mb']:.2f}"])  # fmt: skip
+            rows.append(
+                [
+                    f"{km2:g}",
+                    name,
+                    f"{r['map_s']:.1f}",
+                    f"{r['startup_s']:.1f}",
+                    f"{speed:.2f}",
+                    f"{base['map_s'] / r['map_s']:.2f}",
+                    f"{r['peak_mb']:.0f}",
+                    f"{r['peak_mb'] / results[ref_size, name]['peak_mb']:.2f}",
+                ]
+            )
     table = markdown_table(
-        ["AOI km²", "executor", "map s", "start-up s", "km²/min", "speed vs 1 process", "peak RSS MB",
-         f"RSS vs {ref_size:g} km²"],
+        [
+            "AOI km²",
+            "executor",
+            "map s",
+            "start-up s",
+            "km²/min",
+            "speed vs 1 process",
+            "peak RSS MB",
+            f"RSS vs {ref_size:g} km²",
+        ],
         rows,
-    )  # fmt: skip
+    )
     big = sizes[-1]
     speeds = [results[big, names[0]]["map_s"] / results[big, n]["map_s"] for n in names[1:]]
     mem = [results[big, n]["peak_mb"] / results[ref_size, n]["peak_mb"] for n in names]

@@ -48,10 +48,22 @@ BLOCK = 512
 def profile(width: int, height: int, left: float, top: float) -> dict:
     from rasterio.transform import from_origin
 
-    return dict(driver="GTiff", width=width, height=height, count=4, dtype="uint8", crs=CRS,
-                transform=from_origin(left, top, 1.0, 1.0), tiled=True, blockxsize=BLOCK,
-                blockysize=BLOCK, compress="deflate", predictor=2, photometric="MINISBLACK",
-                bigtiff="IF_SAFER")  # fmt: skip
+    return dict(
+        driver="GTiff",
+        width=width,
+        height=height,
+        count=4,
+        dtype="uint8",
+        crs=CRS,
+        transform=from_origin(left, top, 1.0, 1.0),
+        tiled=True,
+        blockxsize=BLOCK,
+        blockysize=BLOCK,
+        compress="deflate",
+        predictor=2,
+        photometric="MINISBLACK",
+        bigtiff="IF_SAFER",
+    )
 
 
 def texture(rows: slice, side: int, seed: int = 0) -> np.ndarray:
@@ -110,9 +122,11 @@ def make_data(root: Path, side: int) -> dict[str, Path]:
         "cog": root / f"cog_{side}.tif",
         "folder": root / f"folder_{side}",
     }
-    steps = [("plain", lambda: write_big(paths["plain"], side)),
-             ("cog", lambda: with_overviews(paths["plain"], paths["cog"])),
-             ("folder", lambda: split(paths["plain"], paths["folder"], side))]  # fmt: skip
+    steps = [
+        ("plain", lambda: write_big(paths["plain"], side)),
+        ("cog", lambda: with_overviews(paths["plain"], paths["cog"])),
+        ("folder", lambda: split(paths["plain"], paths["folder"], side)),
+    ]
     for name, make in steps:
         if not paths[name].exists():
             t0 = time.perf_counter()
@@ -165,8 +179,14 @@ def p95(values: list[float]) -> float:
 
 
 def serve(path: Path, state: Path, name: str):
-    return ServerProcess("--dataset", f"{name}={path}", "--state_dir", str(state), "--model_fn",
-                         str(REPO / "web_tool" / "data" / "demo_model"))  # fmt: skip
+    return ServerProcess(
+        "--dataset",
+        f"{name}={path}",
+        "--state_dir",
+        str(state),
+        "--model_fn",
+        str(REPO / "web_tool" / "data" / "demo_model"),
+    )
 
 
 def measure_ready(data: dict[str, Path], repeat: int) -> dict[str, dict]:
@@ -218,8 +238,17 @@ def main(argv: list[str] | None = None) -> int:
     for label, run in runs.items():
         times = run["times"]
         build = "" if run["build_s"] is None else f"{run['build_s']:.0f}"
-        rows.append([label, run["tiles"], len(times), f"{1000 * statistics.median(times):.0f}",
-                     f"{1000 * p95(times):.0f}", f"{p95(times) / base:.2f}x", build])  # fmt: skip
+        rows.append(
+            [
+                label,
+                run["tiles"],
+                len(times),
+                f"{1000 * statistics.median(times):.0f}",
+                f"{1000 * p95(times):.0f}",
+                f"{p95(times) / base:.2f}x",
+                build,
+            ]
+        )
     zooms = f"z{ZOOMS[0]}–z{ZOOMS[-1]}"
     print(f"{zooms} tiles over {args.side} x {args.side} px of 1 m imagery, {args.repeat} rounds:\n")
     header = ["dataset", "tiles", "requests", "median ms", "p95 ms", "p95 vs COG", "cache built in s"]

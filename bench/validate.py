@@ -37,9 +37,21 @@ def write_map(path: Path, data: np.ndarray, origin=(400_000, 4_400_000), crs="EP
     import rasterio
 
     h, w = data.shape
-    profile = dict(driver="GTiff", width=w, height=h, count=1, dtype="uint8", crs=crs, nodata=255, tiled=True,
-                   blockxsize=256, blockysize=256, compress="deflate", zlevel=1,
-                   transform=rasterio.Affine(1, 0, origin[0], 0, -1, origin[1]))  # fmt: skip
+    profile = dict(
+        driver="GTiff",
+        width=w,
+        height=h,
+        count=1,
+        dtype="uint8",
+        crs=crs,
+        nodata=255,
+        tiled=True,
+        blockxsize=256,
+        blockysize=256,
+        compress="deflate",
+        zlevel=1,
+        transform=rasterio.Affine(1, 0, origin[0], 0, -1, origin[1]),
+    )
     with rasterio.open(path, "w", **profile) as dst:
         for row in range(0, h, 1024):
             dst.write(
@@ -101,8 +113,15 @@ def speed(side: int, repeat: int) -> list[object]:
         t_census = median_time(census, max(1, repeat // 2))
         t_report = median_time(lambda: sample_report(classes, strata.pixels, strata.km2, counts), repeat)
     ms = lambda t: f"{1000 * t:.0f}"  # noqa: E731
-    return [f"{side * side / 1e6:g}", ms(base), ms(t_sample), f"{t_sample / base:.2f}x", ms(t_census),
-            f"{t_census / base:.2f}x", f"{1000 * t_report:.2f}"]  # fmt: skip
+    return [
+        f"{side * side / 1e6:g}",
+        ms(base),
+        ms(t_sample),
+        f"{t_sample / base:.2f}x",
+        ms(t_census),
+        f"{t_census / base:.2f}x",
+        f"{1000 * t_report:.2f}",
+    ]
 
 
 # --------------------------------------------------------------------------- interval coverage
@@ -185,8 +204,10 @@ def coverage_rows(draws: int, quick: bool) -> list[list[object]]:
     demo = {c.name: c for c in datasets.from_json(REPO / "web_tool" / "datasets.json")}["demo"]
     labels = reference.labels_reader(DataLoader(demo))
     side = 600 if quick else 1800
-    areas = [("demo area b (shifted look, ~80 % accurate)", (328_100, 4_305_100)),
-             ("demo area a (~99 % accurate)", (325_000, 4_304_500))]  # fmt: skip
+    areas = [
+        ("demo area b (shifted look, ~80 % accurate)", (328_100, 4_305_100)),
+        ("demo area a (~99 % accurate)", (325_000, 4_304_500)),
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         import rasterio
 
@@ -225,8 +246,15 @@ def main() -> None:
     sides = [1000, 2000] if args.quick else [2000, 5000]
     started = time.perf_counter()
     print("Speed (medians, ms; ratios to one windowed read of the same map in the same run)\n")
-    header = ["map km²", "read ms", "sample 200 + store ms", "sample / read", "census ms", "census / read",
-              "report ms"]  # fmt: skip
+    header = [
+        "map km²",
+        "read ms",
+        "sample 200 + store ms",
+        "sample / read",
+        "census ms",
+        "census / read",
+        "report ms",
+    ]
     print(markdown_table(header, [speed(side, repeat) for side in sides]))
     print(f"\nInterval coverage ({draws} stratified samples of 200 points per map, a perfect interpreter)\n")
     header = ["map", "km²", "true OA", "mean estimate", "mean 95 % CI", "OA covered", "area covered"]

@@ -34,24 +34,47 @@ DEMO_SCENE = REPO / "web_tool" / "data" / "demo" / "scene.json"
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(REPO / "docs" / "screenshot.png"), help="PNG to write")
-    parser.add_argument("--phone_out", default=str(REPO / "docs" / "screenshot-phone.png"),
-                        help="PNG of the page on a 390 x 844 phone ('' for none)")  # fmt: skip
+    parser.add_argument(
+        "--phone_out",
+        default=str(REPO / "docs" / "screenshot-phone.png"),
+        help="PNG of the page on a 390 x 844 phone ('' for none)",
+    )
     parser.add_argument("--model_fn", default="web_tool/data/demo_model", help="model the server loads")
     parser.add_argument("--dataset", help="[NAME=]PATH of imagery instead of the demo (datasets.json)")
     parser.add_argument("--width", type=int, default=1400)
     parser.add_argument("--height", type=int, default=900)
-    parser.add_argument("--at", type=float, nargs=2, default=(0.25, 0.5), metavar=("FX", "FY"),
-                        help="where to predict, as fractions of the dataset's width and height")  # fmt: skip
+    parser.add_argument(
+        "--at",
+        type=float,
+        nargs=2,
+        default=(0.25, 0.5),
+        metavar=("FX", "FY"),
+        help="where to predict, as fractions of the dataset's width and height",
+    )
     parser.add_argument("--patch", type=int, default=512, help="size of the predicted square, in pixels")
-    parser.add_argument("--patch_screen", type=float, default=420,
-                        help="zoom so the square is at most this wide (0: fit the dataset)")  # fmt: skip
+    parser.add_argument(
+        "--patch_screen",
+        type=float,
+        default=420,
+        help="zoom so the square is at most this wide (0: fit the dataset)",
+    )
     return parser.parse_args(argv)
 
 
 def start_server(args: argparse.Namespace, state_dir: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    command = [sys.executable, "web_tool/server.py", "--model", "nips_hr", "--model_fn", args.model_fn,
-               "--port", str(port), "--state_dir", state_dir]  # fmt: skip
+    command = [
+        sys.executable,
+        "web_tool/server.py",
+        "--model",
+        "nips_hr",
+        "--model_fn",
+        args.model_fn,
+        "--port",
+        str(port),
+        "--state_dir",
+        state_dir,
+    ]
     if args.dataset:
         command += ["--dataset", args.dataset]
     env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -88,8 +111,10 @@ def wait_quiet(page) -> None:
 
 def point_of(page, lat: float, lng: float) -> tuple[float, float]:
     box = page.locator("#map").bounding_box()
-    x, y = page.evaluate("([lat, lng]) => { const p = landcover.map.latLngToContainerPoint([lat, lng]);"
-                         " return [p.x, p.y]; }", [lat, lng])  # fmt: skip
+    x, y = page.evaluate(
+        "([lat, lng]) => { const p = landcover.map.latLngToContainerPoint([lat, lng]); return [p.x, p.y]; }",
+        [lat, lng],
+    )
     return box["x"] + x, box["y"] + y
 
 
@@ -153,8 +178,12 @@ def render(url: str, args: argparse.Namespace) -> None:
         print(f"wrote {args.out}")
         if args.phone_out:  # the same browser storage: the page comes back as it was left
             page.wait_for_timeout(500)  # the page writes what it remembers a moment after a change
-            phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True,
-                                        has_touch=True, storage_state=context.storage_state())  # fmt: skip
+            phone = browser.new_context(
+                viewport={"width": 390, "height": 844},
+                is_mobile=True,
+                has_touch=True,
+                storage_state=context.storage_state(),
+            )
             small = phone.new_page()
             small.route("**/*", route)
             small.goto(url)

@@ -49,9 +49,20 @@ def make_geotiff(
         xs, ys = np.asarray(xs).reshape(rows.shape), np.asarray(ys).reshape(rows.shape)
         data = np.stack([(xs * 7 + ys * 3 + 40 * b) % 250 + 1 for b in range(bands)]).astype(dtype)
     path.parent.mkdir(parents=True, exist_ok=True)
-    profile = dict(driver="GTiff", width=width, height=height, count=data.shape[0], dtype=dtype,
-                   crs=crs, transform=transform, nodata=nodata, tiled=True, blockxsize=16,
-                   blockysize=16, compress="deflate")  # fmt: skip
+    profile = dict(
+        driver="GTiff",
+        width=width,
+        height=height,
+        count=data.shape[0],
+        dtype=dtype,
+        crs=crs,
+        transform=transform,
+        nodata=nodata,
+        tiled=True,
+        blockxsize=16,
+        blockysize=16,
+        compress="deflate",
+    )
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(data)
     return path
@@ -157,7 +168,7 @@ def build_app(dataset_specs: list[str], model_fn: Path, tmp_path: Path, **overri
             str(model_fn),
             "--state_dir",
             str(tmp_path / "state"),
-        ]  # fmt: skip
+        ]
     )
     for key, value in overrides.items():
         setattr(args, key, value)

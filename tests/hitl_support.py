@@ -66,22 +66,35 @@ def write_model(folder: Path, replay: bool = True) -> Path:
     if replay:
         image, labels = stripe_image(seed=2), stripe_labels()
         starts = [(r, c) for r in (0, 32, 64) for c in (0, 16, 32, 48, 64)]
-        np.savez(folder / "stripes.replay.npz",
-                 images=np.stack([image[r : r + 64, c : c + 64] for r, c in starts]),
-                 labels=np.stack([labels[r : r + 64, c : c + 64] for r, c in starts]))  # fmt: skip
+        np.savez(
+            folder / "stripes.replay.npz",
+            images=np.stack([image[r : r + 64, c : c + 64] for r, c in starts]),
+            labels=np.stack([labels[r : r + 64, c : c + 64] for r, c in starts]),
+        )
     return path
 
 
 def utm_extent(xmin: float, ymin: float, xmax: float, ymax: float) -> dict:
     """An API extent in the scene's own CRS, from offsets in metres from its lower-left corner."""
-    return {"xmin": X0 + xmin, "ymin": Y0 + ymin, "xmax": X0 + xmax, "ymax": Y0 + ymax,
-            "spatialReference": {"latestWkid": UTM18.to_epsg()}}  # fmt: skip
+    return {
+        "xmin": X0 + xmin,
+        "ymin": Y0 + ymin,
+        "xmax": X0 + xmax,
+        "ymax": Y0 + ymax,
+        "spatialReference": {"latestWkid": UTM18.to_epsg()},
+    }
 
 
 def stripe_extent(k: int, margin: float = 6) -> dict:
     """The inside of stripe `k` as an EPSG:3857 extent (margin metres from its edges)."""
-    b = transform_bounds(UTM18, "EPSG:3857", X0 + k * STRIPE + margin, Y0 + margin,
-                         X0 + (k + 1) * STRIPE - margin, Y0 + SIZE - margin)  # fmt: skip
+    b = transform_bounds(
+        UTM18,
+        "EPSG:3857",
+        X0 + k * STRIPE + margin,
+        Y0 + margin,
+        X0 + (k + 1) * STRIPE - margin,
+        Y0 + SIZE - margin,
+    )
     return dict(zip(("xmin", "ymin", "xmax", "ymax"), b, strict=True))
 
 
@@ -135,8 +148,19 @@ def serve(scene: Path, model_path: Path, tmp_path: Path, **overrides) -> LiveSer
 
 def start_server(dataset: str, model: Path, state: Path, port: int, *args: str) -> subprocess.Popen:
     """`python web_tool/server.py` on `port` (a real process, to be killed); returns once it answers."""
-    cmd = [sys.executable, str(REPO / "web_tool" / "server.py"), "--dataset", dataset,
-           "--model_fn", str(model), "--state_dir", str(state), "--port", str(port), *args]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(REPO / "web_tool" / "server.py"),
+        "--dataset",
+        dataset,
+        "--model_fn",
+        str(model),
+        "--state_dir",
+        str(state),
+        "--port",
+        str(port),
+        *args,
+    ]
     env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 90

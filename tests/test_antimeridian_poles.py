@@ -82,8 +82,13 @@ def test_a_pred_tile_centred_on_180_maps_both_halves(tmp_path, model):
 def test_a_patch_given_in_degrees_across_180_is_read_not_refused(tmp_path, model):
     srv = start(tmp_path, model, specs=[f"fiji={across_180(tmp_path)}"])
     try:
-        ext = {"xmin": 179.9997, "ymin": 44.9997, "xmax": 180.0003, "ymax": 45.0003,
-               "spatialReference": {"latestWkid": 4326}}  # fmt: skip
+        ext = {
+            "xmin": 179.9997,
+            "ymin": 44.9997,
+            "xmax": 180.0003,
+            "ymax": 45.0003,
+            "spatialReference": {"latestWkid": 4326},
+        }
         reply = ok(srv, "/predPatch", {"extent": ext})
         assert (png(reply["input_naip"])[..., 3] == 255).all()
     finally:

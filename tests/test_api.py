@@ -18,8 +18,13 @@ INSIDE = Extent(500_030, 4_300_030, 500_098, 4_300_098, crs=UTM).to_crs(WEB_MERC
 
 
 def extent_body(ext=INSIDE, wkid=3857):
-    return {"xmin": ext.xmin, "ymin": ext.ymin, "xmax": ext.xmax, "ymax": ext.ymax,
-            "spatialReference": {"latestWkid": wkid}}  # fmt: skip
+    return {
+        "xmin": ext.xmin,
+        "ymin": ext.ymin,
+        "xmax": ext.xmax,
+        "ymax": ext.ymax,
+        "spatialReference": {"latestWkid": wkid},
+    }
 
 
 def call(server, path, body=None, method=None, raw=None, headers=None):
@@ -122,8 +127,12 @@ def test_tiles_render_imagery_and_are_transparent_outside(live_server):
     [
         ("/predPatch", {"extent": extent_body(), "dataset": "nope"}, 404, "unknown dataset 'nope'"),
         ("/predPatch", {"extent": extent_body(Extent(0, 0, 100, 100))}, 404, "here: it covers latitudes"),
-        ("/predPatch", {"extent": {**extent_body(), "spatialReference": {"latestWkid": 123456}}}, 400,
-         "unknown CRS code 123456"),
+        (
+            "/predPatch",
+            {"extent": {**extent_body(), "spatialReference": {"latestWkid": 123456}}},
+            400,
+            "unknown CRS code 123456",
+        ),
         ("/predPatch", {"extent": {**extent_body(), "xmin": 1e9}}, 400, "xmin < xmax"),
         ("/predPatch", {"extent": extent_body(Extent(-8.0e6, 4.0e6, -7.9e6, 4.1e6))}, 413, "limit is"),
         ("/predPatch", {"extent": extent_body(), "weights": [1, 1]}, 400, "weights has 2 values"),
@@ -134,7 +143,7 @@ def test_tiles_render_imagery_and_are_transparent_outside(live_server):
         ("/getInput", {"extent": extent_body(), "dataset": "nope"}, 404, "unknown dataset"),
         ("/getInput", {"extent": extent_body(Extent(0, 0, 100, 100))}, 404, "covers"),
     ],
-)  # fmt: skip
+)
 def test_bad_requests_get_a_json_error_naming_the_problem(live_server, path, body, status, words):
     got, hdrs, payload = call(live_server, path, body)
     assert got == status, payload
@@ -171,10 +180,19 @@ def test_unknown_routes_and_methods_are_json_errors(live_server):
 
 @pytest.mark.parametrize(
     "path",
-    ["/server.py", "/datasets.json", "/DataLoader.py", "/data/demo_model.keras", "/%2e%2e/README.md",
-     "/js/%2e%2e/server.py", "/js/../../requirements.txt", "/vendor/leaflet/../../../Makefile",
-     "//etc/passwd", "/vendor/other/x.js"],
-)  # fmt: skip
+    [
+        "/server.py",
+        "/datasets.json",
+        "/DataLoader.py",
+        "/data/demo_model.keras",
+        "/%2e%2e/README.md",
+        "/js/%2e%2e/server.py",
+        "/js/../../requirements.txt",
+        "/vendor/leaflet/../../../Makefile",
+        "//etc/passwd",
+        "/vendor/other/x.js",
+    ],
+)
 def test_static_route_serves_nothing_but_frontend_files(live_server, path):
     status, _, payload = call(live_server, path)
     assert status == 404 and "error" in payload

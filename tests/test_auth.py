@@ -80,9 +80,13 @@ def test_only_tiles_and_downloads_may_carry_the_token_in_the_url(guarded):
     assert status == 401
     status, _, payload = call(guarded, f"/downloads/{'0' * 32}.tif?access_token={TOKEN}")
     assert status == 404, payload  # past the token check: there is no such download
-    for method, path, body in [("GET", "/datasets", None), ("GET", "/checkpoints", None),
-                               ("GET", "/jobs", None), ("GET", "/sessions/default", None),
-                               ("POST", "/sessions", {})]:  # fmt: skip
+    for method, path, body in [
+        ("GET", "/datasets", None),
+        ("GET", "/checkpoints", None),
+        ("GET", "/jobs", None),
+        ("GET", "/sessions/default", None),
+        ("POST", "/sessions", {}),
+    ]:
         status, _, payload = call(guarded, f"{path}?access_token={TOKEN}", body, method=method)
         assert status == 401 and "Authorization: Bearer" in payload["error"], (path, payload)
         assert "access_token" not in payload["error"]
@@ -95,17 +99,34 @@ def test_no_token_means_no_auth(live_server):
     assert status == 200
 
 
-def test_the_token_comes_from_env_or_flag_and_help_never_shows_it(monkeypatch, tiny_dataset_dir,
-                                                                   tiny_model_path, tmp_path):  # fmt: skip
+def test_the_token_comes_from_env_or_flag_and_help_never_shows_it(
+    monkeypatch, tiny_dataset_dir, tiny_model_path, tmp_path
+):
     monkeypatch.setenv(auth.TOKEN_ENV, "from-env")
     app, config = build_app([f"tiny={tiny_dataset_dir}"], tiny_model_path, tmp_path)
     assert config.token == "from-env"
-    args = server.parse_args(["--token", "from-flag", "--model_fn", str(tiny_model_path),
-                              "--dataset", str(tiny_dataset_dir), "--state_dir", str(tmp_path)])  # fmt: skip
+    args = server.parse_args(
+        [
+            "--token",
+            "from-flag",
+            "--model_fn",
+            str(tiny_model_path),
+            "--dataset",
+            str(tiny_dataset_dir),
+            "--state_dir",
+            str(tmp_path),
+        ]
+    )
     assert server.build_config(args).token == "from-flag"
     env = {"LANDCOVER_TOKEN": "do-not-print", "PATH": "/usr/bin:/bin"}
-    out = subprocess.run([sys.executable, "web_tool/server.py", "--help"], cwd=REPO, env=env,
-                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "web_tool/server.py", "--help"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "--token" in out and "LANDCOVER_TOKEN" in out and "do-not-print" not in out
 
 
@@ -117,7 +138,15 @@ def test_an_empty_token_is_no_token(tiny_dataset_dir, tiny_model_path, tmp_path,
         auth.TokenAuth("")
 
 
-@pytest.mark.parametrize("host, loopback", [("127.0.0.1", True), ("localhost", True), ("::1", True),
-                                            ("0.0.0.0", False), ("no.such.host.invalid", False)])  # fmt: skip
+@pytest.mark.parametrize(
+    "host, loopback",
+    [
+        ("127.0.0.1", True),
+        ("localhost", True),
+        ("::1", True),
+        ("0.0.0.0", False),
+        ("no.such.host.invalid", False),
+    ],
+)
 def test_only_loopback_hosts_count_as_private(host, loopback):
     assert server.is_loopback(host) is loopback

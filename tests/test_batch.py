@@ -163,8 +163,14 @@ def test_cli_in_one_process_writes_the_same_map_as_the_server_code(
     reference = outputs_beside(tmp_path / "ref.tif")
     render_map(plan, serial_results(loader, model, plan), reference, model.classes)
     assert (read_map(out)[0] == read_map(reference["cog"])[0]).all()
-    assert {p.name for p in out.parent.iterdir()} == {"map.tif", "map.png", "map_stats.json", "map_stats.csv",
-                                                      "map.qml", "map.tif.aux.xml"}  # fmt: skip
+    assert {p.name for p in out.parent.iterdir()} == {
+        "map.tif",
+        "map.png",
+        "map_stats.json",
+        "map_stats.csv",
+        "map.qml",
+        "map.tif.aux.xml",
+    }
     stats = json.loads((out.parent / "map_stats.json").read_text())
     assert sum(c["percent"] for c in stats["classes"]) == pytest.approx(100)
 

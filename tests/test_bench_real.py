@@ -45,8 +45,16 @@ def test_a_web_mercator_answer_sampled_back_lands_on_the_native_pixels():
     width, height = round((xmax - xmin) / 1.26), round((ymax - ymin) / 1.26)  # ~1 m at 37.6 N
     answer = np.full((height, width), -1, np.int16)
     grid = Affine((xmax - xmin) / width, 0, xmin, 0, -(ymax - ymin) / height, ymax)
-    reproject(p.truth, answer, src_transform=p.transform, src_crs=UTM17, dst_transform=grid,
-              dst_crs=devset.WEB_MERCATOR, resampling=Resampling.nearest, src_nodata=-1)  # fmt: skip
+    reproject(
+        p.truth,
+        answer,
+        src_transform=p.transform,
+        src_crs=UTM17,
+        dst_transform=grid,
+        dst_crs=devset.WEB_MERCATOR,
+        resampling=Resampling.nearest,
+        src_nodata=-1,
+    )
     back = p.to_native(answer)
     assert back.shape == truth.shape
     assert (back == truth).mean() > 0.97  # a nearest warp there and back moves some field edges a pixel

@@ -47,8 +47,17 @@ class DaskCluster:
         self.folder = folder
         self.procs: list[subprocess.Popen] = []
         scheduler_file = folder / "scheduler.json"
-        self.start("scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                   "--scheduler-file", str(scheduler_file), *scheduler_args)  # fmt: skip
+        self.start(
+            "scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--no-dashboard",
+            "--scheduler-file",
+            str(scheduler_file),
+            *scheduler_args,
+        )
         wait_until(lambda: scheduler_file.exists() and scheduler_file.stat().st_size, "the scheduler file")
         wait_until(lambda: self._read_address(scheduler_file), "the scheduler's address")
 
@@ -63,14 +72,30 @@ class DaskCluster:
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         env.update(KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
         with open(self.folder / f"{args[0]}-{len(self.procs)}.log", "w") as log:  # the child keeps it open
-            proc = subprocess.Popen([str(DASK), *args], cwd=self.folder, env=env, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+            proc = subprocess.Popen(
+                [str(DASK), *args],
+                cwd=self.folder,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.procs.append(proc)
         return proc
 
     def add_worker(self, *args: str) -> subprocess.Popen:
-        return self.start("worker", self.address, "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1",
-                          "--death-timeout", "60", *args)  # fmt: skip
+        return self.start(
+            "worker",
+            self.address,
+            "--nthreads",
+            "1",
+            "--no-dashboard",
+            "--host",
+            "127.0.0.1",
+            "--death-timeout",
+            "60",
+            *args,
+        )
 
     def client(self):
         from distributed import Client
@@ -115,9 +140,22 @@ def write_aoi(folder: Path) -> Path:
 
 
 def cli(tiny_dataset_dir, model_fn, tmp_path: Path, out: str, *extra: str) -> list[str]:
-    return ["--dataset", str(tiny_dataset_dir), "--aoi", str(write_aoi(tmp_path)), "--aoi_crs", "32618",
-            "--model_fn", str(model_fn), "--out", str(tmp_path / out), "--window", "16", "--quiet",
-            *extra]  # fmt: skip
+    return [
+        "--dataset",
+        str(tiny_dataset_dir),
+        "--aoi",
+        str(write_aoi(tmp_path)),
+        "--aoi_crs",
+        "32618",
+        "--model_fn",
+        str(model_fn),
+        "--out",
+        str(tmp_path / out),
+        "--window",
+        "16",
+        "--quiet",
+        *extra,
+    ]
 
 
 def read_map(path: Path):

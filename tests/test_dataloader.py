@@ -53,8 +53,9 @@ def test_reading_into_web_mercator_covers_the_extent_at_native_resolution(tmp_pa
 def test_nodata_pixels_are_invalid(tmp_path):
     data = np.full((4, 32, 32), 120, np.uint8)
     data[:, :, :16] = 0
-    path = make_geotiff(tmp_path / "nd.tif", (500_000, 4_300_000, 500_032, 4_300_032), nodata=0, data=data,
-                        size=(32, 32))  # fmt: skip
+    path = make_geotiff(
+        tmp_path / "nd.tif", (500_000, 4_300_000, 500_032, 4_300_032), nodata=0, data=data, size=(32, 32)
+    )
     loader = loader_for([path])
     patch = loader.read(Grid.covering(Extent(500_000, 4_300_000, 500_032, 4_300_032, crs=UTM), 1.0))
     assert not patch.valid[:, :15].any()

@@ -29,8 +29,17 @@ def server(scene, stripes_model, tmp_path):
 # --------------------------------------------------------------------------- files
 
 
-@pytest.mark.parametrize("path", ["/%00", "/js/%00x.js", "/index.html%00.js", "/" + "a" * 300,
-                                  "/js/" + "b" * 300 + ".js", "/css/" + "c/" * 200 + "x.css"])  # fmt: skip
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/%00",
+        "/js/%00x.js",
+        "/index.html%00.js",
+        "/" + "a" * 300,
+        "/js/" + "b" * 300 + ".js",
+        "/css/" + "c/" * 200 + "x.css",
+    ],
+)
 def test_odd_static_paths_are_a_json_404_not_a_500(live_server, path):
     status, headers, payload = call(live_server, path)
     assert status == 404 and headers["Content-Type"].startswith("application/json"), payload
@@ -54,8 +63,10 @@ def test_a_missing_or_damaged_checkpoint_is_gone_not_a_500_and_no_longer_listed(
     s = post(url, "/sessions")["session"]
     correct_box(url, BUILT, 70, 70, session=s)
     files = server.config.sessions.store.checkpoint_dir
-    damaged, missing, kept = (post(url, "/checkpoints", {"session": s, "name": n})["checkpoint"]
-                              for n in ("damaged", "missing", "kept"))  # fmt: skip
+    damaged, missing, kept = (
+        post(url, "/checkpoints", {"session": s, "name": n})["checkpoint"]
+        for n in ("damaged", "missing", "kept")
+    )
     (files / f"{damaged}.npz").write_bytes(b"PK\x03\x04 not really a zip")
     (files / f"{missing}.npz").unlink()
     listed = requests.get(f"{url}/checkpoints", params={"session": s}, timeout=10).json()
@@ -96,12 +107,16 @@ def test_waitress_refusals_are_json_too(live_server):
 
 def test_a_body_over_the_limit_is_refused_unread_not_buffered(live_server):
     """A 2 GiB Content-Length is answered at once: waitress no longer buffers up to 1 GiB first."""
-    head = (b"POST /recordCorrection HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            b"Content-Length: " + str(2 * 2**30).encode() + b"\r\n\r\n")  # fmt: skip
+    head = (
+        b"POST /recordCorrection HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: " + str(2 * 2**30).encode() + b"\r\n\r\n"
+    )
     status, content_type, body = raw(live_server.port, head + b"{" + b" " * 1000)
     assert status == 413 and content_type == "application/json"
-    chunked = (b"POST /recordCorrection HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-               b"Transfer-Encoding: chunked\r\n\r\n")  # fmt: skip
+    chunked = (
+        b"POST /recordCorrection HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+    )
     chunk = b" " * 2**20
     with socket.create_connection(("127.0.0.1", live_server.port), timeout=30) as sock:
         sock.sendall(chunked)
@@ -120,9 +135,17 @@ def test_a_body_over_the_limit_is_refused_unread_not_buffered(live_server):
 
 @pytest.mark.parametrize(
     "field, value",
-    [("value", True), ("value", "1"), ("value", 1.0), ("value", None), ("xmin", True), ("xmin", "500010"),
-     ("latestWkid", "3857"), ("latestWkid", True)],
-)  # fmt: skip
+    [
+        ("value", True),
+        ("value", "1"),
+        ("value", 1.0),
+        ("value", None),
+        ("xmin", True),
+        ("xmin", "500010"),
+        ("latestWkid", "3857"),
+        ("latestWkid", True),
+    ],
+)
 def test_numbers_must_be_numbers_not_booleans_or_strings(server, field, value):
     extent = utm_extent(70, 70, 72, 72)
     body = {"extent": extent, "value": FIELD}
@@ -143,8 +166,10 @@ def test_a_spatial_reference_may_say_wkid_and_must_say_something(server):
     ext = Extent(500_066, 4_300_010, 500_090, 4_300_110, crs=parse_crs(32618)).to_crs(WGS84)
     box = {"xmin": ext.xmin, "ymin": ext.ymin, "xmax": ext.xmax, "ymax": ext.ymax}
     said = ({"latestWkid": 4326}, {"wkid": 4326}, {"wkid": 3857, "latestWkid": 4326})
-    answers = [post(server.url, "/getInput", {"extent": {**box, "spatialReference": ref}})["input_naip"]
-               for ref in said]  # fmt: skip
+    answers = [
+        post(server.url, "/getInput", {"extent": {**box, "spatialReference": ref}})["input_naip"]
+        for ref in said
+    ]
     assert answers[0] == answers[1] == answers[2]  # degrees, however it is said (not read as metres)
     reply = post(server.url, "/getInput", {"extent": {**box, "spatialReference": {"wkt": "..."}}}, status=400)
     assert "EPSG code" in reply["error"]
@@ -273,9 +298,13 @@ def test_on_a_full_disk_add_class_undo_and_retrain_change_nothing_in_memory(scen
         shown = post(url, "/predPatch", {"extent": stripe_extent(FIELD), "session": s})["output_hard"]
         model = srv.config.sessions.model(s)
         fill(small_disk)  # not a byte left
-        for path, body in [("/addClass", {"session": s, "name": "Quarry", "color": "#FF00FF"}),
-                           ("/retrainModel", {"session": s}), ("/doUndo", {"session": s}),
-                           ("/doUndo", {"session": s}), ("/resetModel", {"session": s})]:  # fmt: skip
+        for path, body in [
+            ("/addClass", {"session": s, "name": "Quarry", "color": "#FF00FF"}),
+            ("/retrainModel", {"session": s}),
+            ("/doUndo", {"session": s}),
+            ("/doUndo", {"session": s}),
+            ("/resetModel", {"session": s}),
+        ]:
             r = requests.post(url + path, json=body, timeout=120)
             assert r.status_code == 507 and "disk is full" in r.json()["error"], (path, r.status_code, r.text)
             assert requests.get(f"{url}/sessions/{s}", timeout=10).json() == before, path

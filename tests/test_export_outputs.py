@@ -23,8 +23,12 @@ from web_tool.mapping import export
 from web_tool.mapping.pipeline import ClassMapWriter, outputs_beside
 
 UTM = CRS.from_epsg(32618)
-CLASSES = [{"name": "Water", "color": "#0000FF"}, {"name": "Forest", "color": "#008000"},
-           {"name": "Field", "color": "#80FF80"}, {"name": "Built", "color": "#806060"}]  # fmt: skip
+CLASSES = [
+    {"name": "Water", "color": "#0000FF"},
+    {"name": "Forest", "color": "#008000"},
+    {"name": "Field", "color": "#80FF80"},
+    {"name": "Built", "color": "#806060"},
+]
 
 
 def gdal():
@@ -87,8 +91,14 @@ def test_gdal_reads_the_class_names_and_attribute_table_of_the_geotiff(tmp_path)
 
 
 def test_the_geotiff_tags_name_the_model_checkpoint_dataset_and_classes(tmp_path):
-    tags = {"model": "nips_hr", "model_file": "demo_model.keras", "checkpoint": "0123456789abcdef",
-            "dataset": "demo", "created": "2025-01-31T12:00:00Z", "session": None}  # fmt: skip
+    tags = {
+        "model": "nips_hr",
+        "model_file": "demo_model.keras",
+        "checkpoint": "0123456789abcdef",
+        "dataset": "demo",
+        "created": "2025-01-31T12:00:00Z",
+        "session": None,
+    }
     outputs, _, _ = make_map(tmp_path, vector=False, tags=tags)
     with rasterio.open(outputs["cog"]) as src:
         t = src.tags()
@@ -104,8 +114,12 @@ def test_qgis_style_lists_each_class_colour_and_name(tmp_path):
     renderer = root.find("pipe/rasterrenderer")
     assert renderer.get("type") == "paletted" and renderer.get("band") == "1"
     entries = [(e.get("value"), e.get("color"), e.get("label")) for e in renderer.iter("paletteEntry")]
-    assert entries == [("0", "#0000ff", "Water"), ("1", "#008000", "Forest"), ("2", "#80ff80", "Field"),
-                       ("3", "#806060", "Built")]  # fmt: skip
+    assert entries == [
+        ("0", "#0000ff", "Water"),
+        ("1", "#008000", "Forest"),
+        ("2", "#80ff80", "Field"),
+        ("3", "#806060", "Built"),
+    ]
 
 
 def test_overlay_is_web_mercator_on_the_bounds_the_statistics_give(tmp_path):
@@ -123,8 +137,12 @@ def test_overlay_is_web_mercator_on_the_bounds_the_statistics_give(tmp_path):
 def test_class_polygons_as_geopackage_and_geojson_with_areas(tmp_path):
     outputs, stats, _ = make_map(tmp_path)
     info = pyogrio.read_info(outputs["gpkg"])
-    assert info["geometry_type"] == "Polygon" and list(info["fields"]) == ["class_index", "class_name",
-                                                                           "area_m2", "area_ha"]  # fmt: skip
+    assert info["geometry_type"] == "Polygon" and list(info["fields"]) == [
+        "class_index",
+        "class_name",
+        "area_m2",
+        "area_ha",
+    ]
     assert CRS.from_user_input(info["crs"]) == UTM
     meta, _, geoms, fields = pyogrio.raw.read(outputs["gpkg"])
     classes, names, area_m2, area_ha = fields

@@ -47,8 +47,11 @@ def small_disk(tmp_path):
     mount.mkdir()
     if os.geteuid() != 0 or not shutil.which("mount"):
         pytest.skip("mounting a small tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_BYTES}", f"lc-{uuid.uuid4().hex[:6]}",
-                           str(mount)], capture_output=True, text=True)  # fmt: skip
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={DISK_BYTES}", f"lc-{uuid.uuid4().hex[:6]}", str(mount)],
+        capture_output=True,
+        text=True,
+    )
     if done.returncode:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
     try:
@@ -81,8 +84,12 @@ def noise_server(stripes_model, small_disk, tmp_path):
     do not compress much: each export needs a few hundred KB)."""
     rng = np.random.default_rng(0)
     noise = rng.integers(0, 255, (4, NOISE_PX, NOISE_PX), dtype=np.uint8)
-    make_geotiff(tmp_path / "noise" / "noise.tif", (X0, Y0, X0 + NOISE_PX, Y0 + NOISE_PX),
-                 size=(NOISE_PX, NOISE_PX), data=noise)  # fmt: skip
+    make_geotiff(
+        tmp_path / "noise" / "noise.tif",
+        (X0, Y0, X0 + NOISE_PX, Y0 + NOISE_PX),
+        size=(NOISE_PX, NOISE_PX),
+        data=noise,
+    )
     app, config = build_app([f"noise={tmp_path / 'noise'}"], stripes_model, small_disk)
     srv = LiveServer(app)
     srv.config = config
@@ -158,8 +165,9 @@ def post_in_background(url: str, body: dict, answers: list) -> threading.Thread:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fraction", [0.25, 0.6])
-def test_kill_9_during_a_retrain_keeps_every_correction_and_a_whole_model(scene, stripes_model, tmp_path,
-                                                                          fraction):  # fmt: skip
+def test_kill_9_during_a_retrain_keeps_every_correction_and_a_whole_model(
+    scene, stripes_model, tmp_path, fraction
+):
     state, port = tmp_path / "state", free_port()
     url = f"http://127.0.0.1:{port}"
     proc = start_server(f"stripes={scene}", stripes_model, state, port, "--fine_tune", "last_k_layers")

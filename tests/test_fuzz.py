@@ -28,8 +28,13 @@ from web_tool.geometry import WEB_MERCATOR, Extent, parse_crs
 UTM = parse_crs(32618)
 # the tiny dataset: 2x2 tiles of 64 m at 1 m, UTM 18N, x 500000..500128, y 4300000..4300128
 INSIDE = Extent(500_030, 4_300_030, 500_070, 4_300_070, crs=UTM).to_crs(WEB_MERCATOR)
-EXTENT = {"xmin": INSIDE.xmin, "ymin": INSIDE.ymin, "xmax": INSIDE.xmax, "ymax": INSIDE.ymax,
-          "spatialReference": {"latestWkid": 3857}}  # fmt: skip
+EXTENT = {
+    "xmin": INSIDE.xmin,
+    "ymin": INSIDE.ymin,
+    "xmax": INSIDE.xmax,
+    "ymax": INSIDE.ymax,
+    "spatialReference": {"latestWkid": 3857},
+}
 x0, y0, x1, y1 = INSIDE.bounds
 POLYGON = {"type": "Polygon", "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]]}
 
@@ -48,9 +53,28 @@ VALID = {
     "/sessions": {},
 }
 ENDPOINTS = sorted(VALID)
-FIELDS = ["extent", "geometry", "crs", "value", "weights", "classes", "dataset", "session", "name",
-          "color", "checkpoint", "xmin", "ymin", "xmax", "ymax", "spatialReference", "latestWkid",
-          "type", "coordinates", "features"]  # fmt: skip
+FIELDS = [
+    "extent",
+    "geometry",
+    "crs",
+    "value",
+    "weights",
+    "classes",
+    "dataset",
+    "session",
+    "name",
+    "color",
+    "checkpoint",
+    "xmin",
+    "ymin",
+    "xmax",
+    "ymax",
+    "spatialReference",
+    "latestWkid",
+    "type",
+    "coordinates",
+    "features",
+]
 TRACEBACK = re.compile(rb'Traceback \(most recent call last\)|File "[^"]+", line \d+')
 #: a marker put into every path-like string the fuzzers send; no file name may ever contain it
 MARKER = "FUZZMARK"
@@ -175,11 +199,22 @@ def test_schemathesis_finds_no_server_error_and_no_traceback(api_schema, fuzz_se
 
 # --------------------------------------------------------------------------- arbitrary JSON
 
-SPECIAL_FLOATS = st.sampled_from([0.0, -0.0, 1e308, -1e308, 5e-324, 2.0**53 + 1, float("nan"), float("inf"),
-                                  -float("inf")])  # fmt: skip
+SPECIAL_FLOATS = st.sampled_from(
+    [0.0, -0.0, 1e308, -1e308, 5e-324, 2.0**53 + 1, float("nan"), float("inf"), -float("inf")]
+)
 HUGE_INTS = st.sampled_from([2**31, 2**63, -(2**63) - 1, 2**64, 10**40, -(10**40), 10**4000])
-ODD_STRINGS = ["", "NaN", "Infinity", "-inf", "1e400", "\x00", "\ud800", "🌍" * 50, "x" * 5000,
-               f"../../{MARKER}/etc/passwd"]  # fmt: skip
+ODD_STRINGS = [
+    "",
+    "NaN",
+    "Infinity",
+    "-inf",
+    "1e400",
+    "\x00",
+    "\ud800",
+    "🌍" * 50,
+    "x" * 5000,
+    f"../../{MARKER}/etc/passwd",
+]
 SCALARS = (
     st.none()
     | st.booleans()
@@ -219,19 +254,76 @@ def test_any_values_in_the_known_fields_get_an_answer_or_a_json_error(fuzz_serve
 
 # --------------------------------------------------------------------------- near-valid bodies
 
-BAD_NUMBERS = st.sampled_from(["NaN", "Infinity", "-Infinity", "1e400", "nan", "", "abc", None, True, [], {},
-                               1e308, -1e308, 10**400, 2**63, float("nan"), float("inf")])  # fmt: skip
-BAD_CRS = st.sampled_from([0, -1, 99999, 123456, 2**31, 2**70, -(2**70), "abc", "EPSG:", "EPSG:abc",
-                           "EPSG:-1", "", "4326.5", 4326.5, None, True, [], {}, "\ud800", "🌍"])  # fmt: skip
+BAD_NUMBERS = st.sampled_from(
+    [
+        "NaN",
+        "Infinity",
+        "-Infinity",
+        "1e400",
+        "nan",
+        "",
+        "abc",
+        None,
+        True,
+        [],
+        {},
+        1e308,
+        -1e308,
+        10**400,
+        2**63,
+        float("nan"),
+        float("inf"),
+    ]
+)
+BAD_CRS = st.sampled_from(
+    [
+        0,
+        -1,
+        99999,
+        123456,
+        2**31,
+        2**70,
+        -(2**70),
+        "abc",
+        "EPSG:",
+        "EPSG:abc",
+        "EPSG:-1",
+        "",
+        "4326.5",
+        4326.5,
+        None,
+        True,
+        [],
+        {},
+        "\ud800",
+        "🌍",
+    ]
+)
 BAD_INTS = st.one_of(
     st.integers(), HUGE_INTS, st.sampled_from([-1, 4, 255, 256, 2**31, 1.5, "0", "x", None, True, [0], {}])
 )
 BAD_TEXT = st.one_of(
     st.text(max_size=80),
-    st.sampled_from(["", " ", "\x00", "\ud800x", "x" * 300, "🌍" * 200, f"../../{MARKER}", f"/tmp/{MARKER}",
-                     f"..\\..\\{MARKER}", f"%2e%2e%2f{MARKER}", "default", "0123456789abcdef"]),
-    st.integers(), st.none(), st.lists(st.text(max_size=3), max_size=2),
-)  # fmt: skip
+    st.sampled_from(
+        [
+            "",
+            " ",
+            "\x00",
+            "\ud800x",
+            "x" * 300,
+            "🌍" * 200,
+            f"../../{MARKER}",
+            f"/tmp/{MARKER}",
+            f"..\\..\\{MARKER}",
+            f"%2e%2e%2f{MARKER}",
+            "default",
+            "0123456789abcdef",
+        ]
+    ),
+    st.integers(),
+    st.none(),
+    st.lists(st.text(max_size=3), max_size=2),
+)
 #: any coordinate of the web mercator square (most are far from the imagery)
 COORDINATES = st.floats(min_value=-2.1e7, max_value=2.1e7)
 BAD_COORDS = st.recursive(st.floats() | st.integers() | BAD_NUMBERS, lists, max_leaves=30)
@@ -386,7 +478,7 @@ def test_malformed_bytes_get_a_json_error(fuzz_server, path, raw):
         ("/predPatch", json.dumps({"extent": EXTENT, "dataset": "\ud800"}).encode(), 404, "unknown dataset"),
         ("/predPatch", b'{"extent": ' + b"1" * 5000 + b"}", 400, "JSON"),
     ],
-)  # fmt: skip
+)
 def test_pathological_json_is_a_400_naming_the_problem(fuzz_server, path, raw, status, words):
     got, headers, payload = request(fuzz_server, path, raw, method="POST")
     body = assert_clean(got, headers, payload, what=f"POST {path}")
@@ -445,7 +537,7 @@ def with_extent(**changes) -> dict:
         ("/doLoad", {"checkpoint": ""}, 400, "checkpoint"),
         ("/doLoad", {"checkpoint": "   "}, 400, "checkpoint"),
     ],
-)  # fmt: skip
+)
 def test_corrupted_fields_are_named_in_the_error(fuzz_server, path, body, status, words):
     got, headers, payload = post(fuzz_server, path, body)
     reply = assert_clean(got, headers, payload, what=f"POST {path} {body!r:.200}")
@@ -454,8 +546,16 @@ def test_corrupted_fields_are_named_in_the_error(fuzz_server, path, body, status
 
 # --------------------------------------------------------------------------- no path from a request
 
-TRAVERSALS = [f"../../{MARKER}/etc/passwd", "../../../../etc/passwd", "..", f"..%2F..%2F{MARKER}",
-              f"/etc/{MARKER}", f"..\\..\\{MARKER}", f"{MARKER}\x00.npz", "~root"]  # fmt: skip
+TRAVERSALS = [
+    f"../../{MARKER}/etc/passwd",
+    "../../../../etc/passwd",
+    "..",
+    f"..%2F..%2F{MARKER}",
+    f"/etc/{MARKER}",
+    f"..\\..\\{MARKER}",
+    f"{MARKER}\x00.npz",
+    "~root",
+]
 
 
 @pytest.mark.parametrize("name", TRAVERSALS)
@@ -485,11 +585,21 @@ def test_ids_that_look_like_paths_are_unknown_not_files(fuzz_server, name):
 
 @pytest.mark.parametrize(
     "method,path",
-    [("GET", "/sessions/%ff"), ("GET", "/sessions/%ed%a0%80"), ("GET", "/jobs/%00"), ("DELETE", "/jobs/%ff"),
-     ("GET", "/downloads/%2e%2e"), ("GET", "/tiles/tiny/99999999999999999999/0/0.png"),
-     ("GET", "/tiles/tiny/1/-1/0.png"), ("GET", "/tiles/%ff/0/0/0.png"), ("GET", "/predPatch?x=%ff"),
-     ("POST", "/predPatch/%ff"), ("PUT", "/predPatch"), ("GET", "/js/%ff")],
-)  # fmt: skip
+    [
+        ("GET", "/sessions/%ff"),
+        ("GET", "/sessions/%ed%a0%80"),
+        ("GET", "/jobs/%00"),
+        ("DELETE", "/jobs/%ff"),
+        ("GET", "/downloads/%2e%2e"),
+        ("GET", "/tiles/tiny/99999999999999999999/0/0.png"),
+        ("GET", "/tiles/tiny/1/-1/0.png"),
+        ("GET", "/tiles/%ff/0/0/0.png"),
+        ("GET", "/predPatch?x=%ff"),
+        ("POST", "/predPatch/%ff"),
+        ("PUT", "/predPatch"),
+        ("GET", "/js/%ff"),
+    ],
+)
 def test_odd_urls_get_a_json_error(fuzz_server, method, path):
     status, headers, payload = request(fuzz_server, path, method=method)
     assert 400 <= status < 500, (method, path, status, payload[:200])
@@ -500,8 +610,12 @@ def test_no_file_is_named_after_anything_a_request_sent(fuzz_server, tmp_path_fa
     """Run last: no file anywhere near the server carries the marker the fuzzers sent."""
     post(fuzz_server, "/checkpoints", {"name": f"../../{MARKER}"})  # a checkpoint named like a path
     post(fuzz_server, "/addClass", {"name": f"../{MARKER}", "color": "#123456"})
-    leaked = [*tmp_path_factory.getbasetemp().rglob(f"*{MARKER}*"), *Path.cwd().glob(f"*{MARKER}*"),
-              *(REPO / "web_tool").rglob(f"*{MARKER}*"), *Path("/etc").glob(f"*{MARKER}*")]  # fmt: skip
+    leaked = [
+        *tmp_path_factory.getbasetemp().rglob(f"*{MARKER}*"),
+        *Path.cwd().glob(f"*{MARKER}*"),
+        *(REPO / "web_tool").rglob(f"*{MARKER}*"),
+        *Path("/etc").glob(f"*{MARKER}*"),
+    ]
     assert not leaked
     state = fuzz_server.config.state_dir.resolve()
     files = [p for p in fuzz_server.tmp.rglob("*") if p.is_file()]

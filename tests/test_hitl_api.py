@@ -122,8 +122,12 @@ def srv_model(server, session):
 
 def test_geometry_labels_pixel_centres_inside_and_a_tiny_box_labels_one_pixel(server):
     s = post(server.url, "/sessions")["session"]
-    square = {"type": "Polygon", "coordinates": [[[500010, 4300010], [500015, 4300010], [500015, 4300015],
-                                                  [500010, 4300015], [500010, 4300010]]]}  # fmt: skip
+    square = {
+        "type": "Polygon",
+        "coordinates": [
+            [[500010, 4300010], [500015, 4300010], [500015, 4300015], [500010, 4300015], [500010, 4300010]]
+        ],
+    }
     body = {"geometry": square, "crs": 32618, "value": WATER, "session": s}
     assert post(server.url, "/recordCorrection", body)["count"] == 25
     triangle = [[[500020, 4300020], [500023, 4300020], [500023, 4300023], [500020, 4300020]]]

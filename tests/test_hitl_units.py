@@ -54,9 +54,13 @@ def test_web_mercator_box_is_labelled_on_the_native_utm_grid(loader):
 def test_huge_areas_and_bad_geometries_are_refused(loader):
     with pytest.raises(TooLargeError):
         labelled_pixels(loader, box(499_000, 4_299_000, 501_000, 4_301_000), UTM18)
-    for bad in ({"type": "LineString", "coordinates": [[0, 0], [1, 1]]}, {"type": "Polygon"}, [1, 2],
-                {"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [0, 0]]]},
-                {"type": "Polygon", "coordinates": [[[0, 0], [1, "a"], [1, 1], [0, 0]]]}):  # fmt: skip
+    for bad in (
+        {"type": "LineString", "coordinates": [[0, 0], [1, 1]]},
+        {"type": "Polygon"},
+        [1, 2],
+        {"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [0, 0]]]},
+        {"type": "Polygon", "coordinates": [[[0, 0], [1, "a"], [1, 1], [0, 0]]]},
+    ):
         with pytest.raises(ExtentError):
             polygon_from_geojson(bad)
     bowtie = polygon_from_geojson(
@@ -88,8 +92,15 @@ def test_store_removes_temp_files_and_unlisted_checkpoints_at_start_up(tmp_path)
     head = LinearHead(np.ones((2, 3), np.float32), np.zeros(3, np.float32))
     state = ModelState(head.to_arrays(), [{"name": "a", "color": "#000"}] * 3)
     store.add_session("default", state.classes)
-    kept = store.add_checkpoint(name="../x", session="default", parent=None, state=state, corrections=[],
-                                metrics={}, strategy="last_layer")  # fmt: skip
+    kept = store.add_checkpoint(
+        name="../x",
+        session="default",
+        parent=None,
+        state=state,
+        corrections=[],
+        metrics={},
+        strategy="last_layer",
+    )
     (tmp_path / "checkpoints" / ".abc.npz.tmp").write_bytes(b"half")
     (tmp_path / "checkpoints" / "0123456789abcdef.npz").write_bytes(b"no row")
     Store(tmp_path)

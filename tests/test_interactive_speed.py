@@ -86,8 +86,9 @@ def test_cpu_flags_that_compute_in_bf16_are_found(tmp_path):
     assert precision.cpu_bf16_flag(tmp_path / "missing") is None
 
 
-def test_start_up_serves_float32_and_says_why_where_the_cpu_has_no_bf16(demo_model, tmp_path, monkeypatch,
-                                                                        caplog):  # fmt: skip
+def test_start_up_serves_float32_and_says_why_where_the_cpu_has_no_bf16(
+    demo_model, tmp_path, monkeypatch, caplog
+):
     monkeypatch.setattr(precision, "CPUINFO", cpuinfo(tmp_path, "avx2 avx512f"))
     with caplog.at_level(logging.WARNING):
         model = startup.in_precision(demo_model, "bf16")

@@ -62,8 +62,15 @@ def test_session_ids_are_128_bit_secrets_that_nothing_lists_or_echoes(server):
     assert len(ids) == 20 and all(HEX32.match(i) for i in ids)
     a = a_session_with_everything(url)
     b = post(url, "/sessions")["session"]
-    seen = [get(url, "/checkpoints"), get(url, "/jobs"), get(url, "/checkpoints", b), get(url, "/jobs", b),
-            get(url, f"/sessions/{b}"), get(url, "/openapi.json"), get(url, "/health")]  # fmt: skip
+    seen = [
+        get(url, "/checkpoints"),
+        get(url, "/jobs"),
+        get(url, "/checkpoints", b),
+        get(url, "/jobs", b),
+        get(url, f"/sessions/{b}"),
+        get(url, "/openapi.json"),
+        get(url, "/health"),
+    ]
     assert not [text for text in map(json.dumps, seen) if a["session"] in text or a["checkpoint"] in text]
     own = get(url, "/checkpoints", a["session"]) + get(url, "/jobs", a["session"])
     assert a["session"] not in json.dumps(
@@ -96,16 +103,27 @@ def test_every_session_scoped_endpoint_answers_404_for_a_session_it_does_not_kno
     documented = {f"{e.split()[0]} {openapi_path(e.split()[1])[0]}" for e in SESSION_QUERY}
     assert {f"{m} {p}" for m, p in endpoints} >= documented  # every ?session= is in /openapi.json
     stranger = "0123456789abcdef" * 2  # well-formed, never handed out
-    bodies = {"/recordCorrection": {"extent": utm_extent(70, 70, 72, 72), "value": FIELD},
-              "/predPatch": {"extent": stripe_extent(FIELD)}, "/predTile": {"extent": stripe_extent(FIELD)},
-              "/addClass": {"name": "Quarry", "color": "#FF00FF"},
-              "/doLoad": {"checkpoint": a["checkpoint"]},
-              "/jobs/{job_id}/samples/{sample_id}/answers": {"point": 0, "answer": 0},
-              "/jobs/{job_id}/reference": {"labels": True},
-              "/deleteCorrections": {"extent": utm_extent(70, 70, 72, 72)}}  # fmt: skip
+    bodies = {
+        "/recordCorrection": {"extent": utm_extent(70, 70, 72, 72), "value": FIELD},
+        "/predPatch": {"extent": stripe_extent(FIELD)},
+        "/predTile": {"extent": stripe_extent(FIELD)},
+        "/addClass": {"name": "Quarry", "color": "#FF00FF"},
+        "/doLoad": {"checkpoint": a["checkpoint"]},
+        "/jobs/{job_id}/samples/{sample_id}/answers": {"point": 0, "answer": 0},
+        "/jobs/{job_id}/reference": {"labels": True},
+        "/deleteCorrections": {"extent": utm_extent(70, 70, 72, 72)},
+    }
     for method, path in endpoints:
-        names = {"session_id": stranger, "checkpoint_id": a["checkpoint"], "job_id": a["job"], "sample_id": 1,
-                 "dataset": "stripes", "z": 0, "x": 0, "y": 0}  # fmt: skip
+        names = {
+            "session_id": stranger,
+            "checkpoint_id": a["checkpoint"],
+            "job_id": a["job"],
+            "sample_id": 1,
+            "dataset": "stripes",
+            "z": 0,
+            "x": 0,
+            "y": 0,
+        }
         concrete = path.format(**names)
         if method == "POST":
             r = requests.post(url + concrete, json={**bodies.get(path, {}), "session": stranger}, timeout=30)
@@ -217,19 +235,27 @@ def test_a_state_folder_of_the_earlier_schema_opens_and_keeps_its_owners(
         "9" * 16,
         "8" * 16,
     )
-    classes = [{"name": n, "color": c} for n, c in (("Water", "#0000FF"), ("Forest", "#008000"),
-                                                    ("Field", "#80FF80"), ("Built", "#806060"))]  # fmt: skip
+    classes = [
+        {"name": n, "color": c}
+        for n, c in (("Water", "#0000FF"), ("Forest", "#008000"), ("Field", "#80FF80"), ("Built", "#806060"))
+    ]
     with sqlite3.connect(state / "hitl.sqlite") as conn:
         conn.executescript(OLD_HITL)
         conn.execute("INSERT INTO sessions VALUES (?, 0, ?, NULL, 0)", (old_session, json.dumps(classes)))
-        conn.execute("INSERT INTO checkpoints VALUES (?, ?, 0, ?, NULL, ?, 0, 0, '{}', 'last_layer')",
-                     (old_checkpoint, f"{old_session} #0", old_session, json.dumps(classes)))  # fmt: skip
+        conn.execute(
+            "INSERT INTO checkpoints VALUES (?, ?, 0, ?, NULL, ?, 0, 0, '{}', 'last_layer')",
+            (old_checkpoint, f"{old_session} #0", old_session, json.dumps(classes)),
+        )
     with sqlite3.connect(state / "jobs.sqlite") as conn:
         conn.executescript(OLD_JOBS)
-        conn.execute("INSERT INTO jobs (id, created, state, info) VALUES (?, 1, 'failed', ?)",
-                     (old_job, json.dumps({"session": old_session, "dataset": "stripes"})))  # fmt: skip
-        conn.execute("INSERT INTO jobs (id, created, state, info) VALUES (?, 2, 'failed', ?)",
-                     (default_job, json.dumps({"session": None})))  # fmt: skip
+        conn.execute(
+            "INSERT INTO jobs (id, created, state, info) VALUES (?, 1, 'failed', ?)",
+            (old_job, json.dumps({"session": old_session, "dataset": "stripes"})),
+        )
+        conn.execute(
+            "INSERT INTO jobs (id, created, state, info) VALUES (?, 2, 'failed', ?)",
+            (default_job, json.dumps({"session": None})),
+        )
     caplog.set_level(logging.WARNING)
     srv = serve(scene, stripes_model, tmp_path)
     try:

@@ -160,8 +160,12 @@ def test_pred_tile_over_the_area_cap_is_413_pointing_to_the_cli(tiny_model_path,
     server = LiveServer(app)
     try:
         ext = Extent(X0 + 100, Y0 + 100, X0 + 6100, Y0 + 5100, crs=UTM)  # 30 km² > the 25 km² default
-        body = {"extent": {**dict(zip(("xmin", "ymin", "xmax", "ymax"), ext.bounds, strict=True)),
-                           "spatialReference": {"latestWkid": 32618}}}  # fmt: skip
+        body = {
+            "extent": {
+                **dict(zip(("xmin", "ymin", "xmax", "ymax"), ext.bounds, strict=True)),
+                "spatialReference": {"latestWkid": 32618},
+            }
+        }
         status, _, reply = call(server, "/predTile", body)
         assert status == 413
         assert "25 km²" in reply["error"] and "python -m web_tool.batch" in reply["error"]
@@ -173,8 +177,13 @@ def test_pred_tile_over_the_area_cap_is_413_pointing_to_the_cli(tiny_model_path,
         assert command[command.index("--dataset") + 1] == f"big={coarse}"  # as the server was told
         assert checkpoint in [c["id"] for c in call(server, "/checkpoints")[2]]
         # beyond the imagery does not count: 9 km² of it under a 100 km² box
-        box = {"xmin": X0 + 5000, "ymin": Y0 + 5000, "xmax": X0 + 15000, "ymax": Y0 + 15000,
-               "spatialReference": {"latestWkid": 32618}}  # fmt: skip
+        box = {
+            "xmin": X0 + 5000,
+            "ymin": Y0 + 5000,
+            "xmax": X0 + 15000,
+            "ymax": Y0 + 15000,
+            "spatialReference": {"latestWkid": 32618},
+        }
         status, _, reply = call(server, "/predTile", {"extent": box})
         assert status == 202, reply
         assert wait_for(server, reply["job"])["area_km2"] == pytest.approx(9, rel=0.01)
@@ -342,10 +351,16 @@ def test_a_full_queue_is_refused_with_busy_and_a_failing_job_reports_why(tmp_pat
 
 def test_job_outputs_have_meaningful_names_the_pages_colours_and_polygons(live_server, tmp_path):
     live_server.config.jobs.window_px = 64
-    classes = [{"name": "Lake", "color": "#112233"}, {"name": "Wood", "color": "#445566"},
-               {"name": "Crop", "color": "#778899"}, {"name": "Town", "color": "#aabbcc"}]  # fmt: skip
-    job = wait_for(live_server, submit(live_server, {"geometry": polygon_3857(), "crs": 3857,
-                                                     "classes": classes, "vector": True}))  # fmt: skip
+    classes = [
+        {"name": "Lake", "color": "#112233"},
+        {"name": "Wood", "color": "#445566"},
+        {"name": "Crop", "color": "#778899"},
+        {"name": "Town", "color": "#aabbcc"},
+    ]
+    job = wait_for(
+        live_server,
+        submit(live_server, {"geometry": polygon_3857(), "crs": 3857, "classes": classes, "vector": True}),
+    )
     assert job["state"] == "done", job
     checkpoint = job["checkpoint"]
     assert checkpoint in [c["id"] for c in call(live_server, "/checkpoints")[2]]
@@ -372,6 +387,9 @@ def test_job_outputs_have_meaningful_names_the_pages_colours_and_polygons(live_s
 
 
 def test_classes_must_match_the_model(live_server):
-    status, _, reply = call(live_server, "/predTile", {"geometry": polygon_3857(), "classes": [
-        {"name": "only", "color": "#000000"}]})  # fmt: skip
+    status, _, reply = call(
+        live_server,
+        "/predTile",
+        {"geometry": polygon_3857(), "classes": [{"name": "only", "color": "#000000"}]},
+    )
     assert status == 400 and "classes has 1 entries" in reply["error"]

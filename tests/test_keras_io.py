@@ -19,15 +19,28 @@ CLASSES = [{"name": n, "color": "#000000"} for n in "abcd"]
 
 
 def keras2_conv(name: str, filters: int, size: int, inbound: str, activation: str = "linear") -> dict:
-    config = {"name": name, "trainable": True, "filters": filters, "kernel_size": [size, size],
-              "strides": [1, 1], "padding": "same", "data_format": "channels_last", "dilation_rate": [1, 1],
-              "activation": activation, "use_bias": True,
-              "kernel_initializer": {"class_name": "VarianceScaling",
-                                     "config": {"scale": 1.0, "mode": "fan_avg", "distribution": "uniform",
-                                                "seed": None}},
-              "bias_initializer": {"class_name": "Zeros", "config": {}}, "kernel_regularizer": None,
-              "bias_regularizer": None, "activity_regularizer": None, "kernel_constraint": None,
-              "bias_constraint": None}  # fmt: skip
+    config = {
+        "name": name,
+        "trainable": True,
+        "filters": filters,
+        "kernel_size": [size, size],
+        "strides": [1, 1],
+        "padding": "same",
+        "data_format": "channels_last",
+        "dilation_rate": [1, 1],
+        "activation": activation,
+        "use_bias": True,
+        "kernel_initializer": {
+            "class_name": "VarianceScaling",
+            "config": {"scale": 1.0, "mode": "fan_avg", "distribution": "uniform", "seed": None},
+        },
+        "bias_initializer": {"class_name": "Zeros", "config": {}},
+        "kernel_regularizer": None,
+        "bias_regularizer": None,
+        "activity_regularizer": None,
+        "kernel_constraint": None,
+        "bias_constraint": None,
+    }
     return {"name": name, "class_name": "Conv2D", "config": config, "inbound_nodes": [[[inbound, 0, 0, {}]]]}
 
 
@@ -35,17 +48,37 @@ def write_keras2_pair(folder, name="seed", bands=4, classes=4, seed=0):
     """`<name>.json` (Keras 2.1.6 `model.to_json()`) + `<name>_weights.h5` (Keras 2 HDF5 weights);
     returns the weights as {layer: [kernel, bias]}."""
     layers = [
-        {"name": "input_1", "class_name": "InputLayer", "inbound_nodes": [],
-         "config": {"batch_input_shape": [None, None, None, bands], "dtype": "float32", "sparse": False,
-                    "name": "input_1"}},
+        {
+            "name": "input_1",
+            "class_name": "InputLayer",
+            "inbound_nodes": [],
+            "config": {
+                "batch_input_shape": [None, None, None, bands],
+                "dtype": "float32",
+                "sparse": False,
+                "name": "input_1",
+            },
+        },
         keras2_conv("conv2d_1", 8, 3, "input_1", "relu"),
         keras2_conv("conv2d_2", classes, 1, "conv2d_1"),
-        {"name": "activation_1", "class_name": "Activation", "inbound_nodes": [[["conv2d_2", 0, 0, {}]]],
-         "config": {"name": "activation_1", "trainable": True, "activation": "softmax"}},
-    ]  # fmt: skip
-    config = {"class_name": "Model", "keras_version": "2.1.6", "backend": "tensorflow",
-              "config": {"name": "model_1", "layers": layers, "input_layers": [["input_1", 0, 0]],
-                         "output_layers": [["activation_1", 0, 0]]}}  # fmt: skip
+        {
+            "name": "activation_1",
+            "class_name": "Activation",
+            "inbound_nodes": [[["conv2d_2", 0, 0, {}]]],
+            "config": {"name": "activation_1", "trainable": True, "activation": "softmax"},
+        },
+    ]
+    config = {
+        "class_name": "Model",
+        "keras_version": "2.1.6",
+        "backend": "tensorflow",
+        "config": {
+            "name": "model_1",
+            "layers": layers,
+            "input_layers": [["input_1", 0, 0]],
+            "output_layers": [["activation_1", 0, 0]],
+        },
+    }
     (folder / f"{name}.json").write_text(json.dumps(config))
     rng = np.random.default_rng(seed)
     weights = {

@@ -164,8 +164,18 @@ def test_only_routes_declared_heavy_take_a_turn():
 def test_threads_must_leave_room_for_light_requests(tiny_dataset_dir, tiny_model_path, tmp_path):
     with pytest.raises(ValueError, match="light"):
         admission.check_threads(8, 1, 10)
-    args = server.parse_args(["--dataset", str(tiny_dataset_dir), "--model_fn", str(tiny_model_path),
-                              "--state_dir", str(tmp_path), "--threads", "8"])  # fmt: skip
+    args = server.parse_args(
+        [
+            "--dataset",
+            str(tiny_dataset_dir),
+            "--model_fn",
+            str(tiny_model_path),
+            "--state_dir",
+            str(tmp_path),
+            "--threads",
+            "8",
+        ]
+    )
     with pytest.raises(ConfigError, match="--threads"):
         server.build_config(args)
     args.threads, args.max_classes = 16, 255
@@ -194,8 +204,14 @@ def test_with_the_heavy_queue_full_light_requests_answer_and_one_more_heavy_gets
             status, headers, payload = call(srv, "/predPatch", {"extent": extent_body()})
             assert status == 503 and "busy" in payload["error"] and int(headers["Retry-After"]) >= 1
             assert call(srv, "/getInput", {"extent": extent_body()})[0] == 503  # heavy too
-            for path in ("/health", "/datasets", "/tiles/tiny/18/75090/100165.png", "/sessions/default",
-                         "/checkpoints", "/jobs"):  # fmt: skip
+            for path in (
+                "/health",
+                "/datasets",
+                "/tiles/tiny/18/75090/100165.png",
+                "/sessions/default",
+                "/checkpoints",
+                "/jobs",
+            ):
                 assert call(srv, path)[0] == 200, path
             body = {"extent": extent_body(), "value": 1}
             assert call(srv, "/recordCorrection", body)[0] == 200  # light: never waits for heavy work
@@ -250,8 +266,10 @@ def test_huge_and_star_shaped_polygons_never_cost_more_than_the_caps_allow(strip
     """Stars of n points that wind `turns` times: up to n x turns crossings, beyond the vertex cap
     and the crossing budget too; the answer is a repair, or a 4xx that says which limit."""
     cx, cy, r = X0 + 64, Y0 + 64, 60
-    ring = [(cx + r * math.cos(2 * math.pi * i * turns / n), cy + r * math.sin(2 * math.pi * i * turns / n))
-            for i in range(n)]  # fmt: skip
+    ring = [
+        (cx + r * math.cos(2 * math.pi * i * turns / n), cy + r * math.sin(2 * math.pi * i * turns / n))
+        for i in range(n)
+    ]
     body = {"geometry": polygon(ring), "crs": 32618, "value": 0}
     reply = requests.post(stripes_server.url + "/recordCorrection", json=body, timeout=60)
     assert reply.status_code in (200, 400, 413), reply.text
@@ -294,8 +312,15 @@ def test_class_and_checkpoint_names_must_be_visible_text(stripes_server, name):
     for path, body in (("/addClass", {"name": name, "color": "#000000"}), ("/checkpoints", {"name": name})):
         reply = post(stripes_server.url, path, body, status=400)
         assert "name" in reply["error"]
-    kept = post(stripes_server.url, "/addClass", {"session": post(stripes_server.url, "/sessions")["session"],
-                                                  "name": "  Wetland  ", "color": "#000000"})  # fmt: skip
+    kept = post(
+        stripes_server.url,
+        "/addClass",
+        {
+            "session": post(stripes_server.url, "/sessions")["session"],
+            "name": "  Wetland  ",
+            "color": "#000000",
+        },
+    )
     assert kept["classes"][-1]["name"] == "Wetland"
 
 
@@ -313,8 +338,13 @@ def test_the_pixel_cap_counts_the_models_context(tiny_dataset_dir, tiny_model_pa
         from web_tool.geometry import WEB_MERCATOR, Extent, parse_crs
 
         def extent(side):
-            ext = Extent(500_064 - side / 2, 4_300_064 - side / 2, 500_064 + side / 2, 4_300_064 + side / 2,
-                         crs=parse_crs(32618)).to_crs(WEB_MERCATOR)  # fmt: skip
+            ext = Extent(
+                500_064 - side / 2,
+                4_300_064 - side / 2,
+                500_064 + side / 2,
+                4_300_064 + side / 2,
+                crs=parse_crs(32618),
+            ).to_crs(WEB_MERCATOR)
             return extent_body(ext)
 
         status, _, payload = call(srv, "/predPatch", {"extent": extent(60)})  # 60² px, 124² with context
@@ -356,8 +386,10 @@ def test_no_call_of_the_network_sees_more_than_max_pixels_and_nothing_changes(h,
 
     (out,) = tiling.run_tiled(identity, image, window=window, overlap=16, multiple=16, max_pixels=20_000)
     np.testing.assert_allclose(out, image, rtol=1e-5)
-    assert all(n * rows * cols <= max(20_000, rows * cols) and rows * cols <= max(20_000, 48 * 48)
-               for n, rows, cols, _ in seen)  # fmt: skip
+    assert all(
+        n * rows * cols <= max(20_000, rows * cols) and rows * cols <= max(20_000, 48 * 48)
+        for n, rows, cols, _ in seen
+    )
 
 
 @settings(
@@ -427,8 +459,13 @@ def demo_extent(width_px: int, height_px: int) -> dict:
     ext = Extent(325_736, 4_305_464, 325_737, 4_305_465, crs=parse_crs(32618)).to_crs(WEB_MERCATOR)
     res = ground_resolution_in(WEB_MERCATOR, 1.0, center_latitude(ext))
     half_w, half_h = width_px * res / 2, height_px * res / 2
-    return {"xmin": ext.xmin - half_w, "xmax": ext.xmin + half_w, "ymin": ext.ymin - half_h,
-            "ymax": ext.ymin + half_h, "spatialReference": {"latestWkid": 3857}}  # fmt: skip
+    return {
+        "xmin": ext.xmin - half_w,
+        "xmax": ext.xmin + half_w,
+        "ymin": ext.ymin - half_h,
+        "ymax": ext.ymin + half_h,
+        "spatialReference": {"latestWkid": 3857},
+    }
 
 
 @pytest.mark.slow

@@ -164,7 +164,17 @@ def test_site_policy_knows_the_bound_name_and_the_listed_origins():
 def test_a_bad_cors_origin_stops_the_server_at_start_up(bad, tiny_dataset_dir, tiny_model_path, tmp_path):
     with pytest.raises(ValueError):
         parse_origin(bad)
-    args = server.parse_args(["--dataset", str(tiny_dataset_dir), "--model_fn", str(tiny_model_path),
-                              "--state_dir", str(tmp_path), "--cors_origin", bad])  # fmt: skip
+    args = server.parse_args(
+        [
+            "--dataset",
+            str(tiny_dataset_dir),
+            "--model_fn",
+            str(tiny_model_path),
+            "--state_dir",
+            str(tmp_path),
+            "--cors_origin",
+            bad,
+        ]
+    )
     with pytest.raises(ConfigError, match="origin"):
         server.build_config(args)

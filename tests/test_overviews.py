@@ -31,9 +31,20 @@ def bare_file(tmp_path_factory):
     from rasterio.transform import from_origin
 
     path = tmp_path_factory.mktemp("bare") / "bare.tif"
-    profile = dict(driver="GTiff", width=SIDE, height=SIDE, count=4, dtype="uint8", crs=UTM18,
-                   transform=from_origin(X0, Y0 + SIDE, 1, 1), tiled=True, blockxsize=128, blockysize=128,
-                   compress="deflate", photometric="MINISBLACK")  # fmt: skip
+    profile = dict(
+        driver="GTiff",
+        width=SIDE,
+        height=SIDE,
+        count=4,
+        dtype="uint8",
+        crs=UTM18,
+        transform=from_origin(X0, Y0 + SIDE, 1, 1),
+        tiled=True,
+        blockxsize=128,
+        blockysize=128,
+        compress="deflate",
+        photometric="MINISBLACK",
+    )
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(smooth(SIDE))
     return path
@@ -110,8 +121,14 @@ def test_a_folder_of_many_files_serves_low_zooms_from_one_mosaic(tmp_path):
         for c in range(5):  # 25 files of 128 x 128 px
             tile = data[:, r * 128 : (r + 1) * 128, c * 128 : (c + 1) * 128]
             left, top = X0 + c * 128, Y0 + 640 - r * 128
-            paths.append(make_geotiff(tmp_path / "tiles" / f"t{r}{c}.tif", (left, top - 128, left + 128, top),
-                                      size=(128, 128), data=tile))  # fmt: skip
+            paths.append(
+                make_geotiff(
+                    tmp_path / "tiles" / f"t{r}{c}.tif",
+                    (left, top - 128, left + 128, top),
+                    size=(128, 128),
+                    data=tile,
+                )
+            )
     loader = loader_for(paths)
     assert overviews.reason_for(loader) == "25 files (a zoomed-out tile would open many of them)"
     grid = coarse_grid(4, 640)

@@ -117,8 +117,14 @@ def test_statistics_are_computed_once_and_kept_in_the_cache(tmp_path):
 
 def test_statistics_of_a_large_file_without_overviews_read_a_bounded_sample(tmp_path):
     data = np.random.default_rng(1).integers(0, 4000, (1, 2600, 2600)).astype(np.uint16)
-    path = make_geotiff(tmp_path / "big.tif", (500_000, 4_300_000, 502_600, 4_302_600), size=(2600, 2600),
-                        bands=1, dtype="uint16", data=data)  # fmt: skip
+    path = make_geotiff(
+        tmp_path / "big.tif",
+        (500_000, 4_300_000, 502_600, 4_302_600),
+        size=(2600, 2600),
+        bands=1,
+        dtype="uint16",
+        data=data,
+    )
     (f,) = loader_for([path]).files
     assert f.needs_overviews
     p = band_percentiles([f], [1], None, None)

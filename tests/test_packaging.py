@@ -50,8 +50,11 @@ def installed(tmp_path_factory) -> tuple[Path, list[str]]:
     build = [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp / "dist"), str(tmp / "src")]
     subprocess.run(build, check=True, capture_output=True)
     (wheel,) = (tmp / "dist").glob("landcover_web_tool-*.whl")
-    subprocess.run([*pip, "install", "--no-deps", "--target", str(tmp / "site"), str(wheel)], check=True,
-                   capture_output=True)  # fmt: skip
+    subprocess.run(
+        [*pip, "install", "--no-deps", "--target", str(tmp / "site"), str(wheel)],
+        check=True,
+        capture_output=True,
+    )
     return tmp / "site", zipfile.ZipFile(wheel).namelist()
 
 
@@ -75,10 +78,27 @@ def test_the_installed_batch_cli_maps_with_the_packaged_demo_model(installed, ti
     ring = [[500_010, 4_300_010], [500_100, 4_300_010], [500_100, 4_300_100], [500_010, 4_300_010]]
     aoi.write_text(json.dumps({"type": "Polygon", "coordinates": [ring]}))
     code = "import web_tool.batch, sys; print(web_tool.batch.__file__); sys.exit(web_tool.batch.main())"
-    args = ["--dataset", str(tiny_dataset_dir), "--aoi", str(aoi), "--aoi_crs", "32618",
-            "--out", str(tmp_path / "map.tif"), "--workers", "0", "--quiet"]  # fmt: skip
-    result = subprocess.run([sys.executable, "-c", code, *args], cwd=tmp_path, env=run_env(site),
-                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    args = [
+        "--dataset",
+        str(tiny_dataset_dir),
+        "--aoi",
+        str(aoi),
+        "--aoi_crs",
+        "32618",
+        "--out",
+        str(tmp_path / "map.tif"),
+        "--workers",
+        "0",
+        "--quiet",
+    ]
+    result = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=tmp_path,
+        env=run_env(site),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.startswith(str(site / "web_tool" / "batch.py"))
     assert (tmp_path / "map.tif").exists() and (tmp_path / "map_stats.json").exists()
@@ -88,10 +108,23 @@ def test_the_installed_server_serves_the_page(installed, tiny_dataset_dir, tmp_p
     site, _ = installed
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "web_tool.server", "--dataset", str(tiny_dataset_dir), "--port", str(port),
-         "--state_dir", str(tmp_path / "state")],
-        cwd=tmp_path, env=run_env(site), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "web_tool.server",
+            "--dataset",
+            str(tiny_dataset_dir),
+            "--port",
+            str(port),
+            "--state_dir",
+            str(tmp_path / "state"),
+        ],
+        cwd=tmp_path,
+        env=run_env(site),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         health = wait_for(url + "/health", server)

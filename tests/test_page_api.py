@@ -53,8 +53,9 @@ def test_erasing_removes_the_pixels_under_the_area_and_undo_puts_them_back(srv):
     session = post(srv.url, "/sessions")["session"]
     correct_box(srv.url, 2, 40, 40, size=10, session=session)  # 100 px
     correct_box(srv.url, 1, 10, 10, size=0.5, session=session)  # 1 px, elsewhere
-    erased = post(srv.url, "/deleteCorrections",
-                  {"geometry": utm_box(45, 30, 60, 60), "crs": 32618, "session": session})  # fmt: skip
+    erased = post(
+        srv.url, "/deleteCorrections", {"geometry": utm_box(45, 30, 60, 60), "crs": 32618, "session": session}
+    )
     assert erased["count"] == 50 and erased["corrections"] == 2
     info = requests.get(f"{srv.url}/sessions/{session}", timeout=30).json()
     assert info["pixels"] == 51 and info["next_undo"] == "erase"

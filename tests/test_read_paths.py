@@ -43,8 +43,12 @@ def plain_warp(loader: DataLoader, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
             part_grid, (rows, cols) = cropped
             part = src.read(loader.bands, window=window)
             mask = f.valid_mask(src, part, window, part.shape[1:], loader.config.nodata)
-            common = dict(src_transform=src.window_transform(window), src_crs=src.crs,
-                          dst_transform=part_grid.transform, dst_crs=part_grid.crs)  # fmt: skip
+            common = dict(
+                src_transform=src.window_transform(window),
+                src_crs=src.crs,
+                dst_transform=part_grid.transform,
+                dst_crs=part_grid.crs,
+            )
             out = np.zeros((len(part), *part_grid.shape), part.dtype)
             out_mask = np.zeros(part_grid.shape, np.uint8)
             reproject(part, out, resampling=Resampling.bilinear, **common)
@@ -74,8 +78,9 @@ def assert_same_as_plain_warp(loader: DataLoader, grids: list[Grid]) -> int:
     compared = 0
     for grid in grids:
         want, want_valid = plain_warp(loader, grid)
-        got, got_valid = loader.mosaic(grid, loader.files_for(grid.extent), loader.bands,
-                                       Resampling.bilinear, loader.dtype)  # fmt: skip
+        got, got_valid = loader.mosaic(
+            grid, loader.files_for(grid.extent), loader.bands, Resampling.bilinear, loader.dtype
+        )
         np.testing.assert_array_equal(got_valid, want_valid, err_msg=str(grid))
         np.testing.assert_array_equal(got, want, err_msg=str(grid))
         compared += int(want_valid.sum())
@@ -116,8 +121,9 @@ def test_a_grid_on_the_files_lattice_reads_their_pixels_as_they_are(tmp_path):
 def test_masked_files_keep_their_mask_on_both_paths(tmp_path):
     data = np.full((3, 32, 32), 90, np.uint8)
     data[:, :, :8] = 0  # a black border, declared nodata
-    path = make_geotiff(tmp_path / "nd.tif", (500_000, 4_300_000, 500_032, 4_300_032), size=(32, 32),
-                        data=data, nodata=0)  # fmt: skip
+    path = make_geotiff(
+        tmp_path / "nd.tif", (500_000, 4_300_000, 500_032, 4_300_032), size=(32, 32), data=data, nodata=0
+    )
     loader = DataLoader(DatasetConfig(name="t", paths=[str(path)]))
     assert not loader.files[0].all_valid()
     on_lattice = Grid(UTM18, Affine(1, 0, 500_000, 0, -1, 4_300_032), 32, 32)

@@ -52,8 +52,9 @@ class RangeServer:
     def __init__(self, root: Path, log: Path):
         self.log = log
         script = Path(__file__).with_name("range_server.py")
-        self.proc = subprocess.Popen([sys.executable, str(script), str(root), str(log)],
-                                     stdout=subprocess.PIPE, text=True)  # fmt: skip
+        self.proc = subprocess.Popen(
+            [sys.executable, str(script), str(root), str(log)], stdout=subprocess.PIPE, text=True
+        )
         self.port = int(self.proc.stdout.readline())  # printed once it listens
         self.url = f"http://127.0.0.1:{self.port}"
 
@@ -87,8 +88,19 @@ def write_aoi(path: Path, geometry) -> Path:
 
 
 def map_with_cli(dataset: str, aoi: Path, model: Path, out: Path) -> np.ndarray:
-    args = ["--dataset", dataset, "--aoi", str(aoi), "--model_fn", str(model), "--out", str(out),
-            "--workers", "0", "--quiet"]  # fmt: skip
+    args = [
+        "--dataset",
+        dataset,
+        "--aoi",
+        str(aoi),
+        "--model_fn",
+        str(model),
+        "--out",
+        str(out),
+        "--workers",
+        "0",
+        "--quiet",
+    ]
     assert batch.main(args) == 0
     with rasterio.open(out) as src:
         return src.read(1)
@@ -136,12 +148,19 @@ def test_a_cog_over_http_maps_like_the_local_file_with_a_few_range_requests(
 @pytest.mark.parametrize(
     "url, env",
     [
-        ("s3://" + COG_KEY, {"AWS_S3_ENDPOINT": "127.0.0.1:{port}", "AWS_HTTPS": "NO",
-                              "AWS_VIRTUAL_HOSTING": "FALSE", "AWS_NO_SIGN_REQUEST": "YES"}),
+        (
+            "s3://" + COG_KEY,
+            {
+                "AWS_S3_ENDPOINT": "127.0.0.1:{port}",
+                "AWS_HTTPS": "NO",
+                "AWS_VIRTUAL_HOSTING": "FALSE",
+                "AWS_NO_SIGN_REQUEST": "YES",
+            },
+        ),
         ("gs://" + COG_KEY, {"CPL_GS_ENDPOINT": "http://127.0.0.1:{port}/", "GS_NO_SIGN_REQUEST": "YES"}),
     ],
     ids=["s3", "gs"],
-)  # fmt: skip
+)
 def test_s3_and_gs_urls_are_read_with_gdals_usual_environment_variables(
     url, env, range_server, cog_root, monkeypatch
 ):
@@ -158,8 +177,15 @@ def test_the_server_serves_a_remote_dataset_like_a_local_one(
     range_server, cog_root, tiny_model_path, tmp_path
 ):
     ext = Extent(X0 + 200, Y0 + 200, X0 + 456, Y0 + 456, crs=UTM18).to_crs(WEB_MERCATOR)
-    body = {"extent": {"xmin": ext.xmin, "ymin": ext.ymin, "xmax": ext.xmax, "ymax": ext.ymax,
-                       "spatialReference": {"latestWkid": 3857}}}  # fmt: skip
+    body = {
+        "extent": {
+            "xmin": ext.xmin,
+            "ymin": ext.ymin,
+            "xmax": ext.xmax,
+            "ymax": ext.ymax,
+            "spatialReference": {"latestWkid": 3857},
+        }
+    }
     answers = []
     for spec, state in ((f"web={range_server.url}/{COG_KEY}", "a"), (f"disk={cog_root / COG_KEY}", "b")):
         app, _ = build_app([spec], tiny_model_path, tmp_path / state)

@@ -41,8 +41,9 @@ def test_png_round_trip_keeps_rgba():
     rgb = np.random.default_rng(0).integers(0, 255, (7, 9, 3)).astype(np.uint8)
     valid = np.ones((7, 9), bool)
     valid[0, 0] = False
-    decoded = cv2.imdecode(np.frombuffer(base64.b64decode(png_base64(with_alpha(rgb, valid))), np.uint8),
-                           cv2.IMREAD_UNCHANGED)  # fmt: skip
+    decoded = cv2.imdecode(
+        np.frombuffer(base64.b64decode(png_base64(with_alpha(rgb, valid))), np.uint8), cv2.IMREAD_UNCHANGED
+    )
     np.testing.assert_array_equal(cv2.cvtColor(decoded, cv2.COLOR_BGRA2RGBA)[..., :3], rgb)
     assert decoded[0, 0, 3] == 0 and decoded[1, 1, 3] == 255
 

@@ -35,8 +35,15 @@ def manager(scene, stripes_model, tmp_path):
 
     base = KerasSegmentationModel(stripes_model, classes=[])
     clock = Clock()
-    sessions = SessionManager(base, tmp_path / "state", "last_layer", replay_path(stripes_model),
-                              max_sessions=3, idle_s=600, clock=clock)  # fmt: skip
+    sessions = SessionManager(
+        base,
+        tmp_path / "state",
+        "last_layer",
+        replay_path(stripes_model),
+        max_sessions=3,
+        idle_s=600,
+        clock=clock,
+    )
     loader = DataLoader(DatasetConfig(name="stripes", paths=[str(p) for p in scene.glob("*.tif")]))
     return sessions, clock, loader
 

@@ -68,8 +68,13 @@ def png(payload) -> np.ndarray:
 def centre_extent(info: dict, half: float = 20.0) -> dict:
     x0, y0, x1, y1 = info["bounds_3857"]
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    return {"xmin": cx - half, "ymin": cy - half, "xmax": cx + half, "ymax": cy + half,
-            "spatialReference": {"latestWkid": 3857}}  # fmt: skip
+    return {
+        "xmin": cx - half,
+        "ymin": cy - half,
+        "xmax": cx + half,
+        "ymax": cy + half,
+        "spatialReference": {"latestWkid": 3857},
+    }
 
 
 def ok(srv, path, body=None, status=200, method=None):
@@ -186,8 +191,12 @@ def test_bad_datasets_are_skipped_with_one_warning_each_and_the_rest_serve(tmp_p
     srv = start(tmp_path, model4, datasets_json=write_json(tmp_path, entries))
     try:
         assert [d["name"] for d in ok(srv, "/datasets")] == ["good"]
-        for name, words in [("rgb", "nothing feeds the model's NIR"), ("typo", "unknown key 'band'"),
-                            ("empty", "nothing/*.tif"), ("vrt", "t_00.tif do not exist")]:  # fmt: skip
+        for name, words in [
+            ("rgb", "nothing feeds the model's NIR"),
+            ("typo", "unknown key 'band'"),
+            ("empty", "nothing/*.tif"),
+            ("vrt", "t_00.tif do not exist"),
+        ]:
             assert f"skipping dataset '{name}'" in caplog.text and words in caplog.text
         exercise(srv, "good")
         status, _, reply = call(srv, "/tiles/rgb/17/0/0.png")
@@ -223,8 +232,9 @@ def test_uint16_imagery_predicts_what_its_8_bit_twin_does_and_shows_a_2_98_cut(t
     data8[:, 0, 0], data8[:, 0, 1] = 0, 255  # both ends present: min/max scaling maps it onto itself
     bounds = (X0, Y0, X0 + 128, Y0 + 128)
     make_geotiff(tmp_path / "u8" / "a.tif", bounds, size=(128, 128), data=data8)
-    make_geotiff(tmp_path / "u16" / "a.tif", bounds, size=(128, 128), data=data8.astype(np.uint16) * 40,
-                 dtype="uint16")  # fmt: skip
+    make_geotiff(
+        tmp_path / "u16" / "a.tif", bounds, size=(128, 128), data=data8.astype(np.uint16) * 40, dtype="uint16"
+    )
     srv = start(tmp_path, model4, specs=[f"u8={tmp_path / 'u8'}", f"u16={tmp_path / 'u16'}"])
     try:
         eight, sixteen = exercise(srv, "u8"), exercise(srv, "u16")
@@ -321,8 +331,9 @@ def test_statistics_land_in_the_state_folder(tmp_path, model4):
 @pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 def test_a_raster_that_is_not_georeferenced_is_named(tmp_path, model4, caplog):
     four_tiles(tmp_path / "t")
-    with rasterio.open(tmp_path / "t" / "plain.tif", "w", driver="GTiff", width=8, height=8, count=4,
-                       dtype="uint8") as dst:  # fmt: skip
+    with rasterio.open(
+        tmp_path / "t" / "plain.tif", "w", driver="GTiff", width=8, height=8, count=4, dtype="uint8"
+    ) as dst:
         dst.write(np.ones((4, 8, 8), np.uint8))
     srv = start(tmp_path, model4, specs=[str(tmp_path / "t")])
     srv.close()

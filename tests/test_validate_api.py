@@ -165,12 +165,14 @@ def test_answers_in_any_order_give_the_same_report(live_server, done_job):
 
 @pytest.mark.parametrize(
     "body,status,words",
-    [({"total": 3, "min_per_class": 3}, 400, "at least"),
-     ({"total": 10**6}, 400, "at most 5000"),
-     ({"min_per_class": 1}, 400, "min_per_class"),
-     ({"total": "30"}, 400, "total"),
-     ({"total": True}, 400, "total")],
-)  # fmt: skip
+    [
+        ({"total": 3, "min_per_class": 3}, 400, "at least"),
+        ({"total": 10**6}, 400, "at most 5000"),
+        ({"min_per_class": 1}, 400, "min_per_class"),
+        ({"total": "30"}, 400, "total"),
+        ({"total": True}, 400, "total"),
+    ],
+)
 def test_impossible_samples_are_refused_with_what_to_change(live_server, done_job, body, status, words):
     got, _, reply = call(live_server, f"/jobs/{done_job['job']}/samples", body)
     assert got == status and words in reply["error"], reply
@@ -178,12 +180,14 @@ def test_impossible_samples_are_refused_with_what_to_change(live_server, done_jo
 
 @pytest.mark.parametrize(
     "body,status,words",
-    [({"point": 0, "answer": 4}, 400, "class index 0..3"),
-     ({"point": 0, "answer": True}, 400, "answer"),
-     ({"point": 0, "answer": "maybe"}, 400, "answer"),
-     ({"point": 99, "answer": 1}, 404, "no point 99"),
-     ({"answer": 1}, 400, "point")],
-)  # fmt: skip
+    [
+        ({"point": 0, "answer": 4}, 400, "class index 0..3"),
+        ({"point": 0, "answer": True}, 400, "answer"),
+        ({"point": 0, "answer": "maybe"}, 400, "answer"),
+        ({"point": 99, "answer": 1}, 404, "no point 99"),
+        ({"answer": 1}, 400, "point"),
+    ],
+)
 def test_bad_answers_are_refused_and_change_nothing(live_server, done_job, body, status, words):
     job = done_job["job"]
     sample = new_sample(live_server, job)["sample"]
@@ -227,8 +231,9 @@ def labelled_server(tiny_dataset_dir, tiny_model_path, tmp_path):
     """The tiny dataset described in a datasets.json with a label raster (quadrants of classes 0..3)."""
     labels = np.zeros((128, 128), np.uint8)
     labels[:64, 64:], labels[64:, :64], labels[64:, 64:] = 1, 2, 3
-    make_geotiff(tmp_path / "labels.tif", (X0, Y0, X0 + 128, Y0 + 128), size=(128, 128), bands=1,
-                 data=labels[None])  # fmt: skip
+    make_geotiff(
+        tmp_path / "labels.tif", (X0, Y0, X0 + 128, Y0 + 128), size=(128, 128), bands=1, data=labels[None]
+    )
     spec = {"tiny": {"paths": [str(tiny_dataset_dir / "*.tif")], "labels": [str(tmp_path / "labels.tif")]}}
     (tmp_path / "datasets.json").write_text(json.dumps(spec))
     app, config = build_app([], tiny_model_path, tmp_path, datasets_json=str(tmp_path / "datasets.json"))
@@ -269,8 +274,9 @@ def test_the_map_against_the_datasets_labels_is_a_census_on_its_grid(labelled_se
 def test_an_uploaded_reference_geotiff_with_codes(live_server, done_job, tmp_path):
     labels = np.full((128, 128), 12, np.uint8)  # everything "12", which the codes call Forest
     labels[:10] = 99  # a value that names no class
-    path = make_geotiff(tmp_path / "ref.tif", (X0, Y0, X0 + 128, Y0 + 128), size=(128, 128), bands=1,
-                        data=labels[None])  # fmt: skip
+    path = make_geotiff(
+        tmp_path / "ref.tif", (X0, Y0, X0 + 128, Y0 + 128), size=(128, 128), bands=1, data=labels[None]
+    )
     body = {"raster": base64.b64encode(path.read_bytes()).decode(), "codes": {"12": "Forest", "99": None}}
     status, _, report = call(live_server, f"/jobs/{done_job['job']}/reference", body)
     assert status == 200, report
@@ -282,8 +288,9 @@ def test_an_uploaded_reference_geotiff_with_codes(live_server, done_job, tmp_pat
     assert status == 400 and "not a GeoTIFF" in reply["error"]
     damaged = path.read_bytes()
     damaged = damaged[: len(damaged) - 200] + bytes(200)  # the last tiles' bytes zeroed
-    status, _, reply = call(live_server, f"/jobs/{done_job['job']}/reference",
-                            {"raster": base64.b64encode(damaged).decode()})  # fmt: skip
+    status, _, reply = call(
+        live_server, f"/jobs/{done_job['job']}/reference", {"raster": base64.b64encode(damaged).decode()}
+    )
     assert status == 400 and "cannot be read" in reply["error"], reply
     status, _, reply = call(live_server, f"/jobs/{done_job['job']}/reference", {"labels": True})
     assert status == 400 and "no label rasters" in reply["error"]
@@ -299,9 +306,14 @@ def test_reference_points_as_geojson_with_a_class_property(live_server, done_job
     xs, ys = transform * (cols[pick] + 0.5, rows[pick] + 0.5)
     lon, lat = transform_points("EPSG:32618", "EPSG:4326", xs, ys)
     names = ["Water", "Forest", "Field", "Built"]
-    features = [{"type": "Feature", "geometry": {"type": "Point", "coordinates": [a, b]},
-                 "properties": {"truth": names[int(data[r, c])]}}
-                for a, b, r, c in zip(lon, lat, rows[pick], cols[pick], strict=True)]  # fmt: skip
+    features = [
+        {
+            "type": "Feature",
+            "geometry": {"type": "Point", "coordinates": [a, b]},
+            "properties": {"truth": names[int(data[r, c])]},
+        }
+        for a, b, r, c in zip(lon, lat, rows[pick], cols[pick], strict=True)
+    ]
     body = {"points": {"type": "FeatureCollection", "features": features}, "property": "truth"}
     status, _, report = call(live_server, f"/jobs/{job}/reference", body)
     assert status == 200 and report["kind"] == "points" and report["n"] == 50, report
@@ -333,8 +345,25 @@ VALID_BODIES = {
     "answers": {"point": 0, "answer": 1},
     "reference": {"points": {"type": "FeatureCollection", "features": []}, "property": "class"},
 }
-FIELDS = ["total", "min_per_class", "seed", "point", "answer", "labels", "raster", "points", "property",
-          "crs", "codes", "format", "session", "features", "type", "geometry", "coordinates"]  # fmt: skip
+FIELDS = [
+    "total",
+    "min_per_class",
+    "seed",
+    "point",
+    "answer",
+    "labels",
+    "raster",
+    "points",
+    "property",
+    "crs",
+    "codes",
+    "format",
+    "session",
+    "features",
+    "type",
+    "geometry",
+    "coordinates",
+]
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
@@ -344,7 +373,10 @@ FIELDS = ["total", "min_per_class", "seed", "point", "answer", "labels", "raster
 )
 def test_any_values_in_the_validation_bodies_get_an_answer_or_a_json_error(fuzz_target, endpoint, changes):
     server, job, sample = fuzz_target
-    path = {"samples": f"/jobs/{job}/samples", "answers": f"/jobs/{job}/samples/{sample}/answers",
-            "reference": f"/jobs/{job}/reference"}[endpoint]  # fmt: skip
+    path = {
+        "samples": f"/jobs/{job}/samples",
+        "answers": f"/jobs/{job}/samples/{sample}/answers",
+        "reference": f"/jobs/{job}/reference",
+    }[endpoint]
     body = {**VALID_BODIES[endpoint], **changes}
     assert_clean(*post(server, path, body), what=f"POST {path} {body!r:.300}")

@@ -30,8 +30,19 @@ def write_class_map(path, data: np.ndarray, names=tuple(NAMES), origin=(500_000,
     """A class map GeoTIFF as the exports write it (uint8, nodata 255, CLASSES tag, colour map)."""
     h, w = data.shape
     transform = rasterio.Affine(1, 0, origin[0], 0, -1, origin[1])
-    profile = dict(driver="GTiff", width=w, height=h, count=1, dtype="uint8", crs="EPSG:32618", nodata=NODATA,
-                   transform=transform, tiled=True, blockxsize=64, blockysize=64)  # fmt: skip
+    profile = dict(
+        driver="GTiff",
+        width=w,
+        height=h,
+        count=1,
+        dtype="uint8",
+        crs="EPSG:32618",
+        nodata=NODATA,
+        transform=transform,
+        tiled=True,
+        blockxsize=64,
+        blockysize=64,
+    )
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(data, 1)
         dst.update_tags(CLASSES=json.dumps(list(names)))
@@ -99,8 +110,18 @@ def test_report_of_labelled_points_prints_and_writes_json_and_csv(mapped_and_tru
     main(["sample", str(map_path), "--total", "120", "--min_per_class", "15", "--seed", "1"])
     points = tmp_path / "map_sample.geojson"
     label_points(points, truth)
-    code = main(["report", str(map_path), "--points", str(points), "--json", str(tmp_path / "r.json"),
-                 "--csv", str(tmp_path / "r.csv")])  # fmt: skip
+    code = main(
+        [
+            "report",
+            str(map_path),
+            "--points",
+            str(points),
+            "--json",
+            str(tmp_path / "r.json"),
+            "--csv",
+            str(tmp_path / "r.csv"),
+        ]
+    )
     assert code == 0
     text = capsys.readouterr().out
     assert "from 120 reference points" in text and "overall accuracy:" in text and "±" in text
@@ -189,13 +210,15 @@ def test_report_of_a_sample_answered_on_the_page(mapped_and_truth, tmp_path, cap
 
 @pytest.mark.parametrize(
     "args,words",
-    [(["report", "missing.tif", "--reference", "x.tif"], "no such map"),
-     (["report", "{map}", "--reference", "/nowhere/*.tif"], "no raster files"),
-     (["report", "{map}", "--points", "/nowhere.geojson"], "cannot read the points"),
-     (["report", "{map}", "--reference", "{map}", "--codes", "1=Wetland"], "no class of the map"),
-     (["sample", "{map}", "--total", "3"], "cannot give each"),
-     (["report", "--sample", "0123456789abcdef", "--job", "x", "--state_dir", "/no"], "no validation")],
-)  # fmt: skip
+    [
+        (["report", "missing.tif", "--reference", "x.tif"], "no such map"),
+        (["report", "{map}", "--reference", "/nowhere/*.tif"], "no raster files"),
+        (["report", "{map}", "--points", "/nowhere.geojson"], "cannot read the points"),
+        (["report", "{map}", "--reference", "{map}", "--codes", "1=Wetland"], "no class of the map"),
+        (["sample", "{map}", "--total", "3"], "cannot give each"),
+        (["report", "--sample", "0123456789abcdef", "--job", "x", "--state_dir", "/no"], "no validation"),
+    ],
+)
 def test_mistakes_are_one_line_errors_with_exit_code_2(mapped_and_truth, capsys, args, words):
     map_path = str(mapped_and_truth[0])
     assert main([a.replace("{map}", map_path) for a in args]) == 2
@@ -223,9 +246,21 @@ def test_a_map_without_a_classified_pixel_has_nothing_to_assess(tmp_path, capsys
 
 
 def test_the_module_runs_as_a_command(mapped_and_truth):
-    done = subprocess.run([sys.executable, "-m", "web_tool.validate", "report", str(mapped_and_truth[0]),
-                           "--reference", str(mapped_and_truth[1])], cwd=REPO, capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "web_tool.validate",
+            "report",
+            str(mapped_and_truth[0]),
+            "--reference",
+            str(mapped_and_truth[1]),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert "Accuracy of" in done.stdout and "census" in done.stdout
 
@@ -253,8 +288,18 @@ def test_a_batch_map_of_real_naip_against_the_chesapeake_labels(tmp_path, capsys
     naip, aoi_path = str(CHESAPEAKE / "naip2014"), str(tmp_path / "aoi.geojson")
     args = ["--dataset", naip, "--aoi", aoi_path, "--aoi_crs", "26917", "--out", str(out), "--workers", "0"]
     assert batch([*args, "--quiet"]) == 0
-    code = main(["report", str(out), "--reference", str(CHESAPEAKE / "lc"), "--codes", CHESAPEAKE_CODES,
-                 "--json", str(tmp_path / "census.json")])  # fmt: skip
+    code = main(
+        [
+            "report",
+            str(out),
+            "--reference",
+            str(CHESAPEAKE / "lc"),
+            "--codes",
+            CHESAPEAKE_CODES,
+            "--json",
+            str(tmp_path / "census.json"),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     census = json.loads((tmp_path / "census.json").read_text())
     assert census["n"] == 2 * 256 * 256  # every mapped pixel has a label (no 15 = no data here)

@@ -20,15 +20,31 @@ NAMES = {"Water": "#0000ff", "Forest": "#008000", "Field": "#80ff80", "Built": "
 CLASSES = [{"name": n, "color": c} for n, c in NAMES.items()]
 
 
-def class_map(data: np.ndarray, names: list[str] | None = None, crs="EPSG:32618", res=1.0,
-              origin=(500_000, 4_300_000), colormap: dict | None = None,
-              dtype="uint8") -> MemoryFile:  # fmt: skip
+def class_map(
+    data: np.ndarray,
+    names: list[str] | None = None,
+    crs="EPSG:32618",
+    res=1.0,
+    origin=(500_000, 4_300_000),
+    colormap: dict | None = None,
+    dtype="uint8",
+) -> MemoryFile:
     """An in-memory class map GeoTIFF like an export's (uint8, nodata 255, CLASSES tag)."""
     memfile = MemoryFile()
     h, w = data.shape
-    with memfile.open(driver="GTiff", width=w, height=h, count=1, dtype=dtype, crs=crs, nodata=NODATA,
-                      transform=Affine(res, 0, origin[0], 0, -res, origin[1]), tiled=True, blockxsize=256,
-                      blockysize=256) as dst:  # fmt: skip
+    with memfile.open(
+        driver="GTiff",
+        width=w,
+        height=h,
+        count=1,
+        dtype=dtype,
+        crs=crs,
+        nodata=NODATA,
+        transform=Affine(res, 0, origin[0], 0, -res, origin[1]),
+        tiled=True,
+        blockxsize=256,
+        blockysize=256,
+    ) as dst:
         dst.write(data.astype(dtype), 1)
         if names is not None:
             dst.update_tags(CLASSES=str(names).replace("'", '"'))
@@ -56,9 +72,12 @@ def test_a_map_smaller_than_the_sample_gives_every_pixel():
 
 @pytest.mark.parametrize(
     "pixels,total,minimum,words",
-    [([10, 10, 10], 20, 10, "at least 30 points"), ([0, 0], 10, 2, "no classified pixel"),
-     ([100, 100], 50, 1, "at least 2")],
-)  # fmt: skip
+    [
+        ([10, 10, 10], 20, 10, "at least 30 points"),
+        ([0, 0], 10, 2, "no classified pixel"),
+        ([100, 100], 50, 1, "at least 2"),
+    ],
+)
 def test_impossible_allocations_say_what_to_change(pixels, total, minimum, words):
     with pytest.raises(DesignError, match=words):
         allocate(pixels, total, minimum)

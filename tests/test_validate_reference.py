@@ -158,12 +158,14 @@ def test_a_points_report_does_not_depend_on_the_order_of_the_points(order, seed)
 
 @pytest.mark.parametrize(
     "obj,words",
-    [({"type": "Point", "coordinates": [0, 0]}, "FeatureCollection"),
-     ({"type": "FeatureCollection", "features": []}, "no Point"),
-     ({"type": "FeatureCollection", "features": [feature("x", 1, 0)]}, "coordinates"),
-     ({"type": "FeatureCollection", "features": [{"type": "Feature", "geometry": None}]}, "no Point"),
-     ([], "FeatureCollection")],
-)  # fmt: skip
+    [
+        ({"type": "Point", "coordinates": [0, 0]}, "FeatureCollection"),
+        ({"type": "FeatureCollection", "features": []}, "no Point"),
+        ({"type": "FeatureCollection", "features": [feature("x", 1, 0)]}, "coordinates"),
+        ({"type": "FeatureCollection", "features": [{"type": "Feature", "geometry": None}]}, "no Point"),
+        ([], "FeatureCollection"),
+    ],
+)
 def test_bad_points_say_what_is_wrong(obj, words):
     with pytest.raises(RequestError, match=words):
         points_from_geojson(obj)

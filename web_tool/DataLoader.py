@@ -96,8 +96,15 @@ def source_window(src, extent: Extent, margin: int = 2) -> Window | None:
     return Window(col0, row0, col1 - col0, row1 - row0)
 
 
-def read_into(src, grid: Grid, bands: list[int], resampling: Resampling, f: RasterFile | None = None,
-              nodata: float | None = None, max_px: int | None = None):  # fmt: skip
+def read_into(
+    src,
+    grid: Grid,
+    bands: list[int],
+    resampling: Resampling,
+    f: RasterFile | None = None,
+    nodata: float | None = None,
+    max_px: int | None = None,
+):
     """Warp `bands` of the open dataset `src` into the part of `grid` it covers.
 
     Returns ((B,h,w) array in the file's own data type, hxw valid mask, (row slice, col slice) of
@@ -129,8 +136,12 @@ def read_into(src, grid: Grid, bands: list[int], resampling: Resampling, f: Rast
     if max_px is not None and f is not None and f.needs_overviews:
         shape, sampled = bounded_shape(shape, window, f.block, max(16, max_px // (f.block[0] * f.block[1])))
         read_resampling = Resampling.nearest if sampled else read_resampling
-    data = src.read(bands, window=window, out_shape=(len(bands), *shape),
-                    resampling=read_resampling if factor > 1 else Resampling.nearest)  # fmt: skip
+    data = src.read(
+        bands,
+        window=window,
+        out_shape=(len(bands), *shape),
+        resampling=read_resampling if factor > 1 else Resampling.nearest,
+    )
     all_valid = f is not None and f.all_valid(nodata) and resampling in CENTRE_SAMPLED
     mask = None if all_valid else file_mask(src, data, window, shape, f, nodata)
     transform = src.window_transform(window) @ Affine.scale(window.width / shape[1], window.height / shape[0])
@@ -138,8 +149,9 @@ def read_into(src, grid: Grid, bands: list[int], resampling: Resampling, f: Rast
     return out, valid, slices
 
 
-def file_mask(src, data: np.ndarray, window: Window, shape: tuple[int, int], f: RasterFile | None,
-              nodata: float | None) -> np.ndarray:  # fmt: skip
+def file_mask(
+    src, data: np.ndarray, window: Window, shape: tuple[int, int], f: RasterFile | None, nodata: float | None
+) -> np.ndarray:
     """HxW uint8 mask (255 valid) of `data`, read at `window` into `shape`: the dataset mask, or with
     `f` as `f.valid_mask` says."""
     if f is None:
@@ -147,8 +159,9 @@ def file_mask(src, data: np.ndarray, window: Window, shape: tuple[int, int], f: 
     return f.valid_mask(src, data, window, shape, nodata)
 
 
-def warp(data: np.ndarray, mask: np.ndarray | None, transform: Affine, crs, grid: Grid,
-         resampling: Resampling) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def warp(
+    data: np.ndarray, mask: np.ndarray | None, transform: Affine, crs, grid: Grid, resampling: Resampling
+) -> tuple[np.ndarray, np.ndarray]:
     """((B,H,W) `data` warped into `grid`, HxW valid) from `data` on `transform` in `crs` and its
     `mask` (warped nearest); mask None: every pixel is valid (`resampling` is CENTRE_SAMPLED)."""
     common = dict(src_transform=transform, src_crs=crs, dst_transform=grid.transform, dst_crs=grid.crs)
@@ -181,8 +194,9 @@ def lattice_offset(src, grid: Grid) -> tuple[int, int] | None:
     return round(row), round(col)
 
 
-def read_on_lattice(src, grid: Grid, offset: tuple[int, int], bands: list[int], f: RasterFile | None,
-                    nodata: float | None):  # fmt: skip
+def read_on_lattice(
+    src, grid: Grid, offset: tuple[int, int], bands: list[int], f: RasterFile | None, nodata: float | None
+):
     """read_into for a `grid` on the file's own lattice, `offset` (row, col) pixels into it: the
     pixels as they are (what a warp gives there, without its cost)."""
     row, col = offset
@@ -221,8 +235,13 @@ class DataLoader:
     `cache_dir` keeps what start-up computes (band statistics) for the next start.
     """
 
-    def __init__(self, config: DatasetConfig, max_pixels: int = MAX_PATCH_PIXELS,
-                 n_bands: int | None = None, cache_dir: str | Path | None = None):  # fmt: skip
+    def __init__(
+        self,
+        config: DatasetConfig,
+        max_pixels: int = MAX_PATCH_PIXELS,
+        n_bands: int | None = None,
+        cache_dir: str | Path | None = None,
+    ):
         self.config = config
         self.name = config.name
         self.max_pixels = max_pixels
@@ -233,8 +252,9 @@ class DataLoader:
                 f" {', '.join(config.paths[:3])}{' …' * (len(config.paths) > 3)}; see the warnings above)"
             )
         self.bands, self.files = choose_bands(config.name, config.bands, files, n_bands)
-        self.scaling = Scaling.for_dataset(self.files, self.bands, config.scale, config.nodata,
-                                           Path(cache_dir) if cache_dir else None)  # fmt: skip
+        self.scaling = Scaling.for_dataset(
+            self.files, self.bands, config.scale, config.nodata, Path(cache_dir) if cache_dir else None
+        )
         self.dtype = mosaic_dtype(self.files)
         self.label_files = scan(config.label_paths, imagery=False)
         self.index = self._build_index(self.files)
@@ -348,8 +368,9 @@ class DataLoader:
         transform = f.transform @ Affine.translation(c0, r0)
         return Grid(f.crs, transform, max(1, c1 - c0), max(1, r1 - r0))
 
-    def _read_file(self, f: RasterFile, grid: Grid, bands: list[int], resampling: Resampling,
-                   max_px: int | None = None):  # fmt: skip
+    def _read_file(
+        self, f: RasterFile, grid: Grid, bands: list[int], resampling: Resampling, max_px: int | None = None
+    ):
         """read_into for one file; a file that fails (moved, damaged) is logged and left out."""
         try:
             with POOL.open(f.path) as src:
@@ -359,8 +380,15 @@ class DataLoader:
             self.broken.add(f.path)
             return None
 
-    def mosaic(self, grid: Grid, files: list[RasterFile], bands: list[int], resampling: Resampling,
-               dtype: np.dtype, max_px: int | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    def mosaic(
+        self,
+        grid: Grid,
+        files: list[RasterFile],
+        bands: list[int],
+        resampling: Resampling,
+        dtype: np.dtype,
+        max_px: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(HxWxB raw values, HxW valid) of `files` warped into `grid`, first file first."""
         data = np.zeros((grid.height, grid.width, len(bands)), dtype=dtype)
         valid = np.zeros(grid.shape, dtype=bool)
@@ -415,8 +443,9 @@ class DataLoader:
         coarse = files and self.decimation(grid) >= (lowres.factor if lowres else MIN_FACTOR)
         if coarse and lowres is not None:
             return self.mosaic(grid, [lowres.file], lowres.bands, Resampling.bilinear, self.dtype)
-        return self.mosaic(grid, files, self.bands, Resampling.bilinear, self.dtype,
-                           MAX_SAMPLED_PX if coarse else None)  # fmt: skip
+        return self.mosaic(
+            grid, files, self.bands, Resampling.bilinear, self.dtype, MAX_SAMPLED_PX if coarse else None
+        )
 
     def scale(self, raw: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(HxWxB uint8 model input, HxWx3 display or None) of raw values; missing pixels are 0."""

@@ -169,16 +169,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--aoi", required=True, help="GeoJSON (Multi)Polygon, Feature or FeatureCollection")
     p.add_argument("--aoi_crs", default=None, help="EPSG code of the AOI (None: the file's crs, else 4326)")
     p.add_argument("--model", default="keras", help="ServerModels registry name")
-    p.add_argument("--model_fn", default=str(DEMO_MODEL),
-                   help="the Keras model file (with --scheduler: at this path on every worker)")  # fmt: skip
+    p.add_argument(
+        "--model_fn",
+        default=str(DEMO_MODEL),
+        help="the Keras model file (with --scheduler: at this path on every worker)",
+    )
     p.add_argument("--checkpoint", default=None, help="a saved human-in-the-loop checkpoint id")
     p.add_argument("--state_dir", default=str(STATE_DIR), help="where checkpoints are")
     p.add_argument("--weights", type=class_weights, default=None, help="class weights, e.g. 1,1,2,1")
     p.add_argument("--out", required=True, help="the output COG (.tif); preview, stats, styles go beside it")
     p.add_argument("--vector", action="store_true", help="also class polygons: <out>.gpkg and <out>.geojson")
-    p.add_argument("--scheduler", default=None,
-                   help="address of a running Dask scheduler (tcp://host:8786); scheduler and workers need"
-                        " this package, the workers the imagery and the model (checked first)")  # fmt: skip
+    p.add_argument(
+        "--scheduler",
+        default=None,
+        help="address of a running Dask scheduler (tcp://host:8786); scheduler and workers need"
+        " this package, the workers the imagery and the model (checked first)",
+    )
     p.add_argument(
         "--workers",
         type=int,
@@ -219,8 +225,9 @@ def wait_for_workers(client, args: argparse.Namespace) -> None:
         client.wait_for_workers(1 if args.scheduler else args.workers, timeout=WORKERS_TIMEOUT_S)
     except TimeoutError:
         where = f"the scheduler at {args.scheduler}" if args.scheduler else "the local cluster"
-        raise ClusterError(f"no Dask worker joined {where} within {WORKERS_TIMEOUT_S} s"
-                           " (start one: dask worker ADDRESS)") from None  # fmt: skip
+        raise ClusterError(
+            f"no Dask worker joined {where} within {WORKERS_TIMEOUT_S} s (start one: dask worker ADDRESS)"
+        ) from None
 
 
 def prepare_cluster(client, spec: WorkerSpec, loader: DataLoader) -> dict:
@@ -270,8 +277,14 @@ def run(args: argparse.Namespace, timings: dict | None = None) -> dict:
             results = dask_results(client, spec.key, plan)
         with tqdm(total=len(plan.windows), unit="window", disable=args.quiet, smoothing=0.1) as bar:
             tags = map_tags(args.model, args.model_fn, args.checkpoint, dataset.name)
-            stats = render_map(plan, results, outputs_beside(args.out, vector=args.vector), facts["classes"],
-                               on_window=lambda done, total: bar.update(1), tags=tags)  # fmt: skip
+            stats = render_map(
+                plan,
+                results,
+                outputs_beside(args.out, vector=args.vector),
+                facts["classes"],
+                on_window=lambda done, total: bar.update(1),
+                tags=tags,
+            )
         if timings is not None:
             timings.update(
                 startup_s=ready - started, map_s=time.perf_counter() - ready, windows=len(plan.windows)
@@ -295,8 +308,10 @@ def main(argv: list[str] | None = None) -> int:
     except LandCoverError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {args.out}: {stats['total_km2']:.3f} km² in {timings['windows']} windows,"
-          f" {timings['map_s']:.1f} s (+ {timings['startup_s']:.1f} s start-up)")  # fmt: skip
+    print(
+        f"wrote {args.out}: {stats['total_km2']:.3f} km² in {timings['windows']} windows,"
+        f" {timings['map_s']:.1f} s (+ {timings['startup_s']:.1f} s start-up)"
+    )
     for row in stats["classes"]:
         print(f"  {row['name']:<12} {row['percent']:6.2f} %  {row['km2']:10.4f} km²  {row['pixels']:>12} px")
     return 0

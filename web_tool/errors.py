@@ -115,8 +115,11 @@ LOW_DISK_BYTES = 2**20
 DISK_FULL_WORDS = ("no space left", "disk is full", "disk i/o error", "free disk space")
 
 
-def disk_full(exc: BaseException | None, folder: str | os.PathLike | None = None,
-              lost: str = "this request saved nothing") -> DiskFullError | None:  # fmt: skip
+def disk_full(
+    exc: BaseException | None,
+    folder: str | os.PathLike | None = None,
+    lost: str = "this request saved nothing",
+) -> DiskFullError | None:
     """A DiskFullError saying `lost` if `exc` (or its cause) means a full disk: by its errno or
     message, or, for libraries that only say "write failed" (GDAL), an OSError while `folder` has
     under 1 MiB free."""
@@ -125,8 +128,11 @@ def disk_full(exc: BaseException | None, folder: str | os.PathLike | None = None
         if isinstance(exc, DiskFullError):
             return exc
         words = str(exc).lower()
-        if (getattr(exc, "errno", None) in DISK_FULL_ERRNOS or any(w in words for w in DISK_FULL_WORDS)
-                or (low and isinstance(exc, OSError))):  # fmt: skip
+        if (
+            getattr(exc, "errno", None) in DISK_FULL_ERRNOS
+            or any(w in words for w in DISK_FULL_WORDS)
+            or (low and isinstance(exc, OSError))
+        ):
             return DiskFullError(
                 f"the server's disk is full (or failing): {lost}; ask the operator to free space in the"
                 " server's state folder, then try again"

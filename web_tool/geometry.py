@@ -201,9 +201,13 @@ class Grid:
         width = max(1, round((extent.xmax - extent.xmin) / res))
         height = max(1, round((extent.ymax - extent.ymin) / res))
         transform = Affine(
-            (extent.xmax - extent.xmin) / width, 0, extent.xmin,
-            0, -(extent.ymax - extent.ymin) / height, extent.ymax,
-        )  # fmt: skip
+            (extent.xmax - extent.xmin) / width,
+            0,
+            extent.xmin,
+            0,
+            -(extent.ymax - extent.ymin) / height,
+            extent.ymax,
+        )
         return cls(extent.crs, transform, width, height)
 
 

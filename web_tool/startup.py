@@ -79,8 +79,9 @@ def in_precision(model: ServerModel, precision: str) -> ServerModel:
     if precision == "float32":
         return model
     if not hasattr(model, "in_bfloat16"):
-        log.warning("--precision bf16: model %r computes in float32 (only Keras networks run in bf16)",
-                    model.name)  # fmt: skip
+        log.warning(
+            "--precision bf16: model %r computes in float32 (only Keras networks run in bf16)", model.name
+        )
         return model
     from web_tool.ServerModels.precision import cpu_bf16_flag, no_bf16_message
 
@@ -88,8 +89,11 @@ def in_precision(model: ServerModel, precision: str) -> ServerModel:
     if flag is None:
         log.warning("%s", no_bf16_message())
         return model
-    log.info("computing the network in bf16 (Keras mixed_bfloat16: bf16 arithmetic, float32 weights) on"
-             " this CPU's %s instructions", flag)  # fmt: skip
+    log.info(
+        "computing the network in bf16 (Keras mixed_bfloat16: bf16 arithmetic, float32 weights) on"
+        " this CPU's %s instructions",
+        flag,
+    )
     return model.in_bfloat16()
 
 
@@ -121,8 +125,13 @@ def settle_classes(loaders: dict[str, DataLoader], model: ServerModel) -> None:
             log.warning(
                 "dataset %r lists %d classes (%s) but the model %r predicts %d (%s): the model's are used"
                 " for it on the page and in exports; list the model's classes in datasets.json to name them",
-                loader.name, len(own), ", ".join(own), model.name, len(names), ", ".join(names),
-            )  # fmt: skip
+                loader.name,
+                len(own),
+                ", ".join(own),
+                model.name,
+                len(names),
+                ", ".join(names),
+            )
             loader.config.classes = [dict(c) for c in model.classes]
 
 

@@ -52,9 +52,20 @@ def server_command(port: int, state_dir: Path) -> list[str]:
         pytest.skip(f"demo model missing ({DEMO_MODEL.relative_to(REPO)}): run `make demo-model`")
     # the page at http://127.0.0.1:port may also call this server as http://localhost:port (another
     # origin: endpoints.mine.js tests list it so), as --cors_origin documents
-    command = [sys.executable, "web_tool/server.py", "--model", "nips_hr",
-               "--model_fn", model or "web_tool/data/demo_model", "--port", str(port),
-               "--state_dir", str(state_dir), "--cors_origin", f"http://127.0.0.1:{port}"]  # fmt: skip
+    command = [
+        sys.executable,
+        "web_tool/server.py",
+        "--model",
+        "nips_hr",
+        "--model_fn",
+        model or "web_tool/data/demo_model",
+        "--port",
+        str(port),
+        "--state_dir",
+        str(state_dir),
+        "--cors_origin",
+        f"http://127.0.0.1:{port}",
+    ]
     if dataset:
         command += ["--dataset", dataset]
     return command
@@ -65,11 +76,17 @@ def running_server(state_dir: Path, **env: str):
     """A real server process (extra environment `env`) → {"url", "health", "port"}; killed after."""
     port = free_port()
     log_path = state_dir / "server.log"
-    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1",
-           **env}  # fmt: skip
+    env = {
+        **os.environ,
+        "KERAS_BACKEND": "tensorflow",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "PYTHONUNBUFFERED": "1",
+        **env,
+    }
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(server_command(port, state_dir), cwd=REPO, stdout=log,
-                                stderr=subprocess.STDOUT, env=env)  # fmt: skip
+        proc = subprocess.Popen(
+            server_command(port, state_dir), cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env
+        )
     url = f"http://127.0.0.1:{port}/"
     try:
         health = wait_for_health(proc, url, log_path)
@@ -236,8 +253,9 @@ def open_page(browser, server, request):
     `on_page(page)` runs before the page loads. A screenshot of each page is saved at the end."""
     contexts = []
 
-    def opener(endpoints_mine: str | None = None, wait_ready: bool = True, url: str | None = None,
-               on_page=None):  # fmt: skip
+    def opener(
+        endpoints_mine: str | None = None, wait_ready: bool = True, url: str | None = None, on_page=None
+    ):
         context = browser.new_context(viewport={"width": 1400, "height": 900})
         context.set_default_timeout(TIMEOUT_MS)
         contexts.append(context)

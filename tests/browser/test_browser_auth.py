@@ -33,7 +33,10 @@ def test_the_page_asks_for_the_token_once_and_remembers_it(open_page, guarded_se
 
 
 def test_a_refused_prompt_leaves_the_servers_reason_on_the_page(open_page, guarded_server):
-    mp = open_page(url=guarded_server["url"], wait_ready=False,
-                   on_page=lambda page: page.on("dialog", lambda d: d.dismiss()))  # fmt: skip
+    mp = open_page(
+        url=guarded_server["url"],
+        wait_ready=False,
+        on_page=lambda page: page.on("dialog", lambda d: d.dismiss()),
+    )
     mp.page.wait_for_function("() => document.body.innerText.includes('access token')")
     assert "undefined" not in mp.page.locator("body").inner_text()

@@ -69,9 +69,12 @@ def test_uploaded_geojson_area_is_exported_as_a_geometry(open_page, require):
     lng0, lat0 = (w + e) / 2, (s + n) / 2
     dx, dy = (e - w) / 20, (n - s) / 20
     ring = [[lng0 - dx, lat0 - dy], [lng0 + dx, lat0 - dy], [lng0, lat0 + dy], [lng0 - dx, lat0 - dy]]
-    collection = {"type": "FeatureCollection",
-                  "features": [{"type": "Feature", "properties": {},
-                                "geometry": {"type": "Polygon", "coordinates": [ring]}}]}  # fmt: skip
+    collection = {
+        "type": "FeatureCollection",
+        "features": [
+            {"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [ring]}}
+        ],
+    }
     page.locator("#export-section summary").click()
     data = json.dumps(collection).encode()
     page.locator("#export-file").set_input_files(

@@ -266,8 +266,13 @@ def test_the_page_says_when_its_only_server_cannot_be_reached(open_page, dead_ur
 
 
 def test_features_the_server_does_not_list_in_health_are_hidden(open_page, server):
-    seed_only = ["GET /datasets", "GET /health", "GET /tiles/<dataset>/<z>/<x>/<y>.png", "POST /getInput",
-                 "POST /predPatch"]  # fmt: skip
+    seed_only = [
+        "GET /datasets",
+        "GET /health",
+        "GET /tiles/<dataset>/<z>/<x>/<y>.png",
+        "POST /getInput",
+        "POST /predPatch",
+    ]
     health = {**server["health"], "endpoints": seed_only}
     body = json.dumps(health)
 

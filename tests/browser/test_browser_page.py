@@ -181,8 +181,16 @@ def test_bug5_an_over_size_export_gives_the_batch_command_with_model_and_checkpo
     from offline_chromium import free_port
 
     port = free_port()
-    command = [sys.executable, "web_tool/server.py", "--port", str(port), "--state_dir", str(tmp_path),
-               "--max_tile_km2", "0.05"]  # fmt: skip
+    command = [
+        sys.executable,
+        "web_tool/server.py",
+        "--port",
+        str(port),
+        "--state_dir",
+        str(tmp_path),
+        "--max_tile_km2",
+        "0.05",
+    ]
     proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/"
     try:
@@ -496,8 +504,9 @@ def test_export_shows_its_area_live_then_the_map_as_a_layer_with_named_files(ope
     with page.expect_response("**/predTile") as started:
         page.locator("#export-start").click()
     assert started.value.request.post_data_json["vector"] is True
-    page.wait_for_function("() => /^(done|failed)/.test(document.querySelector('#export-state').textContent)",
-                           timeout=120_000)  # fmt: skip
+    page.wait_for_function(
+        "() => /^(done|failed)/.test(document.querySelector('#export-state').textContent)", timeout=120_000
+    )
     assert page.locator("#export-state").inner_text().startswith("done")
     page.wait_for_selector("img.export-overlay")
     hrefs = page.eval_on_selector_all("#export-links a", "links => links.map(a => a.href)")

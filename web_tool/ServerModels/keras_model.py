@@ -181,6 +181,16 @@ def copy_body(body) -> keras.Model:
 
 
 def default_color(i: int) -> str:
-    palette = ["#0000FF", "#008000", "#80FF80", "#806060", "#FFA500", "#FF00FF", "#00FFFF",
-               "#FFFF00", "#800000", "#808080"]  # fmt: skip
+    palette = [
+        "#0000FF",
+        "#008000",
+        "#80FF80",
+        "#806060",
+        "#FFA500",
+        "#FF00FF",
+        "#00FFFF",
+        "#FFFF00",
+        "#800000",
+        "#808080",
+    ]
     return palette[i % len(palette)]

@@ -38,8 +38,13 @@ LIGHT_THREADS = 4
 class Gate:
     """Turns for heavy work: `slots` at once, in arrival order, at most `max_waiting` waiting."""
 
-    def __init__(self, slots: int = HEAVY_SLOTS, max_waiting: int = MAX_WAITING,
-                 max_wait_s: float = MAX_WAIT_S, clock=time.monotonic):  # fmt: skip
+    def __init__(
+        self,
+        slots: int = HEAVY_SLOTS,
+        max_waiting: int = MAX_WAITING,
+        max_wait_s: float = MAX_WAIT_S,
+        clock=time.monotonic,
+    ):
         if slots < 1 or max_waiting < 0:
             raise ValueError("a gate needs at least one slot and a non-negative waiting limit")
         self.slots, self.max_waiting, self.max_wait_s, self.clock = slots, max_waiting, max_wait_s, clock

@@ -43,14 +43,26 @@ REQUEST_MODELS: dict[str, type[BaseModel]] = {
     "POST /jobs/<job_id>/reference": ReferenceRequest,
 }
 #: GET and DELETE endpoints that belong to a session: they take it as `?session=<id>`
-SESSION_QUERY = {"GET /checkpoints", "DELETE /checkpoints/<checkpoint_id>/share", "GET /jobs",
-                 "GET /jobs/<job_id>", "DELETE /jobs/<job_id>", "GET /jobs/<job_id>/samples",
-                 "GET /jobs/<job_id>/samples/<sample_id>", "GET /jobs/<job_id>/samples/<sample_id>/report",
-                 "GET /jobs/<job_id>/samples/<sample_id>/report.csv", "GET /corrections",
-                 "GET /predTiles/<dataset>/<z:int>/<x:int>/<y:int>.png"}  # fmt: skip
-SESSION_PARAMETER = {"name": "session", "in": "query", "required": False,
-                     "schema": {"type": "string", "maxLength": 64},
-                     "description": "your session's id (default: the shared `default` session)"}  # fmt: skip
+SESSION_QUERY = {
+    "GET /checkpoints",
+    "DELETE /checkpoints/<checkpoint_id>/share",
+    "GET /jobs",
+    "GET /jobs/<job_id>",
+    "DELETE /jobs/<job_id>",
+    "GET /jobs/<job_id>/samples",
+    "GET /jobs/<job_id>/samples/<sample_id>",
+    "GET /jobs/<job_id>/samples/<sample_id>/report",
+    "GET /jobs/<job_id>/samples/<sample_id>/report.csv",
+    "GET /corrections",
+    "GET /predTiles/<dataset>/<z:int>/<x:int>/<y:int>.png",
+}
+SESSION_PARAMETER = {
+    "name": "session",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "string", "maxLength": 64},
+    "description": "your session's id (default: the shared `default` session)",
+}
 ERROR = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
 HIDDEN = {"/<path:path>", "/"}  # static files and the page itself
 
@@ -75,7 +87,7 @@ def operation(method: str, rule: str, params: list[tuple[str, str]], schemas: di
             "4XX": {
                 "description": "the request is wrong; the message says what to change",
                 "content": {"application/json": {"schema": ERROR}},
-            },  # fmt: skip
+            },
         },
     }
     parameters = [{"name": n, "in": "path", "required": True, "schema": {"type": kind}} for n, kind in params]

@@ -42,15 +42,24 @@ class JsonErrorChannel(HTTPChannel):
     error_task_class = JsonErrorTask
 
 
-def make_server(app, host: str = "127.0.0.1", port: int = 0, threads: int = 8,
-                max_body_bytes: int = 8 * 2**20, **options):  # fmt: skip
+def make_server(
+    app, host: str = "127.0.0.1", port: int = 0, threads: int = 8, max_body_bytes: int = 8 * 2**20, **options
+):
     """A waitress server for `app` (not yet running: call `.run()`), with JSON errors and bodies
     over `max_body_bytes` refused unread. It waits on its sockets with poll(), not select(): a
     process with many files open (rasters, SQLite, many clients) gets descriptors above 1024,
     which select() cannot watch (the server's loop would die)."""
     sockets: dict = {}
-    server = create_server(app, map=sockets, host=host, port=port, threads=threads, asyncore_use_poll=True,
-                           max_request_body_size=max_body_bytes, **options)  # fmt: skip
+    server = create_server(
+        app,
+        map=sockets,
+        host=host,
+        port=port,
+        threads=threads,
+        asyncore_use_poll=True,
+        max_request_body_size=max_body_bytes,
+        **options,
+    )
     for listener in list(sockets.values()):
         if isinstance(listener, BaseWSGIServer):
             listener.channel_class = JsonErrorChannel

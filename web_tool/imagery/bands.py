@@ -78,8 +78,11 @@ def check_count(name: str, bands: list[int], n_bands: int | None) -> None:
     if n_bands is None or len(bands) == n_bands:
         return
     names = input_names(n_bands)
-    fix = (f"nothing feeds {', '.join(names[len(bands):])}" if len(bands) < n_bands
-           else f"there is no model input for {bands[n_bands:]}")  # fmt: skip
+    fix = (
+        f"nothing feeds {', '.join(names[len(bands) :])}"
+        if len(bands) < n_bands
+        else f"there is no model input for {bands[n_bands:]}"
+    )
     raise ConfigError(
         f'dataset {name!r}: "bands" lists {len(bands)} bands {bands} but the model takes {n_bands}'
         f" ({', '.join(names)}): {fix}; list one source band per model input"

@@ -217,11 +217,19 @@ def expand_all(name: str, key: str, specs: list[str], base: Path | None, require
     for spec, paths in found.items():
         resolved = base / spec if base is not None and not Path(spec).is_absolute() else Path(spec)
         if not paths and (any(found.values()) or not required):
-            log.warning("dataset %r: %s entry %r matches no raster file (looked at %s); %s", name, key,
-                        spec, resolved, no_files_hint(resolved))  # fmt: skip
+            log.warning(
+                "dataset %r: %s entry %r matches no raster file (looked at %s); %s",
+                name,
+                key,
+                spec,
+                resolved,
+                no_files_hint(resolved),
+            )
         elif not paths and spec == specs[-1]:
-            raise ConfigError(f"dataset {name!r}: no raster file matches {key} {specs!r} (looked at"
-                              f" {resolved}); {no_files_hint(resolved)}")  # fmt: skip
+            raise ConfigError(
+                f"dataset {name!r}: no raster file matches {key} {specs!r} (looked at"
+                f" {resolved}); {no_files_hint(resolved)}"
+            )
     return [p for paths in found.values() for p in paths]
 
 

@@ -64,8 +64,10 @@ def reason_for(loader) -> str | None:
     bare = [f for f in loader.files if f.needs_overviews]
     if bare:
         f = bare[0]
-        return (f"{len(bare)} large file(s) without overviews (e.g. {f.path}, {f.width} x {f.height} px;"
-                f" `gdaladdo -r average {f.path}` would add them)")  # fmt: skip
+        return (
+            f"{len(bare)} large file(s) without overviews (e.g. {f.path}, {f.width} x {f.height} px;"
+            f" `gdaladdo -r average {f.path}` would add them)"
+        )
     if len(loader.files) > MANY_FILES:
         return f"{len(loader.files)} files (a zoomed-out tile would open many of them)"
     return None
@@ -106,16 +108,32 @@ def write_copy(loader, grid: Grid, factor: float, path: Path) -> None:
     """Mosaic the dataset into `grid` window by window (memory stays one window), with a mask and
     internal overviews."""
     step = max(256, int(WINDOW_SRC_PX / factor) // 256 * 256)
-    profile = dict(driver="GTiff", width=grid.width, height=grid.height, count=len(loader.bands),
-                   dtype=loader.dtype, crs=grid.crs, transform=grid.transform, tiled=True,
-                   blockxsize=256, blockysize=256, compress="deflate", bigtiff="IF_SAFER",
-                   photometric="MINISBLACK")  # fmt: skip
+    profile = dict(
+        driver="GTiff",
+        width=grid.width,
+        height=grid.height,
+        count=len(loader.bands),
+        dtype=loader.dtype,
+        crs=grid.crs,
+        transform=grid.transform,
+        tiled=True,
+        blockxsize=256,
+        blockysize=256,
+        compress="deflate",
+        bigtiff="IF_SAFER",
+        photometric="MINISBLACK",
+    )
     with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(path, "w", **profile) as dst:
         for window in windows_of(grid, step):
-            sub = Grid(grid.crs, rasterio.windows.transform(window, grid.transform), int(window.width),
-                       int(window.height))  # fmt: skip
-            raw, valid = loader.mosaic(sub, loader.files_for(sub.extent), loader.bands, Resampling.average,
-                                       loader.dtype)  # fmt: skip
+            sub = Grid(
+                grid.crs,
+                rasterio.windows.transform(window, grid.transform),
+                int(window.width),
+                int(window.height),
+            )
+            raw, valid = loader.mosaic(
+                sub, loader.files_for(sub.extent), loader.bands, Resampling.average, loader.dtype
+            )
             dst.write(np.moveaxis(raw, -1, 0), window=window)
             dst.write_mask(valid.astype(np.uint8) * 255, window=window)
         levels = [2**i for i in range(1, 16) if max(grid.width, grid.height) / 2**i >= 256]
@@ -139,8 +157,13 @@ def build(loader, path: Path, grid: Grid, factor: float) -> None:
         log.info("dataset %r: low-resolution copy ready (%s)", loader.name, path)
     except Exception as exc:
         loader.lowres_state = "failed"
-        log.warning("dataset %r: could not build its low-resolution copy in %s (%s); zoomed-out tiles stay"
-                    " coarse until it can", loader.name, path.parent, exc)  # fmt: skip
+        log.warning(
+            "dataset %r: could not build its low-resolution copy in %s (%s); zoomed-out tiles stay"
+            " coarse until it can",
+            loader.name,
+            path.parent,
+            exc,
+        )
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -159,15 +182,22 @@ def prepare(loader, cache_dir: Path, background: bool = True) -> threading.Threa
             return None
         except rasterio.errors.RasterioError:
             log.warning("dataset %r: rebuilding its damaged low-resolution copy %s", loader.name, path)
-    log.warning("dataset %r has %s: zoomed-out tiles come from a coarse sample until a low-resolution copy"
-                " (%d x %d px) is built once, in the background, in %s", loader.name, reason, grid.width,
-                grid.height, cache_dir)  # fmt: skip
+    log.warning(
+        "dataset %r has %s: zoomed-out tiles come from a coarse sample until a low-resolution copy"
+        " (%d x %d px) is built once, in the background, in %s",
+        loader.name,
+        reason,
+        grid.width,
+        grid.height,
+        cache_dir,
+    )
     cache_dir.mkdir(parents=True, exist_ok=True)
     loader.lowres_state = "building"
     if not background:
         build(loader, path, grid, factor)
         return None
-    thread = threading.Thread(target=build, args=(loader, path, grid, factor), daemon=True,
-                              name=f"lowres-{loader.name}")  # fmt: skip
+    thread = threading.Thread(
+        target=build, args=(loader, path, grid, factor), daemon=True, name=f"lowres-{loader.name}"
+    )
     thread.start()
     return thread

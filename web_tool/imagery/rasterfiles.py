@@ -67,8 +67,14 @@ class RasterFile:
     #: pixels that are 0 in every band are missing: the file has black borders and declares no mask
     black_fill: bool = False
 
-    def valid_mask(self, src, data: np.ndarray, window: Window | None, shape: tuple[int, int],
-                   nodata: float | None = None) -> np.ndarray:  # fmt: skip
+    def valid_mask(
+        self,
+        src,
+        data: np.ndarray,
+        window: Window | None,
+        shape: tuple[int, int],
+        nodata: float | None = None,
+    ) -> np.ndarray:
         """HxW uint8 (255 valid, 0 missing) for `data`, read from `src` at `window` into `shape`:
         the file's own mask, its alpha band, and pixels equal to its missing value in every band."""
         mask = (
@@ -178,8 +184,13 @@ def sample_band(src, band: int) -> np.ndarray:
     if src.overviews(band) or max(src.width, src.height) <= SMALL_FILE_PX:
         return src.read(band, out_shape=(64, 64), resampling=Resampling.nearest)
     rows, cols = src.block_shapes[band - 1]
-    spots = [(src.height // 2, src.width // 2), (src.height // 4, src.width // 4), (0, 0),
-             (3 * src.height // 4, 3 * src.width // 4), (src.height - 1, src.width - 1)]  # fmt: skip
+    spots = [
+        (src.height // 2, src.width // 2),
+        (src.height // 4, src.width // 4),
+        (0, 0),
+        (3 * src.height // 4, 3 * src.width // 4),
+        (src.height - 1, src.width - 1),
+    ]
     windows = [Window(c // cols * cols, r // rows * rows, cols, rows) for r, c in spots]
     full = Window(0, 0, src.width, src.height)
     return np.concatenate([src.read(band, window=w.intersection(full)).ravel() for w in windows])

@@ -80,8 +80,15 @@ def sample_windows(f: RasterFile) -> list[tuple[Window | None, tuple[int, int] |
     rows, cols = -(-f.height // f.block[0]), -(-f.width // f.block[1])
     side = max(1, int(np.sqrt(SAMPLE_BLOCKS)))
     picks = {(r * rows // side, c * cols // side) for r in range(side) for c in range(side)}
-    return [(Window(c * f.block[1], r * f.block[0], f.block[1], f.block[0]).intersection(
-                Window(0, 0, f.width, f.height)), None) for r, c in sorted(picks)]  # fmt: skip
+    return [
+        (
+            Window(c * f.block[1], r * f.block[0], f.block[1], f.block[0]).intersection(
+                Window(0, 0, f.width, f.height)
+            ),
+            None,
+        )
+        for r, c in sorted(picks)
+    ]
 
 
 def sample_file(f: RasterFile, bands: list[int], nodata: float | None) -> np.ndarray:
@@ -167,8 +174,9 @@ def per_band(values: list[float], n: int, what: str) -> np.ndarray:
     return np.array(values, dtype=np.float64)
 
 
-def model_stretch(scale: dict | None, files: list[RasterFile], bands: list[int],
-                  percentiles: Callable[[], np.ndarray]) -> tuple[Stretch | None, str]:  # fmt: skip
+def model_stretch(
+    scale: dict | None, files: list[RasterFile], bands: list[int], percentiles: Callable[[], np.ndarray]
+) -> tuple[Stretch | None, str]:
     """(how raw values become the model's 0..255, where that came from): `scale` if set, else
     8-bit as it is, else the files' own min/max, else the sampled min/max."""
     n = len(bands)
@@ -203,8 +211,14 @@ class Scaling:
     source: str
 
     @classmethod
-    def for_dataset(cls, files: list[RasterFile], bands: list[int], scale: dict | None,
-                    nodata: float | None, cache_dir: Path | None) -> Scaling:  # fmt: skip
+    def for_dataset(
+        cls,
+        files: list[RasterFile],
+        bands: list[int],
+        scale: dict | None,
+        nodata: float | None,
+        cache_dir: Path | None,
+    ) -> Scaling:
         """The scaling of a dataset; statistics are computed (or read from `cache_dir`) only if needed."""
         percentiles = functools.cache(lambda: band_percentiles(files, bands, nodata, cache_dir))
         model, source = model_stretch(scale, files, bands, percentiles)

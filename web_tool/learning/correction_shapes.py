@@ -52,8 +52,12 @@ def feature(c: Correction) -> dict:
             _cache.move_to_end(c.id)
             return _cache[c.id]
     geometry = transform_geom(CRS.from_string(c.crs), WGS84, mapping(pixel_shape(c)), precision=7)
-    out = {"type": "Feature", "id": c.id, "geometry": geometry,
-           "properties": {"id": c.id, "value": c.value, "pixels": c.count}}  # fmt: skip
+    out = {
+        "type": "Feature",
+        "id": c.id,
+        "geometry": geometry,
+        "properties": {"id": c.id, "value": c.value, "pixels": c.count},
+    }
     if c.id is not None:
         with _lock:
             _cache[c.id] = out
@@ -72,6 +76,9 @@ def collection(corrections: list[Correction], dataset: str, after: int = 0) -> d
         entry["corrections"] += 1
         entry["pixels"] += c.count
     wanted = [c for c in mine if (c.id or 0) > after]
-    return {"type": "FeatureCollection", "features": [feature(c) for c in wanted[-MAX_FEATURES:]],
-            "truncated": len(wanted) > MAX_FEATURES,
-            "counts": {str(k): v for k, v in sorted(counts.items())}}  # fmt: skip
+    return {
+        "type": "FeatureCollection",
+        "features": [feature(c) for c in wanted[-MAX_FEATURES:]],
+        "truncated": len(wanted) > MAX_FEATURES,
+        "counts": {str(k): v for k, v in sorted(counts.items())},
+    }

@@ -147,9 +147,19 @@ def pixels_inside(c: Correction, geom, crs: CRS) -> np.ndarray:
 def without(c: Correction, drop: np.ndarray) -> Correction:
     """The correction less the pixels `drop` marks (a new correction: no id yet)."""
     keep = ~drop
-    return Correction(dataset=c.dataset, crs=c.crs, value=c.value, xs=c.xs[keep], ys=c.ys[keep],
-                      rows=c.rows[keep], cols=c.cols[keep], image=c.image, transform=c.transform,
-                      seen=c.seen, seen_trust=c.seen_trust)  # fmt: skip
+    return Correction(
+        dataset=c.dataset,
+        crs=c.crs,
+        value=c.value,
+        xs=c.xs[keep],
+        ys=c.ys[keep],
+        rows=c.rows[keep],
+        cols=c.cols[keep],
+        image=c.image,
+        transform=c.transform,
+        seen=c.seen,
+        seen_trust=c.seen_trust,
+    )
 
 
 def anchor_pixels(c: Correction, n: int, margin: int = 0) -> tuple[np.ndarray, np.ndarray]:

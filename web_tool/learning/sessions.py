@@ -112,20 +112,36 @@ class Session:
             del self.history[i]
 
     def describe(self) -> dict:
-        return {"session": self.id, "classes": self.classes, "corrections": len(self.corrections),
-                "pixels": sum(c.count for c in self.corrections), "parent": self.parent,
-                "trained": self.model.trained, "metrics": self.metrics, "curve": self.curve,
-                "version": self.version, "undo_steps": len(self.history),
-                "next_undo": self.history[-1][0] if self.history else None}  # fmt: skip
+        return {
+            "session": self.id,
+            "classes": self.classes,
+            "corrections": len(self.corrections),
+            "pixels": sum(c.count for c in self.corrections),
+            "parent": self.parent,
+            "trained": self.model.trained,
+            "metrics": self.metrics,
+            "curve": self.curve,
+            "version": self.version,
+            "undo_steps": len(self.history),
+            "next_undo": self.history[-1][0] if self.history else None,
+        }
 
 
 class SessionManager:
     """All sessions of one server: created from `base`, trained with the `fine_tune` strategy."""
 
-    def __init__(self, base: ServerModel, state_dir: str | Path, fine_tune: str = "last_layer",
-                 replay_file: str | Path | None = None, options: dict | None = None,
-                 max_sessions: int = MAX_SESSIONS, idle_s: float = IDLE_S, clock=time.monotonic,
-                 gate=None):  # fmt: skip
+    def __init__(
+        self,
+        base: ServerModel,
+        state_dir: str | Path,
+        fine_tune: str = "last_layer",
+        replay_file: str | Path | None = None,
+        options: dict | None = None,
+        max_sessions: int = MAX_SESSIONS,
+        idle_s: float = IDLE_S,
+        clock=time.monotonic,
+        gate=None,
+    ):
         self.base = base
         #: heavy turns (admission.Gate) for the model work a correction leaves for later; None: none
         self.gate = gate
@@ -142,9 +158,13 @@ class SessionManager:
         self.max_sessions, self.idle_s, self.clock = max(1, max_sessions), idle_s, clock
         self.store.add_session(DEFAULT_SESSION, base.classes)
         if legacy := self.store.legacy_sessions():
-            log.warning("%d session(s) in %s were made by an earlier version, whose session ids were not"
-                        " secret (GET /checkpoints listed them); they keep working, but start a new"
-                        " session for work that nobody else may touch", legacy, state_dir)  # fmt: skip
+            log.warning(
+                "%d session(s) in %s were made by an earlier version, whose session ids were not"
+                " secret (GET /checkpoints listed them); they keep working, but start a new"
+                " session for work that nobody else may touch",
+                legacy,
+                state_dir,
+            )
 
     # --- finding sessions ----------------------------------------------------------------------
 
@@ -233,8 +253,15 @@ class SessionManager:
         corrections = self.store.session_corrections(session_id)
         history = correction_steps(corrections)
         meta = state.meta if state is not None else {}
-        session = Session(session_id, model, corrections, parent=row["parent"], history=history,
-                          metrics=meta.get("metrics", {}), curve=meta.get("curve", []))  # fmt: skip
+        session = Session(
+            session_id,
+            model,
+            corrections,
+            parent=row["parent"],
+            history=history,
+            metrics=meta.get("metrics", {}),
+            curve=meta.get("curve", []),
+        )
         if state is None:
             session.version = 0  # the base model's own version: prediction caches share it
         return session
@@ -268,8 +295,12 @@ class SessionManager:
             if self.gate is None:  # no heavy turns to leave it to (no server): now
                 self._see(session, [correction])
         if self.gate is not None:  # a thread of its own, which ends (and lets go of what it held) after
-            threading.Thread(target=self._see_later, args=(session, correction.id), daemon=True,
-                             name=f"correction-{correction.id}").start()  # fmt: skip
+            threading.Thread(
+                target=self._see_later,
+                args=(session, correction.id),
+                daemon=True,
+                name=f"correction-{correction.id}",
+            ).start()
         return correction.count
 
     def _see_later(self, session: Session, correction_id: int) -> None:
@@ -389,8 +420,13 @@ class SessionManager:
             session.model, session.metrics = model, metrics
             session.curve = [*session.curve, curve_point(metrics)]
             self._save(session)
-        return {"message": self._message(info, corrections, metrics, seconds), "metrics": metrics,
-                "curve": session.curve, "seconds": round(seconds, 3), "strategy": self.fine_tune}  # fmt: skip
+        return {
+            "message": self._message(info, corrections, metrics, seconds),
+            "metrics": metrics,
+            "curve": session.curve,
+            "seconds": round(seconds, 3),
+            "strategy": self.fine_tune,
+        }
 
     def _message(self, info: dict, corrections: list[Correction], metrics: dict, seconds: float) -> str:
         if info.get("replay_pixels"):
@@ -412,8 +448,12 @@ class SessionManager:
         session = self.get(session_id)
         with session.lock:
             if not session.history:
-                return {"count": 0, "undone": None, "message": "nothing to undo",
-                        "corrections": len(session.corrections)}  # fmt: skip
+                return {
+                    "count": 0,
+                    "undone": None,
+                    "message": "nothing to undo",
+                    "corrections": len(session.corrections),
+                }
             step = session.history.pop()
             count = 0
             if step[0] == "correction":
@@ -450,8 +490,11 @@ class SessionManager:
     def _save(self, session: Session) -> None:
         """Persist the session's model (None when it is the base model) and its classes/lineage."""
         model = session.model
-        untouched = model.head is self.base.head and model.classes == self.base.classes and (
-            model.extractor_state() is None)  # fmt: skip
+        untouched = (
+            model.head is self.base.head
+            and model.classes == self.base.classes
+            and (model.extractor_state() is None)
+        )
         self.store.save_session_model(session.id, None if untouched else self._state(session))
         self.store.set_session(session.id, session.classes, session.parent)
 
@@ -466,10 +509,14 @@ class SessionManager:
         session = self.get(session_id)
         with session.lock:
             checkpoint_id = self.store.add_checkpoint(
-                name=name or f"after {len(session.corrections)} corrections", session=session.id,
-                parent=session.parent, state=self._state(session),
-                corrections=list(session.corrections), metrics=session.metrics, strategy=self.fine_tune,
-            )  # fmt: skip
+                name=name or f"after {len(session.corrections)} corrections",
+                session=session.id,
+                parent=session.parent,
+                state=self._state(session),
+                corrections=list(session.corrections),
+                metrics=session.metrics,
+                strategy=self.fine_tune,
+            )
             session.parent = checkpoint_id
             self.store.set_session(session.id, session.classes, session.parent)
         return checkpoint_id
@@ -489,8 +536,9 @@ class SessionManager:
         """What a share link shows: the checkpoint's name, classes, counts and metrics (no ids)."""
         return describe_checkpoint(self.store.shared_checkpoint_row(share), owner=False)
 
-    def load_checkpoint(self, checkpoint_id: str | None, session_id: str | None,
-                        share: str | None = None) -> dict:  # fmt: skip
+    def load_checkpoint(
+        self, checkpoint_id: str | None, session_id: str | None, share: str | None = None
+    ) -> dict:
         """Replace the session's model and corrections with a checkpoint's: one it saved, or one
         shared with it (`share`, the secret of a share link)."""
         session = self.get(session_id)
@@ -510,8 +558,12 @@ class SessionManager:
             session.metrics = json.loads(row["metrics"])
             session.curve = state.meta.get("curve", [])
             self._save(session)
-        return {"message": f"loaded checkpoint {row['name']!r} ({len(session.corrections)} corrections)",
-                "session": session.id, "checkpoint": row["id"], "classes": session.classes}  # fmt: skip
+        return {
+            "message": f"loaded checkpoint {row['name']!r} ({len(session.corrections)} corrections)",
+            "session": session.id,
+            "checkpoint": row["id"],
+            "classes": session.classes,
+        }
 
 
 def seen_map(model: ServerModel, image: np.ndarray) -> tuple[np.ndarray | None, float | None]:

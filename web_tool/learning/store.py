@@ -92,9 +92,18 @@ def correction_blob(c: Correction) -> bytes:
     buf = io.BytesIO()
     seen = {} if c.seen is None else {"seen": c.seen}
     trust = {} if c.seen_trust is None else {"seen_trust": np.float64(c.seen_trust)}
-    np.savez_compressed(buf, xs=c.xs, ys=c.ys, rows=c.rows, cols=c.cols, image=c.image,
-                        transform=np.array(c.transform, dtype=np.float64), allow_pickle=False,
-                        **seen, **trust)  # fmt: skip
+    np.savez_compressed(
+        buf,
+        xs=c.xs,
+        ys=c.ys,
+        rows=c.rows,
+        cols=c.cols,
+        image=c.image,
+        transform=np.array(c.transform, dtype=np.float64),
+        allow_pickle=False,
+        **seen,
+        **trust,
+    )
     return buf.getvalue()
 
 
@@ -103,10 +112,20 @@ def correction_from_row(row) -> Correction:
     with np.load(io.BytesIO(row["data"]), allow_pickle=False) as f:
         seen = f["seen"] if "seen" in f.files else None
         trust = float(f["seen_trust"]) if "seen_trust" in f.files else None
-        return Correction(dataset=row["dataset"], crs=row["crs"], value=row["value"], xs=f["xs"], ys=f["ys"],
-                          rows=f["rows"], cols=f["cols"], image=f["image"],
-                          transform=tuple(f["transform"].tolist()), id=row["id"], seen=seen,
-                          seen_trust=trust)  # fmt: skip
+        return Correction(
+            dataset=row["dataset"],
+            crs=row["crs"],
+            value=row["value"],
+            xs=f["xs"],
+            ys=f["ys"],
+            rows=f["rows"],
+            cols=f["cols"],
+            image=f["image"],
+            transform=tuple(f["transform"].tolist()),
+            id=row["id"],
+            seen=seen,
+            seen_trust=trust,
+        )
 
 
 class Store:
@@ -143,8 +162,10 @@ class Store:
     # --- sessions ------------------------------------------------------------------------------
 
     def add_session(self, session_id: str, classes: list[dict], parent: str | None = None) -> None:
-        self.conn().execute("INSERT OR IGNORE INTO sessions (id, created, classes, parent) VALUES (?,?,?,?)",
-                            (session_id, time.time(), json.dumps(classes), parent))  # fmt: skip
+        self.conn().execute(
+            "INSERT OR IGNORE INTO sessions (id, created, classes, parent) VALUES (?,?,?,?)",
+            (session_id, time.time(), json.dumps(classes), parent),
+        )
 
     def session_row(self, session_id: str):
         return self.conn().execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
@@ -154,8 +175,10 @@ class Store:
         return self.conn().execute("SELECT count(*) FROM sessions WHERE length(id) = 16").fetchone()[0]
 
     def set_session(self, session_id: str, classes: list[dict], parent: str | None) -> None:
-        self.conn().execute("UPDATE sessions SET classes = ?, parent = ? WHERE id = ?",
-                            (json.dumps(classes), parent, session_id))  # fmt: skip
+        self.conn().execute(
+            "UPDATE sessions SET classes = ?, parent = ? WHERE id = ?",
+            (json.dumps(classes), parent, session_id),
+        )
 
     def save_session_model(self, session_id: str, state: ModelState | None) -> None:
         """Keep the session's current model (None: it is the base model again)."""
@@ -186,8 +209,9 @@ class Store:
     def session_corrections(self, session_id: str) -> list[Correction]:
         rows = self.conn().execute(
             "SELECT c.* FROM corrections c JOIN session_corrections s ON s.correction = c.id"
-            " WHERE s.session = ? ORDER BY c.id", (session_id,)
-        )  # fmt: skip
+            " WHERE s.session = ? ORDER BY c.id",
+            (session_id,),
+        )
         return [correction_from_row(r) for r in rows]
 
     def remove_corrections(self, session_id: str, ids: list[int] | None = None) -> None:
@@ -196,16 +220,20 @@ class Store:
             if ids is None:
                 conn.execute("DELETE FROM session_corrections WHERE session = ?", (session_id,))
             else:
-                conn.executemany("DELETE FROM session_corrections WHERE session = ? AND correction = ?",
-                                 [(session_id, i) for i in ids])  # fmt: skip
+                conn.executemany(
+                    "DELETE FROM session_corrections WHERE session = ? AND correction = ?",
+                    [(session_id, i) for i in ids],
+                )
             _drop_unlinked(conn)
 
     def swap_corrections(self, session_id: str, remove: list[int], add: list[Correction]) -> list[int]:
         """In one transaction, unlink `remove` from the session and add `add`; → the new ids."""
         with self.transaction() as conn:
             ids = [_insert_correction(conn, session_id, c) for c in add]
-            conn.executemany("DELETE FROM session_corrections WHERE session = ? AND correction = ?",
-                             [(session_id, i) for i in remove])  # fmt: skip
+            conn.executemany(
+                "DELETE FROM session_corrections WHERE session = ? AND correction = ?",
+                [(session_id, i) for i in remove],
+            )
             _drop_unlinked(conn)
         return ids
 
@@ -217,8 +245,17 @@ class Store:
 
     # --- checkpoints ---------------------------------------------------------------------------
 
-    def add_checkpoint(self, *, name: str, session: str, parent: str | None, state: ModelState,
-                       corrections: list[Correction], metrics: dict, strategy: str) -> str:  # fmt: skip
+    def add_checkpoint(
+        self,
+        *,
+        name: str,
+        session: str,
+        parent: str | None,
+        state: ModelState,
+        corrections: list[Correction],
+        metrics: dict,
+        strategy: str,
+    ) -> str:
         """Write the model file durably, then commit the row: a listed checkpoint always loads."""
         checkpoint_id = db.new_id()
         db.atomic_write(self.checkpoint_dir / f"{checkpoint_id}.npz", state_bytes(state))
@@ -226,11 +263,23 @@ class Store:
             conn.execute(
                 "INSERT INTO checkpoints (id, name, created, session, parent, classes, n_corrections, pixels,"
                 " metrics, strategy) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (checkpoint_id, name, time.time(), session, parent, json.dumps(state.classes),
-                 len(corrections), sum(c.count for c in corrections), json.dumps(metrics), strategy),
-            )  # fmt: skip
-            conn.executemany("INSERT INTO checkpoint_corrections VALUES (?, ?)",
-                             [(checkpoint_id, c.id) for c in corrections])  # fmt: skip
+                (
+                    checkpoint_id,
+                    name,
+                    time.time(),
+                    session,
+                    parent,
+                    json.dumps(state.classes),
+                    len(corrections),
+                    sum(c.count for c in corrections),
+                    json.dumps(metrics),
+                    strategy,
+                ),
+            )
+            conn.executemany(
+                "INSERT INTO checkpoint_corrections VALUES (?, ?)",
+                [(checkpoint_id, c.id) for c in corrections],
+            )
         return checkpoint_id
 
     def checkpoint_row(self, checkpoint_id: str, owner: str | None = None):
@@ -276,8 +325,9 @@ class Store:
     def share_checkpoint(self, checkpoint_id: str, owner: str) -> str:
         """The checkpoint's share secret (made on first call); NotFoundError unless `owner` saved it."""
         self.checkpoint_row(checkpoint_id, owner)
-        self.conn().execute("UPDATE checkpoints SET share = coalesce(share, ?) WHERE id = ?",
-                            (db.new_id(), checkpoint_id))  # fmt: skip
+        self.conn().execute(
+            "UPDATE checkpoints SET share = coalesce(share, ?) WHERE id = ?", (db.new_id(), checkpoint_id)
+        )
         return self.checkpoint_row(checkpoint_id)["share"]
 
     def unshare_checkpoint(self, checkpoint_id: str, owner: str) -> None:
@@ -309,9 +359,16 @@ def describe_checkpoint(row, owner: bool = True) -> dict:
     """A checkpoint as `GET /checkpoints` lists it to its owner (with its share secret, if shared), or
     as a share link shows it to anyone (no ids)."""
     created = iso_time(row["created"])
-    about = {"name": row["name"], "created": created, "time": created, "classes": json.loads(row["classes"]),
-             "corrections": row["n_corrections"], "pixels": row["pixels"],
-             "metrics": json.loads(row["metrics"]), "strategy": row["strategy"]}  # fmt: skip
+    about = {
+        "name": row["name"],
+        "created": created,
+        "time": created,
+        "classes": json.loads(row["classes"]),
+        "corrections": row["n_corrections"],
+        "pixels": row["pixels"],
+        "metrics": json.loads(row["metrics"]),
+        "strategy": row["strategy"],
+    }
     if not owner:
         return about
     return {"id": row["id"], **about, "parent": row["parent"], "share": row["share"]}

@@ -199,9 +199,11 @@ def overview_levels(width: int, height: int) -> int:
 
 def write_cog(src, dst_path: Path, classes: list[dict], tags: dict | None = None) -> Path:
     """Copy the open class-index dataset `src` to a COG at `dst_path` (atomically), with `tags`."""
-    metadata = {"CLASSES": json.dumps([c["name"] for c in classes]),
-                **{f"CLASS_{i}": c["name"] for i, c in enumerate(classes)},
-                **{k.upper(): str(v) for k, v in (tags or {}).items() if v is not None}}  # fmt: skip
+    metadata = {
+        "CLASSES": json.dumps([c["name"] for c in classes]),
+        **{f"CLASS_{i}": c["name"] for i, c in enumerate(classes)},
+        **{k.upper(): str(v) for k, v in (tags or {}).items() if v is not None},
+    }
     profile = cog_profiles.get("deflate")
     profile.update(blockxsize=COG_BLOCK_PX, blockysize=COG_BLOCK_PX, BIGTIFF="IF_SAFER")
 
@@ -258,14 +260,28 @@ def write_overlay(src, dst_path: Path, classes: list[dict], max_px: int = PREVIE
     ext = overlay_extent(Extent.from_bounds(src.bounds, src.crs))
     grid = Grid.covering(ext, max(ext.xmax - ext.xmin, ext.ymax - ext.ymin) / max_px)
     out = np.full(grid.shape, NODATA, np.uint8)
-    reproject(index, out, src_transform=transform, src_crs=src.crs, dst_transform=grid.transform,
-              dst_crs=grid.crs, resampling=Resampling.nearest, src_nodata=NODATA,
-              dst_nodata=NODATA)  # fmt: skip
+    reproject(
+        index,
+        out,
+        src_transform=transform,
+        src_crs=src.crs,
+        dst_transform=grid.transform,
+        dst_crs=grid.crs,
+        resampling=Resampling.nearest,
+        src_nodata=NODATA,
+        dst_nodata=NODATA,
+    )
     return db.atomic_write(dst_path, png_bytes(class_rgba(out, classes)))
 
 
-def export_all(class_tif: Path, outputs: dict[str, Path], classes: list[dict], stats: ClassStats, grid: Grid,
-               tags: dict | None = None) -> None:  # fmt: skip
+def export_all(
+    class_tif: Path,
+    outputs: dict[str, Path],
+    classes: list[dict],
+    stats: ClassStats,
+    grid: Grid,
+    tags: dict | None = None,
+) -> None:
     """Write the COG (`outputs["cog"]`), preview (`"preview"`), stats (`"stats_json"`, `"stats_csv"`),
     and those of `"overlay"`, `"aux"`, `"qml"`, `"gpkg"`, `"geojson"` that `outputs` names."""
     from web_tool.mapping import export_styles, vectorize  # they build on this module

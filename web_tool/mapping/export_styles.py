@@ -18,10 +18,15 @@ from web_tool.rendering.images import hex_to_rgb
 #: GDAL's raster attribute table field types and usages (gdal.h: GDALRATFieldType, GDALRATFieldUsage)
 GFT_INTEGER, GFT_REAL, GFT_STRING = 0, 1, 2
 GFU_GENERIC, GFU_PIXEL_COUNT, GFU_NAME, GFU_MIN_MAX, GFU_RED, GFU_GREEN, GFU_BLUE = 0, 1, 2, 5, 6, 7, 8
-RAT_FIELDS = [("Value", GFT_INTEGER, GFU_MIN_MAX), ("Class", GFT_STRING, GFU_NAME),
-              ("Red", GFT_INTEGER, GFU_RED), ("Green", GFT_INTEGER, GFU_GREEN),
-              ("Blue", GFT_INTEGER, GFU_BLUE), ("Count", GFT_INTEGER, GFU_PIXEL_COUNT),
-              ("Area_km2", GFT_REAL, GFU_GENERIC)]  # fmt: skip
+RAT_FIELDS = [
+    ("Value", GFT_INTEGER, GFU_MIN_MAX),
+    ("Class", GFT_STRING, GFU_NAME),
+    ("Red", GFT_INTEGER, GFU_RED),
+    ("Green", GFT_INTEGER, GFU_GREEN),
+    ("Blue", GFT_INTEGER, GFU_BLUE),
+    ("Count", GFT_INTEGER, GFU_PIXEL_COUNT),
+    ("Area_km2", GFT_REAL, GFU_GENERIC),
+]
 
 
 def _xml(root: ET.Element) -> bytes:
@@ -55,14 +60,21 @@ def qml(classes: list[dict]) -> bytes:
     """A QGIS layer style: a paletted renderer with each class's colour and name."""
     root = ET.Element("qgis", version="3.28.0", styleCategories="Symbology")
     pipe = ET.SubElement(root, "pipe")
-    renderer = ET.SubElement(pipe, "rasterrenderer", type="paletted", band="1", opacity="1",
-                             alphaBand="-1", nodataColor="")  # fmt: skip
+    renderer = ET.SubElement(
+        pipe, "rasterrenderer", type="paletted", band="1", opacity="1", alphaBand="-1", nodataColor=""
+    )
     ET.SubElement(renderer, "rasterTransparency")
     palette = ET.SubElement(renderer, "colorPalette")
     for i, c in enumerate(classes):
         r, g, b = hex_to_rgb(c["color"])
-        ET.SubElement(palette, "paletteEntry", value=str(i), color=f"#{r:02x}{g:02x}{b:02x}",
-                      alpha="255", label=c["name"])  # fmt: skip
+        ET.SubElement(
+            palette,
+            "paletteEntry",
+            value=str(i),
+            color=f"#{r:02x}{g:02x}{b:02x}",
+            alpha="255",
+            label=c["name"],
+        )
     ET.SubElement(pipe, "brightnesscontrast", brightness="0", contrast="0")
     ET.SubElement(pipe, "huesaturation", saturation="0", grayscaleMode="0", colorizeOn="0")
     ET.SubElement(root, "blendMode").text = "0"

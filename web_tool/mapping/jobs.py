@@ -210,8 +210,11 @@ class JobManager:
     def recent(self, session: str | None = None, limit: int = 50) -> list[dict]:
         """The session's most recent jobs, newest first."""
         session = self.owner(session)
-        rows = self._conn().execute("SELECT id FROM jobs WHERE session=? ORDER BY created DESC LIMIT ?",
-                                    (session, limit)).fetchall()  # fmt: skip
+        rows = (
+            self._conn()
+            .execute("SELECT id FROM jobs WHERE session=? ORDER BY created DESC LIMIT ?", (session, limit))
+            .fetchall()
+        )
         return [self.get(r["id"], session) for r in rows]
 
     def cancel(self, job_id: str, session: str | None = None) -> dict:

@@ -310,9 +310,14 @@ def map_tags(model: str, model_file: str | None, checkpoint: str | None, dataset
     """What made a map, for its GeoTIFF tags: model (registry name and file), checkpoint, dataset, time."""
     from web_tool import __version__
 
-    return {"model": model, "model_file": Path(model_file).name if model_file else None,
-            "checkpoint": checkpoint, "dataset": dataset, "software": f"landcover web_tool {__version__}",
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
+    return {
+        "model": model,
+        "model_file": Path(model_file).name if model_file else None,
+        "checkpoint": checkpoint,
+        "dataset": dataset,
+        "software": f"landcover web_tool {__version__}",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
 
 
 def render_map(

@@ -63,17 +63,33 @@ def geodesic_areas_m2(geoms_4326: list) -> np.ndarray:
     return np.array([abs(geod.geometry_area_perimeter(g)[0]) for g in geoms_4326])
 
 
-def write_layer(path: Path, geoms: list, values: np.ndarray, classes: list[dict], areas: np.ndarray,
-                crs: str, driver: str, options: dict | None = None) -> None:  # fmt: skip
+def write_layer(
+    path: Path,
+    geoms: list,
+    values: np.ndarray,
+    classes: list[dict],
+    areas: np.ndarray,
+    crs: str,
+    driver: str,
+    options: dict | None = None,
+) -> None:
     """Write the polygons with their class and area to `path` (atomically)."""
     names = np.array([classes[v]["name"] if v < len(classes) else str(v) for v in values], dtype=object)
     fields = [values.astype(np.int32), names, areas.round(2), (areas / 1e4).round(4)]
 
     def write(tmp: str) -> None:
         named = f"{tmp}{path.suffix}"  # the drivers want their own extension, and create the file
-        pyogrio.raw.write(named, np.array(shapely.to_wkb(geoms), dtype=object), fields, FIELDS, crs=crs,
-                          driver=driver, geometry_type="Polygon", layer="classes",
-                          layer_options=options or {})  # fmt: skip
+        pyogrio.raw.write(
+            named,
+            np.array(shapely.to_wkb(geoms), dtype=object),
+            fields,
+            FIELDS,
+            crs=crs,
+            driver=driver,
+            geometry_type="Polygon",
+            layer="classes",
+            layer_options=options or {},
+        )
         os.replace(named, tmp)
 
     db.atomic_write(path, write)
@@ -89,6 +105,14 @@ def write_vectors(cog: Path, classes: list[dict], gpkg: Path | None, geojson: Pa
     if gpkg is not None:
         write_layer(gpkg, geoms, values, classes, areas, crs.to_wkt(), "GPKG")
     if geojson is not None:
-        write_layer(geojson, in_4326, values, classes, areas, "EPSG:4326", "GeoJSON",
-                    {"RFC7946": "YES", "COORDINATE_PRECISION": "7"})  # fmt: skip
+        write_layer(
+            geojson,
+            in_4326,
+            values,
+            classes,
+            areas,
+            "EPSG:4326",
+            "GeoJSON",
+            {"RFC7946": "YES", "COORDINATE_PRECISION": "7"},
+        )
     return len(geoms)

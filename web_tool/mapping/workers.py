@@ -197,11 +197,15 @@ def check_cluster(client, spec: WorkerSpec, files: list[str]) -> dict:
             raise ClusterError(f"the Dask scheduler cannot import web_tool: {INSTALL_HINT}") from None
         raise
     if version != __version__:
-        raise ClusterError(f"the Dask scheduler has web_tool {version}, this machine {__version__}:"
-                           f" {INSTALL_HINT}")  # fmt: skip
+        raise ClusterError(
+            f"the Dask scheduler has web_tool {version}, this machine {__version__}: {INSTALL_HINT}"
+        )
     reports = client.run(worker_report, spec, threads_per_host(client), on_error="return")
-    problems = [f"worker {addr}: {problem}" for addr, report in sorted(reports.items())
-                for problem in worker_problems(report, files)]  # fmt: skip
+    problems = [
+        f"worker {addr}: {problem}"
+        for addr, report in sorted(reports.items())
+        for problem in worker_problems(report, files)
+    ]
     if problems:
         raise ClusterError("the Dask cluster cannot make this map:\n  " + "\n  ".join(problems))
     return next(iter(reports.values()))["model"]
@@ -218,8 +222,10 @@ def worker_problems(report: dict | BaseException, files: list[str]) -> list[str]
     problems = []
     missing = sorted(set(files) - set(report["files"]))
     if missing:
-        problems.append(f"cannot read {len(missing)} of the dataset's {len(files)} imagery files, e.g."
-                        f" {missing[0]} (give every worker the same paths, or URLs)")  # fmt: skip
+        problems.append(
+            f"cannot read {len(missing)} of the dataset's {len(files)} imagery files, e.g."
+            f" {missing[0]} (give every worker the same paths, or URLs)"
+        )
     if "error" in report:
         problems.append(report["error"])
     return problems

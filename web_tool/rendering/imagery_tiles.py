@@ -22,8 +22,7 @@ def tile_grid(z: int, x: int, y: int) -> Grid:
     if not (0 <= z <= MAX_ZOOM and 0 <= x < 2**z and 0 <= y < 2**z):
         raise ExtentError(f"tile {z}/{x}/{y} does not exist (0 <= z <= {MAX_ZOOM}, 0 <= x,y < 2^z)")
     b = mercantile.xy_bounds(x, y, z)
-    transform = Affine((b.right - b.left) / TILE_SIZE, 0, b.left,
-                       0, -(b.top - b.bottom) / TILE_SIZE, b.top)  # fmt: skip
+    transform = Affine((b.right - b.left) / TILE_SIZE, 0, b.left, 0, -(b.top - b.bottom) / TILE_SIZE, b.top)
     return Grid(WEB_MERCATOR, transform, TILE_SIZE, TILE_SIZE)
 
 

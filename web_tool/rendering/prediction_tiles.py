@@ -242,8 +242,17 @@ class PredictionTiles:
     def __init__(self, cache: BlockCache | None = None):
         self.cache = cache or BlockCache()
 
-    def tile(self, loader: DataLoader, model: ServerModel, owner: tuple[str, int], z: int, x: int, y: int,
-             style: TileStyle, cancelled: Callable[[], bool] = lambda: False) -> bytes:  # fmt: skip
+    def tile(
+        self,
+        loader: DataLoader,
+        model: ServerModel,
+        owner: tuple[str, int],
+        z: int,
+        x: int,
+        y: int,
+        style: TileStyle,
+        cancelled: Callable[[], bool] = lambda: False,
+    ) -> bytes:
         """PNG of tile z/x/y of `model`'s prediction; `owner` = (session id, model version)."""
         if not (0 <= z <= 24 and 0 <= x < 2**z and 0 <= y < 2**z):
             raise ExtentError(f"tile {z}/{x}/{y} does not exist (0 <= z <= 24, 0 <= x,y < 2^z)")
@@ -266,8 +275,9 @@ class PredictionTiles:
     ) -> np.ndarray | None:
         shift = z - zb
         bx, by = x >> shift, y >> shift
-        block = self.cache.get(self._key(owner, loader, bx, by),
-                               lambda: predict_block(loader, model, zb, bx, by), cancelled)  # fmt: skip
+        block = self.cache.get(
+            self._key(owner, loader, bx, by), lambda: predict_block(loader, model, zb, bx, by), cancelled
+        )
         if block is None:
             return None
         side = BLOCK_PX >> shift  # block pixels under this tile, a side

@@ -51,8 +51,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     s = sub.add_parser("sample", help="draw a stratified random sample of a class map's pixels")
     s.add_argument("map", help="the class map (a COG from /predTile or python -m web_tool.batch)")
     s.add_argument("--total", type=int, default=design.DEFAULT_TOTAL, help="points in the sample")
-    s.add_argument("--min_per_class", type=int, default=design.DEFAULT_MIN_PER_CLASS,
-                   help="fewest points a mapped class gets; the rest go in proportion to area")  # fmt: skip
+    s.add_argument(
+        "--min_per_class",
+        type=int,
+        default=design.DEFAULT_MIN_PER_CLASS,
+        help="fewest points a mapped class gets; the rest go in proportion to area",
+    )
     s.add_argument("--seed", type=int, default=None, help="random seed (default: a new one, printed)")
     s.add_argument("--out", default=None, help="points GeoJSON (default: <map>_sample.geojson)")
     r = sub.add_parser("report", help="accuracy and class areas with 95 %% confidence intervals")
@@ -64,9 +68,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     source.add_argument("--sample", help="a sample answered on the page (with --state_dir and --job)")
     r.add_argument("--property", default=REFERENCE_PROPERTY, help="--points: the property with the class")
     r.add_argument("--crs", default="4326", help="--points: EPSG code of the coordinates")
-    r.add_argument("--codes", type=parse_codes, default=None,
-                   help="reference value → class, e.g. 1=Water,2=Forest,5=Built,15= (empty: ignore);"
-                        " default: values are class indices (or names)")  # fmt: skip
+    r.add_argument(
+        "--codes",
+        type=parse_codes,
+        default=None,
+        help="reference value → class, e.g. 1=Water,2=Forest,5=Built,15= (empty: ignore);"
+        " default: values are class indices (or names)",
+    )
     r.add_argument("--datasets_json", default=str(DATASETS_JSON), help="named datasets")
     r.add_argument("--state_dir", default=str(STATE_DIR), help="--sample: the server's state")
     r.add_argument("--job", help="--sample: the /predTile job the sample belongs to")
@@ -88,10 +96,13 @@ def run_sample(args: argparse.Namespace) -> str:
         )
     out = Path(args.out or Path(args.map).with_name(Path(args.map).stem + "_sample.geojson"))
     features = [
-        {"type": "Feature", "geometry": {"type": "Point", "coordinates": [p["lon"], p["lat"]]},
-         "properties": {"id": i, REFERENCE_PROPERTY: None}}
+        {
+            "type": "Feature",
+            "geometry": {"type": "Point", "coordinates": [p["lon"], p["lat"]]},
+            "properties": {"id": i, REFERENCE_PROPERTY: None},
+        }
         for i, p in enumerate(points)
-    ]  # fmt: skip
+    ]
     out.write_text(json.dumps({"type": "FeatureCollection", "features": features}, indent=1))
     lines = [f"wrote {len(points)} points to {out} (seed {seed}); label each point's `{REFERENCE_PROPERTY}`"]
     for c, n, km2 in zip(strata.classes, plan["points"], strata.km2, strict=True):

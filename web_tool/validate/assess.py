@@ -18,13 +18,21 @@ def new_seed() -> int:
     return secrets.randbits(31)
 
 
-def new_sample(store: SampleStore, job: str, cog: Path, classes: list[dict] | None, total: int,
-               minimum: int, seed: int | None = None) -> str:  # fmt: skip
+def new_sample(
+    store: SampleStore,
+    job: str,
+    cog: Path,
+    classes: list[dict] | None,
+    total: int,
+    minimum: int,
+    seed: int | None = None,
+) -> str:
     """Draw a stratified random sample of the class map `cog` and keep it as a sample of `job`; its id."""
     store.check_size(total)
     with rasterio.open(cog) as src:
-        strata, plan, points = design.sample_map(src, classes or design.map_classes(src), total, minimum,
-                                                 new_seed() if seed is None else seed)  # fmt: skip
+        strata, plan, points = design.sample_map(
+            src, classes or design.map_classes(src), total, minimum, new_seed() if seed is None else seed
+        )
     return store.add(job, strata, plan, points)
 
 
@@ -32,10 +40,13 @@ def stored_sample_report(store: SampleStore, job: str, sample_id: str) -> dict:
     """The report of a sample's answers so far."""
     classes, strata, counts = store.counts(job, sample_id)
     progress = store.progress(sample_id)
-    notes = [f"{progress['answered']} of {progress['points']} points answered; {progress['unsure']} unsure"
-             f" and {progress['pending'] + progress['skipped']} not yet answered are left out"]  # fmt: skip
-    report = sample_report(classes, [s["pixels"] for s in strata], [s["km2"] for s in strata], counts,
-                           notes=notes)  # fmt: skip
+    notes = [
+        f"{progress['answered']} of {progress['points']} points answered; {progress['unsure']} unsure"
+        f" and {progress['pending'] + progress['skipped']} not yet answered are left out"
+    ]
+    report = sample_report(
+        classes, [s["pixels"] for s in strata], [s["km2"] for s in strata], counts, notes=notes
+    )
     return {**report, "sample": sample_id, "progress": progress}
 
 

@@ -129,8 +129,10 @@ def draw(src, points: list[int], pixels: list[int], rng: np.random.Generator) ->
     counts = pixels
     if any(p > c for p, c in zip(points, counts, strict=True)):
         raise DesignError("the sample asks for more points of a class than the map has pixels of it")
-    ranks = [np.sort(rng.choice(int(c), size=p, replace=False)) if p else np.zeros(0, np.int64)
-             for p, c in zip(points, counts, strict=True)]  # fmt: skip
+    ranks = [
+        np.sort(rng.choice(int(c), size=p, replace=False)) if p else np.zeros(0, np.int64)
+        for p, c in zip(points, counts, strict=True)
+    ]
     chosen: list[tuple[int, int, int]] = []
     seen = np.zeros(n_classes, dtype=np.int64)  # pixels of each class before this window
     for window in windows(src.height, src.width):
@@ -165,8 +167,10 @@ def map_classes(src) -> list[dict]:
     if not names:
         raise DesignError("the class map holds no classified pixel")
     grey = (128, 128, 128)
-    return [{"name": name, "color": "#{:02x}{:02x}{:02x}".format(*colormap.get(k, grey)[:3])}
-            for k, name in enumerate(names)]  # fmt: skip
+    return [
+        {"name": name, "color": "#{:02x}{:02x}{:02x}".format(*colormap.get(k, grey)[:3])}
+        for k, name in enumerate(names)
+    ]
 
 
 def _blocks(src) -> Iterator[np.ndarray]:
@@ -191,11 +195,18 @@ def locate(grid: Grid, drawn: list[tuple[int, int, int]]) -> list[dict]:
     clon, clat = transform_points(grid.crs, WGS84, cx.ravel(), cy.ravel())
     clon, clat = np.reshape(clon, cx.shape), np.reshape(clat, cy.shape)
     return [
-        {"x": float(xs[i]), "y": float(ys[i]), "lon": float(lon[i]), "lat": float(lat[i]),
-         "outline": [[round(float(a), 8), round(float(b), 8)] for a, b in zip(clon[i], clat[i], strict=True)],
-         "map_class": int(classes[i])}
+        {
+            "x": float(xs[i]),
+            "y": float(ys[i]),
+            "lon": float(lon[i]),
+            "lat": float(lat[i]),
+            "outline": [
+                [round(float(a), 8), round(float(b), 8)] for a, b in zip(clon[i], clat[i], strict=True)
+            ],
+            "map_class": int(classes[i]),
+        }
         for i in range(len(drawn))
-    ]  # fmt: skip
+    ]
 
 
 def sample_map(

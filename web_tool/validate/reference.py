@@ -124,10 +124,14 @@ def census(src, read: Reader, classes: list[dict], codes: dict[str, int | None] 
         km2 += np.bincount(cell, weights=area[both], minlength=k * k)
     compared = int(pixels.sum())
     if not compared:
-        raise NoImageryError("the reference has no class anywhere on the map: does it cover the map's area"
-                             " (and do its values name the map's classes; see `codes`)?")  # fmt: skip
-    notes = [f"census: every pixel compared where both have a class, {compared} of the map's {mapped} pixels"
-             f" ({100 * compared / max(mapped, 1):.1f} %); no sampling error"]  # fmt: skip
+        raise NoImageryError(
+            "the reference has no class anywhere on the map: does it cover the map's area"
+            " (and do its values name the map's classes; see `codes`)?"
+        )
+    notes = [
+        f"census: every pixel compared where both have a class, {compared} of the map's {mapped} pixels"
+        f" ({100 * compared / max(mapped, 1):.1f} %); no sampling error"
+    ]
     if unclassified:
         notes.append(f"{unclassified} pixels of the reference hold a value that names no class (left out)")
     return pixels.reshape(k, k), km2.reshape(k, k), notes
@@ -211,8 +215,9 @@ def _finite(v) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def point_counts(src, xy: np.ndarray, crs_code, values: Iterable, classes: list[dict],
-                 codes: dict[str, int | None] | None) -> tuple[np.ndarray, list[str]]:  # fmt: skip
+def point_counts(
+    src, xy: np.ndarray, crs_code, values: Iterable, classes: list[dict], codes: dict[str, int | None] | None
+) -> tuple[np.ndarray, list[str]]:
     """K x K counts (map rows, reference columns) of the points: each point's map class is the
     class map's pixel under it; points off the map, on no class or with no reference class are
     left out (and counted in the notes)."""
@@ -237,6 +242,8 @@ def point_counts(src, xy: np.ndarray, crs_code, values: Iterable, classes: list[
         notes.append(f"{off_map} points lie off the map or where it has no class (left out)")
     if unclassified:
         notes.append(f"{unclassified} points have no reference class (left out)")
-    notes.append("the intervals assume the points are a probability sample of the map's area (simple random,"
-                 " systematic, or stratified by this map's classes)")  # fmt: skip
+    notes.append(
+        "the intervals assume the points are a probability sample of the map's area (simple random,"
+        " systematic, or stratified by this map's classes)"
+    )
     return counts, notes

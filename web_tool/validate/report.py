@@ -18,8 +18,14 @@ from web_tool.errors import RequestError
 from web_tool.validate.estimators import Z95, Assessment, Estimate, IncompleteSample, stratified
 
 
-def sample_report(classes: list[dict], mapped_pixels: list[int], mapped_km2: list[float], counts: np.ndarray,
-                  kind: str = "sample", notes: list[str] | None = None) -> dict:  # fmt: skip
+def sample_report(
+    classes: list[dict],
+    mapped_pixels: list[int],
+    mapped_km2: list[float],
+    counts: np.ndarray,
+    kind: str = "sample",
+    notes: list[str] | None = None,
+) -> dict:
     """The report of sample `counts` (K x K: map class rows, reference class columns) of a map whose
     classes cover `mapped_km2`. Estimates are None until every mapped class has an answered point."""
     notes = list(notes or [])
@@ -32,8 +38,10 @@ def sample_report(classes: list[dict], mapped_pixels: list[int], mapped_km2: lis
     except IncompleteSample as exc:
         assessment = None
         names = ", ".join(classes[k]["name"] for k in exc.missing)
-        notes.append(f"no answered point of map class {names} yet: every mapped class needs one for"
-                     " estimates (two for confidence intervals)")  # fmt: skip
+        notes.append(
+            f"no answered point of map class {names} yet: every mapped class needs one for"
+            " estimates (two for confidence intervals)"
+        )
     estimates: dict[str, object]
     if assessment is None:
         none = [Estimate(None, None)] * len(classes)
@@ -44,10 +52,22 @@ def sample_report(classes: list[dict], mapped_pixels: list[int], mapped_km2: lis
                 "a mapped class has only one answered point: no confidence intervals until it has two"
             )
         a = assessment
-        estimates = dict(proportions=a.proportions, overall=a.overall, users=a.users, producers=a.producers,
-                         areas_km2=[_scaled(e, total_km2) for e in a.areas])  # fmt: skip
-    return _report(kind=kind, classes=classes, counts=counts, mapped_pixels=mapped_pixels,
-                   mapped_km2=mapped_km2, notes=notes, **estimates)  # fmt: skip
+        estimates = dict(
+            proportions=a.proportions,
+            overall=a.overall,
+            users=a.users,
+            producers=a.producers,
+            areas_km2=[_scaled(e, total_km2) for e in a.areas],
+        )
+    return _report(
+        kind=kind,
+        classes=classes,
+        counts=counts,
+        mapped_pixels=mapped_pixels,
+        mapped_km2=mapped_km2,
+        notes=notes,
+        **estimates,
+    )
 
 
 def census_report(
@@ -84,23 +104,37 @@ def _scaled(share: Estimate, total: float) -> Estimate:
     return Estimate(share.value * total, None if share.se is None else share.se * total)
 
 
-def _report(*, kind, classes, counts, proportions, overall, users, producers, areas_km2, mapped_pixels,
-            mapped_km2, notes) -> dict:  # fmt: skip
+def _report(
+    *,
+    kind,
+    classes,
+    counts,
+    proportions,
+    overall,
+    users,
+    producers,
+    areas_km2,
+    mapped_pixels,
+    mapped_km2,
+    notes,
+) -> dict:
     per_class = []
     for k, c in enumerate(classes):
         area = areas_km2[k]
-        per_class.append({
-            "index": k,
-            "name": c["name"],
-            "color": c.get("color"),
-            "users": users[k].to_dict(),
-            "producers": producers[k].to_dict(),
-            "mapped_pixels": int(mapped_pixels[k]),
-            "mapped_km2": float(mapped_km2[k]),
-            "estimated_km2": area.to_dict(),
-            "reference_points": int(counts[:, k].sum()),
-            "map_points": int(counts[k].sum()),
-        })  # fmt: skip
+        per_class.append(
+            {
+                "index": k,
+                "name": c["name"],
+                "color": c.get("color"),
+                "users": users[k].to_dict(),
+                "producers": producers[k].to_dict(),
+                "mapped_pixels": int(mapped_pixels[k]),
+                "mapped_km2": float(mapped_km2[k]),
+                "estimated_km2": area.to_dict(),
+                "reference_points": int(counts[:, k].sum()),
+                "map_points": int(counts[k].sum()),
+            }
+        )
     return {
         "kind": kind,
         "complete": overall.value is not None,
@@ -144,9 +178,22 @@ def to_csv(report: dict) -> str:
             ["total", *(_num(sum(col)) for col in zip(*matrix, strict=True)), _num(sum(map(sum, matrix)))]
         )
         out.writerow([])
-    out.writerow(["class", "users_accuracy", "users_se", "users_ci95", "producers_accuracy", "producers_se",
-                  "producers_ci95", "mapped_pixels", "mapped_km2", "estimated_km2", "estimated_km2_se",
-                  "estimated_km2_ci95"])  # fmt: skip
+    out.writerow(
+        [
+            "class",
+            "users_accuracy",
+            "users_se",
+            "users_ci95",
+            "producers_accuracy",
+            "producers_se",
+            "producers_ci95",
+            "mapped_pixels",
+            "mapped_km2",
+            "estimated_km2",
+            "estimated_km2_se",
+            "estimated_km2_ci95",
+        ]
+    )
     for c in report["classes"]:
         u, p, a = c["users"], c["producers"], c["estimated_km2"]
         accuracies = (u["value"], u["se"], u["ci95"], p["value"], p["se"], p["ci95"])
@@ -180,8 +227,10 @@ def to_text(report: dict, source: str = "the map") -> str:
     )
     for c in report["classes"]:
         area = c["estimated_km2"]
-        lines.append(f"  {c['name']:<14.14} {_pm(c['users']):>15} {_pm(c['producers']):>15}"
-                     f" {c['mapped_km2']:>12.4f} {_pm(area, 4):>22}")  # fmt: skip
+        lines.append(
+            f"  {c['name']:<14.14} {_pm(c['users']):>15} {_pm(c['producers']):>15}"
+            f" {c['mapped_km2']:>12.4f} {_pm(area, 4):>22}"
+        )
     lines += [f"  note: {n}" for n in report["notes"]]
     return "\n".join(lines)
 

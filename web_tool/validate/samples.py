@@ -73,11 +73,23 @@ class SampleStore:
         with db.transaction(self._conn()) as conn:
             conn.execute(
                 "INSERT INTO samples VALUES (?,?,?,?,?,?,?,?,?)",
-                (sample_id, job, time.time(), design["seed"], design["total"], design["min_per_class"],
-                 json.dumps(strata.classes), json.dumps(per_class), strata.grid.crs.to_string()),
-            )  # fmt: skip
-            conn.executemany("INSERT INTO points (sample, idx, x, y, lon, lat, outline, map_class)"
-                             " VALUES (?,?,?,?,?,?,?,?)", rows)  # fmt: skip
+                (
+                    sample_id,
+                    job,
+                    time.time(),
+                    design["seed"],
+                    design["total"],
+                    design["min_per_class"],
+                    json.dumps(strata.classes),
+                    json.dumps(per_class),
+                    strata.grid.crs.to_string(),
+                ),
+            )
+            conn.executemany(
+                "INSERT INTO points (sample, idx, x, y, lon, lat, outline, map_class)"
+                " VALUES (?,?,?,?,?,?,?,?)",
+                rows,
+            )
         return sample_id
 
     def answer(self, job: str, sample_id: str, index: int, answer: int | str) -> dict:
@@ -148,8 +160,11 @@ class SampleStore:
 
     def next_point(self, sample_id: str) -> dict | None:
         """The first pending point, else the first skipped one, else None (all answered)."""
-        row = self._one("SELECT * FROM points WHERE sample = ? AND status IN ('pending', 'skipped')"
-                        " ORDER BY status = 'skipped', idx LIMIT 1", sample_id)  # fmt: skip
+        row = self._one(
+            "SELECT * FROM points WHERE sample = ? AND status IN ('pending', 'skipped')"
+            " ORDER BY status = 'skipped', idx LIMIT 1",
+            sample_id,
+        )
         return point_json(row) if row else None
 
     def point(self, sample_id: str, index: int) -> dict:
@@ -165,8 +180,9 @@ class SampleStore:
         counts = np.zeros((len(classes), len(classes)), dtype=np.int64)
         rows = self._conn().execute(
             "SELECT map_class, answer, COUNT(*) AS n FROM points WHERE sample = ? AND status = 'answered'"
-            " GROUP BY map_class, answer", (sample_id,)
-        )  # fmt: skip
+            " GROUP BY map_class, answer",
+            (sample_id,),
+        )
         for r in rows:
             counts[r["map_class"], r["answer"]] = r["n"]
         return classes, strata, counts
@@ -188,8 +204,10 @@ class SampleStore:
 
     def check_size(self, total: int) -> None:
         if total > self.max_points:
-            raise RequestError(f"a sample may have at most {self.max_points} points (the server's"
-                               f" --max_sample_points); asked for {total}")  # fmt: skip
+            raise RequestError(
+                f"a sample may have at most {self.max_points} points (the server's"
+                f" --max_sample_points); asked for {total}"
+            )
 
 
 def point_json(row) -> dict:

@@ -48,9 +48,16 @@ if TYPE_CHECKING:
 
 #: share of a job's progress given to predicting windows (the rest: COG, preview, statistics)
 PREDICT_SHARE = 0.95
-MEDIA_TYPES = {".tif": "image/tiff", ".png": "image/png", ".json": "application/json", ".csv": "text/csv",
-               ".qml": "text/xml", ".xml": "text/xml", ".gpkg": "application/geopackage+sqlite3",
-               ".geojson": "application/geo+json"}  # fmt: skip
+MEDIA_TYPES = {
+    ".tif": "image/tiff",
+    ".png": "image/png",
+    ".json": "application/json",
+    ".csv": "text/csv",
+    ".qml": "text/xml",
+    ".xml": "text/xml",
+    ".gpkg": "application/geopackage+sqlite3",
+    ".geojson": "application/geo+json",
+}
 
 
 def file_stem(dataset: str, checkpoint: str | None) -> str:
@@ -70,8 +77,16 @@ def gated_results(
         yield task.window, classes
 
 
-def map_job(loader: DataLoader, model: ServerModel, plan: MapPlan, weights: list[float] | None, gate: Gate,
-            classes: list[dict] | None = None, tags: dict | None = None, vector: bool = False):  # fmt: skip
+def map_job(
+    loader: DataLoader,
+    model: ServerModel,
+    plan: MapPlan,
+    weights: list[float] | None,
+    gate: Gate,
+    classes: list[dict] | None = None,
+    tags: dict | None = None,
+    vector: bool = False,
+):
     """The job that maps `plan` with `model` into the job's downloads (run in the job thread), its
     windows in their turns at `gate`, its outputs named after the dataset, the date and the
     checkpoint in `tags`."""
@@ -116,8 +131,18 @@ def check_area(area_km2: float, cap_km2: float, command: str = "python -m web_to
 def batch_command(config: AppConfig, dataset: str, checkpoint: str | None) -> str:
     """The batch CLI line that maps an area with this server's model, dataset and `checkpoint`."""
     dataset_args = config.dataset_args.get(dataset, ["--dataset", dataset])
-    args = ["python", "-m", "web_tool.batch", *dataset_args, "--aoi", "area.geojson",
-            "--model", config.model_kind, "--model_fn", str(config.model_fn or "")]  # fmt: skip
+    args = [
+        "python",
+        "-m",
+        "web_tool.batch",
+        *dataset_args,
+        "--aoi",
+        "area.geojson",
+        "--model",
+        config.model_kind,
+        "--model_fn",
+        str(config.model_fn or ""),
+    ]
     if checkpoint:
         args += ["--checkpoint", checkpoint, "--state_dir", str(config.state_dir)]
     return shlex.join([*args, "--out", "map.tif"])
@@ -160,8 +185,12 @@ def add_routes(app: bottle.Bottle, config: AppConfig) -> None:
             )
         checkpoint = snapshot(config, req.session, f"export {loader.name} {when}")
         plan = plan_map(loader, aoi, jobs.window_px or default_window_px(model))
-        info = {"dataset": loader.name, "area_km2": round(area, 6), "windows": len(plan.windows),
-                "checkpoint": checkpoint}  # fmt: skip
+        info = {
+            "dataset": loader.name,
+            "area_km2": round(area, 6),
+            "windows": len(plan.windows),
+            "checkpoint": checkpoint,
+        }
         tags = map_tags(config.model_kind, config.model_fn, checkpoint, loader.name)
         work = map_job(loader, model, plan, req.weights, config.gate, classes, tags, req.vector)
         return api.json_response({"job": jobs.submit(work, info, req.session)}, status=202)

@@ -72,9 +72,13 @@ def add_routes(app: bottle.Bottle, config, tiles: PredictionTiles | None = None)
         png = tiles.tile(loader, model, owner, z, x, y, style, cancelled=gone)
         current = str(owner[1]) == query.get("v", "")
         cache = f"private, max-age={TILE_MAX_AGE_S}" if current else "no-store"
-        return bottle.HTTPResponse(png, content_type="image/png", Cache_Control=cache,
-                                   X_Model_Version=str(owner[1]),
-                                   X_Native_Zoom=str(dataset_native_zoom(loader)))  # fmt: skip
+        return bottle.HTTPResponse(
+            png,
+            content_type="image/png",
+            Cache_Control=cache,
+            X_Model_Version=str(owner[1]),
+            X_Native_Zoom=str(dataset_native_zoom(loader)),
+        )
 
     if config.sessions is not None:
 
@@ -104,10 +108,12 @@ def add_routes(app: bottle.Bottle, config, tiles: PredictionTiles | None = None)
             area = AOI(geom, CRS.from_user_input(crs))
             with_imagery = clip_to_imagery(loader, area)
             km2 = with_imagery.area_km2()
-            return api.json_response({
-                "geometry": area.to_crs(WGS84).geometry.__geo_interface__,
-                "area_km2": round(area.area_km2(), 6),
-                "imagery_km2": round(km2, 6),
-                "max_km2": config.jobs.max_km2,
-                "fits": km2 <= config.jobs.max_km2,
-            })  # fmt: skip
+            return api.json_response(
+                {
+                    "geometry": area.to_crs(WGS84).geometry.__geo_interface__,
+                    "area_km2": round(area.area_km2(), 6),
+                    "imagery_km2": round(km2, 6),
+                    "max_km2": config.jobs.max_km2,
+                    "fits": km2 <= config.jobs.max_km2,
+                }
+            )

@@ -122,8 +122,9 @@ def open_raster(encoded: str) -> Iterator:
 
 
 def csv_response(text: str, name: str) -> bottle.HTTPResponse:
-    return bottle.HTTPResponse(text, content_type="text/csv; charset=utf-8",
-                               Content_Disposition=f'attachment; filename="{name}"')  # fmt: skip
+    return bottle.HTTPResponse(
+        text, content_type="text/csv; charset=utf-8", Content_Disposition=f'attachment; filename="{name}"'
+    )
 
 
 def add_routes(app: bottle.Bottle, config: AppConfig) -> None:
