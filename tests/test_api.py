@@ -199,7 +199,7 @@ def test_static_route_serves_nothing_but_frontend_files(live_server, path):
 
 
 def test_static_route_does_not_follow_symlinks_out_of_the_frontend(live_server):
-    from web_tool.server import WEB_ROOT
+    from web_tool.paths import WEB_ROOT
 
     link = WEB_ROOT / "css" / "zz_test_link.txt"
     link.parent.mkdir(exist_ok=True)
@@ -212,7 +212,7 @@ def test_static_route_does_not_follow_symlinks_out_of_the_frontend(live_server):
 
 
 def test_leaflet_is_served_from_the_pinned_package(live_server):
-    from web_tool.server import VENDOR_DIRS
+    from web_tool.http.static import VENDOR_DIRS
 
     if not (VENDOR_DIRS["leaflet"] / "leaflet.js").exists():
         pytest.skip("node_modules/leaflet not installed (make node)")

@@ -19,7 +19,7 @@ from web_tool.DataLoader import DataLoader
 from web_tool.geometry import WEB_MERCATOR, WGS84, Grid
 from web_tool.imagery.datasets import DEFAULT_CLASSES, DatasetConfig
 from web_tool.mapping import export
-from web_tool.mapping.pipeline import AOI, ClassMapWriter, outputs_beside, plan_map, render_map
+from web_tool.mapping.pipeline import AOI, ClassMapWriter, export_all, outputs_beside, plan_map, render_map
 
 UTM = CRS.from_epsg(32618)
 GEOD = pyproj.Geod(ellps="WGS84")
@@ -92,7 +92,7 @@ def test_cog_is_valid_with_colour_map_overviews_nodata_crs_and_transform(tmp_pat
     data[:50] = export.NODATA
     stats = write_class_tif(tmp_path / "classes.tif", grid, data)
     outputs = outputs_beside(tmp_path / "out" / "map.tif")
-    export.export_all(tmp_path / "classes.tif", outputs, DEFAULT_CLASSES, stats, grid)
+    export_all(tmp_path / "classes.tif", outputs, DEFAULT_CLASSES, stats, grid)
     valid, errors, warnings = cog_validate(str(outputs["cog"]))
     assert valid and not errors, errors
     with rasterio.open(outputs["cog"]) as src:

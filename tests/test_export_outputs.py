@@ -20,7 +20,7 @@ from shapely import from_wkb
 
 from web_tool.geometry import Grid
 from web_tool.mapping import export
-from web_tool.mapping.pipeline import ClassMapWriter, outputs_beside
+from web_tool.mapping.pipeline import ClassMapWriter, export_all, outputs_beside
 
 UTM = CRS.from_epsg(32618)
 CLASSES = [
@@ -66,7 +66,7 @@ def make_map(tmp_path, vector=True, overlay=True, tags=None):
     with ClassMapWriter(tmp_path / "classes.tif", grid, CLASSES) as writer:
         writer.write(rasterio.windows.Window(0, 0, grid.width, grid.height), data)
     outputs = outputs_beside(tmp_path / "out" / "demo_20250131_base.tif", vector=vector, overlay=overlay)
-    export.export_all(tmp_path / "classes.tif", outputs, CLASSES, writer.stats, grid, tags)
+    export_all(tmp_path / "classes.tif", outputs, CLASSES, writer.stats, grid, tags)
     return outputs, writer.stats, grid
 
 
@@ -167,6 +167,6 @@ def test_vectors_of_a_map_without_any_class_are_empty_layers(tmp_path):
     with ClassMapWriter(tmp_path / "classes.tif", grid, CLASSES) as writer:
         writer.write(rasterio.windows.Window(0, 0, 64, 64), np.full((64, 64), export.NODATA, np.uint8))
     outputs = outputs_beside(tmp_path / "empty.tif", vector=True)
-    export.export_all(tmp_path / "classes.tif", outputs, CLASSES, writer.stats, grid)
+    export_all(tmp_path / "classes.tif", outputs, CLASSES, writer.stats, grid)
     assert pyogrio.read_info(outputs["gpkg"])["features"] == 0
     assert json.loads(outputs["geojson"].read_text())["features"] == []

@@ -17,8 +17,8 @@ from web_tool.learning.finetune import get_strategy
 from web_tool.learning.store import Store
 from web_tool.learning.training_data import class_weights, replay_path
 from web_tool.rendering.uncertainty import suggestions, uncertainty
-from web_tool.ServerModels.base import ModelState
 from web_tool.ServerModels.heads import LinearHead
+from web_tool.ServerModels.state import ModelState
 
 UTM18 = CRS.from_epsg(32618)
 

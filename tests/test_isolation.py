@@ -259,7 +259,7 @@ def test_a_state_folder_of_the_earlier_schema_opens_and_keeps_its_owners(
     caplog.set_level(logging.WARNING)
     srv = serve(scene, stripes_model, tmp_path)
     try:
-        from web_tool.learning.store import state_bytes
+        from web_tool.ServerModels.state import state_bytes
 
         base = srv.config.model
         (state / "checkpoints" / f"{old_checkpoint}.npz").write_bytes(state_bytes(base.state()))

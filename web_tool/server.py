@@ -3,8 +3,8 @@
     python web_tool/server.py --model nips_hr --model_fn web_tool/data/demo_model \
         --fine_tune last_layer --port 4444
 
-`make_app(config)` builds the Bottle app (no global state); `main()` parses the command line,
-loads datasets and the model, and serves the app with a threaded WSGI server (waitress).
+`main()` parses the command line, loads and checks datasets and the model (`startup.py`), and
+serves `web_tool.http.app.make_app(config)` with a threaded WSGI server (waitress).
 """
 
 from __future__ import annotations
@@ -18,197 +18,33 @@ if __package__ in (None, ""):  # run as a script: import the package, not siblin
     # numpy's BLAS threads fight TensorFlow's for 2 cores; small matrix work runs best on one
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import argparse  # noqa: E402
-import ctypes  # noqa: E402
-import logging  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
+import argparse
+import ctypes
+import logging
 
-import bottle  # noqa: E402
+import bottle
 
-from web_tool import __version__, startup
-from web_tool.DataLoader import MAX_PATCH_PIXELS, DataLoader  # noqa: E402
-from web_tool.errors import ConfigError, LandCoverError, NotFoundError  # noqa: E402
-from web_tool.geometry import MAX_VERTICES  # noqa: E402
+from web_tool import startup
+from web_tool.DataLoader import MAX_PATCH_PIXELS
+from web_tool.errors import ConfigError, LandCoverError
+from web_tool.geometry import MAX_VERTICES
 from web_tool.http import admission, api, auth, origins
-from web_tool.http.openapi import build_openapi  # noqa: E402
-from web_tool.http.origins import is_loopback  # noqa: E402
-from web_tool.http.routes import hitl as routes_hitl
-from web_tool.http.routes import jobs as routes_jobs
-from web_tool.http.routes import page as routes_page
-from web_tool.http.routes import validate as validation_routes  # noqa: E402
-from web_tool.http.schemas import GetInputRequest, PredPatchRequest, parse  # noqa: E402
-from web_tool.http.wsgi_server import make_server  # noqa: E402
-from web_tool.imagery import datasets as dataset_config  # noqa: E402
+from web_tool.http.app import make_app
+from web_tool.http.config import AppConfig
+from web_tool.http.origins import is_loopback
+from web_tool.http.wsgi_server import make_server
+from web_tool.imagery import datasets as dataset_config
 from web_tool.imagery import raster_pool
-from web_tool.learning.sessions import IDLE_S, MAX_CLASSES, MAX_SESSIONS, SessionManager  # noqa: E402
-from web_tool.learning.training_data import replay_path  # noqa: E402
-from web_tool.mapping.jobs import JOB_WORKERS, MAX_QUEUED_JOBS, MAX_TILE_KM2, JobManager  # noqa: E402
-from web_tool.paths import DATASETS_JSON, DEMO_MODEL, STATE_DIR, WEB_ROOT  # noqa: E402
-from web_tool.rendering.imagery_tiles import render_tile  # noqa: E402
-from web_tool.rendering.patch import get_input, pred_patch  # noqa: E402
-from web_tool.ServerModels import ServerModel, list_models  # noqa: E402
-from web_tool.validate.samples import MAX_SAMPLE_POINTS, SampleStore  # noqa: E402
+from web_tool.learning.sessions import IDLE_S, MAX_CLASSES, MAX_SESSIONS, SessionManager
+from web_tool.learning.training_data import replay_path
+from web_tool.mapping.jobs import JOB_WORKERS, MAX_QUEUED_JOBS, MAX_TILE_KM2, JobManager
+from web_tool.paths import DATASETS_JSON, DEMO_MODEL, STATE_DIR
+from web_tool.ServerModels import list_models
+from web_tool.validate.samples import MAX_SAMPLE_POINTS, SampleStore
 
 log = logging.getLogger("web_tool")
 
-REPO_ROOT = WEB_ROOT.parent
-#: the only files and folders of web_tool/ that the static route serves
-STATIC_FILES = {"index.html", "endpoints.js", "endpoints.mine.js", "favicon.ico"}
-STATIC_DIRS = {"js", "css", "img"}
-#: pinned frontend packages (installed by `make`), served under /vendor/<name>/
-VENDOR_DIRS = {
-    "leaflet": REPO_ROOT / "node_modules" / "leaflet" / "dist",
-    "geoman": REPO_ROOT / "node_modules" / "@geoman-io" / "leaflet-geoman-free" / "dist",
-}
 FINE_TUNE_CHOICES = ("last_layer", "last_k_layers")
-
-
-@dataclass
-class AppConfig:
-    """Everything a running app needs; built by `main()` or by tests."""
-
-    loaders: dict[str, DataLoader]
-    model: ServerModel
-    fine_tune: str = "last_layer"
-    state_dir: Path = STATE_DIR
-    max_body_bytes: int = api.MAX_BODY_BYTES
-    #: human-in-the-loop state; None = every request uses `model`
-    sessions: SessionManager | None = None
-    #: large-area jobs; None = no /predTile
-    jobs: JobManager | None = None
-    #: shared secret every API call must carry (auth.py); None = no auth
-    token: str | None = None
-    #: validation samples of finished maps; None = no accuracy routes
-    validation: SampleStore | None = None
-    #: how the batch CLI makes the same model and reads the same datasets (its command-line hints)
-    model_kind: str = "nips_hr"
-    model_fn: str | None = None
-    dataset_args: dict[str, list[str]] = field(default_factory=dict)
-    #: the address the server binds to, and other pages' origins allowed to call it (origins.py)
-    host: str = "127.0.0.1"
-    cors_origins: tuple[str, ...] = ()
-    #: most vertices of a GeoJSON area in a request
-    max_vertices: int = MAX_VERTICES
-    #: most classes a session may have (export writes class indices as uint8, 255 = nodata)
-    max_classes: int = MAX_CLASSES
-    #: turns for heavy requests (admission.py)
-    gate: admission.Gate = field(default_factory=admission.Gate)
-
-    @property
-    def default_dataset(self) -> str:
-        return next((n for n, d in self.loaders.items() if d.config.default), next(iter(self.loaders)))
-
-    def model_for(self, session: str | None) -> ServerModel:
-        """The model that serves `session` (the base model when sessions are off)."""
-        return self.sessions.model(session) if self.sessions is not None else self.model
-
-    def loader(self, name: str | None) -> DataLoader:
-        name = name or self.default_dataset
-        if name not in self.loaders:
-            raise NotFoundError(f"unknown dataset {name!r}; available: {', '.join(self.loaders)}")
-        return self.loaders[name]
-
-
-def is_frontend_path(parts: tuple[str, ...]) -> bool:
-    """Whether a path inside web_tool/ (as parts) names one of the frontend's own files."""
-    return (len(parts) == 1 and parts[0] in STATIC_FILES) or (len(parts) > 1 and parts[0] in STATIC_DIRS)
-
-
-def serve_static(path: str):
-    """A frontend file, or a JSON 404: never anything outside the frontend's own files.
-
-    The check runs on the resolved path too, so a symlink cannot lead out of the allowed files.
-    """
-    if path == "endpoints.js" and (WEB_ROOT / "endpoints.mine.js").is_file():
-        path = "endpoints.mine.js"  # the local override (git-ignored), without a 404 when there is none
-    parts = Path(path).parts
-    not_found = NotFoundError(f"no such file: {path[:100]!r}")
-    if not parts or ".." in parts or path.startswith("/"):
-        raise not_found
-    if parts[0] == "vendor" and len(parts) > 2 and parts[1] in VENDOR_DIRS:
-        root, rel, allowed = VENDOR_DIRS[parts[1]].resolve(), Path(*parts[2:]), lambda p: True
-    else:
-        root, rel, allowed = WEB_ROOT, Path(path), is_frontend_path
-    try:  # NUL bytes, names too long for the file system: no such file either
-        target = (root / rel).resolve()
-        found = root in target.parents and target.is_file() and allowed(target.relative_to(root).parts)
-    except (ValueError, OSError):
-        found = False
-    if not found:
-        raise not_found
-    response = bottle.static_file(str(target.relative_to(root)), root=str(root))
-    if isinstance(response, bottle.HTTPError):
-        raise not_found
-    return response
-
-
-def make_app(config: AppConfig) -> bottle.Bottle:
-    """The Bottle app: static frontend, discovery, tiles and the seed's prediction endpoints."""
-    app = bottle.Bottle()
-    origins.install(app, origins.SitePolicy.build(config.host, config.cors_origins, bool(config.token)))
-    api.install(app)
-    auth.install(app, config.token)
-    app.install(admission.HeavyRoutes(config.gate))
-
-    @app.get("/")
-    def index():
-        return serve_static("index.html")
-
-    @app.get("/health")
-    def health():
-        endpoints = sorted({f"{r.method} {r.rule}" for r in app.routes if r.method != "OPTIONS"})
-        return api.json_response(
-            {
-                "status": "ok",
-                "model_name": config.model.name,
-                "version": __version__,
-                "auth": bool(config.token),
-                "endpoints": endpoints,
-            }
-        )
-
-    @app.get("/datasets")
-    def datasets():
-        return api.json_response([loader.describe() for loader in config.loaders.values()])
-
-    @app.get("/tiles/<dataset>/<z:int>/<x:int>/<y:int>.png", url_token=True)
-    def tiles(dataset, z, x, y):
-        png = render_tile(config.loader(dataset), z, x, y)
-        return bottle.HTTPResponse(png, content_type="image/png", Cache_Control="public, max-age=3600")
-
-    @app.post("/getInput", heavy=True)
-    def get_input_route():
-        body = api.read_json(config.max_body_bytes)
-        req = parse(GetInputRequest, body)
-        result = get_input(config.loader(req.dataset), req.extent.to_extent())
-        return api.json_response({"extent": body["extent"], **result})
-
-    @app.post("/predPatch", heavy=True)
-    def pred_patch_route():
-        body = api.read_json(config.max_body_bytes)
-        req = parse(PredPatchRequest, body)
-        loader = config.loader(req.dataset)
-        classes = [c.model_dump() for c in req.classes] if req.classes else None
-        model = config.model_for(req.session)
-        result = pred_patch(loader, model, req.extent.to_extent(), req.weights, classes)
-        return api.json_response({"extent": body["extent"], "weights": body.get("weights"), **result})
-
-    # feature modules add their own routes: human-in-the-loop, large-area jobs, the page's map
-    # layers, accuracy assessment
-    routes_hitl.add_routes(app, config)
-    routes_jobs.add_routes(app, config)
-    routes_page.add_routes(app, config)
-    validation_routes.add_routes(app, config)
-
-    @app.get("/openapi.json")
-    def openapi_route():
-        return api.json_response(build_openapi(app))
-
-    @app.get("/<path:path>")
-    def static(path):
-        return serve_static(path)
-
-    return app
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -11,24 +11,13 @@ model with its own head. Models are never changed once served: `with_head` retur
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
 from typing import Self
 
 import numpy as np
 
 from web_tool.errors import IncompatibleError, NotTrainedError
 from web_tool.ServerModels.heads import Head, LinearHead, head_from_arrays
-
-
-@dataclass
-class ModelState:
-    """What a checkpoint keeps of a model: its head, its classes and, when learning tuned the
-    extractor, the extractor's weights (arrays only: no pickles)."""
-
-    head: dict[str, np.ndarray] | None
-    classes: list[dict]
-    extractor: list[np.ndarray] | None = None
-    meta: dict = field(default_factory=dict)
+from web_tool.ServerModels.state import ModelState
 
 
 class ServerModel(ABC):

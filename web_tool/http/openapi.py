@@ -12,17 +12,20 @@ import bottle
 from pydantic import BaseModel
 
 from web_tool import __version__
-from web_tool.http.routes.hitl import (
+from web_tool.http.schemas import (
     AddClassRequest,
+    AnswerRequest,
     CheckpointRequest,
     CorrectionRequest,
+    GetInputRequest,
     LoadRequest,
     NewSessionRequest,
+    PredPatchRequest,
+    PredTileRequest,
+    ReferenceRequest,
+    SampleRequest,
     SessionRequest,
 )
-from web_tool.http.routes.validate import AnswerRequest, ReferenceRequest, SampleRequest
-from web_tool.http.schemas import GetInputRequest, PredPatchRequest
-from web_tool.http.schemas_jobs import PredTileRequest
 
 #: request body model of each JSON endpoint
 REQUEST_MODELS: dict[str, type[BaseModel]] = {

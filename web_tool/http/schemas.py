@@ -1,22 +1,36 @@
 """Request bodies as pydantic models: one place that says what each endpoint accepts.
 
 `parse(Model, body)` turns a validation failure into a RequestError naming the field; the same
-models generate the OpenAPI description.
+models generate the OpenAPI description (`openapi.py`). In order: the building blocks and the seed's
+`/getInput` and `/predPatch`, then the bodies of the human-in-the-loop routes, of `/predTile`, and of
+accuracy assessment.
 """
 
 from __future__ import annotations
 
 import json
 import unicodedata
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    model_validator,
+)
 from rasterio.crs import CRS
 from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
 from web_tool.errors import RequestError
 from web_tool.geometry import MAX_COORD, Extent, parse_crs, polygon_from_geojson
+from web_tool.mapping.pipeline import AOI
+from web_tool.validate.design import DEFAULT_MIN_PER_CLASS, DEFAULT_TOTAL
+from web_tool.validate.reference import DEFAULT_PROPERTY
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 #: a coordinate in any CRS: finite, and no larger than any CRS's coordinates can be
@@ -175,3 +189,107 @@ def decode_json(raw: bytes) -> Any:
 
 def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not a valid JSON number")
+
+
+# human-in-the-loop (routes/hitl.py)
+
+
+class NewSessionRequest(Lenient):
+    """`POST /sessions` takes no fields: a new session starts from the base model."""
+
+
+class SessionRequest(Lenient):
+    session: SessionId = None
+
+
+class CorrectionRequest(SessionRequest, AreaRequest):
+    """An area (`extent`, or a GeoJSON `geometry` in EPSG:`crs`) and the class it is."""
+
+    value: int
+    crs: int = 3857
+    dataset: str | None = None
+
+
+class AddClassRequest(SessionRequest, ClassBody):
+    pass
+
+
+class CheckpointRequest(SessionRequest):
+    name: CheckpointName | None = None
+
+
+class LoadRequest(SessionRequest):
+    """A checkpoint this session saved (`checkpoint`: its id), or one shared with it (`share`)."""
+
+    checkpoint: str | None = Field(default=None, min_length=1, max_length=64)
+    share: str | None = Field(default=None, min_length=1, max_length=64)
+
+    @model_validator(mode="after")
+    def _one_checkpoint(self):
+        given = [v for v in (self.checkpoint, self.share) if v is not None]
+        if len(given) != 1 or not given[0].strip():
+            raise ValueError("send `checkpoint` (an id from GET /checkpoints) or `share` (from a share link)")
+        return self
+
+
+# large-area maps (routes/jobs.py)
+
+
+class PredTileRequest(AreaRequest):
+    """`{"extent": {...}}` or `{"geometry": GeoJSON, "crs": N}`, + session, dataset, weights, the
+    classes' names and colours for the outputs (default: the model's), and `vector` (class polygons)."""
+
+    dataset: str | None = None
+    session: SessionId = None
+    weights: Weights | None = None
+    classes: list[ClassBody] | None = None
+    vector: bool = False
+
+    def to_aoi(self, max_vertices: int | None = None) -> AOI:
+        return AOI(*self.area(max_vertices))
+
+
+# accuracy assessment (routes/validate.py)
+
+
+class SampleRequest(Lenient):
+    """A new validation sample of the job's map: `total` points, at least `min_per_class` a class."""
+
+    session: SessionId = None
+    total: Annotated[StrictInt, Field(ge=1)] = DEFAULT_TOTAL
+    min_per_class: Annotated[StrictInt, Field(ge=2)] = DEFAULT_MIN_PER_CLASS
+    seed: Annotated[StrictInt, Field(ge=0, lt=2**63)] | None = None
+
+
+class AnswerRequest(Lenient):
+    """What the reference is at point `point`: a class index, "unsure", or "skip" (ask again later)."""
+
+    session: SessionId = None
+    point: Annotated[StrictInt, Field(ge=0, lt=2**31)]
+    answer: StrictInt | Literal["unsure", "skip"]
+
+
+#: a reference code (as text) → a class name or index, or null to leave it out
+Codes = dict[Annotated[str, Field(max_length=64)], StrictInt | Annotated[str, Field(max_length=100)] | None]
+
+
+class ReferenceRequest(Lenient):
+    """The job's map against a reference: the dataset's `labels`, a `raster` (a base64 GeoTIFF), or
+    `points` (a GeoJSON FeatureCollection whose `property` holds the class; coordinates in `crs`)."""
+
+    session: SessionId = None
+    labels: StrictBool = False
+    raster: str | None = None
+    points: dict[str, Any] | None = None
+    property: Annotated[str, Field(min_length=1, max_length=100)] = DEFAULT_PROPERTY
+    crs: int | str = 4326
+    codes: Codes | None = None
+    format: Literal["json", "csv"] = "json"
+
+    @model_validator(mode="after")
+    def _one_reference(self):
+        if sum([self.labels, self.raster is not None, self.points is not None]) != 1:
+            raise ValueError(
+                "send exactly one of `labels: true`, `raster` (a base64 GeoTIFF) or `points` (GeoJSON)"
+            )
+        return self

@@ -24,7 +24,8 @@ import numpy as np
 from web_tool import db
 from web_tool.errors import GoneError, NotFoundError
 from web_tool.learning.corrections import Correction
-from web_tool.ServerModels.base import ModelState, ServerModel
+from web_tool.ServerModels.base import ServerModel
+from web_tool.ServerModels.state import ModelState, state_bytes, state_from_file
 
 log = logging.getLogger(__name__)
 
@@ -56,32 +57,6 @@ DB_NAME = "hitl.sqlite"
 #: ids this module generates (128 random bits; 64 before the ids became secrets) and the shared
 #: "default" session: the only names used in paths
 ID_PATTERN = re.compile(r"^(default|[0-9a-f]{32}|[0-9a-f]{16})$")
-
-
-def state_bytes(state: ModelState) -> bytes:
-    """A model state as one .npz (arrays only, no pickles): head_*, classes, meta, extractor_*."""
-    arrays = {"classes": np.array(json.dumps(state.classes)), "meta": np.array(json.dumps(state.meta))}
-    for key, value in (state.head or {}).items():
-        arrays[f"head_{key}"] = value
-    for i, w in enumerate(state.extractor or []):
-        arrays[f"extractor_{i}"] = w
-    buf = io.BytesIO()
-    np.savez(buf, allow_pickle=False, **arrays)
-    return buf.getvalue()
-
-
-def state_from_file(path: Path) -> ModelState:
-    """The state `state_bytes` wrote (or an older file: a linear head's kernel, bias, body_*)."""
-    with np.load(path, allow_pickle=False) as f:
-        names = f.files
-        head = {k[5:]: f[k] for k in names if k.startswith("head_")} or None
-        if head is None and "kernel" in names:  # written before heads had kinds
-            head = {"kind": np.array("linear"), "kernel": f["kernel"], "bias": f["bias"]}
-        prefix = "extractor_" if any(k.startswith("extractor_") for k in names) else "body_"
-        n = sum(1 for k in names if k.startswith(prefix))
-        extractor = [f[f"{prefix}{i}"] for i in range(n)] or None
-        meta = json.loads(str(f["meta"])) if "meta" in names else {}
-        return ModelState(head, json.loads(str(f["classes"])), extractor, meta)
 
 
 def iso_time(t: float) -> str:

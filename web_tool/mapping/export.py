@@ -272,30 +272,3 @@ def write_overlay(src, dst_path: Path, classes: list[dict], max_px: int = PREVIE
         dst_nodata=NODATA,
     )
     return db.atomic_write(dst_path, png_bytes(class_rgba(out, classes)))
-
-
-def export_all(
-    class_tif: Path,
-    outputs: dict[str, Path],
-    classes: list[dict],
-    stats: ClassStats,
-    grid: Grid,
-    tags: dict | None = None,
-) -> None:
-    """Write the COG (`outputs["cog"]`), preview (`"preview"`), stats (`"stats_json"`, `"stats_csv"`),
-    and those of `"overlay"`, `"aux"`, `"qml"`, `"gpkg"`, `"geojson"` that `outputs` names."""
-    from web_tool.mapping import export_styles, vectorize  # they build on this module
-
-    with rasterio.open(class_tif) as src:
-        write_cog(src, outputs["cog"], classes, tags)
-    with rasterio.open(outputs["cog"]) as cog:
-        write_preview(cog, outputs["preview"], classes)
-        if "overlay" in outputs:
-            write_overlay(cog, outputs["overlay"], classes)
-    write_stats(stats, grid, outputs["stats_json"], outputs["stats_csv"])
-    if "aux" in outputs:
-        db.atomic_write(outputs["aux"], export_styles.aux_xml(classes, stats))
-    if "qml" in outputs:
-        db.atomic_write(outputs["qml"], export_styles.qml(classes))
-    if "gpkg" in outputs or "geojson" in outputs:
-        vectorize.write_vectors(outputs["cog"], classes, outputs.get("gpkg"), outputs.get("geojson"))

@@ -6,7 +6,7 @@ in how the windows run (`serial_results` in this process, or Dask tasks in `batc
     AOI → plan_map (native grid, windows that touch the AOI)
         → predict_window per window (padded read, model, crop, arg-max, mask outside AOI = NODATA)
         → render_map (ClassMapWriter streams windows into a tiled GeoTIFF + accumulates ClassStats)
-        → export.export_all (COG with colour map and overviews, PNG preview, stats JSON/CSV)
+        → export_all (COG with colour map and overviews, PNG preview, stats JSON/CSV)
 
 Memory stays bounded by one window whatever the area: no stage holds the whole AOI's pixels.
 """
@@ -31,10 +31,12 @@ from rasterio.windows import transform as window_transform
 from shapely.geometry import box, mapping, shape
 from shapely.geometry.base import BaseGeometry
 
+from web_tool import db
 from web_tool.DataLoader import DataLoader
 from web_tool.errors import ExtentError, NoImageryError
 from web_tool.geometry import WEB_MERCATOR, WGS84, Extent, Grid, polygon_from_geojson, polygonal
-from web_tool.mapping.export import NODATA, ClassStats, export_all, row_areas_km2
+from web_tool.mapping import export, export_styles, vectorize
+from web_tool.mapping.export import NODATA, ClassStats, row_areas_km2
 from web_tool.rendering.images import reweight
 from web_tool.ServerModels.base import ServerModel
 from web_tool.ServerModels.tiling import predict_blocks
@@ -352,3 +354,28 @@ def render_map(
         if close is not None:
             close()
         tmp.unlink(missing_ok=True)
+
+
+def export_all(
+    class_tif: Path,
+    outputs: dict[str, Path],
+    classes: list[dict],
+    stats: ClassStats,
+    grid: Grid,
+    tags: dict | None = None,
+) -> None:
+    """Write the COG (`outputs["cog"]`), preview (`"preview"`), stats (`"stats_json"`, `"stats_csv"`),
+    and those of `"overlay"`, `"aux"`, `"qml"`, `"gpkg"`, `"geojson"` that `outputs` names."""
+    with rasterio.open(class_tif) as src:
+        export.write_cog(src, outputs["cog"], classes, tags)
+    with rasterio.open(outputs["cog"]) as cog:
+        export.write_preview(cog, outputs["preview"], classes)
+        if "overlay" in outputs:
+            export.write_overlay(cog, outputs["overlay"], classes)
+    export.write_stats(stats, grid, outputs["stats_json"], outputs["stats_csv"])
+    if "aux" in outputs:
+        db.atomic_write(outputs["aux"], export_styles.aux_xml(classes, stats))
+    if "qml" in outputs:
+        db.atomic_write(outputs["qml"], export_styles.qml(classes))
+    if "gpkg" in outputs or "geojson" in outputs:
+        vectorize.write_vectors(outputs["cog"], classes, outputs.get("gpkg"), outputs.get("geojson"))

@@ -1,6 +1,6 @@
 """Human-in-the-loop routes: sessions, corrections, retraining, undo, classes and checkpoints.
 
-Thin: each route validates its body (the request models below), calls `config.sessions`
+Thin: each route validates its body (its request model in `schemas.py`), calls `config.sessions`
 (sessions.SessionManager) and answers JSON. Errors go through the app's JSON error plugin.
 Everything here belongs to one session: `"session"` in a POST body, `?session=` on a GET or
 DELETE, the shared `default` one when absent. A checkpoint another session saved is not there for
@@ -12,60 +12,21 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import bottle
-from pydantic import Field, model_validator
 
 from web_tool.errors import TooLargeError
 from web_tool.http import api
 from web_tool.http.schemas import (
-    AreaRequest,
-    CheckpointName,
-    ClassBody,
-    Lenient,
-    SessionId,
+    AddClassRequest,
+    CheckpointRequest,
+    CorrectionRequest,
+    LoadRequest,
+    SessionRequest,
     parse,
     query_session,
 )
 
 if TYPE_CHECKING:
-    from web_tool.server import AppConfig
-
-
-class NewSessionRequest(Lenient):
-    """`POST /sessions` takes no fields: a new session starts from the base model."""
-
-
-class SessionRequest(Lenient):
-    session: SessionId = None
-
-
-class CorrectionRequest(SessionRequest, AreaRequest):
-    """An area (`extent`, or a GeoJSON `geometry` in EPSG:`crs`) and the class it is."""
-
-    value: int
-    crs: int = 3857
-    dataset: str | None = None
-
-
-class AddClassRequest(SessionRequest, ClassBody):
-    pass
-
-
-class CheckpointRequest(SessionRequest):
-    name: CheckpointName | None = None
-
-
-class LoadRequest(SessionRequest):
-    """A checkpoint this session saved (`checkpoint`: its id), or one shared with it (`share`)."""
-
-    checkpoint: str | None = Field(default=None, min_length=1, max_length=64)
-    share: str | None = Field(default=None, min_length=1, max_length=64)
-
-    @model_validator(mode="after")
-    def _one_checkpoint(self):
-        given = [v for v in (self.checkpoint, self.share) if v is not None]
-        if len(given) != 1 or not given[0].strip():
-            raise ValueError("send `checkpoint` (an id from GET /checkpoints) or `share` (from a share link)")
-        return self
+    from web_tool.http.config import AppConfig
 
 
 def optional_json(max_bytes: int) -> Any:

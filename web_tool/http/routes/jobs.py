@@ -25,8 +25,7 @@ from web_tool.DataLoader import DataLoader
 from web_tool.errors import ClassIndexError, NotTrainedError, TooLargeError
 from web_tool.http import api
 from web_tool.http.admission import Gate
-from web_tool.http.schemas import parse, query_session
-from web_tool.http.schemas_jobs import PredTileRequest
+from web_tool.http.schemas import PredTileRequest, parse, query_session
 from web_tool.mapping.jobs import JobCancelled, JobContext, JobResult
 from web_tool.mapping.pipeline import (
     MapCancelled,
@@ -44,7 +43,7 @@ from web_tool.rendering.images import check_weights
 from web_tool.ServerModels.base import ServerModel, untrained_message
 
 if TYPE_CHECKING:
-    from web_tool.server import AppConfig
+    from web_tool.http.config import AppConfig
 
 #: share of a job's progress given to predicting windows (the rest: COG, preview, statistics)
 PREDICT_SHARE = 0.95

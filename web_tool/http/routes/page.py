@@ -23,7 +23,7 @@ from web_tool.mapping.pipeline import AOI, clip_to_imagery
 from web_tool.rendering.prediction_tiles import PredictionTiles, dataset_native_zoom, parse_style
 
 if TYPE_CHECKING:
-    from web_tool.server import AppConfig
+    from web_tool.http.config import AppConfig
     from web_tool.ServerModels.base import ServerModel
 
 #: prediction tiles may be kept by the browser this long when they are of the current model

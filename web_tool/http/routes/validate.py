@@ -18,65 +18,20 @@ import base64
 import binascii
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import bottle
 import rasterio
-from pydantic import Field, StrictBool, StrictInt, model_validator
 from rasterio.errors import RasterioIOError
 
 from web_tool.errors import RequestError
 from web_tool.http import api
-from web_tool.http.schemas import Lenient, SessionId, parse
+from web_tool.http.schemas import AnswerRequest, ReferenceRequest, SampleRequest, parse
 from web_tool.validate import assess, reference
-from web_tool.validate.design import DEFAULT_MIN_PER_CLASS, DEFAULT_TOTAL
 from web_tool.validate.report import to_csv
 
 if TYPE_CHECKING:
-    from web_tool.server import AppConfig
-
-
-class SampleRequest(Lenient):
-    """A new validation sample of the job's map: `total` points, at least `min_per_class` a class."""
-
-    session: SessionId = None
-    total: Annotated[StrictInt, Field(ge=1)] = DEFAULT_TOTAL
-    min_per_class: Annotated[StrictInt, Field(ge=2)] = DEFAULT_MIN_PER_CLASS
-    seed: Annotated[StrictInt, Field(ge=0, lt=2**63)] | None = None
-
-
-class AnswerRequest(Lenient):
-    """What the reference is at point `point`: a class index, "unsure", or "skip" (ask again later)."""
-
-    session: SessionId = None
-    point: Annotated[StrictInt, Field(ge=0, lt=2**31)]
-    answer: StrictInt | Literal["unsure", "skip"]
-
-
-#: a reference code (as text) → a class name or index, or null to leave it out
-Codes = dict[Annotated[str, Field(max_length=64)], StrictInt | Annotated[str, Field(max_length=100)] | None]
-
-
-class ReferenceRequest(Lenient):
-    """The job's map against a reference: the dataset's `labels`, a `raster` (a base64 GeoTIFF), or
-    `points` (a GeoJSON FeatureCollection whose `property` holds the class; coordinates in `crs`)."""
-
-    session: SessionId = None
-    labels: StrictBool = False
-    raster: str | None = None
-    points: dict[str, Any] | None = None
-    property: Annotated[str, Field(min_length=1, max_length=100)] = reference.DEFAULT_PROPERTY
-    crs: int | str = 4326
-    codes: Codes | None = None
-    format: Literal["json", "csv"] = "json"
-
-    @model_validator(mode="after")
-    def _one_reference(self):
-        if sum([self.labels, self.raster is not None, self.points is not None]) != 1:
-            raise ValueError(
-                "send exactly one of `labels: true`, `raster` (a base64 GeoTIFF) or `points` (GeoJSON)"
-            )
-        return self
+    from web_tool.http.config import AppConfig
 
 
 def finished_map(jobs, job_id: str, session: str | None) -> tuple[dict, Any]:
