@@ -1,1 +1,1 @@
-"""The API's route groups; `web_tool.server.make_app` adds each to the app."""
+"""The API's route groups; `web_tool.http.app.make_app` adds each to the app."""
