@@ -12,12 +12,15 @@ import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rtree
 from affine import Affine
+from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.errors import NodataShadowWarning, NotGeoreferencedWarning, RasterioError
+from rasterio.io import DatasetReader
 from rasterio.warp import reproject
 from rasterio.warp import transform as warp_transform
 from rasterio.windows import Window, from_bounds
@@ -60,6 +63,9 @@ MAX_PATCH_PIXELS = 2048 * 2048
 #: Longest side of such a patch, in pixels (a thin strip fits the pixel cap, but not a PNG).
 MAX_PATCH_SIDE = 16384
 
+#: what read_into gives for one file: ((B,h,w) values, hxw valid, (rows, cols) of that part in the grid)
+FilePart = tuple[np.ndarray, np.ndarray, tuple[slice, slice]]
+
 
 @dataclass
 class Patch:
@@ -84,7 +90,7 @@ class Patch:
         return Patch(grid, self.data[rows, cols], self.valid[rows, cols], rgb)
 
 
-def source_window(src, extent: Extent, margin: int = 2) -> Window | None:
+def source_window(src: DatasetReader, extent: Extent, margin: int = 2) -> Window | None:
     """The window of `src` that holds `extent` (in src's CRS), grown by `margin`; None if empty."""
     window = from_bounds(*extent.bounds, transform=src.transform)
     col0 = max(0, math.floor(window.col_off) - margin)
@@ -97,14 +103,14 @@ def source_window(src, extent: Extent, margin: int = 2) -> Window | None:
 
 
 def read_into(
-    src,
+    src: DatasetReader,
     grid: Grid,
     bands: list[int],
     resampling: Resampling,
     f: RasterFile | None = None,
     nodata: float | None = None,
     max_px: int | None = None,
-):
+) -> FilePart | None:
     """Warp `bands` of the open dataset `src` into the part of `grid` it covers.
 
     Returns ((B,h,w) array in the file's own data type, hxw valid mask, (row slice, col slice) of
@@ -150,17 +156,23 @@ def read_into(
 
 
 def file_mask(
-    src, data: np.ndarray, window: Window, shape: tuple[int, int], f: RasterFile | None, nodata: float | None
+    src: DatasetReader,
+    data: np.ndarray,
+    window: Window,
+    shape: tuple[int, int],
+    f: RasterFile | None,
+    nodata: float | None,
 ) -> np.ndarray:
     """HxW uint8 mask (255 valid) of `data`, read at `window` into `shape`: the dataset mask, or with
     `f` as `f.valid_mask` says."""
     if f is None:
-        return src.dataset_mask(window=window, out_shape=shape)
+        mask: np.ndarray = src.dataset_mask(window=window, out_shape=shape)
+        return mask
     return f.valid_mask(src, data, window, shape, nodata)
 
 
 def warp(
-    data: np.ndarray, mask: np.ndarray | None, transform: Affine, crs, grid: Grid, resampling: Resampling
+    data: np.ndarray, mask: np.ndarray | None, transform: Affine, crs: CRS, grid: Grid, resampling: Resampling
 ) -> tuple[np.ndarray, np.ndarray]:
     """((B,H,W) `data` warped into `grid`, HxW valid) from `data` on `transform` in `crs` and its
     `mask` (warped nearest); mask None: every pixel is valid (`resampling` is CENTRE_SAMPLED)."""
@@ -179,7 +191,7 @@ def warp(
     return out, out_mask > 0
 
 
-def lattice_offset(src, grid: Grid) -> tuple[int, int] | None:
+def lattice_offset(src: DatasetReader, grid: Grid) -> tuple[int, int] | None:
     """(row, col) of `grid`'s first pixel among `src`'s pixels when `grid` lies on the file's own
     pixel lattice (same CRS, same pixel size, a whole number of pixels away), else None. Not for
     files in degrees: a grid there may be a copy one world away, which only the warp finds."""
@@ -195,8 +207,13 @@ def lattice_offset(src, grid: Grid) -> tuple[int, int] | None:
 
 
 def read_on_lattice(
-    src, grid: Grid, offset: tuple[int, int], bands: list[int], f: RasterFile | None, nodata: float | None
-):
+    src: DatasetReader,
+    grid: Grid,
+    offset: tuple[int, int],
+    bands: list[int],
+    f: RasterFile | None,
+    nodata: float | None,
+) -> FilePart | None:
     """read_into for a `grid` on the file's own lattice, `offset` (row, col) pixels into it: the
     pixels as they are (what a warp gives there, without its cost)."""
     row, col = offset
@@ -211,7 +228,9 @@ def read_on_lattice(
     return data, file_mask(src, data, window, shape, f, nodata) > 0, slices
 
 
-def bounded_shape(shape: tuple[int, int], window: Window, block: tuple[int, int], max_blocks: int):
+def bounded_shape(
+    shape: tuple[int, int], window: Window, block: tuple[int, int], max_blocks: int
+) -> tuple[tuple[int, int], bool]:
     """(read shape, whether it was cut) so that a nearest read of `window` touches at most
     `max_blocks` blocks: one sampled row (column) per block row (column) at most."""
     rows = min(shape[0], math.ceil(window.height / block[0]))
@@ -289,7 +308,7 @@ class DataLoader:
         return (*boxes[:, :2].min(axis=0), *boxes[:, 2:].max(axis=0))
 
     @property
-    def classes(self) -> list[dict]:
+    def classes(self) -> list[dict[str, Any]]:
         return self.config.classes
 
     @property
@@ -303,7 +322,7 @@ class DataLoader:
         (lng,), (lat,) = warp_transform(WEB_MERCATOR, WGS84, [centre.x], [centre.y])
         return float(lng), float(lat)
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         """The dataset as `GET /datasets` lists it."""
         return {
             "name": self.name,
@@ -370,7 +389,7 @@ class DataLoader:
 
     def _read_file(
         self, f: RasterFile, grid: Grid, bands: list[int], resampling: Resampling, max_px: int | None = None
-    ):
+    ) -> FilePart | None:
         """read_into for one file; a file that fails (moved, damaged) is logged and left out."""
         try:
             with POOL.open(f.path) as src:

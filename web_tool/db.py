@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-def connect(path: str | os.PathLike) -> sqlite3.Connection:
+def connect(path: str | os.PathLike[str]) -> sqlite3.Connection:
     """A connection to the database at `path` (created if missing), WAL, foreign keys on.
 
     Connections are cheap: open one per thread or per operation rather than sharing one.
@@ -35,7 +35,7 @@ class Connections:
     thread's), made on its first call and kept open: its WAL and shared-memory files then stay in
     place, so that the database can still record a failure when the disk has filled up."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
         self._local = threading.local()
 
@@ -64,7 +64,7 @@ def new_id(nbytes: int = 16) -> str:
     return secrets.token_hex(nbytes)
 
 
-def fsync_dir(path: str | os.PathLike) -> None:
+def fsync_dir(path: str | os.PathLike[str]) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -72,7 +72,7 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None] | bytes) -> Path:
+def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None] | bytes) -> Path:
     """Write `path` so that it either holds the complete new content or does not change.
 
     `write` is the bytes to write, or a function that writes a file at the temp path it is

@@ -117,7 +117,7 @@ DISK_FULL_WORDS = ("no space left", "disk is full", "disk i/o error", "free disk
 
 def disk_full(
     exc: BaseException | None,
-    folder: str | os.PathLike | None = None,
+    folder: str | os.PathLike[str] | None = None,
     lost: str = "this request saved nothing",
 ) -> DiskFullError | None:
     """A DiskFullError saying `lost` if `exc` (or its cause) means a full disk: by its errno or

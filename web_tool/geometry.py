@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import mercantile
 import numpy as np
@@ -217,7 +218,8 @@ def ground_resolution_in(crs: CRS, metres: float, latitude: float) -> float:
         return metres / 111_320.0
     if crs == WEB_MERCATOR:
         return metres / max(math.cos(math.radians(latitude)), 1e-6)
-    return metres / crs.linear_units_factor[1]
+    unit_metres: float = crs.linear_units_factor[1]  # rasterio ships no types
+    return metres / unit_metres
 
 
 def metres_per_unit(crs: CRS, latitude: float) -> float:
@@ -230,7 +232,7 @@ def center_latitude(extent: Extent) -> float:
     return (geo.ymin + geo.ymax) / 2
 
 
-def count_vertices(obj) -> int:
+def count_vertices(obj: object) -> int:
     """Positions in a GeoJSON (Multi)Polygon, Feature or FeatureCollection, counted without building
     anything (malformed parts count as nothing: building them reports what is wrong)."""
     if not isinstance(obj, dict):
@@ -291,7 +293,7 @@ def polygonal(geom: BaseGeometry) -> BaseGeometry:
     return geom
 
 
-def polygon_from_geojson(obj: dict, max_vertices: int | None = None) -> BaseGeometry:
+def polygon_from_geojson(obj: dict[str, Any], max_vertices: int | None = None) -> BaseGeometry:
     """A valid (Multi)Polygon from GeoJSON: a Polygon or MultiPolygon, or a Feature or
     FeatureCollection of them; ExtentError saying what is wrong, TooLargeError beyond `max_vertices`
     (checked before anything is built)."""

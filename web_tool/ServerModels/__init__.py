@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Protocol
+from typing import Any, Protocol
 
 from web_tool.errors import LandCoverError
 from web_tool.ServerModels.base import ServerModel
@@ -28,7 +28,7 @@ class ModelClass(Protocol):
     classes it should predict (it may keep its own) and an optional display name."""
 
     def __call__(
-        self, model_fn: str | os.PathLike | None, classes: list[dict], name: str | None = None
+        self, model_fn: str | os.PathLike[str] | None, classes: list[dict[str, Any]], name: str | None = None
     ) -> ServerModel: ...
 
 
@@ -44,7 +44,8 @@ def get_model(name: str) -> ModelClass:
         raise LandCoverError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}") from None
     module_name, _, class_name = target.partition(":")
     module = __import__(module_name, fromlist=[class_name])
-    return getattr(module, class_name)
+    model_class: ModelClass = getattr(module, class_name)
+    return model_class
 
 
 __all__ = ["ServerModel", "get_model", "list_models"]

@@ -11,7 +11,7 @@ model with its own head. Models are never changed once served: `with_head` retur
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Self
+from typing import Any, Self
 
 import numpy as np
 
@@ -34,7 +34,7 @@ class ServerModel(ABC):
     #: grown by new classes)
     learnt: bool = False
 
-    def __init__(self, name: str, classes: list[dict], head: Head | None):
+    def __init__(self, name: str, classes: list[dict[str, Any]], head: Head | None):
         self.name = name
         self.classes = [dict(c) for c in classes]
         self.head = head
@@ -61,7 +61,7 @@ class ServerModel(ABC):
         (so features computed for one serve the other, and caches can be shared)."""
 
     def with_head(
-        self, head: Head | None, classes: list[dict] | None = None, learnt: bool | None = None
+        self, head: Head | None, classes: list[dict[str, Any]] | None = None, learnt: bool | None = None
     ) -> Self:
         """A copy of this model with another head (and class list, and whether it was learnt from
         corrections); the extractor is shared."""

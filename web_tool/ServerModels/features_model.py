@@ -10,6 +10,7 @@ and the page shows); from then on it learns from every correction, like the Kera
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
 
@@ -25,8 +26,8 @@ class FeatureModel(ServerModel):
 
     def __init__(
         self,
-        model_fn: str | os.PathLike | None = None,
-        classes: list[dict] | None = None,
+        model_fn: str | os.PathLike[str] | None = None,
+        classes: list[dict[str, Any]] | None = None,
         name: str | None = None,
     ):
         super().__init__(name or "features", classes or [], head=None)

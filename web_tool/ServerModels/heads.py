@@ -11,7 +11,8 @@ yet gets probability 0 until a correction names it.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import ClassVar, Protocol
 
 import numpy as np
 
@@ -23,6 +24,15 @@ TRUSTED_TYPES = ("sklearn.tree._tree.Tree",)
 
 class FeatureCountError(RequestError):
     """Features of another length than the head learnt from (imagery with another band count)."""
+
+
+class Classifier(Protocol):
+    """What a ClassifierHead uses of a fitted scikit-learn classifier."""
+
+    n_features_in_: int
+    classes_: np.ndarray
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray: ...
 
 
 class Head(ABC):
@@ -46,7 +56,7 @@ class Head(ABC):
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=-1, keepdims=True)
+    z: np.ndarray = logits - logits.max(axis=-1, keepdims=True)
     np.exp(z, out=z)
     z /= z.sum(axis=-1, keepdims=True)
     return z
@@ -65,7 +75,8 @@ class LinearHead(Head):
 
     @property
     def n_classes(self) -> int:
-        return self.kernel.shape[1]
+        n: int = self.kernel.shape[1]
+        return n
 
     def logits(self, feats: np.ndarray) -> np.ndarray:
         return feats[..., : self.kernel.shape[0]] @ self.kernel + self.bias
@@ -82,7 +93,7 @@ class LinearHead(Head):
         return {"kind": np.array(self.kind), "kernel": self.kernel, "bias": self.bias}
 
     @classmethod
-    def from_arrays(cls, arrays) -> LinearHead:
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> LinearHead:
         return cls(arrays["kernel"], arrays["bias"])
 
 
@@ -91,7 +102,7 @@ class ClassifierHead(Head):
 
     kind = "classifier"
 
-    def __init__(self, classifier, n_classes: int, chunk: int = 1 << 16):
+    def __init__(self, classifier: Classifier, n_classes: int, chunk: int = 1 << 16):
         self.classifier = classifier
         self._n_classes = n_classes
         self.chunk = chunk
@@ -124,7 +135,7 @@ class ClassifierHead(Head):
         return {"kind": np.array(self.kind), "skops": blob, "n_classes": np.array(self.n_classes)}
 
     @classmethod
-    def from_arrays(cls, arrays) -> ClassifierHead:
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> ClassifierHead:
         import skops.io
 
         blob = np.asarray(arrays["skops"], np.uint8).tobytes()
@@ -141,7 +152,7 @@ HEADS: dict[str, type[LinearHead] | type[ClassifierHead]] = {
 }
 
 
-def head_from_arrays(arrays) -> Head:
+def head_from_arrays(arrays: Mapping[str, np.ndarray]) -> Head:
     """The head `Head.to_arrays` stored (ValueError for an unknown kind)."""
     kind = str(arrays["kind"])
     if kind not in HEADS:

@@ -17,6 +17,7 @@ import json
 import os
 import zipfile
 from pathlib import Path
+from typing import Any, Self
 
 import h5py
 import keras
@@ -32,7 +33,7 @@ PASSTHROUGH_ACTIVATIONS = {"softmax", "linear"}
 MAX_REASON_CHARS = 300
 
 
-def resolve_model_path(model_fn: str | os.PathLike) -> tuple[Path, Path | None]:
+def resolve_model_path(model_fn: str | os.PathLike[str]) -> tuple[Path, Path | None]:
     """(model file, weights file or None) for `model_fn`, with or without its extension.
 
     Accepts a `.keras` or `.h5` file, or the seed's `<name>.json` + `<name>_weights.h5` pair.
@@ -107,7 +108,7 @@ def model_from_json_file(path: Path) -> keras.Model:
         raise ModelError(f"Keras cannot build the architecture in {path}: {reason(exc)}") from None
 
 
-def load_keras_model(model_fn: str | os.PathLike) -> keras.Model:
+def load_keras_model(model_fn: str | os.PathLike[str]) -> keras.Model:
     """The network at `model_fn`; ModelError saying which file is missing, damaged or unsuitable."""
     path, weights = resolve_model_path(model_fn)
     if weights is None:
@@ -131,16 +132,17 @@ def load_keras_model(model_fn: str | os.PathLike) -> keras.Model:
 # body and head
 
 
-def has_kernel(layer) -> bool:
+def has_kernel(layer: keras.layers.Layer) -> bool:
     return any(w.path.rsplit("/", 1)[-1] == "kernel" for w in layer.weights)
 
 
-def producer(tensor):
+def producer(tensor: keras.KerasTensor) -> keras.layers.Layer:
     """The layer that made a symbolic tensor."""
-    return tensor._keras_history.operation
+    layer: keras.layers.Layer = tensor._keras_history.operation
+    return layer
 
 
-def head_and_tail(model: keras.Model) -> tuple[keras.layers.Layer, list]:
+def head_and_tail(model: keras.Model) -> tuple[keras.layers.Layer, list[keras.layers.Layer]]:
     """(the head: the last layer with a kernel, the layers after it up to the output, in order)."""
     tail: list[keras.layers.Layer] = []
     tensor = model.outputs[0]
@@ -159,7 +161,7 @@ def head_and_tail(model: keras.Model) -> tuple[keras.layers.Layer, list]:
         tensor = layer.input
 
 
-def head_weights(head) -> tuple[np.ndarray, np.ndarray]:
+def head_weights(head: keras.layers.Layer) -> tuple[np.ndarray, np.ndarray]:
     """(kernel F x C, bias C) of a 1x1 convolution or a Dense layer."""
     weights = {w.path.rsplit("/", 1)[-1]: np.asarray(w.numpy()) for w in head.weights}
     kernel = weights["kernel"]
@@ -176,7 +178,9 @@ def head_weights(head) -> tuple[np.ndarray, np.ndarray]:
     return kernel.astype(np.float32), bias.astype(np.float32)
 
 
-def fold_batchnorm(kernel: np.ndarray, bias: np.ndarray, bn) -> tuple[np.ndarray, np.ndarray]:
+def fold_batchnorm(
+    kernel: np.ndarray, bias: np.ndarray, bn: keras.layers.BatchNormalization
+) -> tuple[np.ndarray, np.ndarray]:
     """The head that equals `kernel`, `bias` followed by the BatchNormalization `bn` at inference."""
     if bn.axis not in (-1, 3, [-1], [3]):
         raise ModelError(
@@ -190,7 +194,9 @@ def fold_batchnorm(kernel: np.ndarray, bias: np.ndarray, bn) -> tuple[np.ndarray
     return (kernel * scale).astype(np.float32), ((bias - mean) * scale + beta).astype(np.float32)
 
 
-def fold_tail(kernel: np.ndarray, bias: np.ndarray, tail: list) -> tuple[np.ndarray, np.ndarray]:
+def fold_tail(
+    kernel: np.ndarray, bias: np.ndarray, tail: list[keras.layers.Layer]
+) -> tuple[np.ndarray, np.ndarray]:
     """The head with the layers after it folded in; ModelError for a layer that cannot be."""
     for layer in tail:
         if isinstance(layer, keras.layers.BatchNormalization):
@@ -265,11 +271,11 @@ class FixedSizeTiles(keras.layers.Layer):
     the image are padded with zeros to fill the last tiles.
     """
 
-    def __init__(self, network: keras.Model, size: tuple[int, int], margin: tuple[int, int], **kwargs):
+    def __init__(self, network: keras.Model, size: tuple[int, int], margin: tuple[int, int], **kwargs: Any):
         super().__init__(**kwargs)
         self.network, self.size, self.margin = network, tuple(size), tuple(margin)
 
-    def call(self, x):
+    def call(self, x: tf.Tensor) -> tf.Tensor:
         (sh, sw), (mh, mw) = self.size, self.margin
         step_h, step_w = sh - 2 * mh, sw - 2 * mw
         shape = tf.shape(x)
@@ -287,15 +293,15 @@ class FixedSizeTiles(keras.layers.Layer):
         out = tf.reshape(tf.transpose(out, [0, 1, 3, 2, 4, 5]), [n, nh * step_h, nw * step_w, features])
         return out[:, :h, :w, :]
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
         return (*input_shape[:3], self.network.outputs[0].shape[-1])
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         network = keras.saving.serialize_keras_object(self.network)
         return {**super().get_config(), "network": network, "size": self.size, "margin": self.margin}
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: dict[str, Any]) -> Self:
         config = dict(config)
         config["network"] = keras.saving.deserialize_keras_object(config["network"])
         return cls(**config)

@@ -9,7 +9,9 @@ imagery's filter bank) or, with `last_k_layers`, a tuned copy of the body; sessi
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -42,7 +44,9 @@ class KerasSegmentationModel(ServerModel):
     overlap = 64
     multiple = 16
 
-    def __init__(self, model_fn: str | os.PathLike | None, classes: list[dict], name: str | None = None):
+    def __init__(
+        self, model_fn: str | os.PathLike[str] | None, classes: list[dict[str, Any]], name: str | None = None
+    ):
         if model_fn is None:
             raise ModelError("a Keras model needs --model_fn (a .keras or .h5 file)")
         network = load_keras_model(model_fn)
@@ -56,7 +60,7 @@ class KerasSegmentationModel(ServerModel):
         self._set_body(body)
         self.base_body = body
 
-    def _set_body(self, body) -> None:
+    def _set_body(self, body: keras.Model) -> None:
         self.body = body
         self._body_fn = compiled(body)
         kernel, bias = tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([None], tf.float32)
@@ -126,7 +130,7 @@ class KerasSegmentationModel(ServerModel):
 
     # --- a tuned body (last_k_layers) ------------------------------------------------------------
 
-    def with_body(self, body) -> KerasSegmentationModel:
+    def with_body(self, body: keras.Model) -> KerasSegmentationModel:
         """A copy whose body is `body` (a Keras model like `self.body`); the head is kept."""
         other = self._copy()
         other._set_body(body)
@@ -157,14 +161,15 @@ def image_spec(network: keras.Model) -> tf.TensorSpec:
     return tf.TensorSpec([None, None, None, network.inputs[0].shape[-1]], tf.float32)
 
 
-def compiled(network: keras.Model):
+def compiled(network: keras.Model) -> Callable[[tf.Tensor], tf.Tensor]:
     """`network` as one TensorFlow graph for any batch and image size (traced once), its output
     float32 (a bf16 network's too)."""
 
     def forward(x: tf.Tensor) -> tf.Tensor:
         return tf.cast(network(x, training=False), tf.float32)
 
-    return tf.function(forward, input_signature=[image_spec(network)])
+    graph: Callable[[tf.Tensor], tf.Tensor] = tf.function(forward, input_signature=[image_spec(network)])
+    return graph
 
 
 def network_input(batch: np.ndarray) -> tf.Tensor:
@@ -172,7 +177,7 @@ def network_input(batch: np.ndarray) -> tf.Tensor:
     return tf.convert_to_tensor(batch.astype(np.float32) / 255.0)
 
 
-def copy_body(body) -> keras.Model:
+def copy_body(body: keras.Model) -> keras.Model:
     """An independent, frozen copy of a Keras body (same architecture and weights)."""
     other = keras.models.clone_model(body)
     other.set_weights(body.get_weights())

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
@@ -16,6 +17,9 @@ from web_tool.ServerModels.base import ServerModel
 from web_tool.ServerModels.heads import LinearHead
 from web_tool.ServerModels.keras_model import KerasSegmentationModel, copy_body
 from web_tool.ServerModels.tiling import run_tiled
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 
 def keras_network(model: ServerModel) -> KerasSegmentationModel:
@@ -33,12 +37,12 @@ def check(model: ServerModel, k: int) -> None:
     split_body(keras_network(model).body, k)
 
 
-def weighted_layers(body) -> list:
+def weighted_layers(body: keras.Model) -> list[keras.layers.Layer]:
     """The body's layers with a kernel (convolutions, dense), input to output."""
     return [layer for layer in body.layers if any("kernel" in w.path for w in layer.weights)]
 
 
-def split_body(body, k: int):
+def split_body(body: keras.Model, k: int) -> tuple[keras.Model, keras.Model, list[keras.layers.Layer]]:
     """(frozen prefix, tuned tail, tuned layers) of a body whose last `k - 1` weighted layers are tuned
     (the head is the k-th). The tail must hang off one tensor (no skip connection may reach into
     it); ModelError otherwise, saying how large k may be."""
@@ -56,12 +60,12 @@ def split_body(body, k: int):
     return split_body_prefix(body, tuned[0].name), tail, tuned
 
 
-def split_body_prefix(body, first_tuned: str):
+def split_body_prefix(body: keras.Model, first_tuned: str) -> keras.Model:
     """The part of `body` before its layer named `first_tuned` (as split_body cuts it)."""
     return keras.Model(body.inputs[0], body.get_layer(first_tuned).input)
 
 
-def receptive_radius(tail) -> int:
+def receptive_radius(tail: keras.Model) -> int:
     """How many pixels away a tail output can see (the sum of its kernels' half-sizes)."""
     radius = 0
     for layer in tail.layers:
@@ -89,12 +93,12 @@ class Tail:
     model: KerasSegmentationModel
     body: keras.Model
     tail: keras.Model
-    tuned: list
+    tuned: list[keras.layers.Layer]
     radius: int
     extract: Callable[[np.ndarray], np.ndarray]
     key: object
 
-    def centre(self, patches):
+    def centre(self, patches: tf.Tensor) -> tf.Tensor:
         """Tail output at the centre of each (2r+1)^2 patch of frozen-part outputs."""
         return self.tail(patches, training=False)[:, self.radius, self.radius]
 
@@ -142,8 +146,8 @@ def tune(
     x = tf.constant(patches, tf.float32)
     labels, weights = tf.constant(y, tf.int32), tf.constant(w, tf.float32)
 
-    @tf.function
-    def step():
+    @tf.function  # type: ignore[untyped-decorator]  # TensorFlow ships no types
+    def step() -> tf.Tensor:
         with tf.GradientTape() as tape:
             logits = tf.matmul(tf.cast(part.centre(x), tf.float32), kernel) + bias  # a bf16 tail too
             ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
@@ -164,7 +168,8 @@ def tune(
 @lru_cache(maxsize=4)
 def _base_prefix(base_body: keras.Model, first_tuned: str) -> list[np.ndarray]:
     """The weights of the base body's frozen part (they never change)."""
-    return split_body_prefix(base_body, first_tuned).get_weights()
+    weights: list[np.ndarray] = split_body_prefix(base_body, first_tuned).get_weights()
+    return weights
 
 
 def _same_weights(mine: list[np.ndarray], theirs: list[np.ndarray]) -> bool:

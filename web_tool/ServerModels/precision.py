@@ -47,7 +47,7 @@ def in_bfloat16(network: keras.Model) -> keras.Model:
     """A copy of `network` whose layers compute in bf16 (Keras' mixed_bfloat16 policy), with the same
     float32 weights."""
 
-    def clone(layer):
+    def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
         config = layer.get_config()
         config["dtype"] = "mixed_bfloat16"
         return layer.__class__.from_config(config)

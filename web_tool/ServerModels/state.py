@@ -11,6 +11,7 @@ import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -21,9 +22,9 @@ class ModelState:
     extractor, the extractor's weights (arrays only: no pickles)."""
 
     head: dict[str, np.ndarray] | None
-    classes: list[dict]
+    classes: list[dict[str, Any]]
     extractor: list[np.ndarray] | None = None
-    meta: dict = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 def state_bytes(state: ModelState) -> bytes:

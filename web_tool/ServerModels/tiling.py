@@ -69,7 +69,9 @@ def blend_weights(window: int, overlap: int, width: int | None = None) -> np.nda
     return np.outer(ramp(window, overlap), ramp(width or window, overlap))
 
 
-def window_shape(height: int, width: int, window: int, overlap: int, multiple: int, max_pixels: int):
+def window_shape(
+    height: int, width: int, window: int, overlap: int, multiple: int, max_pixels: int
+) -> tuple[int, int]:
     """(rows, cols) of the windows for a `height` x `width` image: at most `window` and the image
     along each axis, and at most `max_pixels` in all (the longer side shrinks, in `multiple` steps)."""
     rows, cols = min(window, height), min(window, width)

@@ -17,13 +17,13 @@ from keras import layers
 BN_MOMENTUM = 0.9
 
 
-def _conv_bn_relu(x, filters: int, name: str, kernel_size: int = 3):
+def _conv_bn_relu(x: keras.KerasTensor, filters: int, name: str, kernel_size: int = 3) -> keras.KerasTensor:
     x = layers.Conv2D(filters, kernel_size, padding="same", use_bias=False, name=f"{name}_conv")(x)
     x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
     return layers.Activation("relu", name=f"{name}_relu")(x)
 
 
-def _block(x, filters: int, name: str):
+def _block(x: keras.KerasTensor, filters: int, name: str) -> keras.KerasTensor:
     x = _conv_bn_relu(x, filters, f"{name}a")
     return _conv_bn_relu(x, filters, f"{name}b")
 

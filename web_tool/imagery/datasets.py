@@ -17,7 +17,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Self
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails
@@ -46,11 +46,11 @@ class DatasetConfig:
     name: str
     paths: list[str]
     bands: list[int] | None = None
-    classes: list[dict] = field(default_factory=lambda: [dict(c) for c in DEFAULT_CLASSES])
+    classes: list[dict[str, Any]] = field(default_factory=lambda: [dict(c) for c in DEFAULT_CLASSES])
     label_paths: list[str] = field(default_factory=list)
     default: bool = False
     #: {"min": [...], "max": [...]} or {"percentiles": [low, high]} (see ScaleEntry)
-    scale: dict | None = None
+    scale: dict[str, Any] | None = None
     #: value that marks missing pixels in files that declare none
     nodata: float | None = None
 
@@ -59,7 +59,8 @@ class DatasetConfig:
 # datasets.json entries
 
 
-def one_or_list(value):
+def one_or_list(value: object) -> object:
+    """A scalar as a one-item list; anything else as it is (for pydantic to check)."""
     return [value] if isinstance(value, str | int | float) else value
 
 
@@ -84,7 +85,7 @@ class ScaleEntry(Strict):
     percentiles: list[float] | None = Field(default=None, min_length=2, max_length=2)
 
     @model_validator(mode="after")
-    def one_way(self):
+    def one_way(self) -> Self:
         if self.percentiles is not None:
             low, high = self.percentiles
             if self.min is not None or self.max is not None:
@@ -184,7 +185,7 @@ def remote_path(spec: str) -> str | None:
     return prefix + (spec if prefix == "/vsicurl/" else rest)
 
 
-def expand_paths(spec: str | os.PathLike, base: Path | None = None) -> list[str]:
+def expand_paths(spec: str | os.PathLike[str], base: Path | None = None) -> list[str]:
     """The raster files a path spec names: a file, a directory (searched recursively) or a glob;
     or one remote raster (see `remote_path`)."""
     if (remote := remote_path(str(spec))) is not None:
@@ -279,7 +280,7 @@ def from_cli(specs: list[str]) -> list[DatasetConfig]:
     return [cli_spec(spec, i) for i, spec in enumerate(specs)]
 
 
-def read_entries(path: str | os.PathLike) -> dict[str, object]:
+def read_entries(path: str | os.PathLike[str]) -> dict[str, object]:
     """The raw entries of a datasets.json; ConfigError when the file cannot be read as one."""
     path = Path(path)
     try:
@@ -296,12 +297,12 @@ def read_entries(path: str | os.PathLike) -> dict[str, object]:
     return entries
 
 
-def json_entry(path: str | os.PathLike, name: str, entry: object) -> DatasetConfig:
+def json_entry(path: str | os.PathLike[str], name: str, entry: object) -> DatasetConfig:
     """The DatasetConfig of entry `name` of the datasets.json at `path`; ConfigError if it is wrong."""
     return make_config(name, validate_entry(name, entry), Path(path).parent)
 
 
-def from_json(path: str | os.PathLike) -> list[DatasetConfig]:
+def from_json(path: str | os.PathLike[str]) -> list[DatasetConfig]:
     """The good datasets of a `datasets.json` (see the README); bad entries are skipped with a warning."""
     configs = []
     for name, entry in read_entries(path).items():

@@ -18,17 +18,21 @@ import logging
 import math
 import os
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import rasterio
 from affine import Affine
+from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
-from web_tool.geometry import Grid
+from web_tool.geometry import Extent, Grid
+from web_tool.imagery.datasets import DatasetConfig
 from web_tool.imagery.rasterfiles import RasterFile, describe_file, file_stamp
 
 log = logging.getLogger(__name__)
@@ -59,7 +63,32 @@ class LowRes:
         return list(range(1, self.file.count + 1))
 
 
-def reason_for(loader) -> str | None:
+class Loader(Protocol):
+    """What of a DataLoader (which imports this module) the copy is built from and given to."""
+
+    name: str
+    config: DatasetConfig
+    files: list[RasterFile]
+    bands: list[int]
+    crs: CRS
+    dtype: np.dtype[Any]
+    lowres: LowRes | None
+    lowres_state: str | None
+
+    def files_for(self, extent: Extent, labels: bool = False) -> list[RasterFile]: ...
+
+    def mosaic(
+        self,
+        grid: Grid,
+        files: list[RasterFile],
+        bands: list[int],
+        resampling: Resampling,
+        dtype: np.dtype[Any],
+        max_px: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def reason_for(loader: Loader) -> str | None:
     """Why `loader`'s dataset needs a copy (files without overviews, or many files), or None."""
     bare = [f for f in loader.files if f.needs_overviews]
     if bare:
@@ -73,7 +102,7 @@ def reason_for(loader) -> str | None:
     return None
 
 
-def copy_grid(loader) -> tuple[Grid, float]:
+def copy_grid(loader: Loader) -> tuple[Grid, float]:
     """(the copy's grid in the dataset's CRS, its factor) over all of the dataset's files."""
     crs, res = loader.crs, abs(loader.files[0].transform.a)
     boxes = np.array([transform_bounds(f.crs, crs, *f_bounds(f)) for f in loader.files])
@@ -92,19 +121,19 @@ def f_bounds(f: RasterFile) -> tuple[float, float, float, float]:
     return min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)
 
 
-def cache_path(loader, cache_dir: Path, factor: float) -> Path:
+def cache_path(loader: Loader, cache_dir: Path, factor: float) -> Path:
     stamp = [file_stamp(f.path) for f in loader.files]
     text = json.dumps([VERSION, loader.bands, factor, loader.config.nodata, stamp])
     return cache_dir / f"lowres-{hashlib.sha256(text.encode()).hexdigest()[:24]}.tif"
 
 
-def windows_of(grid: Grid, step: int):
+def windows_of(grid: Grid, step: int) -> Iterator[Window]:
     for row in range(0, grid.height, step):
         for col in range(0, grid.width, step):
             yield Window(col, row, min(step, grid.width - col), min(step, grid.height - row))
 
 
-def write_copy(loader, grid: Grid, factor: float, path: Path) -> None:
+def write_copy(loader: Loader, grid: Grid, factor: float, path: Path) -> None:
     """Mosaic the dataset into `grid` window by window (memory stays one window), with a mask and
     internal overviews."""
     step = max(256, int(WINDOW_SRC_PX / factor) // 256 * 256)
@@ -146,7 +175,7 @@ def open_copy(path: Path, factor: float) -> LowRes:
         return LowRes(describe_file(src, str(path)), factor)
 
 
-def build(loader, path: Path, grid: Grid, factor: float) -> None:
+def build(loader: Loader, path: Path, grid: Grid, factor: float) -> None:
     """Write the copy next to `path`, move it into place, and let `loader` read from it."""
     tmp = path.with_name(f"{path.stem}.{os.getpid()}.{threading.get_ident()}.partial.tif")
     try:
@@ -168,7 +197,7 @@ def build(loader, path: Path, grid: Grid, factor: float) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def prepare(loader, cache_dir: Path, background: bool = True) -> threading.Thread | None:
+def prepare(loader: Loader, cache_dir: Path, background: bool = True) -> threading.Thread | None:
     """Give `loader` its low-resolution copy if it needs one: the cached one at once, else built
     (in a background thread unless `background` is False). Returns the thread, if any."""
     reason = reason_for(loader)

@@ -26,7 +26,7 @@ from contextlib import contextmanager, nullcontext
 import rasterio
 
 from web_tool.imagery.gdal_env import is_remote, remote_options
-from web_tool.imagery.rasterfiles import file_stamp
+from web_tool.imagery.rasterfiles import Stamp, file_stamp
 
 #: idle open datasets kept, in all (each holds a file handle and its header, a few kB)
 MAX_IDLE = 64
@@ -47,7 +47,7 @@ class RasterPool:
         self.max_idle = max_idle
         self._lock = threading.Lock()
         #: (path, stamp, id) → an idle dataset, least recently used first
-        self._idle: OrderedDict[tuple, rasterio.io.DatasetReader] = OrderedDict()
+        self._idle: OrderedDict[tuple[str, Stamp, int], rasterio.io.DatasetReader] = OrderedDict()
 
     @contextmanager
     def open(self, path: str) -> Iterator[rasterio.io.DatasetReader]:
@@ -64,7 +64,7 @@ class RasterPool:
                 raise
         self._give(stamp, src)
 
-    def _take(self, stamp: tuple) -> rasterio.io.DatasetReader | None:
+    def _take(self, stamp: Stamp) -> rasterio.io.DatasetReader | None:
         with self._lock:
             stale = [key for key in self._idle if key[0] == stamp[0] and key[1] != stamp]
             for key in stale:  # the file changed since: its datasets read the old one
@@ -74,7 +74,7 @@ class RasterPool:
                     return self._idle.pop(key)
             return None
 
-    def _give(self, stamp: tuple, src: rasterio.io.DatasetReader) -> None:
+    def _give(self, stamp: Stamp, src: rasterio.io.DatasetReader) -> None:
         with self._lock:
             self._idle[(stamp[0], stamp, id(src))] = src
             while len(self._idle) > self.max_idle:

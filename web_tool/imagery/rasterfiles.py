@@ -18,6 +18,7 @@ import numpy as np
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import MaskFlags, Resampling
+from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
 from web_tool.errors import ExtentError
@@ -36,6 +37,9 @@ log = logging.getLogger(__name__)
 
 #: files at most this many pixels a side read fast enough at any zoom without overviews
 SMALL_FILE_PX = 2048
+
+#: what tells one version of a file from the next: (path, size, mtime in ns), or (path,) when remote
+Stamp = tuple[str] | tuple[str, int, int]
 
 
 @dataclass(frozen=True)
@@ -69,7 +73,7 @@ class RasterFile:
 
     def valid_mask(
         self,
-        src,
+        src: DatasetReader,
         data: np.ndarray,
         window: Window | None,
         shape: tuple[int, int],
@@ -135,7 +139,7 @@ class RasterFile:
         return ", ".join(f"{i + 1} {c}" for i, c in enumerate(self.colorinterp))
 
 
-def file_stamp(path: str) -> tuple:
+def file_stamp(path: str) -> Stamp:
     """What tells one version of a file from the next, for caches: its size and modification time
     (a remote file: its path only)."""
     if is_remote(path):
@@ -144,7 +148,7 @@ def file_stamp(path: str) -> tuple:
     return (path, stat.st_size, stat.st_mtime_ns)
 
 
-def file_lonlat(src) -> tuple[float, float, float, float]:
+def file_lonlat(src: DatasetReader) -> tuple[float, float, float, float]:
     """(west, south, east, north) of `src` in degrees, unwrapped across the antimeridian and cut to
     the latitudes of a web map; ValueError when nothing of it is left."""
     try:
@@ -155,21 +159,21 @@ def file_lonlat(src) -> tuple[float, float, float, float]:
         ) from None
 
 
-def missing_vrt_sources(src) -> list[str]:
+def missing_vrt_sources(src: DatasetReader) -> list[str]:
     """The local files a VRT refers to that do not exist."""
     if src.driver != "VRT":
         return []
     return [f for f in src.files[1:] if not f.startswith("/vsi") and not os.path.exists(f)]
 
 
-def has_black_fill(src) -> bool:
+def has_black_fill(src: DatasetReader) -> bool:
     """Whether a file has a pixel that is 0 in every band at a corner: the black border of a
     reprojected or clipped image (four one-pixel reads)."""
     corners = [(0, 0), (0, src.width - 1), (src.height - 1, 0), (src.height - 1, src.width - 1)]
     return any(not src.read(window=Window(col, row, 1, 1)).any() for row, col in corners)
 
 
-def declared_statistics(src, band: int) -> tuple[float, float] | None:
+def declared_statistics(src: DatasetReader, band: int) -> tuple[float, float] | None:
     """(min, max) of `band` from the file's own statistics (GDAL metadata or .aux.xml), if any."""
     tags = src.tags(band)
     try:
@@ -178,11 +182,12 @@ def declared_statistics(src, band: int) -> tuple[float, float] | None:
         return None
 
 
-def sample_band(src, band: int) -> np.ndarray:
+def sample_band(src: DatasetReader, band: int) -> np.ndarray:
     """Some values of `band`, cheaply: a small decimated read, or a few blocks of a large file
     without overviews."""
     if src.overviews(band) or max(src.width, src.height) <= SMALL_FILE_PX:
-        return src.read(band, out_shape=(64, 64), resampling=Resampling.nearest)
+        small: np.ndarray = src.read(band, out_shape=(64, 64), resampling=Resampling.nearest)
+        return small
     rows, cols = src.block_shapes[band - 1]
     spots = [
         (src.height // 2, src.width // 2),
@@ -196,7 +201,7 @@ def sample_band(src, band: int) -> np.ndarray:
     return np.concatenate([src.read(band, window=w.intersection(full)).ravel() for w in windows])
 
 
-def alpha_holds_data(src, band: int) -> bool:
+def alpha_holds_data(src: DatasetReader, band: int) -> bool:
     """Whether a band tagged alpha holds image values rather than a mask (0 and full opacity only).
 
     GDAL tags the 4th band of every 4-band 8-bit GeoTIFF written with its defaults as alpha, so
@@ -207,7 +212,7 @@ def alpha_holds_data(src, band: int) -> bool:
     return not set(values.tolist()) <= {0, *opaque}
 
 
-def band_roles(src) -> tuple[tuple[str, ...], bool, int | None]:
+def band_roles(src: DatasetReader) -> tuple[tuple[str, ...], bool, int | None]:
     """(colour interpretation of each band, whether GDAL's dataset mask says which pixels are
     missing, an alpha band GDAL does not use as the mask). A band tagged alpha that holds image
     values becomes "undefined": a band, not a mask."""
@@ -224,7 +229,7 @@ def band_roles(src) -> tuple[tuple[str, ...], bool, int | None]:
     return tuple(colorinterp), masked, None if gdal_alpha else alpha
 
 
-def describe_file(src, path: str, imagery: bool = True) -> RasterFile:
+def describe_file(src: DatasetReader, path: str, imagery: bool = True) -> RasterFile:
     """A RasterFile from an open dataset; ValueError saying why it cannot serve. Black borders are
     looked for in `imagery` only (in a label raster, 0 is a class)."""
     if src.crs is None:

@@ -19,6 +19,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rasterio.enums import Resampling
@@ -175,7 +176,10 @@ def per_band(values: list[float], n: int, what: str) -> np.ndarray:
 
 
 def model_stretch(
-    scale: dict | None, files: list[RasterFile], bands: list[int], percentiles: Callable[[], np.ndarray]
+    scale: dict[str, Any] | None,
+    files: list[RasterFile],
+    bands: list[int],
+    percentiles: Callable[[], np.ndarray],
 ) -> tuple[Stretch | None, str]:
     """(how raw values become the model's 0..255, where that came from): `scale` if set, else
     8-bit as it is, else the files' own min/max, else the sampled min/max."""
@@ -215,7 +219,7 @@ class Scaling:
         cls,
         files: list[RasterFile],
         bands: list[int],
-        scale: dict | None,
+        scale: dict[str, Any] | None,
         nodata: float | None,
         cache_dir: Path | None,
     ) -> Scaling:
