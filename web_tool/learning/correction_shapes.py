@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from typing import Any
 
 import numpy as np
 import rasterio.features
@@ -16,6 +17,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.warp import transform_geom
 from shapely.geometry import MultiPolygon, Point, mapping, shape
+from shapely.geometry.base import BaseGeometry
 
 from web_tool.geometry import WGS84
 from web_tool.learning.corrections import Correction
@@ -27,11 +29,11 @@ MAX_CACHED_SHAPES = 20_000
 #: most corrections one GET /corrections returns (the newest)
 MAX_FEATURES = 5000
 
-_cache: OrderedDict[int, dict] = OrderedDict()
+_cache: OrderedDict[int, dict[str, Any]] = OrderedDict()
 _lock = threading.Lock()
 
 
-def pixel_shape(c: Correction):
+def pixel_shape(c: Correction) -> BaseGeometry:
     """The correction's pixels in its own CRS: a Point (centroid) or the union of pixel squares."""
     t = Affine(*c.transform)
     if c.count <= POINT_PIXELS:
@@ -45,7 +47,7 @@ def pixel_shape(c: Correction):
     return polygons[0] if len(polygons) == 1 else MultiPolygon(polygons)  # type: ignore[arg-type]
 
 
-def feature(c: Correction) -> dict:
+def feature(c: Correction) -> dict[str, Any]:
     """GeoJSON Feature (EPSG:4326) of correction `c`, with its id, class index and pixel count."""
     with _lock:
         if c.id is not None and c.id in _cache:
@@ -66,11 +68,11 @@ def feature(c: Correction) -> dict:
     return out
 
 
-def collection(corrections: list[Correction], dataset: str, after: int = 0) -> dict:
+def collection(corrections: list[Correction], dataset: str, after: int = 0) -> dict[str, Any]:
     """The corrections of `dataset` with an id above `after`, newest MAX_FEATURES, as a FeatureCollection;
     `counts` gives corrections and pixels per class over all of them."""
     mine = [c for c in corrections if c.dataset == dataset]
-    counts: dict[int, dict] = {}
+    counts: dict[int, dict[str, int]] = {}
     for c in mine:
         entry = counts.setdefault(c.value, {"corrections": 0, "pixels": 0})
         entry["corrections"] += 1

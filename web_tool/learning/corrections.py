@@ -62,7 +62,7 @@ class Correction:
         return int(self.xs.size)
 
 
-def area_in(geom, crs: CRS, target: CRS):
+def area_in(geom: BaseGeometry, crs: CRS, target: CRS) -> BaseGeometry:
     """`geom` (in `crs`) in `target`, its edges densified first."""
     if crs == target:
         return geom
@@ -101,7 +101,7 @@ def labelled_pixels(loader: DataLoader, geom: BaseGeometry, crs: CRS) -> tuple[G
     return grid, rows, cols
 
 
-def record(loader: DataLoader, geom, crs: CRS, value: int, context: int) -> Correction:
+def record(loader: DataLoader, geom: BaseGeometry, crs: CRS, value: int, context: int) -> Correction:
     """The correction that labels `geom` (in `crs`) as class `value` on `loader`'s dataset.
 
     NoImageryError when none of the labelled pixels has imagery.
@@ -138,7 +138,7 @@ def sample_pixels(c: Correction, limit: int) -> np.ndarray:
     return np.sort(rng.choice(c.count, size=limit, replace=False))
 
 
-def pixels_inside(c: Correction, geom, crs: CRS) -> np.ndarray:
+def pixels_inside(c: Correction, geom: BaseGeometry, crs: CRS) -> np.ndarray:
     """Which of the correction's pixels have their centre inside `geom` (in `crs`)."""
     native = area_in(geom, crs, CRS.from_string(c.crs))
     return shapely.contains_xy(native, c.xs, c.ys)

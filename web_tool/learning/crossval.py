@@ -16,6 +16,7 @@ is flagged.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -41,7 +42,7 @@ def fold_of(values: list[int], folds: int = FOLDS, seed: int = 0) -> np.ndarray:
     return out
 
 
-def too_few(n: int, scored: int) -> dict:
+def too_few(n: int, scored: int) -> dict[str, Any]:
     return {
         "corrections": n,
         "note": f"too few corrections to measure: {n} in all ({scored} classes with"
@@ -53,10 +54,10 @@ def too_few(n: int, scored: int) -> dict:
 def cross_validate(
     samples: Samples,
     values: list[int],
-    classes: list[dict],
+    classes: list[dict[str, Any]],
     fit: Callable[[Samples], Head],
     folds: int = FOLDS,
-) -> dict:
+) -> dict[str, Any]:
     """Per-correction accuracy and per-class precision/recall/F1 from `folds`-fold cross-validation.
 
     `samples` are the training samples (`group` = index into `values`, the corrections' classes);
@@ -84,7 +85,9 @@ def cross_validate(
     return scores(truth, predicted, classes, counts)
 
 
-def scores(truth: np.ndarray, predicted: np.ndarray, classes: list[dict], counts: np.ndarray) -> dict:
+def scores(
+    truth: np.ndarray, predicted: np.ndarray, classes: list[dict[str, Any]], counts: np.ndarray
+) -> dict[str, Any]:
     done = predicted >= 0
     n = int(done.sum())
     accuracy = float(np.mean(truth[done] == predicted[done])) if n else 0.0
@@ -92,7 +95,7 @@ def scores(truth: np.ndarray, predicted: np.ndarray, classes: list[dict], counts
     for k, cls in enumerate(classes):
         if not counts[k]:
             continue
-        row: dict = {"class": k, "name": cls["name"], "corrections": int(counts[k])}
+        row: dict[str, Any] = {"class": k, "name": cls["name"], "corrections": int(counts[k])}
         if counts[k] < MIN_PER_CLASS:
             row["note"] = f"too few corrections to measure ({counts[k]} of {MIN_PER_CLASS})"
         else:
@@ -113,7 +116,7 @@ def scores(truth: np.ndarray, predicted: np.ndarray, classes: list[dict], counts
     }
 
 
-def compare(metrics: dict, curve: list[dict]) -> dict:
+def compare(metrics: dict[str, Any], curve: list[dict[str, Any]]) -> dict[str, Any]:
     """`metrics` with `worse` set when its accuracy is more than two standard errors below the last
     measured point of `curve` (the learning curve so far)."""
     last = next((p for p in reversed(curve) if "accuracy" in p), None)
@@ -127,10 +130,11 @@ def compare(metrics: dict, curve: list[dict]) -> dict:
     }
 
 
-def summary(metrics: dict) -> str:
+def summary(metrics: dict[str, Any]) -> str:
     """One line for the retrain message."""
     if "accuracy" not in metrics:
-        return metrics.get("note", "not measured")
+        note: str = metrics.get("note", "not measured")  # too_few's and crossval_last_k's note
+        return note
     line = (
         f"cross-validated on {metrics['scored']} corrections: accuracy {metrics['accuracy']:.2f}"
         f" ± {2 * metrics['accuracy_se']:.2f}"

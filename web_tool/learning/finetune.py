@@ -22,13 +22,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from web_tool.errors import LandCoverError, RequestError
 from web_tool.learning.corrections import Correction
 from web_tool.learning.crossval import cross_validate
-from web_tool.learning.training_data import FeatureSource, Samples, Trust, base_trust
+from web_tool.learning.training_data import Extractor, FeatureSource, Samples, Trust, base_trust
 from web_tool.ServerModels.base import ServerModel
 from web_tool.ServerModels.heads import ClassifierHead
 
@@ -48,14 +49,14 @@ FOREST_JOBS = min(2, os.cpu_count() or 1)
 
 @dataclass(frozen=True)
 class Strategy:
-    fit: Callable[..., tuple[ServerModel, dict]]
-    crossval: Callable[..., dict]
+    fit: Callable[..., tuple[ServerModel, dict[str, Any]]]
+    crossval: Callable[..., dict[str, Any]]
     prepare: Callable[..., None]
     #: `check(base, **options)` raises ModelError at start-up if the strategy cannot tune `base`
     check: Callable[..., None] = lambda base, **_: None
 
 
-def fit_info(corrections: list[Correction], samples: Samples, trust: Trust) -> dict:
+def fit_info(corrections: list[Correction], samples: Samples, trust: Trust) -> dict[str, Any]:
     labelled = int(samples.labelled.sum())
     replay = int((samples.group < 0).sum())
     return {
@@ -79,7 +80,7 @@ def check_two_classes(samples: Samples) -> None:
 # --- last_layer: a forest over all the features ---------------------------------------------
 
 
-def model_features(model: ServerModel):
+def model_features(model: ServerModel) -> Extractor:
     return model.features
 
 
@@ -111,8 +112,8 @@ def fit_forest(samples: Samples, n_classes: int, trees: int = TREES, seed: int =
 
 
 def last_layer(
-    model: ServerModel, base: ServerModel, corrections: list[Correction], source: FeatureSource, **_
-) -> tuple[ServerModel, dict]:
+    model: ServerModel, base: ServerModel, corrections: list[Correction], source: FeatureSource, **_: object
+) -> tuple[ServerModel, dict[str, Any]]:
     """A forest head over the model's features, learnt from corrections, anchors and replay."""
     samples, trust = training_samples(model, base, corrections, source)
     head = fit_forest(samples, model.n_classes)
@@ -120,8 +121,8 @@ def last_layer(
 
 
 def crossval_last_layer(
-    model: ServerModel, base: ServerModel, corrections: list[Correction], source: FeatureSource, **_
-) -> dict:
+    model: ServerModel, base: ServerModel, corrections: list[Correction], source: FeatureSource, **_: object
+) -> dict[str, Any]:
     """Cross-validated scores of last_layer on these corrections (smaller forests, same samples)."""
     samples = training_samples(model, base, corrections, source)[0]
     fit = lambda part: fit_forest(part, model.n_classes, trees=CV_TREES)  # noqa: E731
@@ -129,7 +130,7 @@ def crossval_last_layer(
 
 
 def prepare_last_layer(
-    model: ServerModel, base: ServerModel, correction: Correction, source: FeatureSource, **_
+    model: ServerModel, base: ServerModel, correction: Correction, source: FeatureSource, **_: object
 ) -> None:
     if model.extractor_id == base.extractor_id:
         source.values(model_features(model), model.extractor_id, correction)
@@ -149,8 +150,8 @@ def last_k_layers(
     steps: int = 100,
     lr: float = 1e-3,
     tail_l2: float = 3.0,
-    **_,
-) -> tuple[ServerModel, dict]:
+    **_: object,
+) -> tuple[ServerModel, dict[str, Any]]:
     """Tune the last `k` weighted layers of a copy of the network.
 
     The frozen part runs once on each correction's window (cached: it never changes); training sees,
@@ -175,20 +176,25 @@ def _base_trust(base: ServerModel, corrections: list[Correction], source: Featur
 
 
 def crossval_last_k(
-    model: ServerModel, base: ServerModel, corrections: list[Correction], source: FeatureSource, **_
-) -> dict:
+    model: ServerModel, base: ServerModel, corrections: list[Correction], source: FeatureSource, **_: object
+) -> dict[str, Any]:
     note = "not measured: cross-validating last_k_layers would retrain the network once per fold"
     return {"corrections": len(corrections), "note": note}
 
 
-def check_last_k(base: ServerModel, k: int = 2, **_) -> None:
+def check_last_k(base: ServerModel, k: int = 2, **_: object) -> None:
     from web_tool.ServerModels.keras_tuning import check
 
     check(base, k)
 
 
 def prepare_last_k(
-    model: ServerModel, base: ServerModel, correction: Correction, source: FeatureSource, k: int = 2, **_
+    model: ServerModel,
+    base: ServerModel,
+    correction: Correction,
+    source: FeatureSource,
+    k: int = 2,
+    **_: object,
 ) -> None:
     from web_tool.ServerModels.keras_tuning import cut
 

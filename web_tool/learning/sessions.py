@@ -25,21 +25,25 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
+from rasterio.crs import CRS
+from shapely.geometry.base import BaseGeometry
 
 from web_tool import db
+from web_tool.DataLoader import DataLoader
 from web_tool.errors import BusyError, ClassIndexError, NotFoundError, RequestError
 from web_tool.learning import crossval, finetune
 from web_tool.learning.corrections import NO_CLASS, Correction, pixels_inside, record, without
 from web_tool.learning.store import Store, describe_checkpoint
 from web_tool.learning.training_data import FeatureSource, load_replay
 from web_tool.ServerModels.base import ServerModel
+from web_tool.ServerModels.state import ModelState
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +73,15 @@ def label(session_id: str) -> str:
 #: (the corrections it removed, the ids of the parts it left of them, pixels erased))
 Step = (
     tuple[Literal["correction"], int]
-    | tuple[Literal["retrain"], tuple[ServerModel, dict, list[dict]]]
+    | tuple[Literal["retrain"], tuple[ServerModel, dict[str, Any], list[dict[str, Any]]]]
     | tuple[Literal["erase"], tuple[list[Correction], list[int], int]]
 )
+
+
+class HeavyTurns(Protocol):
+    """Turns for heavy work (http.admission.Gate, which this stage may not import)."""
+
+    def turn(self, refusable: bool = True) -> AbstractContextManager[None]: ...
 
 
 @dataclass
@@ -82,9 +92,9 @@ class Session:
     model: ServerModel
     corrections: list[Correction]
     parent: str | None = None
-    metrics: dict = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
     #: the learning curve: one point per retrain ({"corrections", "accuracy", "accuracy_se", ...})
-    curve: list[dict] = field(default_factory=list)
+    curve: list[dict[str, Any]] = field(default_factory=list)
     history: list[Step] = field(default_factory=list)
     lock: threading.RLock = field(default_factory=threading.RLock)
     #: correction id → the model whose map the user saw there, until `seen` is computed (after the
@@ -95,13 +105,13 @@ class Session:
     #: changes whenever `model` is assigned (see __setattr__): what prediction caches key on
     version: int = field(default=0, init=False)
 
-    def __setattr__(self, name: str, value) -> None:
+    def __setattr__(self, name: str, value: object) -> None:
         object.__setattr__(self, name, value)
         if name == "model":  # after the model: a reader of `version`, then `model`, never pairs a
             object.__setattr__(self, "version", next(MODEL_VERSIONS))  # new version with an old model
 
     @property
-    def classes(self) -> list[dict]:
+    def classes(self) -> list[dict[str, Any]]:
         return self.model.classes
 
     def remember_retrain(self) -> None:
@@ -111,7 +121,7 @@ class Session:
         for i in reversed(retrains[:-MAX_UNDO_RETRAINS]):
             del self.history[i]
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         return {
             "session": self.id,
             "classes": self.classes,
@@ -136,11 +146,11 @@ class SessionManager:
         state_dir: str | Path,
         fine_tune: str = "last_layer",
         replay_file: str | Path | None = None,
-        options: dict | None = None,
+        options: dict[str, Any] | None = None,
         max_sessions: int = MAX_SESSIONS,
         idle_s: float = IDLE_S,
-        clock=time.monotonic,
-        gate=None,
+        clock: Callable[[], float] = time.monotonic,
+        gate: HeavyTurns | None = None,
     ):
         self.base = base
         #: heavy turns (admission.Gate) for the model work a correction leaves for later; None: none
@@ -269,12 +279,14 @@ class SessionManager:
     def model(self, session_id: str | None) -> ServerModel:
         return self.get(session_id).model
 
-    def describe(self, session_id: str | None) -> dict:
+    def describe(self, session_id: str | None) -> dict[str, Any]:
         return self.get(session_id).describe()
 
     # --- corrections ---------------------------------------------------------------------------
 
-    def record(self, session_id: str | None, loader, geom, crs, value: int) -> int:
+    def record(
+        self, session_id: str | None, loader: DataLoader, geom: BaseGeometry, crs: CRS, value: int
+    ) -> int:
         """Label the native pixels of `loader` inside `geom` (in `crs`) as `value`; → pixel count.
 
         No model work here (it would wait behind other users' predictions in TensorFlow's one
@@ -297,19 +309,19 @@ class SessionManager:
         if self.gate is not None:  # a thread of its own, which ends (and lets go of what it held) after
             threading.Thread(
                 target=self._see_later,
-                args=(session, correction.id),
+                args=(self.gate, session, correction.id),
                 daemon=True,
                 name=f"correction-{correction.id}",
             ).start()
         return correction.count
 
-    def _see_later(self, session: Session, correction_id: int) -> None:
-        """`_see` for one correction, in a heavy turn; the model runs outside the session's lock (the
-        user's next correction does not wait for it)."""
+    def _see_later(self, gate: HeavyTurns, session: Session, correction_id: int) -> None:
+        """`_see` for one correction, in a heavy turn of `gate`; the model runs outside the session's
+        lock (the user's next correction does not wait for it)."""
         if correction_id not in session.unseen:  # a retrain saw to it
             return
         try:
-            with self._later, self.gate.turn(refusable=False):
+            with self._later, gate.turn(refusable=False):
                 with session.lock:
                     model = session.unseen.get(correction_id)
                     found = [c for c in session.corrections if c.id == correction_id]
@@ -355,7 +367,7 @@ class SessionManager:
         except Exception:  # the retrain will compute it (or report what is wrong)
             log.exception("could not prepare correction %s for retraining", c.id)
 
-    def erase(self, session_id: str | None, dataset: str, geom, crs) -> dict:
+    def erase(self, session_id: str | None, dataset: str, geom: BaseGeometry, crs: CRS) -> dict[str, Any]:
         """Un-label the session's corrected pixels of `dataset` inside `geom` (in `crs`); undoable."""
         session = self.get(session_id)
         with session.lock:
@@ -388,7 +400,7 @@ class SessionManager:
         session.history = [renamed_step(step, renamed) for step in session.history]
         return count
 
-    def add_class(self, session_id: str | None, name: str, color: str) -> list[dict]:
+    def add_class(self, session_id: str | None, name: str, color: str) -> list[dict[str, Any]]:
         session = self.get(session_id)
         with session.lock:
             if any(c["name"].lower() == name.lower() for c in session.classes):
@@ -401,7 +413,7 @@ class SessionManager:
 
     # --- learning ------------------------------------------------------------------------------
 
-    def retrain(self, session_id: str | None) -> dict:
+    def retrain(self, session_id: str | None) -> dict[str, Any]:
         """Fine-tune the session's model on all its corrections → {"message", "metrics", "curve"}."""
         session = self.get(session_id)
         with session.lock:
@@ -428,7 +440,9 @@ class SessionManager:
             "strategy": self.fine_tune,
         }
 
-    def _message(self, info: dict, corrections: list[Correction], metrics: dict, seconds: float) -> str:
+    def _message(
+        self, info: dict[str, Any], corrections: list[Correction], metrics: dict[str, Any], seconds: float
+    ) -> str:
         if info.get("replay_pixels"):
             replay = f" + {info['replay_pixels']} replay pixels"
         elif self.source.replay is None and self.base.trained:
@@ -443,7 +457,7 @@ class SessionManager:
 
     # --- undo, reset ---------------------------------------------------------------------------
 
-    def undo(self, session_id: str | None) -> dict:
+    def undo(self, session_id: str | None) -> dict[str, Any]:
         """Step back one correction or one retrain → {"count": pixels un-labelled, "undone", ...}."""
         session = self.get(session_id)
         with session.lock:
@@ -477,7 +491,7 @@ class SessionManager:
                 "corrections": len(session.corrections),
             }
 
-    def reset(self, session_id: str | None) -> dict:
+    def reset(self, session_id: str | None) -> dict[str, Any]:
         session = self.get(session_id)
         with session.lock:
             n = len(session.corrections)
@@ -498,7 +512,7 @@ class SessionManager:
         self.store.save_session_model(session.id, None if untouched else self._state(session))
         self.store.set_session(session.id, session.classes, session.parent)
 
-    def _state(self, session: Session):
+    def _state(self, session: Session) -> ModelState:
         state = session.model.state()
         state.meta.update(metrics=session.metrics, curve=session.curve)
         return state
@@ -521,7 +535,7 @@ class SessionManager:
             self.store.set_session(session.id, session.classes, session.parent)
         return checkpoint_id
 
-    def list_checkpoints(self, session_id: str | None) -> list[dict]:
+    def list_checkpoints(self, session_id: str | None) -> list[dict[str, Any]]:
         """The checkpoints the session saved."""
         return self.store.list_checkpoints(self.owner(session_id))
 
@@ -532,13 +546,13 @@ class SessionManager:
     def unshare_checkpoint(self, checkpoint_id: str, session_id: str | None) -> None:
         self.store.unshare_checkpoint(checkpoint_id, self.owner(session_id))
 
-    def describe_shared(self, share: str) -> dict:
+    def describe_shared(self, share: str) -> dict[str, Any]:
         """What a share link shows: the checkpoint's name, classes, counts and metrics (no ids)."""
         return describe_checkpoint(self.store.shared_checkpoint_row(share), owner=False)
 
     def load_checkpoint(
         self, checkpoint_id: str | None, session_id: str | None, share: str | None = None
-    ) -> dict:
+    ) -> dict[str, Any]:
         """Replace the session's model and corrections with a checkpoint's: one it saved, or one
         shared with it (`share`, the secret of a share link)."""
         session = self.get(session_id)
@@ -604,12 +618,12 @@ def renamed_step(step: Step, renamed: dict[int | None, int]) -> Step:
     return step
 
 
-def curve_point(metrics: dict) -> dict:
+def curve_point(metrics: dict[str, Any]) -> dict[str, Any]:
     keys = ("corrections", "accuracy", "accuracy_se", "worse")
     return {k: metrics[k] for k in keys if k in metrics}
 
 
-def check_class(value: int, classes: list[dict], session_id: str) -> None:
+def check_class(value: int, classes: list[dict[str, Any]], session_id: str) -> None:
     if not 0 <= value < len(classes):
         names = ", ".join(f"{i} {c['name']}" for i, c in enumerate(classes))
         raise ClassIndexError(

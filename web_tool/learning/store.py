@@ -16,8 +16,11 @@ import io
 import json
 import logging
 import re
+import sqlite3
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -82,7 +85,7 @@ def correction_blob(c: Correction) -> bytes:
     return buf.getvalue()
 
 
-def correction_from_row(row) -> Correction:
+def correction_from_row(row: sqlite3.Row) -> Correction:
     """The correction a row stores (rows written before `seen` existed have no seen map)."""
     with np.load(io.BytesIO(row["data"]), allow_pickle=False) as f:
         seen = f["seen"] if "seen" in f.files else None
@@ -120,7 +123,7 @@ class Store:
         if clean:  # only the server that owns state_dir, at start-up: a writer may be mid-write
             self.clean_orphans()
 
-    def transaction(self):
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
         return db.transaction(self.conn())
 
     def clean_orphans(self) -> None:
@@ -136,20 +139,25 @@ class Store:
 
     # --- sessions ------------------------------------------------------------------------------
 
-    def add_session(self, session_id: str, classes: list[dict], parent: str | None = None) -> None:
+    def add_session(self, session_id: str, classes: list[dict[str, Any]], parent: str | None = None) -> None:
         self.conn().execute(
             "INSERT OR IGNORE INTO sessions (id, created, classes, parent) VALUES (?,?,?,?)",
             (session_id, time.time(), json.dumps(classes), parent),
         )
 
-    def session_row(self, session_id: str):
-        return self.conn().execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
+    def session_row(self, session_id: str) -> sqlite3.Row | None:
+        """The session's row (rows are sqlite3.Row: db.connect's row_factory), or None."""
+        row: sqlite3.Row | None = (
+            self.conn().execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        )
+        return row
 
     def legacy_sessions(self) -> int:
         """Sessions made before ids became 128-bit secrets (earlier versions listed their ids)."""
-        return self.conn().execute("SELECT count(*) FROM sessions WHERE length(id) = 16").fetchone()[0]
+        count: int = self.conn().execute("SELECT count(*) FROM sessions WHERE length(id) = 16").fetchone()[0]
+        return count
 
-    def set_session(self, session_id: str, classes: list[dict], parent: str | None) -> None:
+    def set_session(self, session_id: str, classes: list[dict[str, Any]], parent: str | None) -> None:
         self.conn().execute(
             "UPDATE sessions SET classes = ?, parent = ? WHERE id = ?",
             (json.dumps(classes), parent, session_id),
@@ -228,7 +236,7 @@ class Store:
         parent: str | None,
         state: ModelState,
         corrections: list[Correction],
-        metrics: dict,
+        metrics: dict[str, Any],
         strategy: str,
     ) -> str:
         """Write the model file durably, then commit the row: a listed checkpoint always loads."""
@@ -257,10 +265,12 @@ class Store:
             )
         return checkpoint_id
 
-    def checkpoint_row(self, checkpoint_id: str, owner: str | None = None):
+    def checkpoint_row(self, checkpoint_id: str, owner: str | None = None) -> sqlite3.Row:
         """The checkpoint's row; NotFoundError if there is none, or if `owner` is given and did not
         save it (the same answer: a checkpoint of someone else is not there for you)."""
-        row = self.conn().execute("SELECT * FROM checkpoints WHERE id = ?", (str(checkpoint_id),)).fetchone()
+        row: sqlite3.Row | None = (
+            self.conn().execute("SELECT * FROM checkpoints WHERE id = ?", (str(checkpoint_id),)).fetchone()
+        )
         if row is None or (owner is not None and row["session"] != owner):
             raise NotFoundError(
                 f"unknown checkpoint {checkpoint_id!r}: it is not among the saved checkpoints"
@@ -290,7 +300,7 @@ class Store:
         )
         return [r[0] for r in rows]
 
-    def list_checkpoints(self, owner: str) -> list[dict]:
+    def list_checkpoints(self, owner: str) -> list[dict[str, Any]]:
         """The checkpoints `owner` saved whose file is in place, newest first."""
         rows = self.conn().execute(
             "SELECT * FROM checkpoints WHERE session = ? ORDER BY created DESC, id", (owner,)
@@ -303,16 +313,19 @@ class Store:
         self.conn().execute(
             "UPDATE checkpoints SET share = coalesce(share, ?) WHERE id = ?", (db.new_id(), checkpoint_id)
         )
-        return self.checkpoint_row(checkpoint_id)["share"]
+        share: str = self.checkpoint_row(checkpoint_id)["share"]  # set just above
+        return share
 
     def unshare_checkpoint(self, checkpoint_id: str, owner: str) -> None:
         """Forget the share secret: links given out stop working."""
         self.checkpoint_row(checkpoint_id, owner)
         self.conn().execute("UPDATE checkpoints SET share = NULL WHERE id = ?", (checkpoint_id,))
 
-    def shared_checkpoint_row(self, share: str):
+    def shared_checkpoint_row(self, share: str) -> sqlite3.Row:
         """The checkpoint shared under `share`; NotFoundError for anything else."""
-        row = self.conn().execute("SELECT * FROM checkpoints WHERE share = ?", (str(share),)).fetchone()
+        row: sqlite3.Row | None = (
+            self.conn().execute("SELECT * FROM checkpoints WHERE share = ?", (str(share),)).fetchone()
+        )
         if row is None:
             raise NotFoundError("no checkpoint is shared under this link (it may have been unshared)")
         return row
@@ -330,7 +343,7 @@ def load_checkpoint_model(state_dir: str | Path, checkpoint_id: str, base_model:
     return base_model.restore(store.checkpoint_state(checkpoint_id))
 
 
-def describe_checkpoint(row, owner: bool = True) -> dict:
+def describe_checkpoint(row: sqlite3.Row, owner: bool = True) -> dict[str, Any]:
     """A checkpoint as `GET /checkpoints` lists it to its owner (with its share secret, if shared), or
     as a share link shows it to anyone (no ids)."""
     created = iso_time(row["created"])
@@ -356,16 +369,18 @@ def _checked(file_id: str) -> str:
     return file_id
 
 
-def _insert_correction(conn, session_id: str, c: Correction) -> int:
+def _insert_correction(conn: sqlite3.Connection, session_id: str, c: Correction) -> int:
     cur = conn.execute(
         "INSERT INTO corrections (created, dataset, crs, value, count, data) VALUES (?,?,?,?,?,?)",
         (time.time(), c.dataset, c.crs, c.value, c.count, correction_blob(c)),
     )
-    conn.execute("INSERT INTO session_corrections VALUES (?, ?)", (session_id, cur.lastrowid))
-    return cur.lastrowid
+    row_id = cur.lastrowid
+    assert row_id is not None  # the INSERT just run set it (it is None only before any INSERT)
+    conn.execute("INSERT INTO session_corrections VALUES (?, ?)", (session_id, row_id))
+    return row_id
 
 
-def _drop_unlinked(conn) -> None:
+def _drop_unlinked(conn: sqlite3.Connection) -> None:
     conn.execute(
         "DELETE FROM corrections WHERE id NOT IN (SELECT correction FROM session_corrections)"
         " AND id NOT IN (SELECT correction FROM checkpoint_corrections)"

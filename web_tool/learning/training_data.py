@@ -107,7 +107,8 @@ Extractor = Callable[[np.ndarray], np.ndarray]
 def pixel_values(values: np.ndarray, rows: np.ndarray, cols: np.ndarray, radius: int | None) -> np.ndarray:
     """(n, C) values at the pixels, or (n, 2r+1, 2r+1, C) patches around them (zeros outside)."""
     if radius is None:
-        return values[rows, cols]
+        at: np.ndarray = values[rows, cols]  # numpy types indexing by arrays as Any
+        return at
     padded = np.pad(values, ((radius, radius), (radius, radius), (0, 0)))
     offsets = np.arange(2 * radius + 1)
     return padded[(rows[:, None] + offsets)[:, :, None], (cols[:, None] + offsets)[:, None, :]]
@@ -161,9 +162,10 @@ class FeatureSource:
         self.per_correction, self.anchors = per_correction, anchors
         self.replay_per_class = replay_per_class
         self.seed = seed
-        self._cache: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        #: (key, radius, correction id) or ("replay", key, radius, n_classes) → values (and classes)
+        self._cache: dict[tuple[object, ...], tuple[np.ndarray, np.ndarray]] = {}
         self._lock = threading.Lock()
-        self._warming: set[tuple] = set()
+        self._warming: set[tuple[object, int]] = set()
 
     # --- values at pixels, cached -------------------------------------------------------------
 
@@ -363,7 +365,8 @@ class Trust:
     def replay(self) -> np.ndarray:
         """Squared: a replay sample is hundreds of pixels a class, and in a forest a few contradicting
         clicks among them are split off as exceptions rather than followed."""
-        return np.minimum(self.precision, self.recall) ** 2
+        squared: np.ndarray = np.minimum(self.precision, self.recall) ** 2  # numpy's ** is Any here
+        return squared
 
     @classmethod
     def none(cls, n_classes: int) -> Trust:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 import cv2
 import numpy as np
@@ -20,7 +21,7 @@ def hex_to_rgb(color: str) -> tuple[int, int, int]:
         raise ClassIndexError(f"class colour {color!r} is not of the form #RRGGBB") from None
 
 
-def class_colors(classes: list[dict]) -> np.ndarray:
+def class_colors(classes: list[dict[str, Any]]) -> np.ndarray:
     """Cx3 float32 RGB colours of the classes."""
     return np.array([hex_to_rgb(c["color"]) for c in classes], dtype=np.float32)
 
@@ -48,12 +49,14 @@ def reweight(probs: np.ndarray, weights: list[float] | None) -> np.ndarray:
 
 def hard_rgb(probs: np.ndarray, colors: np.ndarray) -> np.ndarray:
     """HxWx3 uint8: the colour of each pixel's most likely class."""
-    return colors.astype(np.uint8)[probs.argmax(axis=-1)]
+    rgb: np.ndarray = colors.astype(np.uint8)[probs.argmax(axis=-1)]  # numpy's argmax(axis) is Any
+    return rgb
 
 
 def soft_rgb(probs: np.ndarray, colors: np.ndarray) -> np.ndarray:
     """HxWx3 uint8: class colours blended by probability."""
-    return np.clip(probs @ colors, 0, 255).astype(np.uint8)
+    rgb: np.ndarray = np.clip(probs @ colors, 0, 255).astype(np.uint8)  # numpy's `@` of ndarrays is Any
+    return rgb
 
 
 def with_alpha(rgb: np.ndarray, valid: np.ndarray | None) -> np.ndarray:

@@ -10,6 +10,7 @@ held for the whole extent, only the rendered colours and the uncertainty.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 
@@ -57,12 +58,14 @@ def read_padded(loader: DataLoader, extent: Extent, pad: int) -> tuple[Patch, Pa
     return loader.read_padded(grid, pad)
 
 
-def get_input(loader: DataLoader, extent: Extent) -> dict:
+def get_input(loader: DataLoader, extent: Extent) -> dict[str, str]:
     patch = loader.read(loader.grid_for(extent))
     return {"input_naip": png_base64(input_rgb(patch))}
 
 
-def predicted_maps(model: ServerModel, padded: Patch, weights: list[float] | None, colors: np.ndarray):
+def predicted_maps(
+    model: ServerModel, padded: Patch, weights: list[float] | None, colors: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(hard RGB, soft RGB, uncertainty) HxW maps of the extent inside `padded` (which has the
     model's context on every side), predicted block by block."""
     pad = model.padding
@@ -74,7 +77,9 @@ def predicted_maps(model: ServerModel, padded: Patch, weights: list[float] | Non
     return hard, soft, score
 
 
-def render_maps(probs: np.ndarray, weights: list[float] | None, colors: np.ndarray):
+def render_maps(
+    probs: np.ndarray, weights: list[float] | None, colors: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(hard RGB, soft RGB, uncertainty) of HxWxC probabilities, reweighted by `weights`."""
     probs = reweight(probs, weights)
     return hard_rgb(probs, colors), soft_rgb(probs, colors), uncertainty(probs)
@@ -97,8 +102,8 @@ def pred_patch(
     model: ServerModel,
     extent: Extent,
     weights: list[float] | None = None,
-    classes: list[dict] | None = None,
-) -> dict:
+    classes: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """The /predPatch response fields for `extent` (besides the echoed request fields)."""
     classes = list(classes or [])
     colors = class_colors(classes + model.classes[len(classes) :])  # classes the request omits: the model's

@@ -56,6 +56,9 @@ CACHE_ENTRIES = 20_000
 COMPUTE_SLOTS = 1
 STYLES = ("hard", "soft", "uncertainty")
 
+#: a cached block: (session id, model version, dataset, block x, block y)
+BlockKey = tuple[str, int, str, int, int]
+
 
 def native_zoom(resolution_m: float, latitude: float) -> int:
     """The zoom whose tile pixels are nearest (in ratio) to `resolution_m` at `latitude`."""
@@ -86,7 +89,8 @@ def pool(probs: np.ndarray, factor: int) -> np.ndarray:
         return probs
     h, w, c = probs.shape
     cells = probs.reshape(h // factor, factor, w // factor, factor, c).astype(np.float32)
-    return np.rint(cells.mean(axis=(1, 3))).astype(np.uint8)
+    pooled: np.ndarray = np.rint(cells.mean(axis=(1, 3))).astype(np.uint8)  # numpy's mean(axis) is Any
+    return pooled
 
 
 def block_grid(z: int, x: int, y: int) -> Grid:
@@ -118,18 +122,18 @@ class BlockCache:
 
     def __init__(self, max_bytes: int = CACHE_MB * 2**20, slots: int = COMPUTE_SLOTS):
         self.max_bytes = max_bytes
-        self._blocks: OrderedDict[tuple, Block | None] = OrderedDict()
+        self._blocks: OrderedDict[BlockKey, Block | None] = OrderedDict()
         self._bytes = 0
         self._latest: dict[str, int] = {}
         self._lock = threading.Lock()
-        self._pending: dict[tuple, threading.Event] = {}
+        self._pending: dict[BlockKey, threading.Event] = {}
         self._slots = threading.BoundedSemaphore(max(1, slots))
         self.computed = 0  # blocks predicted so far (for tests and /health)
 
     def __len__(self) -> int:
         return len(self._blocks)
 
-    def keys(self) -> list[tuple]:
+    def keys(self) -> list[BlockKey]:
         with self._lock:
             return list(self._blocks)
 
@@ -142,14 +146,16 @@ class BlockCache:
             for key in [k for k in self._blocks if k[0] == session and k[1] != version]:
                 self._drop(key)
 
-    def cached(self, key: tuple) -> tuple[bool, Block | None]:
+    def cached(self, key: BlockKey) -> tuple[bool, Block | None]:
         with self._lock:
             if key not in self._blocks:
                 return False, None
             self._blocks.move_to_end(key)
             return True, self._blocks[key]
 
-    def get(self, key: tuple, compute: Callable[[], Block | None], cancelled: Callable[[], bool]):
+    def get(
+        self, key: BlockKey, compute: Callable[[], Block | None], cancelled: Callable[[], bool]
+    ) -> Block | None:
         """The block under `key`, computed once however many requests ask at the same time;
         nothing is computed for a request whose client has gone (`cancelled()`)."""
         while True:
@@ -175,7 +181,7 @@ class BlockCache:
                 with self._lock:
                     self._pending.pop(key).set()
 
-    def _put(self, key: tuple, block: Block | None) -> None:
+    def _put(self, key: BlockKey, block: Block | None) -> None:
         with self._lock:
             if key[0] in self._latest and self._latest[key[0]] > key[1]:
                 return  # the session moved on while this block was predicted
@@ -188,7 +194,7 @@ class BlockCache:
             ) > 1:
                 self._drop(next(iter(self._blocks)))
 
-    def _drop(self, key: tuple) -> None:
+    def _drop(self, key: BlockKey) -> None:
         block = self._blocks.pop(key)
         self._bytes -= block.nbytes if block is not None else 0
 
@@ -267,11 +273,19 @@ class PredictionTiles:
             probs = self._composed(loader, owner, zb, z, x, y)
         return empty_tile() if probs is None else render(probs, style)
 
-    def _key(self, owner, loader: DataLoader, x: int, y: int) -> tuple:
+    def _key(self, owner: tuple[str, int], loader: DataLoader, x: int, y: int) -> BlockKey:
         return (*owner, loader.name, x, y)
 
     def _from_block(
-        self, loader: DataLoader, model: ServerModel, owner, zb: int, z: int, x: int, y: int, cancelled
+        self,
+        loader: DataLoader,
+        model: ServerModel,
+        owner: tuple[str, int],
+        zb: int,
+        z: int,
+        x: int,
+        y: int,
+        cancelled: Callable[[], bool],
     ) -> np.ndarray | None:
         shift = z - zb
         bx, by = x >> shift, y >> shift
@@ -287,7 +301,9 @@ class PredictionTiles:
         factor = TILE_SIZE // side
         return block.probs[r0 : r0 + side, c0 : c0 + side].repeat(factor, axis=0).repeat(factor, axis=1)
 
-    def _composed(self, loader, owner, zb, z, x, y) -> np.ndarray | None:
+    def _composed(
+        self, loader: DataLoader, owner: tuple[str, int], zb: int, z: int, x: int, y: int
+    ) -> np.ndarray | None:
         """Tile z/x/y (coarser than the block zoom) from the cached blocks' summaries only."""
         shift = zb - z
         n, side = 1 << shift, TILE_SIZE >> shift

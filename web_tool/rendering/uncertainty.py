@@ -26,7 +26,8 @@ def uncertainty(probs: np.ndarray) -> np.ndarray:
     if probs.shape[-1] < 2:
         return np.zeros(probs.shape[:-1], np.float32)
     first, second = top_two(probs)
-    return (1.0 - (first - second)).clip(0, 1).astype(np.float32)
+    score: np.ndarray = (1.0 - (first - second)).clip(0, 1).astype(np.float32)  # numpy says Any
+    return score
 
 
 def top_two(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -50,7 +51,9 @@ def uncertainty_rgba(score: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return np.dstack([rgb, alpha])
 
 
-def suggestions(score: np.ndarray, valid: np.ndarray, grid: Grid, n: int = N_SUGGESTIONS) -> list[dict]:
+def suggestions(
+    score: np.ndarray, valid: np.ndarray, grid: Grid, n: int = N_SUGGESTIONS
+) -> list[dict[str, float]]:
     """Up to `n` of the most uncertain pixels, spread apart, as {"x", "y", "score"} in grid's CRS."""
     h, w = score.shape
     spacing = max(4, int(min(h, w) * MIN_SPACING))
