@@ -27,6 +27,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from web_tool.DataLoader import DataLoader
 from web_tool.errors import ClusterError, LandCoverError, NotFoundError
@@ -58,6 +59,9 @@ from web_tool.mapping.workers import (
 from web_tool.paths import DATASETS_JSON, DEMO_MODEL, STATE_DIR
 from web_tool.rendering.images import check_weights
 
+if TYPE_CHECKING:
+    from distributed import Client, Future, LocalCluster
+
 #: tasks in flight per worker thread: enough to keep workers busy, few enough to bound memory
 TASKS_PER_THREAD = 2
 #: seconds to wait for the --scheduler to answer, and for a worker to join it
@@ -69,22 +73,23 @@ WORKERS_TIMEOUT_S = 120
 # executors
 
 
-def dask_results(client, key: str, plan: MapPlan) -> Iterator[WindowResult]:
+def dask_results(client: Client, key: str, plan: MapPlan) -> Iterator[WindowResult]:
     """The Dask executor: windows as tasks, at most TASKS_PER_THREAD per worker thread in flight,
     yielded as they complete. Closing the iterator cancels what is still pending."""
     from distributed import as_completed
 
+    # distributed leaves as_completed and some Client and Future methods unannotated (the ignores)
     tasks = plan.tasks(largest_first=True)
-    limit = max(2, TASKS_PER_THREAD * sum(client.nthreads().values()))
-    pending = as_completed()
-    submitted = []
+    limit = max(2, TASKS_PER_THREAD * sum(client.nthreads().values()))  # type: ignore[no-untyped-call]
+    pending = as_completed()  # type: ignore[no-untyped-call]
+    submitted: list[Future[WindowResult]] = []
 
     def submit_next() -> None:
         task = next(tasks, None)
         if task is not None:
             future = client.submit(run_window, key, task, pure=False)
             submitted.append(future)
-            pending.add(future)
+            pending.add(future)  # type: ignore[no-untyped-call]
 
     for _ in range(limit):
         submit_next()
@@ -95,26 +100,27 @@ def dask_results(client, key: str, plan: MapPlan) -> Iterator[WindowResult]:
             submit_next()
             yield result
     finally:
-        client.cancel([f for f in submitted if not f.done()])
+        client.cancel([f for f in submitted if not f.done()])  # type: ignore[no-untyped-call]
 
 
-def start_client(args: argparse.Namespace):
+def start_client(args: argparse.Namespace) -> tuple[Client, LocalCluster | None]:
     """A Dask client: of the cluster at --scheduler, or of a new LocalCluster of --workers processes."""
     from distributed import Client, LocalCluster
 
+    # distributed leaves Client's and LocalCluster's constructors unannotated (the ignores below)
     if args.scheduler:
         try:
-            return Client(args.scheduler, timeout=SCHEDULER_TIMEOUT_S), None
+            return Client(args.scheduler, timeout=SCHEDULER_TIMEOUT_S), None  # type: ignore[no-untyped-call]
         except (OSError, ValueError) as exc:
             raise ClusterError(f"cannot reach the Dask scheduler at {args.scheduler}: {exc}") from None
-    cluster = LocalCluster(
+    cluster = LocalCluster(  # type: ignore[no-untyped-call]
         n_workers=args.workers,
         threads_per_worker=args.threads_per_worker,
         processes=not args.threads_only,
         dashboard_address=None,
         silence_logs=logging.ERROR,
     )
-    return Client(cluster), cluster
+    return Client(cluster), cluster  # type: ignore[no-untyped-call]
 
 
 # --------------------------------------------------------------------------------------------
@@ -220,7 +226,7 @@ def make_spec(args: argparse.Namespace, dataset: DatasetConfig) -> WorkerSpec:
     return WorkerSpec(dataset, model, args.weights)
 
 
-def wait_for_workers(client, args: argparse.Namespace) -> None:
+def wait_for_workers(client: Client, args: argparse.Namespace) -> None:
     try:
         client.wait_for_workers(1 if args.scheduler else args.workers, timeout=WORKERS_TIMEOUT_S)
     except TimeoutError:
@@ -230,17 +236,17 @@ def wait_for_workers(client, args: argparse.Namespace) -> None:
         ) from None
 
 
-def prepare_cluster(client, spec: WorkerSpec, loader: DataLoader) -> dict:
+def prepare_cluster(client: Client, spec: WorkerSpec, loader: DataLoader) -> dict[str, Any]:
     """Check the cluster can make the map, then give its workers the spec; the model's facts."""
     facts = check_cluster(client, spec, [f.path for f in loader.files])
     client.register_plugin(SpecPlugin(spec))
     return facts
 
 
-def release_cluster(client, spec: WorkerSpec) -> None:
+def release_cluster(client: Client, spec: WorkerSpec) -> None:
     """Take the spec and what it built off the workers (an outside cluster outlives the map)."""
-    try:
-        client.unregister_worker_plugin(SpecPlugin(spec).name)
+    try:  # distributed leaves Client.unregister_worker_plugin unannotated
+        client.unregister_worker_plugin(SpecPlugin(spec).name)  # type: ignore[no-untyped-call]
     except ValueError:
         pass  # never registered: the check failed first
     except OSError:
@@ -248,7 +254,7 @@ def release_cluster(client, spec: WorkerSpec) -> None:
     client.run(forget, spec.key, on_error="ignore")
 
 
-def run(args: argparse.Namespace, timings: dict | None = None) -> dict:
+def run(args: argparse.Namespace, timings: dict[str, float] | None = None) -> dict[str, Any]:
     """Make the map the arguments describe; its statistics. `timings` gets start-up and mapping seconds."""
     from tqdm import tqdm
 
@@ -259,7 +265,8 @@ def run(args: argparse.Namespace, timings: dict | None = None) -> dict:
     aoi = clip_to_imagery(loader, read_aoi(args.aoi, args.aoi_crs))  # fail fast, before any cluster
     spec = make_spec(args, dataset)
     weights = list(spec.weights) if spec.weights else None
-    client = cluster = None
+    client: Client | None = None
+    cluster: LocalCluster | None = None
     try:
         if args.workers == 0 and not args.scheduler:
             _, model = worker_state(spec)
@@ -293,7 +300,7 @@ def run(args: argparse.Namespace, timings: dict | None = None) -> dict:
     finally:
         if client is not None:
             release_cluster(client, spec)
-            client.close()
+            client.close()  # type: ignore[no-untyped-call]  # unannotated in distributed
         if cluster is not None:
             cluster.close()
 
@@ -302,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("distributed").setLevel(logging.ERROR)  # not every worker start and stop
-    timings: dict = {}
+    timings: dict[str, float] = {}
     try:
         stats = run(args, timings)
     except LandCoverError as exc:

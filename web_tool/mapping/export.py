@@ -24,10 +24,12 @@ import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
 from rasterio.enums import Resampling
+from rasterio.io import DatasetReader
 from rasterio.warp import reproject
 from rasterio.warp import transform as transform_points
 from rio_cogeo.cogeo import cog_translate
@@ -78,13 +80,14 @@ def zone_area_m2(lat_a: np.ndarray, lat_b: np.ndarray, dlon_deg: float, a: float
     b2 = (a * (1 - f)) ** 2
     e = math.sqrt(f * (2 - f))
 
-    def q(lat):
-        s = np.sin(np.radians(lat))
+    def q(lat: np.ndarray) -> np.ndarray:
+        s: np.ndarray = np.sin(np.radians(lat))
         if e == 0:
             return 2 * s
         return s / (1 - (e * s) ** 2) + np.log((1 + e * s) / (1 - e * s)) / (2 * e)
 
-    return np.abs(q(lat_a) - q(lat_b)) * b2 * math.radians(abs(dlon_deg)) / 2
+    area: np.ndarray = np.abs(q(lat_a) - q(lat_b)) * b2 * math.radians(abs(dlon_deg)) / 2
+    return area
 
 
 def row_areas_km2(grid: Grid, row0: int = 0, nrows: int | None = None) -> np.ndarray:
@@ -116,7 +119,7 @@ AREA_UNIT_KM2 = 1e-12
 class ClassStats:
     """Per-class pixel counts and km², accumulated window by window (in any order, same result)."""
 
-    classes: list[dict]
+    classes: list[dict[str, Any]]
     pixels: np.ndarray = field(init=False)
     area_units: list[int] = field(init=False)
 
@@ -138,7 +141,7 @@ class ClassStats:
         for i, value in enumerate(km2):
             self.area_units[i] += round(value / AREA_UNIT_KM2)
 
-    def rows(self) -> list[dict]:
+    def rows(self) -> list[dict[str, Any]]:
         km2 = self.km2
         total = km2.sum()
         return [
@@ -153,7 +156,7 @@ class ClassStats:
             for i, c in enumerate(self.classes)
         ]
 
-    def to_dict(self, grid: Grid) -> dict:
+    def to_dict(self, grid: Grid) -> dict[str, Any]:
         return {
             "classes": self.rows(),
             "total_pixels": int(self.pixels.sum()),
@@ -182,7 +185,7 @@ def write_stats(stats: ClassStats, grid: Grid, json_path: Path, csv_path: Path) 
 # COG and preview
 
 
-def colormap(classes: list[dict]) -> dict[int, tuple[int, int, int, int]]:
+def colormap(classes: list[dict[str, Any]]) -> dict[int, tuple[int, int, int, int]]:
     """GDAL colour table: each class's colour, transparent black for NODATA."""
     table = {i: (*hex_to_rgb(c["color"]), 255) for i, c in enumerate(classes)}
     table[NODATA] = (0, 0, 0, 0)
@@ -197,14 +200,17 @@ def overview_levels(width: int, height: int) -> int:
     return max(1, min(levels, int(math.log2(max(longest, 2)))))
 
 
-def write_cog(src, dst_path: Path, classes: list[dict], tags: dict | None = None) -> Path:
+def write_cog(
+    src: DatasetReader, dst_path: Path, classes: list[dict[str, Any]], tags: dict[str, Any] | None = None
+) -> Path:
     """Copy the open class-index dataset `src` to a COG at `dst_path` (atomically), with `tags`."""
     metadata = {
         "CLASSES": json.dumps([c["name"] for c in classes]),
         **{f"CLASS_{i}": c["name"] for i, c in enumerate(classes)},
         **{k.upper(): str(v) for k, v in (tags or {}).items() if v is not None},
     }
-    profile = cog_profiles.get("deflate")
+    # rio-cogeo leaves COGProfiles.get unannotated
+    profile = cog_profiles.get("deflate")  # type: ignore[no-untyped-call]
     profile.update(blockxsize=COG_BLOCK_PX, blockysize=COG_BLOCK_PX, BIGTIFF="IF_SAFER")
 
     def translate(tmp: str) -> None:
@@ -226,22 +232,25 @@ def write_cog(src, dst_path: Path, classes: list[dict], tags: dict | None = None
     return db.atomic_write(dst_path, translate)
 
 
-def preview_rgba(src, classes: list[dict], max_px: int = PREVIEW_MAX_PX) -> np.ndarray:
+def preview_rgba(
+    src: DatasetReader, classes: list[dict[str, Any]], max_px: int = PREVIEW_MAX_PX
+) -> np.ndarray:
     """HxWx4 RGBA of the class map in `src`, decimated (from overviews) to at most `max_px` a side."""
     scale = max(1.0, max(src.width, src.height) / max_px)
     shape = (max(1, round(src.height / scale)), max(1, round(src.width / scale)))
     return class_rgba(src.read(1, out_shape=shape, resampling=Resampling.nearest), classes)
 
 
-def class_rgba(index: np.ndarray, classes: list[dict]) -> np.ndarray:
+def class_rgba(index: np.ndarray, classes: list[dict[str, Any]]) -> np.ndarray:
     """HxWx4 RGBA of class indices: each class's colour, NODATA transparent."""
     lut = np.zeros((256, 4), dtype=np.uint8)
     for i, rgba in colormap(classes).items():
         lut[i] = rgba
-    return lut[index]
+    image: np.ndarray = lut[index]
+    return image
 
 
-def write_preview(src, dst_path: Path, classes: list[dict]) -> Path:
+def write_preview(src: DatasetReader, dst_path: Path, classes: list[dict[str, Any]]) -> Path:
     return db.atomic_write(dst_path, png_bytes(preview_rgba(src, classes)))
 
 
@@ -250,7 +259,9 @@ def overlay_extent(extent: Extent) -> Extent:
     return extent.to_crs(WEB_MERCATOR)
 
 
-def write_overlay(src, dst_path: Path, classes: list[dict], max_px: int = PREVIEW_MAX_PX) -> Path:
+def write_overlay(
+    src: DatasetReader, dst_path: Path, classes: list[dict[str, Any]], max_px: int = PREVIEW_MAX_PX
+) -> Path:
     """The class map as an RGBA PNG in EPSG:3857 (at most `max_px` a side), read from overviews:
     a web map shows it on the lat/lon box `overlay_extent` gives (statistics: `bounds_4326`)."""
     scale = max(1.0, max(src.width, src.height) / max_px)

@@ -11,6 +11,7 @@ colours as GDAL reads them, and a QGIS style.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from typing import Any
 
 from web_tool.mapping.export import ClassStats
 from web_tool.rendering.images import hex_to_rgb
@@ -31,10 +32,12 @@ RAT_FIELDS = [
 
 def _xml(root: ET.Element) -> bytes:
     ET.indent(root)
-    return ET.tostring(root, encoding="utf-8", xml_declaration=False) + b"\n"
+    # bytes for any encoding but "unicode" (typeshed cannot tell which a str names)
+    text: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=False)
+    return text + b"\n"
 
 
-def aux_xml(classes: list[dict], stats: ClassStats | None = None) -> bytes:
+def aux_xml(classes: list[dict[str, Any]], stats: ClassStats | None = None) -> bytes:
     """GDAL PAM XML for band 1: category names (index = class) and a thematic attribute table."""
     root = ET.Element("PAMDataset")
     band = ET.SubElement(root, "PAMRasterBand", band="1")
@@ -56,7 +59,7 @@ def aux_xml(classes: list[dict], stats: ClassStats | None = None) -> bytes:
     return _xml(root)
 
 
-def qml(classes: list[dict]) -> bytes:
+def qml(classes: list[dict[str, Any]]) -> bytes:
     """A QGIS layer style: a paletted renderer with each class's colour and name."""
     root = ET.Element("qgis", version="3.28.0", styleCategories="Symbology")
     pipe = ET.SubElement(root, "pipe")

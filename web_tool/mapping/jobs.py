@@ -27,6 +27,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from web_tool import db
 from web_tool.errors import BusyError, LandCoverError, NotFoundError, disk_full, unreadable
@@ -78,7 +79,7 @@ class JobResult:
     """What a finished job made: output kind → file in the downloads folder, and optional stats."""
 
     outputs: dict[str, Path]
-    stats: dict | None = None
+    stats: dict[str, Any] | None = None
 
 
 @dataclass
@@ -149,7 +150,7 @@ class JobManager:
 
     # ---------------------------------------------------------------- storage
 
-    def _update(self, sql: str, *params) -> int:
+    def _update(self, sql: str, *params: object) -> int:
         return self._conn().execute(sql, params).rowcount
 
     def _recover(self) -> None:
@@ -175,7 +176,7 @@ class JobManager:
 
     # ---------------------------------------------------------------- public API
 
-    def submit(self, work: Work, info: dict | None = None, session: str | None = None) -> str:
+    def submit(self, work: Work, info: dict[str, Any] | None = None, session: str | None = None) -> str:
         """Queue `work` for `session` (None: the default one); its id. BusyError when the queue is full."""
         job_id = db.new_id()
         with self._lock:
@@ -198,7 +199,7 @@ class JobManager:
             self._lock.notify()
         return job_id
 
-    def get(self, job_id: str, session: str | None = None) -> dict:
+    def get(self, job_id: str, session: str | None = None) -> dict[str, Any]:
         """The job as `GET /jobs/<id>` describes it (outputs as kind → file name); NotFoundError
         unless `session` (None: the default one) submitted it."""
         row = dict(self._row(job_id, session))
@@ -207,7 +208,7 @@ class JobManager:
         files = self._conn().execute("SELECT name, kind FROM job_files WHERE job=?", (job_id,)).fetchall()
         return describe(row, {f["kind"]: f["name"] for f in files} if row["state"] == "done" else {})
 
-    def recent(self, session: str | None = None, limit: int = 50) -> list[dict]:
+    def recent(self, session: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         """The session's most recent jobs, newest first."""
         session = self.owner(session)
         rows = (
@@ -217,7 +218,7 @@ class JobManager:
         )
         return [self.get(r["id"], session) for r in rows]
 
-    def cancel(self, job_id: str, session: str | None = None) -> dict:
+    def cancel(self, job_id: str, session: str | None = None) -> dict[str, Any]:
         """Cancel a queued or running job of `session` (a finished one is left as it is); the job
         afterwards. A queued job leaves the queue at once, freeing its place."""
         self._row(job_id, session)
@@ -242,7 +243,7 @@ class JobManager:
             raise not_found
         done = "SELECT f.name FROM job_files f JOIN jobs j ON f.job = j.id WHERE f.name=? AND j.state='done'"
         row = self._conn().execute(done, (name,)).fetchone()
-        path = self.downloads / row["name"] if row else None
+        path: Path | None = self.downloads / row["name"] if row else None
         if path is None or path.is_symlink() or not path.is_file():  # a link could lead anywhere
             raise not_found
         return path
@@ -263,7 +264,8 @@ class JobManager:
 
     def _row(self, job_id: str, session: str | None = None) -> sqlite3.Row:
         """The job's row; NotFoundError if there is none or `session` did not submit it."""
-        owner, row = self.owner(session), None
+        owner = self.owner(session)
+        row: sqlite3.Row | None = None
         if JOB_ID.match(job_id or ""):
             row = self._conn().execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
         if row is None or row["session"] != owner:
@@ -374,7 +376,7 @@ class JobManager:
             self._remove_files(job_id)
 
 
-def describe(row: dict, outputs: dict[str, str]) -> dict:
+def describe(row: dict[str, Any], outputs: dict[str, str]) -> dict[str, Any]:
     """A job row as JSON: id, state, progress 0..1, message, outputs, times, info, stats."""
     return {
         "job": row["id"],

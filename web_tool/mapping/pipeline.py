@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -93,7 +94,7 @@ def aoi_from_extent(extent: Extent) -> AOI:
     return AOI(box(*extent.bounds), extent.crs)
 
 
-def aoi_from_geojson(obj: dict, crs: CRS) -> AOI:
+def aoi_from_geojson(obj: dict[str, Any], crs: CRS) -> AOI:
     """An AOI from a GeoJSON Polygon or MultiPolygon (a Feature or FeatureCollection of them also do)."""
     return AOI(polygon_from_geojson(obj), crs)
 
@@ -198,7 +199,8 @@ def window_mask(task: WindowTask) -> np.ndarray:
     ys = t.f + t.e * (np.arange(h) + 0.5)
     xx, yy = np.meshgrid(xs, ys)
     shapely.prepare(task.geometry)
-    return shapely.contains_xy(task.geometry, xx.ravel(), yy.ravel()).reshape(h, w)
+    inside: np.ndarray = shapely.contains_xy(task.geometry, xx.ravel(), yy.ravel()).reshape(h, w)
+    return inside
 
 
 def predict_window(
@@ -251,7 +253,7 @@ class ClassMapWriter:
 
     dst: DatasetWriter  # open between __enter__ and __exit__
 
-    def __init__(self, path: Path, grid: Grid, classes: list[dict], block_px: int = 256):
+    def __init__(self, path: Path, grid: Grid, classes: list[dict[str, Any]], block_px: int = 256):
         self.path, self.grid, self.block_px = Path(path), grid, block_px
         self.stats = ClassStats(classes)
 
@@ -281,12 +283,12 @@ class ClassMapWriter:
         self.dst.write(class_map, 1, window=window)
         self.stats.add(class_map, row_areas_km2(self.grid, int(window.row_off), int(window.height)))
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.dst.close()
 
 
 def outputs_beside(
-    cog_path: str | os.PathLike, vector: bool = False, overlay: bool = False
+    cog_path: str | os.PathLike[str], vector: bool = False, overlay: bool = False
 ) -> dict[str, Path]:
     """Where the outputs of a map go: the COG, and beside it its preview, statistics, GDAL's
     `.aux.xml` (class names) and a QGIS `.qml` style; + class polygons (`vector`: GeoPackage and
@@ -308,7 +310,9 @@ def outputs_beside(
     return outputs
 
 
-def map_tags(model: str, model_file: str | None, checkpoint: str | None, dataset: str) -> dict:
+def map_tags(
+    model: str, model_file: str | None, checkpoint: str | None, dataset: str
+) -> dict[str, str | None]:
     """What made a map, for its GeoTIFF tags: model (registry name and file), checkpoint, dataset, time."""
     from web_tool import __version__
 
@@ -326,10 +330,10 @@ def render_map(
     plan: MapPlan,
     results: Iterable[WindowResult],
     outputs: dict[str, Path],
-    classes: list[dict],
+    classes: list[dict[str, Any]],
     on_window: Callable[[int, int], object] | None = None,
     cancelled: Callable[[], bool] | None = None,
-    tags: dict | None = None,
+    tags: dict[str, Any] | None = None,
 ) -> ClassStats:
     """Stream `results` (from any executor, any order) to disk, then export the outputs.
 
@@ -359,10 +363,10 @@ def render_map(
 def export_all(
     class_tif: Path,
     outputs: dict[str, Path],
-    classes: list[dict],
+    classes: list[dict[str, Any]],
     stats: ClassStats,
     grid: Grid,
-    tags: dict | None = None,
+    tags: dict[str, Any] | None = None,
 ) -> None:
     """Write the COG (`outputs["cog"]`), preview (`"preview"`), stats (`"stats_json"`, `"stats_csv"`),
     and those of `"overlay"`, `"aux"`, `"qml"`, `"gpkg"`, `"geojson"` that `outputs` names."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyogrio.raw
@@ -20,8 +21,10 @@ import rasterio
 import rasterio.features
 import shapely
 from rasterio.enums import Resampling
+from rasterio.io import DatasetReader
 from rasterio.warp import transform_geom
 from shapely.geometry import mapping, shape
+from shapely.geometry.base import BaseGeometry
 
 from web_tool import db
 from web_tool.geometry import WGS84
@@ -34,7 +37,7 @@ MIN_PATCH_PIXELS = 8
 FIELDS = ["class_index", "class_name", "area_m2", "area_ha"]
 
 
-def read_for_polygons(src) -> tuple[np.ndarray, rasterio.Affine]:
+def read_for_polygons(src: DatasetReader) -> tuple[np.ndarray, rasterio.Affine]:
     """The class map of open dataset `src`, decimated (nearest) to at most MAX_VECTOR_PIXELS."""
     scale = max(1.0, math.sqrt(src.width * src.height / MAX_VECTOR_PIXELS))
     shape_ = (max(1, math.floor(src.height / scale)), max(1, math.floor(src.width / scale)))
@@ -43,7 +46,7 @@ def read_for_polygons(src) -> tuple[np.ndarray, rasterio.Affine]:
     return data, transform
 
 
-def class_polygons(src) -> tuple[list, np.ndarray, float]:
+def class_polygons(src: DatasetReader) -> tuple[list[BaseGeometry], np.ndarray, float]:
     """(polygons, class index of each, pixel size) of the class map in `src`, sieved and simplified."""
     data, transform = read_for_polygons(src)
     valid = data != NODATA
@@ -58,20 +61,20 @@ def class_polygons(src) -> tuple[list, np.ndarray, float]:
     return list(simplified), np.array(values, dtype=np.int64), pixel
 
 
-def geodesic_areas_m2(geoms_4326: list) -> np.ndarray:
+def geodesic_areas_m2(geoms_4326: list[BaseGeometry]) -> np.ndarray:
     geod = pyproj.Geod(ellps="WGS84")
     return np.array([abs(geod.geometry_area_perimeter(g)[0]) for g in geoms_4326])
 
 
 def write_layer(
     path: Path,
-    geoms: list,
+    geoms: list[BaseGeometry],
     values: np.ndarray,
-    classes: list[dict],
+    classes: list[dict[str, Any]],
     areas: np.ndarray,
     crs: str,
     driver: str,
-    options: dict | None = None,
+    options: dict[str, str] | None = None,
 ) -> None:
     """Write the polygons with their class and area to `path` (atomically)."""
     names = np.array([classes[v]["name"] if v < len(classes) else str(v) for v in values], dtype=object)
@@ -95,7 +98,7 @@ def write_layer(
     db.atomic_write(path, write)
 
 
-def write_vectors(cog: Path, classes: list[dict], gpkg: Path | None, geojson: Path | None) -> int:
+def write_vectors(cog: Path, classes: list[dict[str, Any]], gpkg: Path | None, geojson: Path | None) -> int:
     """Class polygons of the COG as a GeoPackage and/or GeoJSON; → how many polygons."""
     with rasterio.open(cog) as src:
         geoms, values, _ = class_polygons(src)

@@ -18,6 +18,7 @@ import json
 import os
 import threading
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from distributed.diagnostics.plugin import WorkerPlugin
@@ -31,6 +32,9 @@ from web_tool.learning.store import load_checkpoint_model
 from web_tool.mapping.pipeline import WindowResult, WindowTask, default_window_px, predict_window
 from web_tool.paths import STATE_DIR
 from web_tool.ServerModels.base import ServerModel
+
+if TYPE_CHECKING:
+    from distributed import Client, Worker
 
 #: side of the blank image each process predicts once after loading the model
 WARMUP_PX = 64
@@ -77,7 +81,7 @@ class WorkerSpec:
 
 
 _SPECS: dict[str, WorkerSpec] = {}
-_STATE: dict[str, tuple[DataLoader, object]] = {}
+_STATE: dict[str, tuple[DataLoader, ServerModel]] = {}
 _STATE_LOCK = threading.Lock()
 
 
@@ -89,7 +93,7 @@ class SpecPlugin(WorkerPlugin):
         self.spec = spec
         self.name = f"landcover-map-{spec.key[:16]}"
 
-    def setup(self, worker) -> None:
+    def setup(self, worker: Worker) -> None:
         _SPECS[self.spec.key] = self.spec
 
 
@@ -107,7 +111,7 @@ def forget(key: str) -> None:
         _STATE.pop(key, None)
 
 
-def worker_state(spec: WorkerSpec):
+def worker_state(spec: WorkerSpec) -> tuple[DataLoader, ServerModel]:
     """(DataLoader, model) for `spec`, built once per process and kept; the model is warmed up with
     a small prediction (its graph traced) so that the first window does not pay for it."""
     with _STATE_LOCK:
@@ -132,7 +136,7 @@ def set_tf_threads(n: int | None) -> None:
         pass  # TensorFlow already started in this process (threaded cluster, earlier map): keep its pool
 
 
-def model_facts(model: ServerModel) -> dict:
+def model_facts(model: ServerModel) -> dict[str, Any]:
     """What the driver needs to know of the model."""
     return {
         "classes": model.classes,
@@ -159,16 +163,18 @@ def package_version() -> str:
     return __version__
 
 
-def worker_report(spec: WorkerSpec, host_threads: dict[str, int], dask_worker=None) -> dict:
+def worker_report(
+    spec: WorkerSpec, host_threads: dict[str, int], dask_worker: Worker | None = None
+) -> dict[str, Any]:
     """Run on each worker before the map: its package version, the dataset files it can read, and
     the model's facts once loaded here (or what failed). TensorFlow gets this machine's cores shared
     among the Dask threads on it (`host_threads`)."""
-    from distributed.comm import get_address_host
+    from distributed.comm.addressing import get_address_host
 
     threads_here = host_threads.get(get_address_host(dask_worker.address), 1) if dask_worker else 1
     set_tf_threads(max(1, (os.cpu_count() or 1) // threads_here))
     files = [f.path for f in scan(spec.dataset.paths)]  # unreadable ones are logged on the worker
-    report: dict = {"version": __version__, "files": files}
+    report: dict[str, Any] = {"version": __version__, "files": files}
     if not files:
         return report
     try:
@@ -178,7 +184,7 @@ def worker_report(spec: WorkerSpec, host_threads: dict[str, int], dask_worker=No
     return {**report, "model": model_facts(model)}
 
 
-def threads_per_host(client) -> dict[str, int]:
+def threads_per_host(client: Client) -> dict[str, int]:
     """Dask worker threads on each host of the cluster."""
     counts: dict[str, int] = {}
     for info in client.scheduler_info(n_workers=-1)["workers"].values():
@@ -186,12 +192,13 @@ def threads_per_host(client) -> dict[str, int]:
     return counts
 
 
-def check_cluster(client, spec: WorkerSpec, files: list[str]) -> dict:
+def check_cluster(client: Client, spec: WorkerSpec, files: list[str]) -> dict[str, Any]:
     """Check that the scheduler and every worker can make this map (`files`: the dataset's files
     this process reads) before any window runs; the model's facts. ClusterError names each worker
     and what it lacks."""
     try:
-        version = client.run_on_scheduler(package_version)
+        # distributed leaves Client.run_on_scheduler unannotated
+        version = client.run_on_scheduler(package_version)  # type: ignore[no-untyped-call]
     except Exception as exc:
         if lacks_package(exc):
             raise ClusterError(f"the Dask scheduler cannot import web_tool: {INSTALL_HINT}") from None
@@ -208,10 +215,11 @@ def check_cluster(client, spec: WorkerSpec, files: list[str]) -> dict:
     ]
     if problems:
         raise ClusterError("the Dask cluster cannot make this map:\n  " + "\n  ".join(problems))
-    return next(iter(reports.values()))["model"]
+    facts: dict[str, Any] = next(iter(reports.values()))["model"]
+    return facts
 
 
-def worker_problems(report: dict | BaseException, files: list[str]) -> list[str]:
+def worker_problems(report: dict[str, Any] | BaseException, files: list[str]) -> list[str]:
     """What one worker's report says it lacks, in words."""
     if isinstance(report, BaseException) and lacks_package(report):
         return [f"cannot import web_tool: {INSTALL_HINT}"]

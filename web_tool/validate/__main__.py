@@ -19,6 +19,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import rasterio
 
@@ -110,7 +111,7 @@ def run_sample(args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def run_report(args: argparse.Namespace) -> dict:
+def run_report(args: argparse.Namespace) -> dict[str, Any]:
     if args.sample:
         state = Path(args.state_dir)
         if not (state / "validation.sqlite").is_file():

@@ -4,7 +4,9 @@ reference), run the design, reference and estimator steps, give back a sample or
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -22,7 +24,7 @@ def new_sample(
     store: SampleStore,
     job: str,
     cog: Path,
-    classes: list[dict] | None,
+    classes: list[dict[str, Any]] | None,
     total: int,
     minimum: int,
     seed: int | None = None,
@@ -36,7 +38,7 @@ def new_sample(
     return store.add(job, strata, plan, points)
 
 
-def stored_sample_report(store: SampleStore, job: str, sample_id: str) -> dict:
+def stored_sample_report(store: SampleStore, job: str, sample_id: str) -> dict[str, Any]:
     """The report of a sample's answers so far."""
     classes, strata, counts = store.counts(job, sample_id)
     progress = store.progress(sample_id)
@@ -50,7 +52,12 @@ def stored_sample_report(store: SampleStore, job: str, sample_id: str) -> dict:
     return {**report, "sample": sample_id, "progress": progress}
 
 
-def raster_report(cog: Path, classes: list[dict] | None, read_reference, codes: dict | None) -> dict:
+def raster_report(
+    cog: Path,
+    classes: list[dict[str, Any]] | None,
+    read_reference: reference.Reader,
+    codes: Mapping[str, int | str | None] | None,
+) -> dict[str, Any]:
     """The map compared with a reference raster on every pixel (`read_reference`: a reference.Reader)."""
     with rasterio.open(cog) as src:
         classes = classes or design.map_classes(src)
@@ -61,8 +68,13 @@ def raster_report(cog: Path, classes: list[dict] | None, read_reference, codes: 
 
 
 def points_report(
-    cog: Path, classes: list[dict] | None, points_geojson, prop: str, crs, codes: dict | None
-) -> dict:
+    cog: Path,
+    classes: list[dict[str, Any]] | None,
+    points_geojson: object,
+    prop: str,
+    crs: int | str,
+    codes: Mapping[str, int | str | None] | None,
+) -> dict[str, Any]:
     """The map assessed at reference points (a GeoJSON FeatureCollection with a class property)."""
     xy, values = reference.points_from_geojson(points_geojson, prop)
     with rasterio.open(cog) as src:

@@ -14,8 +14,10 @@ import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from rasterio.io import DatasetReader
 from rasterio.warp import transform as transform_points
 from rasterio.windows import Window
 
@@ -40,7 +42,7 @@ class DesignError(RequestError):
 class MapStrata:
     """A class map's strata: pixels and km² per class, and the grid it lies on."""
 
-    classes: list[dict]
+    classes: list[dict[str, Any]]
     pixels: list[int]
     km2: list[float]
     grid: Grid
@@ -107,11 +109,11 @@ def windows(height: int, width: int, side: int | None = None) -> Iterator[Window
             yield Window(col, row, min(side, width - col), min(side, height - row))
 
 
-def grid_of(src) -> Grid:
+def grid_of(src: DatasetReader) -> Grid:
     return Grid(src.crs, src.transform, src.width, src.height)
 
 
-def map_strata(src, classes: list[dict]) -> MapStrata:
+def map_strata(src: DatasetReader, classes: list[dict[str, Any]]) -> MapStrata:
     """Count the pixels and km² of each class of the class map `src` (an open dataset)."""
     grid = grid_of(src)
     stats = ClassStats(classes)
@@ -121,7 +123,9 @@ def map_strata(src, classes: list[dict]) -> MapStrata:
     return MapStrata(classes, [int(p) for p in stats.pixels], [float(a) for a in stats.km2], grid)
 
 
-def draw(src, points: list[int], pixels: list[int], rng: np.random.Generator) -> list[tuple[int, int, int]]:
+def draw(
+    src: DatasetReader, points: list[int], pixels: list[int], rng: np.random.Generator
+) -> list[tuple[int, int, int]]:
     """(row, col, class) of `points[k]` of the `pixels[k]` pixels of each class k of `src` (as
     `map_strata` counted them), drawn at random without replacement (every pixel of a class equally
     likely), in a random order across classes."""
@@ -150,7 +154,7 @@ def draw(src, points: list[int], pixels: list[int], rng: np.random.Generator) ->
     return [chosen[i] for i in order]
 
 
-def map_classes(src) -> list[dict]:
+def map_classes(src: DatasetReader) -> list[dict[str, Any]]:
     """The classes of an exported class map: names from its CLASSES tag, colours from its colour map
     (a map without the tag: one class per value up to the largest value the map holds)."""
     try:
@@ -173,13 +177,13 @@ def map_classes(src) -> list[dict]:
     ]
 
 
-def _blocks(src) -> Iterator[np.ndarray]:
+def _blocks(src: DatasetReader) -> Iterator[np.ndarray]:
     for window in windows(src.height, src.width):
         block = src.read(1, window=window)
         yield np.where(block == NODATA, 0, block)
 
 
-def locate(grid: Grid, drawn: list[tuple[int, int, int]]) -> list[dict]:
+def locate(grid: Grid, drawn: list[tuple[int, int, int]]) -> list[dict[str, Any]]:
     """Each drawn (row, col, class) as a point: the pixel centre in the map's CRS and in lon/lat,
     and the pixel's outline in lon/lat (to draw on a web map)."""
     if not drawn:
@@ -210,8 +214,8 @@ def locate(grid: Grid, drawn: list[tuple[int, int, int]]) -> list[dict]:
 
 
 def sample_map(
-    src, classes: list[dict], total: int, minimum: int, seed: int
-) -> tuple[MapStrata, dict, list[dict]]:
+    src: DatasetReader, classes: list[dict[str, Any]], total: int, minimum: int, seed: int
+) -> tuple[MapStrata, dict[str, Any], list[dict[str, Any]]]:
     """Allocate and draw a stratified random sample of the class map `src` (an open dataset):
     (strata, design: seed, total, min_per_class and points per class, the points)."""
     strata = map_strata(src, classes)

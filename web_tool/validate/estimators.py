@@ -19,6 +19,7 @@ sample rather than one stratified by the map. Nothing here reads files: counts i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, TypedDict
 
 import numpy as np
 
@@ -48,7 +49,7 @@ class Estimate:
         """Half-width of the 95 % confidence interval."""
         return None if self.se is None else Z95 * self.se
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, float | None]:
         return {"value": self.value, "se": self.se, "ci95": self.ci95}
 
 
@@ -99,8 +100,11 @@ def stratified(counts: np.ndarray, weights: np.ndarray) -> Assessment:
             return Estimate(None, None)
         return Estimate(float(value), None if variance is None else float(np.sqrt(max(variance, 0.0))))
 
-    def at(key: str, k: int) -> float | None:
-        return None if variances is None else variances[key][k]
+    def at(key: Literal["users", "producers", "areas"], k: int) -> float | None:
+        if variances is None:
+            return None
+        variance: float = variances[key][k]
+        return variance
 
     k_range = range(weights.size)
     return Assessment(
@@ -115,7 +119,23 @@ def stratified(counts: np.ndarray, weights: np.ndarray) -> Assessment:
     )
 
 
-def _variances(q, n, weights, users, producers, column) -> dict:
+class Variances(TypedDict):
+    """The variances of the estimates: of overall accuracy, and per class (K) of the others."""
+
+    overall: float
+    users: np.ndarray
+    producers: np.ndarray
+    areas: np.ndarray
+
+
+def _variances(
+    q: np.ndarray,
+    n: np.ndarray,
+    weights: np.ndarray,
+    users: np.ndarray,
+    producers: np.ndarray,
+    column: np.ndarray,
+) -> Variances:
     """Equations 5, 6, 7 and 10 (every stratum has at least two points)."""
     denominator = np.maximum(n - 1, 1)  # strata without weight contribute 0 whatever this is
     cell = weights[:, None] ** 2 * q * (1 - q) / denominator[:, None]  # W_i^2 q_ij (1 - q_ij) / (n_i - 1)

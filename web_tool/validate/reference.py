@@ -9,14 +9,16 @@ for points, a class name). Values that name no class are left out and counted in
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioIOError
+from rasterio.io import DatasetReader
 from rasterio.warp import transform as transform_points
 
-from web_tool.DataLoader import read_into
+from web_tool.DataLoader import DataLoader, read_into
 from web_tool.errors import ClassIndexError, NoImageryError, RequestError
 from web_tool.geometry import Grid, parse_crs
 from web_tool.mapping.export import NODATA, row_areas_km2
@@ -30,7 +32,7 @@ MAX_REFERENCE_POINTS = 100_000
 DEFAULT_PROPERTY = "class"
 
 
-def class_index(value, classes: list[dict]) -> int | None:
+def class_index(value: object, classes: list[dict[str, Any]]) -> int | None:
     """The class a reference value names: an index, a class name (any case) or a number in text."""
     if isinstance(value, bool) or value is None:
         return None
@@ -47,19 +49,21 @@ def class_index(value, classes: list[dict]) -> int | None:
     return None
 
 
-def code_key(value) -> str:
+def code_key(value: object) -> str:
     """How a reference value is looked up in `codes`: 3, 3.0 and "3" alike."""
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     return str(value).strip()
 
 
-def check_codes(codes: dict | None, classes: list[dict]) -> dict[str, int | None] | None:
+def check_codes(
+    codes: Mapping[str, int | str | None] | None, classes: list[dict[str, Any]]
+) -> dict[str, int | None] | None:
     """`codes` with every target resolved to a class index (None: ignore); ClassIndexError naming a
     target that is no class."""
     if codes is None:
         return None
-    resolved = {}
+    resolved: dict[str, int | None] = {}
     for key, target in codes.items():
         index = None if target is None else class_index(target, classes)
         if target is not None and index is None:
@@ -71,21 +75,31 @@ def check_codes(codes: dict | None, classes: list[dict]) -> dict[str, int | None
     return resolved
 
 
-def reference_class(value, classes: list[dict], codes: dict[str, int | None] | None) -> int | None:
+def reference_class(
+    value: object, classes: list[dict[str, Any]], codes: dict[str, int | None] | None
+) -> int | None:
     if codes is not None:
         return codes.get(code_key(value))
     return class_index(value, classes)
 
 
-def lookup_table(values: np.ndarray, classes: list[dict], codes: dict[str, int | None] | None) -> np.ndarray:
+def lookup_table(
+    values: np.ndarray, classes: list[dict[str, Any]], codes: dict[str, int | None] | None
+) -> np.ndarray:
     """Class index (-1: none) of each reference value in `values` (an array of unique codes)."""
     return np.array([_or_none(reference_class(v.item(), classes, codes)) for v in values], dtype=np.int64)
 
 
-def reference_classes(values: np.ndarray, classes, codes, byte_table: np.ndarray) -> np.ndarray:
+def reference_classes(
+    values: np.ndarray,
+    classes: list[dict[str, Any]],
+    codes: dict[str, int | None] | None,
+    byte_table: np.ndarray,
+) -> np.ndarray:
     """Class index (-1: none) of every reference value in the array `values`."""
     if values.dtype == np.uint8:
-        return byte_table[values]
+        looked_up: np.ndarray = byte_table[values]
+        return looked_up
     unique, inverse = np.unique(values, return_inverse=True)
     return lookup_table(unique, classes, codes)[inverse.reshape(values.shape)]
 
@@ -98,7 +112,9 @@ def _or_none(index: int | None) -> int:
 # on every pixel
 
 
-def census(src, read: Reader, classes: list[dict], codes: dict[str, int | None] | None):
+def census(
+    src: DatasetReader, read: Reader, classes: list[dict[str, Any]], codes: dict[str, int | None] | None
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(pixels, km²) K x K matrices (map rows, reference columns) over the pixels of the class map
     `src` where both the map and the reference (`read`) have a class; and the notes."""
     k = len(classes)
@@ -137,12 +153,12 @@ def census(src, read: Reader, classes: list[dict], codes: dict[str, int | None] 
     return pixels.reshape(k, k), km2.reshape(k, k), notes
 
 
-def labels_reader(loader) -> Reader:
+def labels_reader(loader: DataLoader) -> Reader:
     """The dataset's own label rasters (datasets.json `labels`) read on any grid."""
     if not loader.label_files:
         raise RequestError(f"dataset {loader.name!r} has no label rasters (`labels` in datasets.json)")
 
-    def read(grid: Grid):
+    def read(grid: Grid) -> tuple[np.ndarray, np.ndarray]:
         try:
             patch = loader.read(grid, labels=True)
         except NoImageryError:
@@ -152,12 +168,12 @@ def labels_reader(loader) -> Reader:
     return read
 
 
-def raster_reader(src) -> Reader:
+def raster_reader(src: DatasetReader) -> Reader:
     """Band 1 of an open reference raster (any CRS and grid), warped onto any grid by nearest value."""
     if src.crs is None:
         raise RequestError("the reference raster has no CRS: send a georeferenced GeoTIFF")
 
-    def read(grid: Grid):
+    def read(grid: Grid) -> tuple[np.ndarray, np.ndarray]:
         codes = np.zeros(grid.shape, dtype=src.dtypes[0])
         valid = np.zeros(grid.shape, dtype=bool)
         try:
@@ -176,7 +192,7 @@ def raster_reader(src) -> Reader:
 # at points
 
 
-def points_from_geojson(obj, prop: str = DEFAULT_PROPERTY) -> tuple[np.ndarray, list]:
+def points_from_geojson(obj: object, prop: str = DEFAULT_PROPERTY) -> tuple[np.ndarray, list[object]]:
     """(N x 2 coordinates, reference values) of the Point (and MultiPoint) features of a GeoJSON
     FeatureCollection (or Feature); RequestError saying what is wrong."""
     features = _features(obj)
@@ -199,24 +215,30 @@ def points_from_geojson(obj, prop: str = DEFAULT_PROPERTY) -> tuple[np.ndarray, 
     return np.array(xy, dtype=np.float64), values
 
 
-def _features(obj) -> list:
+def _features(obj: object) -> list[object]:
     if (
         isinstance(obj, dict)
         and obj.get("type") == "FeatureCollection"
         and isinstance(obj.get("features"), list)
     ):
-        return obj["features"]
+        features: list[object] = obj["features"]
+        return features
     if isinstance(obj, dict) and obj.get("type") == "Feature":
         return [obj]
     raise RequestError("points must be a GeoJSON FeatureCollection (or Feature) of Point features")
 
 
-def _finite(v) -> bool:
+def _finite(v: object) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def point_counts(
-    src, xy: np.ndarray, crs_code, values: Iterable, classes: list[dict], codes: dict[str, int | None] | None
+    src: DatasetReader,
+    xy: np.ndarray,
+    crs_code: int | str,
+    values: Iterable[object],
+    classes: list[dict[str, Any]],
+    codes: dict[str, int | None] | None,
 ) -> tuple[np.ndarray, list[str]]:
     """K x K counts (map rows, reference columns) of the points: each point's map class is the
     class map's pixel under it; points off the map, on no class or with no reference class are

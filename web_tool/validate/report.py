@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -18,14 +19,25 @@ from web_tool.errors import RequestError
 from web_tool.validate.estimators import Z95, Assessment, Estimate, IncompleteSample, stratified
 
 
+class _Estimates(TypedDict):
+    """What the estimators give a sample's report (no proportions, and estimates of None, until
+    every mapped class has an answered point)."""
+
+    proportions: np.ndarray | None
+    overall: Estimate
+    users: list[Estimate]
+    producers: list[Estimate]
+    areas_km2: list[Estimate]
+
+
 def sample_report(
-    classes: list[dict],
+    classes: list[dict[str, Any]],
     mapped_pixels: list[int],
     mapped_km2: list[float],
     counts: np.ndarray,
     kind: str = "sample",
     notes: list[str] | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """The report of sample `counts` (K x K: map class rows, reference class columns) of a map whose
     classes cover `mapped_km2`. Estimates are None until every mapped class has an answered point."""
     notes = list(notes or [])
@@ -42,17 +54,17 @@ def sample_report(
             f"no answered point of map class {names} yet: every mapped class needs one for"
             " estimates (two for confidence intervals)"
         )
-    estimates: dict[str, object]
+    estimates: _Estimates
     if assessment is None:
         none = [Estimate(None, None)] * len(classes)
-        estimates = dict(proportions=None, overall=none[0], users=none, producers=none, areas_km2=none)
+        estimates = _Estimates(proportions=None, overall=none[0], users=none, producers=none, areas_km2=none)
     else:
         if not assessment.intervals:
             notes.append(
                 "a mapped class has only one answered point: no confidence intervals until it has two"
             )
         a = assessment
-        estimates = dict(
+        estimates = _Estimates(
             proportions=a.proportions,
             overall=a.overall,
             users=a.users,
@@ -71,8 +83,8 @@ def sample_report(
 
 
 def census_report(
-    classes: list[dict], pixels: np.ndarray, km2: np.ndarray, notes: list[str] | None = None
-) -> dict:
+    classes: list[dict[str, Any]], pixels: np.ndarray, km2: np.ndarray, notes: list[str] | None = None
+) -> dict[str, Any]:
     """The report of a comparison on every pixel: `pixels` and `km2` are K x K matrices (map class
     rows, reference class columns) of the pixels where both have a class."""
     km2 = np.asarray(km2, dtype=np.float64)
@@ -106,18 +118,18 @@ def _scaled(share: Estimate, total: float) -> Estimate:
 
 def _report(
     *,
-    kind,
-    classes,
-    counts,
-    proportions,
-    overall,
-    users,
-    producers,
-    areas_km2,
-    mapped_pixels,
-    mapped_km2,
-    notes,
-) -> dict:
+    kind: str,
+    classes: list[dict[str, Any]],
+    counts: np.ndarray,
+    proportions: np.ndarray | None,
+    overall: Estimate,
+    users: list[Estimate],
+    producers: list[Estimate],
+    areas_km2: list[Estimate],
+    mapped_pixels: list[int],
+    mapped_km2: list[float],
+    notes: list[str],
+) -> dict[str, Any]:
     per_class = []
     for k, c in enumerate(classes):
         area = areas_km2[k]
@@ -153,7 +165,7 @@ def _report(
     }
 
 
-def to_csv(report: dict) -> str:
+def to_csv(report: dict[str, Any]) -> str:
     """The report as CSV: the two error matrices, then per-class accuracies and areas, then overall."""
     buf = io.StringIO()
     out = csv.writer(buf, lineterminator="\n")
@@ -206,7 +218,7 @@ def to_csv(report: dict) -> str:
     return buf.getvalue()
 
 
-def _num(v) -> str:
+def _num(v: float | np.number | None) -> str:
     if v is None:
         return ""
     if isinstance(v, int | np.integer):
@@ -214,7 +226,7 @@ def _num(v) -> str:
     return f"{float(v):.6g}"
 
 
-def to_text(report: dict, source: str = "the map") -> str:
+def to_text(report: dict[str, Any], source: str = "the map") -> str:
     """The report as a few lines of text for a terminal."""
     what = {"sample": "stratified sample points", "points": "reference points", "census": "pixels (census)"}
     lines = [f"Accuracy of {source} from {report['n']} {what[report['kind']]}"]
@@ -235,11 +247,11 @@ def to_text(report: dict, source: str = "the map") -> str:
     return "\n".join(lines)
 
 
-def _plus_minus(e: dict, digits: int = 3) -> str:
+def _plus_minus(e: dict[str, Any], digits: int = 3) -> str:
     if e["value"] is None:
         return "–"
     return f"{e['value']:.{digits}f}" + ("" if e["ci95"] is None else f" ± {e['ci95']:.{digits}f}")
 
 
-def _exact(e: dict, digits: int = 3) -> str:
+def _exact(e: dict[str, Any], digits: int = 3) -> str:
     return "–" if e["value"] is None else f"{e['value']:.{digits}f}"

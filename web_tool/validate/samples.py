@@ -17,8 +17,10 @@ from __future__ import annotations
 import builtins
 import json
 import re
+import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -58,7 +60,7 @@ class SampleStore:
 
     # ---------------------------------------------------------------- writing
 
-    def add(self, job: str, strata: MapStrata, design: dict, points: list[dict]) -> str:
+    def add(self, job: str, strata: MapStrata, design: dict[str, Any], points: list[dict[str, Any]]) -> str:
         """Keep a new sample of `job`'s map (one transaction); its id. `design` holds seed, total,
         min_per_class and the points per class; `points` come from `design.locate`."""
         sample_id = db.new_id(8)
@@ -92,7 +94,7 @@ class SampleStore:
             )
         return sample_id
 
-    def answer(self, job: str, sample_id: str, index: int, answer: int | str) -> dict:
+    def answer(self, job: str, sample_id: str, index: int, answer: int | str) -> dict[str, Any]:
         """Record the answer to point `index` (a class index, UNSURE or SKIP); the point afterwards."""
         sample = self._sample_row(job, sample_id)
         n_classes = len(json.loads(sample["classes"]))
@@ -121,7 +123,7 @@ class SampleStore:
 
     # ---------------------------------------------------------------- reading
 
-    def describe(self, job: str, sample_id: str, with_points: bool = False) -> dict:
+    def describe(self, job: str, sample_id: str, with_points: bool = False) -> dict[str, Any]:
         """The sample as the API shows it: design, strata, progress and the next point to answer."""
         row = self._sample_row(job, sample_id)
         classes = json.loads(row["classes"])
@@ -147,18 +149,18 @@ class SampleStore:
             out["points"] = [point_json(r) for r in rows]
         return out
 
-    def list(self, job: str) -> list[dict]:
+    def list(self, job: str) -> builtins.list[dict[str, Any]]:
         rows = self._conn().execute("SELECT id FROM samples WHERE job = ? ORDER BY created DESC", (job,))
         return [self.describe(job, r["id"]) for r in rows.fetchall()]
 
-    def progress(self, sample_id: str) -> dict:
+    def progress(self, sample_id: str) -> dict[str, int]:
         rows = self._conn().execute(
             "SELECT status, COUNT(*) AS n FROM points WHERE sample = ? GROUP BY status", (sample_id,)
         )
         counts = dict.fromkeys(STATUSES, 0) | {r["status"]: r["n"] for r in rows}
         return {"points": sum(counts.values()), **counts}
 
-    def next_point(self, sample_id: str) -> dict | None:
+    def next_point(self, sample_id: str) -> dict[str, Any] | None:
         """The first pending point, else the first skipped one, else None (all answered)."""
         row = self._one(
             "SELECT * FROM points WHERE sample = ? AND status IN ('pending', 'skipped')"
@@ -167,13 +169,15 @@ class SampleStore:
         )
         return point_json(row) if row else None
 
-    def point(self, sample_id: str, index: int) -> dict:
+    def point(self, sample_id: str, index: int) -> dict[str, Any]:
         row = self._one("SELECT * FROM points WHERE sample = ? AND idx = ?", sample_id, index)
         if row is None:
             raise NotFoundError(f"sample {sample_id} has no point {index}")
         return point_json(row)
 
-    def counts(self, job: str, sample_id: str) -> tuple[builtins.list[dict], builtins.list[dict], np.ndarray]:
+    def counts(
+        self, job: str, sample_id: str
+    ) -> tuple[builtins.list[dict[str, Any]], builtins.list[dict[str, Any]], np.ndarray]:
         """(classes, strata, K x K counts of answered points: map class rows, answer columns)."""
         row = self._sample_row(job, sample_id)
         classes, strata = json.loads(row["classes"]), json.loads(row["strata"])
@@ -187,7 +191,7 @@ class SampleStore:
             counts[r["map_class"], r["answer"]] = r["n"]
         return classes, strata, counts
 
-    def _sample_row(self, job: str, sample_id: str):
+    def _sample_row(self, job: str, sample_id: str) -> sqlite3.Row:
         row = None
         if SAMPLE_ID.match(str(sample_id)):
             row = self._one("SELECT * FROM samples WHERE id = ? AND job = ?", sample_id, job)
@@ -196,11 +200,15 @@ class SampleStore:
         return row
 
     def _size(self, sample_id: str) -> int:
-        return self._one("SELECT COUNT(*) FROM points WHERE sample = ?", sample_id)[0]
+        count: int = (
+            self._conn().execute("SELECT COUNT(*) FROM points WHERE sample = ?", (sample_id,)).fetchone()[0]
+        )
+        return count
 
-    def _one(self, sql: str, *params):
+    def _one(self, sql: str, *params: object) -> sqlite3.Row | None:
         """The first row `sql` finds, or None."""
-        return self._conn().execute(sql, params).fetchone()
+        row: sqlite3.Row | None = self._conn().execute(sql, params).fetchone()
+        return row
 
     def check_size(self, total: int) -> None:
         if total > self.max_points:
@@ -210,7 +218,7 @@ class SampleStore:
             )
 
 
-def point_json(row) -> dict:
+def point_json(row: sqlite3.Row) -> dict[str, Any]:
     """A point as the API shows it; its map class only once it is answered or marked unsure."""
     revealed = row["status"] in ("answered", "unsure")
     return {
