@@ -80,8 +80,8 @@ def dask_results(client: Client, key: str, plan: MapPlan) -> Iterator[WindowResu
 
     # distributed leaves as_completed and some Client and Future methods unannotated (the ignores)
     tasks = plan.tasks(largest_first=True)
-    limit = max(2, TASKS_PER_THREAD * sum(client.nthreads().values()))  # type: ignore[no-untyped-call]
-    pending = as_completed()  # type: ignore[no-untyped-call]
+    limit = max(2, TASKS_PER_THREAD * sum(client.nthreads().values()))
+    pending = as_completed()
     submitted: list[Future[WindowResult]] = []
 
     def submit_next() -> None:
@@ -89,7 +89,7 @@ def dask_results(client: Client, key: str, plan: MapPlan) -> Iterator[WindowResu
         if task is not None:
             future = client.submit(run_window, key, task, pure=False)
             submitted.append(future)
-            pending.add(future)  # type: ignore[no-untyped-call]
+            pending.add(future)
 
     for _ in range(limit):
         submit_next()
@@ -100,7 +100,7 @@ def dask_results(client: Client, key: str, plan: MapPlan) -> Iterator[WindowResu
             submit_next()
             yield result
     finally:
-        client.cancel([f for f in submitted if not f.done()])  # type: ignore[no-untyped-call]
+        client.cancel([f for f in submitted if not f.done()])
 
 
 def start_client(args: argparse.Namespace) -> tuple[Client, LocalCluster | None]:
@@ -110,17 +110,17 @@ def start_client(args: argparse.Namespace) -> tuple[Client, LocalCluster | None]
     # distributed leaves Client's and LocalCluster's constructors unannotated (the ignores below)
     if args.scheduler:
         try:
-            return Client(args.scheduler, timeout=SCHEDULER_TIMEOUT_S), None  # type: ignore[no-untyped-call]
+            return Client(args.scheduler, timeout=SCHEDULER_TIMEOUT_S), None
         except (OSError, ValueError) as exc:
             raise ClusterError(f"cannot reach the Dask scheduler at {args.scheduler}: {exc}") from None
-    cluster = LocalCluster(  # type: ignore[no-untyped-call]
+    cluster = LocalCluster(
         n_workers=args.workers,
         threads_per_worker=args.threads_per_worker,
         processes=not args.threads_only,
         dashboard_address=None,
         silence_logs=logging.ERROR,
     )
-    return Client(cluster), cluster  # type: ignore[no-untyped-call]
+    return Client(cluster), cluster
 
 
 # --------------------------------------------------------------------------------------------
@@ -246,7 +246,7 @@ def prepare_cluster(client: Client, spec: WorkerSpec, loader: DataLoader) -> dic
 def release_cluster(client: Client, spec: WorkerSpec) -> None:
     """Take the spec and what it built off the workers (an outside cluster outlives the map)."""
     try:  # distributed leaves Client.unregister_worker_plugin unannotated
-        client.unregister_worker_plugin(SpecPlugin(spec).name)  # type: ignore[no-untyped-call]
+        client.unregister_worker_plugin(SpecPlugin(spec).name)
     except ValueError:
         pass  # never registered: the check failed first
     except OSError:
@@ -300,7 +300,7 @@ def run(args: argparse.Namespace, timings: dict[str, float] | None = None) -> di
     finally:
         if client is not None:
             release_cluster(client, spec)
-            client.close()  # type: ignore[no-untyped-call]  # unannotated in distributed
+            client.close()
         if cluster is not None:
             cluster.close()
 

@@ -210,7 +210,7 @@ def write_cog(
         **{k.upper(): str(v) for k, v in (tags or {}).items() if v is not None},
     }
     # rio-cogeo leaves COGProfiles.get unannotated
-    profile = cog_profiles.get("deflate")  # type: ignore[no-untyped-call]
+    profile = cog_profiles.get("deflate")
     profile.update(blockxsize=COG_BLOCK_PX, blockysize=COG_BLOCK_PX, BIGTIFF="IF_SAFER")
 
     def translate(tmp: str) -> None:

@@ -198,7 +198,7 @@ def check_cluster(client: Client, spec: WorkerSpec, files: list[str]) -> dict[st
     and what it lacks."""
     try:
         # distributed leaves Client.run_on_scheduler unannotated
-        version = client.run_on_scheduler(package_version)  # type: ignore[no-untyped-call]
+        version = client.run_on_scheduler(package_version)
     except Exception as exc:
         if lacks_package(exc):
             raise ClusterError(f"the Dask scheduler cannot import web_tool: {INSTALL_HINT}") from None
