@@ -78,7 +78,6 @@ def dask_results(client: Client, key: str, plan: MapPlan) -> Iterator[WindowResu
     yielded as they complete. Closing the iterator cancels what is still pending."""
     from distributed import as_completed
 
-    # distributed leaves as_completed and some Client and Future methods unannotated (the ignores)
     tasks = plan.tasks(largest_first=True)
     limit = max(2, TASKS_PER_THREAD * sum(client.nthreads().values()))
     pending = as_completed()
@@ -107,7 +106,6 @@ def start_client(args: argparse.Namespace) -> tuple[Client, LocalCluster | None]
     """A Dask client: of the cluster at --scheduler, or of a new LocalCluster of --workers processes."""
     from distributed import Client, LocalCluster
 
-    # distributed leaves Client's and LocalCluster's constructors unannotated (the ignores below)
     if args.scheduler:
         try:
             return Client(args.scheduler, timeout=SCHEDULER_TIMEOUT_S), None
@@ -245,7 +243,7 @@ def prepare_cluster(client: Client, spec: WorkerSpec, loader: DataLoader) -> dic
 
 def release_cluster(client: Client, spec: WorkerSpec) -> None:
     """Take the spec and what it built off the workers (an outside cluster outlives the map)."""
-    try:  # distributed leaves Client.unregister_worker_plugin unannotated
+    try:
         client.unregister_worker_plugin(SpecPlugin(spec).name)
     except ValueError:
         pass  # never registered: the check failed first

@@ -209,7 +209,6 @@ def write_cog(
         **{f"CLASS_{i}": c["name"] for i, c in enumerate(classes)},
         **{k.upper(): str(v) for k, v in (tags or {}).items() if v is not None},
     }
-    # rio-cogeo leaves COGProfiles.get unannotated
     profile = cog_profiles.get("deflate")
     profile.update(blockxsize=COG_BLOCK_PX, blockysize=COG_BLOCK_PX, BIGTIFF="IF_SAFER")
 

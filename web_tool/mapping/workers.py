@@ -197,7 +197,6 @@ def check_cluster(client: Client, spec: WorkerSpec, files: list[str]) -> dict[st
     this process reads) before any window runs; the model's facts. ClusterError names each worker
     and what it lacks."""
     try:
-        # distributed leaves Client.run_on_scheduler unannotated
         version = client.run_on_scheduler(package_version)
     except Exception as exc:
         if lacks_package(exc):
