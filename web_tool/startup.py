@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -74,11 +75,18 @@ def check_model_serves(model: ServerModel, n_bands: int) -> None:
         )
 
 
+@runtime_checkable
+class ComputesInBf16(Protocol):
+    """A model that has a bf16 twin (the Keras networks: KerasSegmentationModel.in_bfloat16)."""
+
+    def in_bfloat16(self) -> ServerModel: ...
+
+
 def in_precision(model: ServerModel, precision: str) -> ServerModel:
     """`model` computing in `precision` where that can pay; otherwise as it is, with a warning."""
     if precision == "float32":
         return model
-    if not hasattr(model, "in_bfloat16"):
+    if not isinstance(model, ComputesInBf16):
         log.warning(
             "--precision bf16: model %r computes in float32 (only Keras networks run in bf16)", model.name
         )
@@ -97,11 +105,13 @@ def in_precision(model: ServerModel, precision: str) -> ServerModel:
     return model.in_bfloat16()
 
 
-def open_datasets(configs: list[DatasetConfig], model: ServerModel, args: argparse.Namespace) -> dict:
+def open_datasets(
+    configs: list[DatasetConfig], model: ServerModel, args: argparse.Namespace
+) -> dict[str, DataLoader]:
     """{name: DataLoader} of the datasets that can serve `model`; the others skipped with a warning."""
     n_bands = model.n_bands
     cache_dir = Path(args.state_dir) / "imagery"
-    loaders = {}
+    loaders: dict[str, DataLoader] = {}
     for config in configs:
         try:
             loaders[config.name] = DataLoader(config, args.max_patch_pixels, n_bands, cache_dir)

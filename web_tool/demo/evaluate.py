@@ -13,18 +13,35 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 import rasterio
 
 from web_tool.demo.scene import CLASSES, DEFAULT_OUT, HOLDOUT
 
+if TYPE_CHECKING:
+    import keras
+
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "data" / "demo_model.keras"
 PAD_MULTIPLE = 32  # covers U-Nets up to depth 5
 
 
-def read_tile(data_dir: Path, tile: dict) -> tuple[np.ndarray, np.ndarray]:
+class Scores(TypedDict):
+    """A model's scores on one area."""
+
+    accuracy: float
+    #: per class
+    iou: list[float]
+    miou: float
+    pixels: int
+    #: rows = truth, columns = prediction
+    confusion: list[list[int]]
+
+
+def read_tile(data_dir: Path, tile: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """(HxWxB uint8 imagery, HxW uint8 labels) of one tile listed in scene.json."""
     with rasterio.open(data_dir / tile["imagery"]) as src:
         image = src.read().transpose(1, 2, 0)
@@ -33,24 +50,26 @@ def read_tile(data_dir: Path, tile: dict) -> tuple[np.ndarray, np.ndarray]:
     return image, labels
 
 
-def load_scene(data_dir: str | os.PathLike) -> dict:
+def load_scene(data_dir: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(data_dir) / "scene.json"
     if not path.is_file():
         raise SystemExit(
             f"no demo scene at {data_dir} (scene.json missing): run `python -m web_tool.demo.scene`"
         )
-    return json.loads(path.read_text())
+    scene: dict[str, Any] = json.loads(path.read_text())
+    return scene
 
 
-def predict_classes(model, image: np.ndarray, multiple: int = PAD_MULTIPLE) -> np.ndarray:
+def predict_classes(model: keras.Model, image: np.ndarray, multiple: int = PAD_MULTIPLE) -> np.ndarray:
     """HxW argmax class of `model` (output NxHxWxC) over a uint8 HxWxB image, reflect-padded as needed."""
     h, w = image.shape[:2]
     ph, pw = -h % multiple, -w % multiple
     x = image.astype(np.float32) / 255.0
     if ph or pw:
         x = np.pad(x, ((0, ph), (0, pw), (0, 0)), mode="reflect")
-    probs = np.asarray(model(x[None], training=False))[0, :h, :w]
-    return probs.argmax(axis=-1).astype(np.uint8)
+    probs: np.ndarray = np.asarray(model(x[None], training=False))[0, :h, :w]
+    classes: np.ndarray = probs.argmax(axis=-1)
+    return classes.astype(np.uint8)
 
 
 def confusion(truth: np.ndarray, pred: np.ndarray, n: int) -> np.ndarray:
@@ -59,7 +78,7 @@ def confusion(truth: np.ndarray, pred: np.ndarray, n: int) -> np.ndarray:
     return np.bincount(truth[valid].astype(np.int64) * n + pred[valid], minlength=n * n).reshape(n, n)
 
 
-def scores(cm: np.ndarray) -> dict:
+def scores(cm: np.ndarray) -> Scores:
     tp = np.diag(cm).astype(np.float64)
     union = cm.sum(0) + cm.sum(1) - tp
     iou = np.where(union > 0, tp / np.maximum(union, 1), np.nan)
@@ -72,19 +91,19 @@ def scores(cm: np.ndarray) -> dict:
     }
 
 
-def evaluation_sets(scene: dict) -> dict[str, list[dict]]:
+def evaluation_sets(scene: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     """{'a (held-out a_r2_c2)': [that tile], 'b': [all tiles of area b]}."""
     areas = {a["name"]: a for a in scene["areas"]}
     holdout = [t for t in areas["a"]["tiles"] if t["name"] == scene.get("holdout", HOLDOUT)]
     return {f"a (held-out {HOLDOUT})": holdout, "b": list(areas["b"]["tiles"])}
 
 
-def evaluate(model, data_dir: str | os.PathLike = DEFAULT_OUT) -> dict:
+def evaluate(model: keras.Model, data_dir: str | os.PathLike[str] = DEFAULT_OUT) -> dict[str, Scores]:
     """{area: {accuracy, iou (per class), miou, pixels, confusion}} for the held-out tile and area b."""
     data_dir = Path(data_dir)
     scene = load_scene(data_dir)
     n = len(scene.get("classes", CLASSES))
-    results = {}
+    results: dict[str, Scores] = {}
     for name, tiles in evaluation_sets(scene).items():
         cm = np.zeros((n, n), np.int64)
         for tile in tiles:
@@ -94,7 +113,7 @@ def evaluate(model, data_dir: str | os.PathLike = DEFAULT_OUT) -> dict:
     return results
 
 
-def markdown_table(results: dict, classes=CLASSES) -> str:
+def markdown_table(results: dict[str, Scores], classes: Sequence[str] = CLASSES) -> str:
     head = ["area", "pixel acc."] + [f"IoU {c}" for c in classes] + ["mean IoU"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
     for name, r in results.items():

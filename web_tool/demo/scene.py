@@ -28,11 +28,15 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import cv2
 import numpy as np
 import rasterio
 from rasterio.transform import from_origin
+
+if TYPE_CHECKING:
+    from affine import Affine  # rasterio's transforms
 
 VERSION = 1
 CRS = "EPSG:32618"
@@ -67,8 +71,42 @@ SURFACE_CLASS = np.array([WATER, FOREST, FIELD, FIELD, FIELD, BUILT, BUILT, BUIL
 # Reflectances as uint8 digital numbers (R, G, B, NIR) before the sensor model.
 # Field types: (probability, vegetation colour, soil colour, vegetation cover, row contrast, tillage).
 # Roof colours: light grey, dark grey, red tiles, brown, white; the same roofs in every look.
-ROOFS = [(192, 190, 196, 174), (88, 88, 94, 78), (162, 84, 66, 100), (124, 98, 82, 94), (226, 226, 230, 206)]
-LOOKS: dict[str, dict] = {
+DN = tuple[int, int, int, int]
+FieldType = tuple[float, DN, DN, float, float, float]
+PerBand = tuple[float, float, float, float]
+
+
+class Look(TypedDict):
+    """How one area looks: its surfaces' reflectances, its sun (shadows) and its sensor."""
+
+    forest_decid: DN
+    forest_conifer: DN
+    field_types: list[FieldType]
+    lawn: DN
+    margin: DN
+    water_deep: DN
+    water_shallow: DN
+    road: DN
+    main_road: DN
+    roofs: list[DN]
+    shadow: float
+    shadow_len: int
+    gain: PerBand
+    offset: PerBand
+    haze_var: float
+    illum: float
+    blur: float
+    noise: float
+
+
+ROOFS: list[DN] = [
+    (192, 190, 196, 174),
+    (88, 88, 94, 78),
+    (162, 84, 66, 100),
+    (124, 98, 82, 94),
+    (226, 226, 230, 206),
+]
+LOOKS: dict[str, Look] = {
     "summer": {
         "forest_decid": (48, 80, 52, 168),
         "forest_conifer": (34, 56, 44, 120),
@@ -354,7 +392,7 @@ def settle(
     phi = rng.uniform(0, np.pi / 2)
     cos, sin = np.cos(phi), np.sin(phi)
 
-    def to_xy(u, v):
+    def to_xy(u: float, v: float) -> tuple[float, float]:
         return cx + u * cos - v * sin, cy + u * sin + v * cos
 
     spacing = rng.uniform(58.0, 76.0)
@@ -416,7 +454,7 @@ def settle(
 # rendering: surfaces → reflectance → sensor
 
 
-def render(rng: np.random.Generator, lay: Layout, look: dict) -> np.ndarray:
+def render(rng: np.random.Generator, lay: Layout, look: Look) -> np.ndarray:
     h, w = lay.surface.shape
     img = np.zeros((h, w, 4), np.float32)
     flat = img.reshape(-1, 4)
@@ -424,10 +462,10 @@ def render(rng: np.random.Generator, lay: Layout, look: dict) -> np.ndarray:
     fine = smooth_noise(rng, h, w, 3.0).ravel()
     patchy = smooth_noise(rng, h, w, 60.0, octaves=2).ravel()
 
-    def where(*codes):
+    def where(*codes: int) -> np.ndarray:
         return np.flatnonzero(np.isin(surface, codes))
 
-    def col(c):
+    def col(c: DN) -> np.ndarray:
         return np.asarray(c, np.float32)
 
     # forest: crowns ~5 m across lit from the north-west, gaps in shadow, deciduous/conifer stands
@@ -470,10 +508,10 @@ def render(rng: np.random.Generator, lay: Layout, look: dict) -> np.ndarray:
         px *= (1.0 + till[cid] * stripe + 0.03 * fine[idx])[:, None]
         flat[idx] = px
 
-    for code, key, amp in ((S_LAWN, "lawn", 0.10), (S_MARGIN, "margin", 0.12)):
+    for code, dn, amp in ((S_LAWN, look["lawn"], 0.10), (S_MARGIN, look["margin"], 0.12)):
         idx = where(code)
         if idx.size:
-            flat[idx] = col(look[key]) * (1.0 + amp * fine[idx] + 0.05 * patchy[idx])[:, None]
+            flat[idx] = col(dn) * (1.0 + amp * fine[idx] + 0.05 * patchy[idx])[:, None]
 
     # water: deep in the middle, shallower and brighter near the shore
     idx = where(S_WATER)
@@ -485,10 +523,10 @@ def render(rng: np.random.Generator, lay: Layout, look: dict) -> np.ndarray:
             :, None
         ]
 
-    for code, key in ((S_ROAD, "road"), (S_MAIN_ROAD, "main_road")):
+    for code, dn in ((S_ROAD, look["road"]), (S_MAIN_ROAD, look["main_road"])):
         idx = where(code)
         if idx.size:
-            flat[idx] = col(look[key]) * (1.0 + 0.04 * fine[idx] + 0.03 * patchy[idx])[:, None]
+            flat[idx] = col(dn) * (1.0 + 0.04 * fine[idx] + 0.03 * patchy[idx])[:, None]
 
     # roofs: a colour per building, the two halves of the gable lit differently
     idx = where(S_ROOF)
@@ -537,10 +575,10 @@ def make_area(spec: AreaSpec, index: int, seed: int, tile: int) -> tuple[np.ndar
 # output
 
 
-def write_cog(path: Path, data: np.ndarray, transform, labels: bool) -> None:
+def write_cog(path: Path, data: np.ndarray, transform: Affine, labels: bool) -> None:
     """Write CxHxW uint8 `data` as a tiled, DEFLATE-compressed COG, atomically."""
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.tif")
-    options = {
+    options: dict[str, int | str] = {
         "BLOCKSIZE": 256,
         "COMPRESS": "DEFLATE",
         "LEVEL": 6,
@@ -573,7 +611,7 @@ def tile_size(scale: float) -> int:
     return max(32, int(round(TILE * scale / 16.0)) * 16)
 
 
-def describe(seed: int, scale: float) -> dict:
+def describe(seed: int, scale: float) -> dict[str, Any]:
     """The scene.json content: areas, their bounds and tiles (paths relative to the output folder)."""
     tile = tile_size(scale)
     areas = []
@@ -623,7 +661,7 @@ def describe(seed: int, scale: float) -> dict:
     }
 
 
-def is_complete(out_dir: Path, info: dict) -> bool:
+def is_complete(out_dir: Path, info: dict[str, Any]) -> bool:
     try:
         existing = json.loads((out_dir / "scene.json").read_text())
     except (OSError, ValueError):
@@ -636,12 +674,12 @@ def is_complete(out_dir: Path, info: dict) -> bool:
 
 
 def generate(
-    out_dir: str | os.PathLike = DEFAULT_OUT,
+    out_dir: str | os.PathLike[str] = DEFAULT_OUT,
     seed: int = 0,
     scale: float = 1.0,
     force: bool = False,
     verbose: bool = True,
-) -> dict:
+) -> dict[str, Any]:
     """Generate the demo scene into `out_dir` (skipped when it is already there) → scene.json content.
 
     `scale` shrinks every area (tiles of round(1024 * scale) px, a multiple of 16) for tests;

@@ -18,17 +18,21 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from web_tool.demo.evaluate import DEFAULT_MODEL, load_scene, read_tile
 from web_tool.demo.scene import CLASSES, DEFAULT_OUT, HOLDOUT
 
+if TYPE_CHECKING:
+    import keras
+
 REPLAY_SIZE = 64
 REPLAY_COUNT = 32
 
 
-def replay_path(model_path: str | os.PathLike) -> Path:
+def replay_path(model_path: str | os.PathLike[str]) -> Path:
     p = Path(model_path)
     return p.with_name((p.name[: -len(".keras")] if p.name.endswith(".keras") else p.name) + ".replay.npz")
 
@@ -101,7 +105,9 @@ def replay_sample(
     return np.stack(images).astype(np.uint8), np.stack(labels).astype(np.uint8)
 
 
-def recalibrate_batchnorm(model, sampler: CropSampler, batches: int, batch: int, size: int) -> None:
+def recalibrate_batchnorm(
+    model: keras.Model, sampler: CropSampler, batches: int, batch: int, size: int
+) -> None:
     """Re-estimate every BatchNormalization layer's moving mean/variance with the weights fixed.
 
     The moving averages kept during training lag behind weights that are still changing; here they
@@ -124,10 +130,10 @@ def recalibrate_batchnorm(model, sampler: CropSampler, batches: int, batch: int,
         layer.momentum = momentum
 
 
-def save_atomic_npz(path: Path, **arrays) -> None:
+def save_atomic_npz(path: Path, **arrays: np.ndarray) -> None:
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
     try:
-        np.savez_compressed(tmp, **arrays)
+        np.savez_compressed(tmp, allow_pickle=True, **arrays)  # named, or mypy matches **arrays to it
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -18,12 +18,14 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import bottle
 
 from web_tool.errors import BusyError
+from web_tool.http.api import Callback
 
 #: heavy requests that run at once (TensorFlow already uses every core for one)
 HEAVY_SLOTS = 1
@@ -43,7 +45,7 @@ class Gate:
         slots: int = HEAVY_SLOTS,
         max_waiting: int = MAX_WAITING,
         max_wait_s: float = MAX_WAIT_S,
-        clock=time.monotonic,
+        clock: Callable[[], float] = time.monotonic,
     ):
         if slots < 1 or max_waiting < 0:
             raise ValueError("a gate needs at least one slot and a non-negative waiting limit")
@@ -54,7 +56,7 @@ class Gate:
         self._running = 0
         self._seconds = 1.0  # moving average of a turn's length
 
-    def state(self) -> dict:
+    def state(self) -> dict[str, int]:
         with self._cond:
             return {"running": self._running, "waiting": len(self._queue)}
 
@@ -115,11 +117,11 @@ class HeavyRoutes:
     def __init__(self, gate: Gate):
         self.gate = gate
 
-    def apply(self, callback, route: bottle.Route):
+    def apply(self, callback: Callback, route: bottle.Route) -> Callback:
         if not route.config.get("heavy"):
             return callback
 
-        def wrapper(*args, **kwargs):
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
             with self.gate.turn():
                 return callback(*args, **kwargs)
 

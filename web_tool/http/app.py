@@ -32,12 +32,14 @@ def make_app(config: AppConfig) -> bottle.Bottle:
     routes_page.add_routes(app, config)
     validation_routes.add_routes(app, config)
 
-    @app.get("/openapi.json")
-    def openapi_route():
+    router: api.Router = app
+
+    @router.get("/openapi.json")
+    def openapi_route() -> bottle.HTTPResponse:
         return api.json_response(build_openapi(app))
 
-    @app.get("/<path:path>")
-    def static(path):
+    @router.get("/<path:path>")
+    def static(path: str) -> bottle.HTTPResponse:
         return serve_static(path)
 
     return app

@@ -13,10 +13,12 @@ server then binds to loopback unless `--host` says otherwise.
 from __future__ import annotations
 
 import hmac
+from typing import Any
 
 import bottle
 
 from web_tool.http import api
+from web_tool.http.api import Callback
 
 #: environment variable read when `--token` is not given (keeps the secret out of `ps`)
 TOKEN_ENV = "LANDCOVER_TOKEN"
@@ -35,12 +37,13 @@ def takes_url_token(route: bottle.Route) -> bool:
 
 def presented_token(request: bottle.BaseRequest, in_url: bool = False) -> str | None:
     """The token a request carries: the Bearer header, or `access_token` when `in_url` allows it."""
-    header = request.get_header("Authorization", "")
+    header: str = request.get_header("Authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
     if in_url:
-        return request.query.get("access_token") or None
+        token: str = request.query.get("access_token", "")
+        return token or None
     return None
 
 
@@ -55,14 +58,14 @@ class TokenAuth:
             raise ValueError("an empty token would let everybody in")
         self.token = token.encode()
 
-    def apply(self, callback, route):
+    def apply(self, callback: Callback, route: bottle.Route) -> Callback:
         if is_public(route):
             return callback
 
         in_url = takes_url_token(route)
         how = " (or ?access_token=<token> in a tile or download URL)" if in_url else ""
 
-        def wrapper(*args, **kwargs):
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
             given = presented_token(bottle.request, in_url)
             if given is None:
                 raise self.refuse(

@@ -7,6 +7,7 @@ validate requests, so the description cannot drift from what the server accepts.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import bottle
 from pydantic import BaseModel
@@ -82,8 +83,10 @@ def openapi_path(rule: str) -> tuple[str, list[tuple[str, str]]]:
     return re.sub(r"<(\w+)(?::\w+)?>", r"{\1}", rule), params
 
 
-def operation(method: str, rule: str, params: list[tuple[str, str]], schemas: dict) -> dict:
-    op: dict = {
+def operation(
+    method: str, rule: str, params: list[tuple[str, str]], schemas: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    op: dict[str, Any] = {
         "summary": f"{method} {rule}",
         "responses": {
             "200": {"description": "success"},
@@ -110,10 +113,10 @@ def operation(method: str, rule: str, params: list[tuple[str, str]], schemas: di
     return op
 
 
-def build_openapi(app: bottle.Bottle) -> dict:
+def build_openapi(app: bottle.Bottle) -> dict[str, Any]:
     """The OpenAPI document of `app`'s routes (OPTIONS and static files left out)."""
-    paths: dict = {}
-    schemas: dict = {}
+    paths: dict[str, dict[str, dict[str, Any]]] = {}
+    schemas: dict[str, dict[str, Any]] = {}
     for route in app.routes:
         if route.method == "OPTIONS" or route.rule in HIDDEN:
             continue

@@ -23,6 +23,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from dataclasses import dataclass
+from typing import Self
 from urllib.parse import urlsplit
 
 import bottle
@@ -93,7 +94,9 @@ class SitePolicy:
     open: bool = False
 
     @classmethod
-    def build(cls, bind_host: str, cors_origins: list[str] | tuple[str, ...] = (), token: bool = False):
+    def build(
+        cls, bind_host: str, cors_origins: list[str] | tuple[str, ...] = (), token: bool = False
+    ) -> Self:
         origins = frozenset(parse_origin(o) for o in cors_origins)
         hosts = {"localhost", bind_host.strip("[]").lower()}
         if not is_loopback(bind_host):  # reachable from the network: by this machine's names too

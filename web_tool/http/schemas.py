@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import unicodedata
-from typing import Annotated, Any, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, Self, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -69,7 +70,7 @@ class SessionQuery(Lenient):
     session: SessionId = None
 
 
-def query_session(query: Any) -> str | None:
+def query_session(query: Mapping[str, str]) -> str | None:
     """The `session` of a request's query string (bottle's `request.query`); None: the default one."""
     return parse(SessionQuery, {"session": query.get("session") or None}).session
 
@@ -81,7 +82,7 @@ class SpatialReference(Lenient):
     wkid: int | None = None
 
     @model_validator(mode="after")
-    def _has_code(self):
+    def _has_code(self) -> Self:
         if self.latestWkid is None and self.wkid is None:
             raise ValueError('spatialReference needs an EPSG code: {"latestWkid": 3857} (or "wkid")')
         return self
@@ -119,7 +120,7 @@ class AreaRequest(Lenient):
     crs: int | str = 3857
 
     @model_validator(mode="after")
-    def _one_area(self):
+    def _one_area(self) -> Self:
         if (self.extent is None) == (self.geometry is None):
             raise ValueError("send exactly one of `extent` or `geometry` (a GeoJSON Polygon or MultiPolygon)")
         return self
@@ -162,7 +163,11 @@ def describe_error(exc: ValidationError) -> str:
     return "invalid request: " + "; ".join(parts)
 
 
-def parse(model: type[BaseModel], body: Any):
+#: one of the request models below
+RequestModel = TypeVar("RequestModel", bound=BaseModel)
+
+
+def parse(model: type[RequestModel], body: object) -> RequestModel:
     """Validate `body` (already-decoded JSON) against `model`; RequestError naming the field."""
     if not isinstance(body, dict):
         raise RequestError("request body must be a JSON object")
@@ -225,7 +230,7 @@ class LoadRequest(SessionRequest):
     share: str | None = Field(default=None, min_length=1, max_length=64)
 
     @model_validator(mode="after")
-    def _one_checkpoint(self):
+    def _one_checkpoint(self) -> Self:
         given = [v for v in (self.checkpoint, self.share) if v is not None]
         if len(given) != 1 or not given[0].strip():
             raise ValueError("send `checkpoint` (an id from GET /checkpoints) or `share` (from a share link)")
@@ -287,7 +292,7 @@ class ReferenceRequest(Lenient):
     format: Literal["json", "csv"] = "json"
 
     @model_validator(mode="after")
-    def _one_reference(self):
+    def _one_reference(self) -> Self:
         if sum([self.labels, self.raster is not None, self.points is not None]) != 1:
             raise ValueError(
                 "send exactly one of `labels: true`, `raster` (a base64 GeoTIFF) or `points` (GeoJSON)"

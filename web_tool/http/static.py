@@ -3,6 +3,7 @@ packages from node_modules/ under /vendor/; never anything else."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import bottle
@@ -26,7 +27,7 @@ def is_frontend_path(parts: tuple[str, ...]) -> bool:
     return (len(parts) == 1 and parts[0] in STATIC_FILES) or (len(parts) > 1 and parts[0] in STATIC_DIRS)
 
 
-def serve_static(path: str):
+def serve_static(path: str) -> bottle.HTTPResponse:
     """A frontend file, or a JSON 404: never anything outside the frontend's own files.
 
     The check runs on the resolved path too, so a symlink cannot lead out of the allowed files.
@@ -37,6 +38,7 @@ def serve_static(path: str):
     not_found = NotFoundError(f"no such file: {path[:100]!r}")
     if not parts or ".." in parts or path.startswith("/"):
         raise not_found
+    allowed: Callable[[tuple[str, ...]], bool]
     if parts[0] == "vendor" and len(parts) > 2 and parts[1] in VENDOR_DIRS:
         root, rel, allowed = VENDOR_DIRS[parts[1]].resolve(), Path(*parts[2:]), lambda p: True
     else:

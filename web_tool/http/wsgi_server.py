@@ -10,9 +10,10 @@ limit, headers too large) in text/plain. Here its body limit is the app's, and t
 from __future__ import annotations
 
 import json
+from wsgiref.types import WSGIApplication
 
 from waitress.channel import HTTPChannel
-from waitress.server import BaseWSGIServer, create_server
+from waitress.server import BaseWSGIServer, MultiSocketServer, create_server
 from waitress.task import ErrorTask
 
 #: waitress' own refusals, in the user's words
@@ -26,7 +27,7 @@ MESSAGES = {
 class JsonErrorTask(ErrorTask):
     """Waitress' error answer as `{"error": ...}` JSON."""
 
-    def execute(self):
+    def execute(self) -> None:
         error = self.request.error
         template = MESSAGES.get(error.code, "{reason}: {detail}")
         message = template.format(reason=error.reason.lower(), detail=str(error.body).strip())
@@ -43,13 +44,18 @@ class JsonErrorChannel(HTTPChannel):
 
 
 def make_server(
-    app, host: str = "127.0.0.1", port: int = 0, threads: int = 8, max_body_bytes: int = 8 * 2**20, **options
-):
+    app: WSGIApplication,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    threads: int = 8,
+    max_body_bytes: int = 8 * 2**20,
+    **options: object,
+) -> BaseWSGIServer | MultiSocketServer:
     """A waitress server for `app` (not yet running: call `.run()`), with JSON errors and bodies
     over `max_body_bytes` refused unread. It waits on its sockets with poll(), not select(): a
     process with many files open (rasters, SQLite, many clients) gets descriptors above 1024,
     which select() cannot watch (the server's loop would die)."""
-    sockets: dict = {}
+    sockets: dict[int, object] = {}  # waitress' socket map: file descriptor -> dispatcher
     server = create_server(
         app,
         map=sockets,

@@ -18,13 +18,13 @@ if TYPE_CHECKING:
     from web_tool.http.config import AppConfig
 
 
-def add_routes(app: bottle.Bottle, config: AppConfig) -> None:
+def add_routes(app: api.Router, config: AppConfig) -> None:
     @app.get("/")
-    def index():
+    def index() -> bottle.HTTPResponse:
         return serve_static("index.html")
 
     @app.get("/health")
-    def health():
+    def health() -> bottle.HTTPResponse:
         endpoints = sorted({f"{r.method} {r.rule}" for r in app.routes if r.method != "OPTIONS"})
         return api.json_response(
             {
@@ -37,23 +37,23 @@ def add_routes(app: bottle.Bottle, config: AppConfig) -> None:
         )
 
     @app.get("/datasets")
-    def datasets():
+    def datasets() -> bottle.HTTPResponse:
         return api.json_response([loader.describe() for loader in config.loaders.values()])
 
     @app.get("/tiles/<dataset>/<z:int>/<x:int>/<y:int>.png", url_token=True)
-    def tiles(dataset, z, x, y):
+    def tiles(dataset: str, z: int, x: int, y: int) -> bottle.HTTPResponse:
         png = render_tile(config.loader(dataset), z, x, y)
         return bottle.HTTPResponse(png, content_type="image/png", Cache_Control="public, max-age=3600")
 
     @app.post("/getInput", heavy=True)
-    def get_input_route():
+    def get_input_route() -> bottle.HTTPResponse:
         body = api.read_json(config.max_body_bytes)
         req = parse(GetInputRequest, body)
         result = get_input(config.loader(req.dataset), req.extent.to_extent())
         return api.json_response({"extent": body["extent"], **result})
 
     @app.post("/predPatch", heavy=True)
-    def pred_patch_route():
+    def pred_patch_route() -> bottle.HTTPResponse:
         body = api.read_json(config.max_body_bytes)
         req = parse(PredPatchRequest, body)
         loader = config.loader(req.dataset)

@@ -17,7 +17,7 @@ import re
 import shlex
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import bottle
 
@@ -26,7 +26,7 @@ from web_tool.errors import ClassIndexError, NotTrainedError, TooLargeError
 from web_tool.http import api
 from web_tool.http.admission import Gate
 from web_tool.http.schemas import PredTileRequest, parse, query_session
-from web_tool.mapping.jobs import JobCancelled, JobContext, JobResult
+from web_tool.mapping.jobs import JobCancelled, JobContext, JobResult, Work
 from web_tool.mapping.pipeline import (
     MapCancelled,
     MapPlan,
@@ -82,10 +82,10 @@ def map_job(
     plan: MapPlan,
     weights: list[float] | None,
     gate: Gate,
-    classes: list[dict] | None = None,
-    tags: dict | None = None,
+    classes: list[dict[str, Any]] | None = None,
+    tags: dict[str, str | None] | None = None,
     vector: bool = False,
-):
+) -> Work:
     """The job that maps `plan` with `model` into the job's downloads (run in the job thread), its
     windows in their turns at `gate`, its outputs named after the dataset, the date and the
     checkpoint in `tags`."""
@@ -153,18 +153,18 @@ def snapshot(config: AppConfig, session: str | None, name: str) -> str | None:
     return config.sessions.save_checkpoint(session, name) if config.sessions is not None else None
 
 
-def job_json(job: dict) -> dict:
+def job_json(job: dict[str, Any]) -> dict[str, Any]:
     return {**job, "outputs": {kind: f"/downloads/{name}" for kind, name in job["outputs"].items()}}
 
 
-def add_routes(app: bottle.Bottle, config: AppConfig) -> None:
+def add_routes(app: api.Router, config: AppConfig) -> None:
     """Declare the job routes on `app` (nothing when `config.jobs` is None)."""
     jobs = config.jobs
     if jobs is None:
         return
 
     @app.post("/predTile")
-    def pred_tile():
+    def pred_tile() -> bottle.HTTPResponse:
         req = parse(PredTileRequest, api.read_json(config.max_body_bytes))
         loader = config.loader(req.dataset)
         model = config.model_for(req.session)  # models never change: later retraining makes a new one
@@ -199,19 +199,19 @@ def add_routes(app: bottle.Bottle, config: AppConfig) -> None:
         return query_session(bottle.request.query)
 
     @app.get("/jobs")
-    def list_jobs():
+    def list_jobs() -> bottle.HTTPResponse:
         return api.json_response([job_json(j) for j in jobs.recent(caller())])
 
     @app.get("/jobs/<job_id>")
-    def get_job(job_id):
+    def get_job(job_id: str) -> bottle.HTTPResponse:
         return api.json_response(job_json(jobs.get(job_id, caller())))
 
     @app.delete("/jobs/<job_id>")
-    def cancel_job(job_id):
+    def cancel_job(job_id: str) -> bottle.HTTPResponse:
         return api.json_response(job_json(jobs.cancel(job_id, caller())))
 
     @app.get("/downloads/<name>", url_token=True)
-    def download(name):
+    def download(name: str) -> bottle.HTTPResponse:
         path = jobs.download(name)
         media = MEDIA_TYPES.get(path.suffix, "application/octet-stream")
         named = path.name.partition("_")[2] or path.name  # without the job id (a secret)

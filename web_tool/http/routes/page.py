@@ -50,20 +50,20 @@ def owner_and_model(config: AppConfig, session_id: str | None) -> tuple[tuple[st
 
 
 def int_query(name: str, default: int = 0) -> int:
-    value = bottle.request.query.get(name, "")
+    value: str = bottle.request.query.get(name, "")
     try:
         return int(value) if value else default
     except ValueError:
         raise RequestError(f"{name} must be a whole number, not {value!r}") from None
 
 
-def add_routes(app: bottle.Bottle, config, tiles: PredictionTiles | None = None) -> None:
+def add_routes(app: api.Router, config: AppConfig, tiles: PredictionTiles | None = None) -> None:
     """Declare the page's routes on `app`; `tiles` holds the prediction tile cache (a new one if None)."""
     tiles = tiles or PredictionTiles()
     app.config["landcover.pred_tiles"] = tiles
 
     @app.get("/predTiles/<dataset>/<z:int>/<x:int>/<y:int>.png", url_token=True)  # fetched by URL
-    def pred_tiles(dataset, z, x, y):
+    def pred_tiles(dataset: str, z: int, x: int, y: int) -> bottle.HTTPResponse:
         query = bottle.request.query
         loader = config.loader(dataset)
         owner, model = owner_and_model(config, query.get("session") or None)
@@ -80,28 +80,29 @@ def add_routes(app: bottle.Bottle, config, tiles: PredictionTiles | None = None)
             X_Native_Zoom=str(dataset_native_zoom(loader)),
         )
 
-    if config.sessions is not None:
+    sessions, jobs = config.sessions, config.jobs
+    if sessions is not None:
 
         @app.get("/corrections")
-        def corrections():
+        def corrections() -> bottle.HTTPResponse:
             query = bottle.request.query
-            session = config.sessions.get(query.get("session") or None)
+            session = sessions.get(query.get("session") or None)
             dataset = config.loader(query.get("dataset") or None).name
             body = correction_shapes.collection(list(session.corrections), dataset, int_query("after"))
             return api.json_response({**body, "session": session.id, "version": session.version})
 
         @app.post("/deleteCorrections")
-        def delete_corrections():
+        def delete_corrections() -> bottle.HTTPResponse:
             req = parse(DeleteCorrectionsRequest, api.read_json(config.max_body_bytes))
             loader = config.loader(req.dataset)
-            with config.sessions.unchanged_on_failure(req.session):
-                erased = config.sessions.erase(req.session, loader.name, *req.area(config.max_vertices))
+            with sessions.unchanged_on_failure(req.session):
+                erased = sessions.erase(req.session, loader.name, *req.area(config.max_vertices))
             return api.json_response({"success": True, **erased})
 
-    if config.jobs is not None:
+    if jobs is not None:
 
         @app.post("/aoi")
-        def aoi():
+        def aoi() -> bottle.HTTPResponse:
             req = parse(AoiRequest, api.read_json(config.max_body_bytes))
             loader = config.loader(req.dataset)
             geom, crs = req.area(config.max_vertices)
@@ -113,7 +114,7 @@ def add_routes(app: bottle.Bottle, config, tiles: PredictionTiles | None = None)
                     "geometry": area.to_crs(WGS84).geometry.__geo_interface__,
                     "area_km2": round(area.area_km2(), 6),
                     "imagery_km2": round(km2, 6),
-                    "max_km2": config.jobs.max_km2,
-                    "fits": km2 <= config.jobs.max_km2,
+                    "max_km2": jobs.max_km2,
+                    "fits": km2 <= jobs.max_km2,
                 }
             )

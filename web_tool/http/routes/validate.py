@@ -18,6 +18,7 @@ import base64
 import binascii
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import bottle
@@ -31,10 +32,13 @@ from web_tool.validate import assess, reference
 from web_tool.validate.report import to_csv
 
 if TYPE_CHECKING:
+    from rasterio.io import DatasetReader
+
     from web_tool.http.config import AppConfig
+    from web_tool.mapping.jobs import JobManager
 
 
-def finished_map(jobs, job_id: str, session: str | None) -> tuple[dict, Any]:
+def finished_map(jobs: JobManager, job_id: str, session: str | None) -> tuple[dict[str, Any], Path]:
     """(job, path of its class map) if the caller may assess `job_id`'s map: the job exists and is
     done, and the caller's `session` made it (404 otherwise, as for any job). Every validation route
     asks here."""
@@ -46,7 +50,7 @@ def finished_map(jobs, job_id: str, session: str | None) -> tuple[dict, Any]:
     return job, jobs.download(job["outputs"]["cog"])
 
 
-def job_classes(job: dict) -> list[dict] | None:
+def job_classes(job: dict[str, Any]) -> list[dict[str, Any]] | None:
     """The classes the job's map was made with (None: read them from the map itself)."""
     rows = (job.get("stats") or {}).get("classes")
     return [{"name": r["name"], "color": r["color"]} for r in rows] if rows else None
@@ -54,14 +58,14 @@ def job_classes(job: dict) -> list[dict] | None:
 
 def caller_session() -> str | None:
     """The session a GET names (`?session=`)."""
-    session = bottle.request.query.get("session") or None
+    session: str | None = bottle.request.query.get("session") or None
     if session is not None and len(session) > 64:
         raise RequestError("session: at most 64 characters")
     return session
 
 
 @contextmanager
-def open_raster(encoded: str) -> Iterator:
+def open_raster(encoded: str) -> Iterator[DatasetReader]:
     """The uploaded reference GeoTIFF (base64) as an open dataset, while the block runs."""
     try:
         data = base64.b64decode(encoded, validate=True)
@@ -82,7 +86,7 @@ def csv_response(text: str, name: str) -> bottle.HTTPResponse:
     )
 
 
-def add_routes(app: bottle.Bottle, config: AppConfig) -> None:
+def add_routes(app: api.Router, config: AppConfig) -> None:
     """Declare the validation routes on `app` (none without jobs or a sample store)."""
     jobs, store = config.jobs, config.validation
     if jobs is None or store is None:
@@ -90,7 +94,7 @@ def add_routes(app: bottle.Bottle, config: AppConfig) -> None:
     limit = config.max_body_bytes
 
     @app.post("/jobs/<job_id>/samples", heavy=True)  # reads the whole map: takes a turn (admission.py)
-    def create_sample(job_id):
+    def create_sample(job_id: str) -> bottle.HTTPResponse:
         req = parse(SampleRequest, api.read_json(limit, if_empty={}))
         job, cog = finished_map(jobs, job_id, req.session)
         sample_id = assess.new_sample(
@@ -99,17 +103,17 @@ def add_routes(app: bottle.Bottle, config: AppConfig) -> None:
         return api.json_response(store.describe(job_id, sample_id), status=201)
 
     @app.get("/jobs/<job_id>/samples")
-    def list_samples(job_id):
+    def list_samples(job_id: str) -> bottle.HTTPResponse:
         finished_map(jobs, job_id, caller_session())
         return api.json_response(store.list(job_id))
 
     @app.get("/jobs/<job_id>/samples/<sample_id>")
-    def get_sample(job_id, sample_id):
+    def get_sample(job_id: str, sample_id: str) -> bottle.HTTPResponse:
         finished_map(jobs, job_id, caller_session())
         return api.json_response(store.describe(job_id, sample_id, with_points=True))
 
     @app.post("/jobs/<job_id>/samples/<sample_id>/answers")
-    def answer(job_id, sample_id):
+    def answer(job_id: str, sample_id: str) -> bottle.HTTPResponse:
         req = parse(AnswerRequest, api.read_json(limit))
         finished_map(jobs, job_id, req.session)
         point = store.answer(job_id, sample_id, req.point, req.answer)
@@ -117,18 +121,18 @@ def add_routes(app: bottle.Bottle, config: AppConfig) -> None:
         return api.json_response({"point": point, "progress": progress, "next": store.next_point(sample_id)})
 
     @app.get("/jobs/<job_id>/samples/<sample_id>/report")
-    def sample_report(job_id, sample_id):
+    def sample_report(job_id: str, sample_id: str) -> bottle.HTTPResponse:
         finished_map(jobs, job_id, caller_session())
         return api.json_response(assess.stored_sample_report(store, job_id, sample_id))
 
     @app.get("/jobs/<job_id>/samples/<sample_id>/report.csv")
-    def sample_report_csv(job_id, sample_id):
+    def sample_report_csv(job_id: str, sample_id: str) -> bottle.HTTPResponse:
         finished_map(jobs, job_id, caller_session())
         report = assess.stored_sample_report(store, job_id, sample_id)
         return csv_response(to_csv(report), f"accuracy_{job_id}_{sample_id}.csv")
 
     @app.post("/jobs/<job_id>/reference", heavy=True)
-    def against_reference(job_id):
+    def against_reference(job_id: str) -> bottle.HTTPResponse:
         req = parse(ReferenceRequest, api.read_json(limit))
         job, cog = finished_map(jobs, job_id, req.session)
         classes = job_classes(job)
@@ -138,6 +142,7 @@ def add_routes(app: bottle.Bottle, config: AppConfig) -> None:
             read = reference.labels_reader(config.loader(job.get("dataset")))
             report = assess.raster_report(cog, classes, read, req.codes)
         else:
+            assert req.raster is not None  # _one_reference
             with open_raster(req.raster) as src:
                 report = assess.raster_report(cog, classes, reference.raster_reader(src), req.codes)
         if req.format == "csv":
