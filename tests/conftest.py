@@ -189,7 +189,7 @@ def live_server(tiny_dataset_dir, tiny_model_path, tmp_path):
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory) -> Path:
     """The striped human-in-the-loop test scene (see hitl_support)."""
-    from hitl_support import write_scene
+    from tests.hitl_support import write_scene
 
     return write_scene(tmp_path_factory.mktemp("stripes"))
 
@@ -197,6 +197,6 @@ def scene(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def stripes_model(tmp_path_factory) -> Path:
     """The tiny model with a head fitted to the stripes, and its replay file."""
-    from hitl_support import write_model
+    from tests.hitl_support import write_model
 
     return write_model(tmp_path_factory.mktemp("stripes_model"))

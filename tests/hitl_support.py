@@ -18,9 +18,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import requests
-from conftest import REPO, UTM18, LiveServer, build_app, make_geotiff, tiny_network
 from rasterio.warp import transform_bounds
 
+from tests.conftest import REPO, UTM18, LiveServer, build_app, make_geotiff, tiny_network
 from web_tool.rendering.images import hex_to_rgb
 
 X0, Y0, SIZE, STRIPE = 500_000, 4_300_000, 128, 32

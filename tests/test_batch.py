@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
-from conftest import UTM18
 from rasterio.windows import Window
 from shapely.geometry import MultiPolygon, box, mapping
 
+from tests.conftest import UTM18
 from web_tool import batch
 from web_tool.DataLoader import DataLoader
 from web_tool.errors import ExtentError
@@ -209,7 +209,7 @@ def test_cli_reports_an_aoi_outside_the_dataset_without_a_traceback(
 def test_cli_names_a_scheduler_it_cannot_reach(
     tiny_dataset_dir, tiny_model_path, tmp_path, monkeypatch, capsys
 ):
-    from conftest import free_port
+    from tests.conftest import free_port
 
     monkeypatch.setattr(batch, "SCHEDULER_TIMEOUT_S", 2)
     address = f"tcp://127.0.0.1:{free_port()}"  # nobody listens there

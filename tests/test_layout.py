@@ -22,7 +22,13 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("http", ("web_tool.http",)),
     (
         "entry points",
-        ("web_tool.server", "web_tool.startup", "web_tool.batch", "web_tool.validate.__main__", "web_tool.demo"),
+        (
+            "web_tool.server",
+            "web_tool.startup",
+            "web_tool.batch",
+            "web_tool.validate.__main__",
+            "web_tool.demo",
+        ),
     ),
 ]
 
@@ -93,6 +99,8 @@ def test_no_import_cycles():
     assert cycles == []
 
 
-@pytest.mark.parametrize("card_name", ["server.py", "DataLoader.py", "ServerModels", "endpoints.js", "index.html"])
+@pytest.mark.parametrize(
+    "card_name", ["server.py", "DataLoader.py", "ServerModels", "endpoints.js", "index.html"]
+)
 def test_the_design_cards_names_stay(card_name):
     assert (PACKAGE / card_name).exists()

@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from conftest import DEMO_DIR, DEMO_MODEL
-from hitl_support import SIZE, X0, Y0, post, serve, start_server
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_api import call, extent_body
 
+from tests.conftest import DEMO_DIR, DEMO_MODEL
+from tests.hitl_support import SIZE, X0, Y0, post, serve, start_server
+from tests.http.test_api import call, extent_body
 from web_tool import server
 from web_tool.errors import BusyError, ConfigError
 from web_tool.geometry import count_crossings, polygon_from_geojson
@@ -186,7 +186,7 @@ def test_threads_must_leave_room_for_light_requests(tiny_dataset_dir, tiny_model
 def test_with_the_heavy_queue_full_light_requests_answer_and_one_more_heavy_gets_503(
     tiny_dataset_dir, tiny_model_path, tmp_path
 ):
-    from conftest import LiveServer, build_app
+    from tests.conftest import LiveServer, build_app
 
     app, config = build_app(
         [f"tiny={tiny_dataset_dir}"], tiny_model_path, tmp_path, max_heavy=1, max_waiting=1
@@ -328,7 +328,7 @@ def test_class_and_checkpoint_names_must_be_visible_text(stripes_server, name):
 
 
 def test_the_pixel_cap_counts_the_models_context(tiny_dataset_dir, tiny_model_path, tmp_path):
-    from conftest import LiveServer, build_app
+    from tests.conftest import LiveServer, build_app
 
     app, config = build_app(
         [f"tiny={tiny_dataset_dir}"], tiny_model_path, tmp_path, max_patch_pixels=100 * 100
@@ -474,8 +474,7 @@ def test_strips_odd_shapes_and_huge_polygons_stay_within_the_memory_aim_on_the_d
     however thin, and whatever polygon, peaks at most 1.5 GB above the server's memory before it."""
     if not DEMO_MODEL.exists() or not (DEMO_DIR / "scene.json").exists():
         pytest.skip("demo data or model missing: run `make demo-data`")
-    from conftest import free_port
-
+    from tests.conftest import free_port
     from web_tool.DataLoader import MAX_PATCH_SIDE
 
     port = free_port()

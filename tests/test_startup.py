@@ -13,9 +13,9 @@ import mercantile
 import numpy as np
 import pytest
 import rasterio
-from conftest import UTM18, LiveServer, four_tiles, make_geotiff
-from test_api import call
 
+from tests.conftest import UTM18, LiveServer, four_tiles, make_geotiff
+from tests.http.test_api import call
 from web_tool import server
 from web_tool.errors import ConfigError
 from web_tool.imagery import datasets
@@ -278,7 +278,7 @@ def test_a_6_class_dataset_with_a_4_class_model_serves_the_models_classes(tmp_pa
 
 
 def keras2_model(tmp_path):
-    from test_keras_io import write_keras2_pair
+    from tests.ServerModels.test_keras_io import write_keras2_pair
 
     write_keras2_pair(tmp_path)
     return tmp_path / "seed"

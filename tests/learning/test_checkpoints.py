@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from conftest import free_port, tiny_network
-from hitl_support import (
+
+from tests.conftest import free_port, tiny_network
+from tests.hitl_support import (
     BUILT,
     FIELD,
     WATER,

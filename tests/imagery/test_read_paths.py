@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
-from conftest import DEMO_DIR, SHARED, UTM18, four_tiles, make_geotiff
 from rasterio.enums import Resampling
 from rasterio.warp import reproject
 
+from tests.conftest import DEMO_DIR, SHARED, UTM18, four_tiles, make_geotiff
 from web_tool.DataLoader import DataLoader, source_window
 from web_tool.errors import NoImageryError
 from web_tool.geometry import WEB_MERCATOR, Extent, Grid

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import requests
-from hitl_support import (
+
+from tests.hitl_support import (
     BUILT,
     FIELD,
     FOREST,
@@ -142,7 +143,7 @@ def test_geometry_labels_pixel_centres_inside_and_a_tiny_box_labels_one_pixel(se
 
 def test_pred_patch_returns_uncertainty_and_spread_suggestions(server):
     result = post(server.url, "/predPatch", {"extent": stripe_extent(FOREST, margin=-20)})
-    from hitl_support import decode_png
+    from tests.hitl_support import decode_png
 
     unc, hard = decode_png(result["output_uncertainty"]), decode_png(result["output_hard"])
     assert unc.shape == hard.shape

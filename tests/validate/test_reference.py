@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from rasterio.warp import transform as transform_points
-from test_validate_design import CLASSES, class_map
 
+from tests.validate.test_design import CLASSES, class_map
 from web_tool.errors import ClassIndexError, NoImageryError, RequestError
 from web_tool.mapping.export import NODATA
 from web_tool.validate.design import map_strata

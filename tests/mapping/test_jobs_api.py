@@ -13,11 +13,11 @@ import cv2
 import numpy as np
 import pytest
 import rasterio
-from conftest import LiveServer, build_app
 from rasterio.warp import transform as transform_points
 from rio_cogeo.cogeo import cog_validate
-from test_api import call
 
+from tests.conftest import LiveServer, build_app
+from tests.http.test_api import call
 from web_tool.errors import BusyError, ExtentError
 from web_tool.geometry import WEB_MERCATOR, Extent, parse_crs
 from web_tool.mapping.jobs import RESTART_MESSAGE, JobManager, JobResult

@@ -11,11 +11,12 @@ import socket
 
 import pytest
 import requests
-from conftest import LiveServer, build_app
-from hitl_support import BUILT, FIELD, correct_box, post, serve, stripe_extent, utm_extent
-from test_api import call, extent_body
-from test_faults import fill, small_disk  # noqa: F401 (a fixture)
-from test_jobs_api import polygon_3857, submit, wait_for
+
+from tests.conftest import LiveServer, build_app
+from tests.hitl_support import BUILT, FIELD, correct_box, post, serve, stripe_extent, utm_extent
+from tests.http.test_api import call, extent_body
+from tests.mapping.test_jobs_api import polygon_3857, submit, wait_for
+from tests.test_faults import fill, small_disk  # noqa: F401 (a fixture)
 
 
 @pytest.fixture
@@ -247,8 +248,8 @@ def alpha_of(reply: dict):
 
 def tiles_over_the_dataset():
     import mercantile
-    from test_api import INSIDE
 
+    from tests.http.test_api import INSIDE
     from web_tool.geometry import WGS84
 
     ext = INSIDE.to_crs(WGS84)

@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
-from conftest import NAIP_DIR
-from test_api import call, decode_png
 
+from tests.conftest import NAIP_DIR
+from tests.http.test_api import call, decode_png
 from web_tool.DataLoader import DataLoader
 from web_tool.geometry import WEB_MERCATOR, Extent
 from web_tool.imagery.datasets import from_cli
@@ -41,7 +41,7 @@ def test_naip_patch_in_web_mercator_has_real_texture_and_vegetation_nir(naip_loa
 
 
 def test_naip_is_served_and_predicted_over_http(tmp_path, tiny_model_path):
-    from conftest import LiveServer, build_app
+    from tests.conftest import LiveServer, build_app
 
     app, config = build_app([str(NAIP_DIR)], tiny_model_path, tmp_path)
     server = LiveServer(app)

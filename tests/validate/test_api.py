@@ -14,13 +14,13 @@ import threading
 import numpy as np
 import pytest
 import rasterio
-from conftest import LiveServer, build_app, make_geotiff
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_api import call
-from test_fuzz import JSON, assert_clean, post
-from test_jobs_api import polygon_3857, submit, wait_for
 
+from tests.conftest import LiveServer, build_app, make_geotiff
+from tests.http.test_api import call
+from tests.http.test_fuzz import JSON, assert_clean, post
+from tests.mapping.test_jobs_api import polygon_3857, submit, wait_for
 from web_tool.mapping.jobs import JobResult
 
 X0, Y0 = 500_000, 4_300_000  # the tiny dataset: 128 x 128 px of 1 m, UTM 18N

@@ -8,13 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import LiveServer, build_app
-from test_api import call
 
+from tests.conftest import LiveServer, build_app
+from tests.http.test_api import call
 from web_tool import server
 from web_tool.http import auth
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 TOKEN = "s3cret-token"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 

@@ -1,5 +1,6 @@
-"""Dask preload for test_cluster: this scheduler or worker process cannot import web_tool, like a
-machine where the package was never installed (`dask worker ADDRESS --preload tests/no_web_tool.py`)."""
+"""Dask preload for test_workers: this scheduler or worker process cannot import web_tool, like a
+machine where the package was never installed
+(`dask worker ADDRESS --preload tests/mapping/no_web_tool.py`)."""
 
 import sys
 from importlib.abc import MetaPathFinder

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import rasterio
-from conftest import UTM18, make_geotiff
 
+from tests.conftest import UTM18, make_geotiff
 from web_tool.DataLoader import DataLoader
 from web_tool.geometry import Extent, Grid
 from web_tool.imagery import overviews
@@ -147,7 +147,7 @@ def test_small_datasets_need_no_copy(tiny_dataset_dir, tmp_path):
 
 @pytest.mark.slow
 def test_the_server_warns_and_builds_the_copy_in_the_background(bare_file, tmp_path, caplog):
-    from test_startup import save, small_network, start
+    from tests.test_startup import save, small_network, start
 
     model = save(small_network(), tmp_path / "m.keras")
     srv = start(tmp_path, model, specs=[f"bare={bare_file.parent}"])

@@ -2,7 +2,7 @@
 standing in for a bucket or web server that holds COGs. It logs every request as a JSON line
 [method, path, Range header] and prints its port once it listens.
 
-    python tests/range_server.py ROOT LOG_FILE
+    python tests/imagery/range_server.py ROOT LOG_FILE
 
 Run in its own process: GDAL holds the GIL while it opens a remote file, so a server in the reading
 process would never answer.

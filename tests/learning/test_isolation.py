@@ -12,8 +12,8 @@ import time
 
 import pytest
 import requests
-from hitl_support import BUILT, FIELD, correct_box, post, serve, stripe_extent, utm_extent
 
+from tests.hitl_support import BUILT, FIELD, correct_box, post, serve, stripe_extent, utm_extent
 from web_tool.http.openapi import SESSION_QUERY, openapi_path
 from web_tool.learning.store import SCHEMA as NEW_SCHEMA
 

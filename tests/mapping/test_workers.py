@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 import rasterio
-from conftest import UTM18
 from shapely.geometry import box, mapping
 
+from tests.conftest import UTM18
 from web_tool import batch
 
 pytestmark = pytest.mark.slow

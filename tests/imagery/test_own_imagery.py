@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 import rasterio
-from conftest import UTM18, four_tiles, make_geotiff
 from rasterio.enums import ColorInterp
 
+from tests.conftest import UTM18, four_tiles, make_geotiff
 from web_tool.DataLoader import DataLoader
 from web_tool.errors import ConfigError, NoImageryError
 from web_tool.geometry import Extent, Grid

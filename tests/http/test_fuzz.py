@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 import schemathesis
-from conftest import REPO, LiveServer, build_app
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
+from tests.conftest import REPO, LiveServer, build_app
 from web_tool.geometry import WEB_MERCATOR, Extent, parse_crs
 
 UTM = parse_crs(32618)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import http.client
 
 import pytest
-from conftest import LiveServer, build_app
-from test_api import call, extent_body
 
+from tests.conftest import LiveServer, build_app
+from tests.http.test_api import call, extent_body
 from web_tool import server
 from web_tool.errors import ConfigError
 from web_tool.http.origins import SitePolicy, parse_origin

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 import requests
-from conftest import LiveServer, build_app
-from hitl_support import X0, Y0, correct_box, post, utm_extent
 from shapely.geometry import box, mapping, shape
+
+from tests.conftest import LiveServer, build_app
+from tests.hitl_support import X0, Y0, correct_box, post, utm_extent
 
 pytestmark = pytest.mark.slow
 

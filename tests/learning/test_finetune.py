@@ -11,10 +11,10 @@ import dataclasses
 
 import numpy as np
 import pytest
-from conftest import UTM18
-from hitl_support import BUILT, FIELD, FOREST, STRIPE, WATER, X0, Y0, stripe_image, stripe_labels
 from shapely.geometry import box
 
+from tests.conftest import UTM18
+from tests.hitl_support import BUILT, FIELD, FOREST, STRIPE, WATER, X0, Y0, stripe_image, stripe_labels
 from web_tool.DataLoader import DataLoader
 from web_tool.errors import NotTrainedError, RequestError
 from web_tool.http.admission import Gate

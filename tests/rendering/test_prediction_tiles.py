@@ -8,10 +8,10 @@ import mercantile
 import numpy as np
 import pytest
 import requests
-from conftest import LiveServer, build_app, make_geotiff
-from hitl_support import X0, Y0, correct_box, post
 from rasterio.warp import transform
 
+from tests.conftest import LiveServer, build_app, make_geotiff
+from tests.hitl_support import X0, Y0, correct_box, post
 from web_tool.rendering.images import hex_to_rgb
 from web_tool.rendering.prediction_tiles import BLOCK_LEVELS, BLOCK_PX, BlockCache, native_zoom, predict_block
 

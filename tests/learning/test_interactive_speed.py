@@ -11,9 +11,9 @@ import time
 import numpy as np
 import pytest
 import rasterio
-from conftest import DEMO_DIR, DEMO_MODEL, LiveServer, build_app
-from test_api import UTM, call, extent_body
 
+from tests.conftest import DEMO_DIR, DEMO_MODEL, LiveServer, build_app
+from tests.http.test_api import UTM, call, extent_body
 from web_tool import startup
 from web_tool.geometry import WEB_MERCATOR, Extent
 from web_tool.learning.corrections import NO_CLASS
@@ -115,10 +115,10 @@ def test_a_model_without_a_network_says_bf16_changes_nothing(caplog):
 
 @pytest.mark.slow
 def test_last_k_layers_learns_in_bf16(scene, stripes_model, tmp_path):
-    from hitl_support import STRIPE, X0, Y0
     from rasterio.crs import CRS
     from shapely.geometry import box
 
+    from tests.hitl_support import STRIPE, X0, Y0
     from web_tool.DataLoader import DataLoader
     from web_tool.imagery.datasets import DatasetConfig
     from web_tool.learning.sessions import SessionManager

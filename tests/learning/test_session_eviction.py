@@ -7,10 +7,10 @@ import threading
 import numpy as np
 import pytest
 import requests
-from conftest import UTM18
-from hitl_support import BUILT, FIELD, correct_box, post, serve, stripe_extent, stripe_image
 from shapely.geometry import box
 
+from tests.conftest import UTM18
+from tests.hitl_support import BUILT, FIELD, correct_box, post, serve, stripe_extent, stripe_image
 from web_tool.DataLoader import DataLoader
 from web_tool.errors import BusyError
 from web_tool.imagery.datasets import DatasetConfig

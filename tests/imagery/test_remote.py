@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import rasterio
 import requests
-from conftest import UTM18, LiveServer, build_app, make_geotiff
 from shapely.geometry import box, mapping
 
+from tests.conftest import UTM18, LiveServer, build_app, make_geotiff
 from web_tool import batch
 from web_tool.DataLoader import DataLoader
 from web_tool.geometry import WEB_MERCATOR, Extent
@@ -47,7 +47,7 @@ def cog_root(tmp_path_factory) -> Path:
 
 
 class RangeServer:
-    """tests/range_server.py in a subprocess, serving `root`; `requests()` are those it logged."""
+    """tests/imagery/range_server.py in a subprocess, serving `root`; `requests()` are those it logged."""
 
     def __init__(self, root: Path, log: Path):
         self.log = log

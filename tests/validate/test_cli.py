@@ -12,9 +12,9 @@ import sys
 import numpy as np
 import pytest
 import rasterio
-from conftest import REPO, SHARED
-from test_validate_design import CLASSES, NAMES
 
+from tests.conftest import REPO, SHARED
+from tests.validate.test_design import CLASSES, NAMES
 from web_tool.mapping.export import NODATA
 from web_tool.validate import assess
 from web_tool.validate.__main__ import main
