@@ -1,4 +1,4 @@
-"""The HTTP API against a real server on a free port: every endpoint and every error case."""
+"""The HTTP API, in-process (conftest.app_server): every endpoint and every error case."""
 
 import base64
 import json
@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
+from tests.conftest import InProcessServer
 from web_tool.geometry import WEB_MERCATOR, Extent, parse_crs
 
 UTM = parse_crs(32618)
@@ -28,8 +29,21 @@ def extent_body(ext=INSIDE, wkid=3857):
 
 
 def call(server, path, body=None, method=None, raw=None, headers=None):
-    """(status, headers, decoded JSON or bytes) of a real HTTP request."""
+    """(status, headers, decoded JSON or bytes) of a request: real HTTP (urllib) to a LiveServer,
+    in-process to an InProcessServer."""
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    if isinstance(server, InProcessServer):
+        headers = dict(headers or {})
+        if data is not None:  # as urllib's add_header: replaces any Content-Type given
+            headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
+            headers["Content-Type"] = "application/json"
+        r = server.request(
+            method or ("POST" if data is not None else "GET"), path, data=data, headers=headers
+        )
+        status, hdrs, payload = r.status_code, r.headers, r.content
+        if hdrs.get("Content-Type", "").startswith("application/json"):
+            payload = json.loads(payload)
+        return status, hdrs, payload
     req = urllib.request.Request(server.url + path, data=data, method=method, headers=headers or {})
     if data is not None:
         req.add_header("Content-Type", "application/json")
@@ -49,14 +63,14 @@ def decode_png(b64):
     return img
 
 
-def test_health_names_the_model_and_lists_endpoints(live_server):
-    status, _, body = call(live_server, "/health")
+def test_health_names_the_model_and_lists_endpoints(app_server):
+    status, _, body = call(app_server, "/health")
     assert status == 200 and body["status"] == "ok" and body["model_name"] == "tiny"
     assert "POST /predPatch" in body["endpoints"] and body["version"]
 
 
-def test_datasets_describe_crs_resolution_bounds_and_classes(live_server):
-    status, _, body = call(live_server, "/datasets")
+def test_datasets_describe_crs_resolution_bounds_and_classes(app_server):
+    status, _, body = call(app_server, "/datasets")
     assert status == 200
     (ds,) = body
     assert ds["name"] == "tiny" and ds["default"] is True and ds["crs"] == "EPSG:32618"
@@ -66,9 +80,9 @@ def test_datasets_describe_crs_resolution_bounds_and_classes(live_server):
     assert -76 < xmin < xmax < -74 and 38 < ymin < ymax < 39
 
 
-def test_pred_patch_returns_the_contract_fields_with_equal_sized_pngs(live_server):
+def test_pred_patch_returns_the_contract_fields_with_equal_sized_pngs(app_server):
     req = {"extent": extent_body(), "weights": [0.25] * 4}
-    status, hdrs, body = call(live_server, "/predPatch", req)
+    status, hdrs, body = call(app_server, "/predPatch", req)
     assert status == 200, body
     assert {"extent", "weights", "model_name", "input_naip", "output_hard", "output_soft"} <= set(body)
     assert body["extent"] == req["extent"] and body["weights"] == req["weights"]
@@ -79,9 +93,9 @@ def test_pred_patch_returns_the_contract_fields_with_equal_sized_pngs(live_serve
     assert "Access-Control-Allow-Origin" not in hdrs  # no page asked: no CORS (origins.py)
 
 
-def test_pred_patch_hard_output_uses_class_colours_and_weights_change_it(live_server):
+def test_pred_patch_hard_output_uses_class_colours_and_weights_change_it(app_server):
     def hard(weights):
-        _, _, body = call(live_server, "/predPatch", {"extent": extent_body(), "weights": weights})
+        _, _, body = call(app_server, "/predPatch", {"extent": extent_body(), "weights": weights})
         return cv2.cvtColor(decode_png(body["output_hard"]), cv2.COLOR_BGRA2RGB)
 
     palette = {(0, 0, 255), (0, 128, 0), (128, 255, 128), (128, 96, 96)}
@@ -92,32 +106,32 @@ def test_pred_patch_hard_output_uses_class_colours_and_weights_change_it(live_se
     assert not np.array_equal(even, water)
 
 
-def test_pred_patch_accepts_other_crs_codes(live_server):
+def test_pred_patch_accepts_other_crs_codes(app_server):
     ext = INSIDE.to_crs(parse_crs(4326))
-    status, _, body = call(live_server, "/predPatch", {"extent": extent_body(ext, 4326)})
+    status, _, body = call(app_server, "/predPatch", {"extent": extent_body(ext, 4326)})
     assert status == 200, body
     utm = INSIDE.to_crs(UTM)
-    status, _, body = call(live_server, "/predPatch", {"extent": extent_body(utm, 32618)})
+    status, _, body = call(app_server, "/predPatch", {"extent": extent_body(utm, 32618)})
     assert status == 200, body
 
 
-def test_get_input_returns_the_imagery(live_server):
-    status, _, body = call(live_server, "/getInput", {"extent": extent_body()})
+def test_get_input_returns_the_imagery(app_server):
+    status, _, body = call(app_server, "/getInput", {"extent": extent_body()})
     assert status == 200 and set(body) >= {"extent", "input_naip"}
     img = decode_png(body["input_naip"])
     assert img.shape[2] == 4 and (img[..., 3] == 255).mean() > 0.95
 
 
-def test_tiles_render_imagery_and_are_transparent_outside(live_server):
+def test_tiles_render_imagery_and_are_transparent_outside(app_server):
     import mercantile
 
     lon, lat = -75.0, 38.8
     t = mercantile.tile(lon, lat, 18)
-    status, hdrs, png = call(live_server, f"/tiles/tiny/{t.z}/{t.x}/{t.y}.png")
+    status, hdrs, png = call(app_server, f"/tiles/tiny/{t.z}/{t.x}/{t.y}.png")
     assert status == 200 and hdrs["Content-Type"] == "image/png"
     img = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
     assert img.shape == (256, 256, 4)
-    status, _, png = call(live_server, "/tiles/tiny/3/1/1.png")
+    status, _, png = call(app_server, "/tiles/tiny/3/1/1.png")
     img = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
     assert status == 200 and (img[..., 3] == 0).all()
 
@@ -144,37 +158,37 @@ def test_tiles_render_imagery_and_are_transparent_outside(live_server):
         ("/getInput", {"extent": extent_body(Extent(0, 0, 100, 100))}, 404, "covers"),
     ],
 )
-def test_bad_requests_get_a_json_error_naming_the_problem(live_server, path, body, status, words):
-    got, hdrs, payload = call(live_server, path, body)
+def test_bad_requests_get_a_json_error_naming_the_problem(app_server, path, body, status, words):
+    got, hdrs, payload = call(app_server, path, body)
     assert got == status, payload
     assert hdrs["Content-Type"].startswith("application/json")
     assert words in payload["error"]
 
 
 @pytest.mark.parametrize("raw", [b"{", b"", b"\xff\xfe", b'{"extent": NaN}'])
-def test_malformed_json_is_a_400(live_server, raw):
-    status, _, payload = call(live_server, "/predPatch", raw=raw, method="POST")
+def test_malformed_json_is_a_400(app_server, raw):
+    status, _, payload = call(app_server, "/predPatch", raw=raw, method="POST")
     assert status == 400 and "JSON" in payload["error"] or "empty" in payload["error"]
 
 
-def test_oversized_bodies_are_refused_with_413(live_server):
-    live_server.config.max_body_bytes = 1000
-    status, _, payload = call(live_server, "/predPatch", raw=b"{" + b" " * 5000 + b"}", method="POST")
+def test_oversized_bodies_are_refused_with_413(app_server):
+    app_server.config.max_body_bytes = 1000
+    status, _, payload = call(app_server, "/predPatch", raw=b"{" + b" " * 5000 + b"}", method="POST")
     assert status == 413 and "limit" in payload["error"]
 
 
-def test_every_post_answers_a_preflight_from_the_servers_own_page(live_server):
+def test_every_post_answers_a_preflight_from_the_servers_own_page(app_server):
     for path in ("/predPatch", "/getInput", "/"):
-        status, hdrs, _ = call(live_server, path, method="OPTIONS", headers={"Origin": live_server.url})
+        status, hdrs, _ = call(app_server, path, method="OPTIONS", headers={"Origin": app_server.url})
         assert status == 200
-        assert hdrs["Access-Control-Allow-Origin"] == live_server.url
+        assert hdrs["Access-Control-Allow-Origin"] == app_server.url
         assert "POST" in hdrs["Access-Control-Allow-Methods"] and hdrs["Vary"] == "Origin"
 
 
-def test_unknown_routes_and_methods_are_json_errors(live_server):
-    status, hdrs, payload = call(live_server, "/no/such/endpoint/x.json")
+def test_unknown_routes_and_methods_are_json_errors(app_server):
+    status, hdrs, payload = call(app_server, "/no/such/endpoint/x.json")
     assert status == 404 and "error" in payload
-    status, hdrs, payload = call(live_server, "/predPatch")  # GET on a POST endpoint
+    status, hdrs, payload = call(app_server, "/predPatch")  # GET on a POST endpoint
     assert status in (404, 405) and "error" in payload
 
 
@@ -193,37 +207,37 @@ def test_unknown_routes_and_methods_are_json_errors(live_server):
         "/vendor/other/x.js",
     ],
 )
-def test_static_route_serves_nothing_but_frontend_files(live_server, path):
-    status, _, payload = call(live_server, path)
+def test_static_route_serves_nothing_but_frontend_files(app_server, path):
+    status, _, payload = call(app_server, path)
     assert status == 404 and "error" in payload
 
 
-def test_static_route_does_not_follow_symlinks_out_of_the_frontend(live_server):
+def test_static_route_does_not_follow_symlinks_out_of_the_frontend(app_server):
     from web_tool.paths import WEB_ROOT
 
     link = WEB_ROOT / "css" / "zz_test_link.txt"
     link.parent.mkdir(exist_ok=True)
     try:
         os.symlink(WEB_ROOT / "server.py", link)
-        status, _, _ = call(live_server, "/css/zz_test_link.txt")
+        status, _, _ = call(app_server, "/css/zz_test_link.txt")
         assert status == 404
     finally:
         link.unlink(missing_ok=True)
 
 
-def test_leaflet_is_served_from_the_pinned_package(live_server):
+def test_leaflet_is_served_from_the_pinned_package(app_server):
     from web_tool.http.static import VENDOR_DIRS
 
     if not (VENDOR_DIRS["leaflet"] / "leaflet.js").exists():
         pytest.skip("node_modules/leaflet not installed (make node)")
-    status, hdrs, body = call(live_server, "/vendor/leaflet/leaflet.js")
+    status, hdrs, body = call(app_server, "/vendor/leaflet/leaflet.js")
     assert status == 200 and b"Leaflet" in body[:2000]
 
 
-def test_openapi_describes_every_endpoint_with_the_validating_schemas(live_server):
-    status, _, doc = call(live_server, "/openapi.json")
+def test_openapi_describes_every_endpoint_with_the_validating_schemas(app_server):
+    status, _, doc = call(app_server, "/openapi.json")
     assert status == 200 and doc["openapi"].startswith("3.1")
-    _, _, health = call(live_server, "/health")
+    _, _, health = call(app_server, "/health")
     for endpoint in health["endpoints"]:
         method, rule = endpoint.split(" ", 1)
         if rule in ("/", "/<path:path>"):

@@ -1,10 +1,10 @@
-"""Human-in-the-loop endpoints over real HTTP: corrections, retraining, sessions, undo, classes."""
+"""Human-in-the-loop endpoints, in-process (one test over real HTTP): corrections, retraining,
+sessions, undo, classes."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-import requests
 
 from tests.hitl_support import (
     BUILT,
@@ -23,6 +23,14 @@ from tests.hitl_support import (
 
 @pytest.fixture
 def server(scene, stripes_model, tmp_path):
+    srv = serve(scene, stripes_model, tmp_path, in_process=True)
+    yield srv
+    srv.close()
+
+
+@pytest.fixture
+def real_server(scene, stripes_model, tmp_path):
+    """For what waitress decides: a request without Content-Length."""
     srv = serve(scene, stripes_model, tmp_path)
     yield srv
     srv.close()
@@ -36,85 +44,83 @@ def field_to_built(url: str, session: str | None = None, clicks: int = 6) -> Non
 
 def test_base_model_knows_the_stripes(server):
     for k in (WATER, FOREST, FIELD, BUILT):
-        assert share(predicted(server.url, k), k) > 0.9
+        assert share(predicted(server, k), k) > 0.9
 
 
 @pytest.mark.parametrize("strategy", ["last_layer", "last_k_layers"])
 def test_retrain_changes_the_head_and_flips_the_corrected_area_but_keeps_other_classes(
     scene, stripes_model, tmp_path, strategy
 ):
-    srv = serve(scene, stripes_model, tmp_path, fine_tune=strategy)
+    srv = serve(scene, stripes_model, tmp_path, in_process=True, fine_tune=strategy)
     try:
-        session = post(srv.url, "/sessions")["session"]
+        session = post(srv, "/sessions")["session"]
         before = srv.config.model_for(session)
-        field_to_built(srv.url, session)
-        result = post(srv.url, "/retrainModel", {"session": session})
+        field_to_built(srv, session)
+        result = post(srv, "/retrainModel", {"session": session})
         assert result["success"] and "replay" in result["message"]
         assert "per_class" in result["metrics"] or "note" in result["metrics"]
         after = srv.config.model_for(session)
         assert after.head is not before.head and after.trained
-        assert (
-            share(predicted(srv.url, FIELD, session), BUILT) > 0.5
-        )  # most of the stripe: the corrections won
+        assert share(predicted(srv, FIELD, session), BUILT) > 0.5  # most of the stripe: the corrections won
         for k in (WATER, FOREST, BUILT):  # nobody corrected these: replay keeps them
-            assert share(predicted(srv.url, k, session), k) > 0.9
+            assert share(predicted(srv, k, session), k) > 0.9
     finally:
         srv.close()
 
 
 def test_sessions_are_isolated_and_default_is_shared(server):
-    a, b = post(server.url, "/sessions")["session"], post(server.url, "/sessions")["session"]
+    a, b = post(server, "/sessions")["session"], post(server, "/sessions")["session"]
     assert a != b
-    field_to_built(server.url, a)
-    post(server.url, "/retrainModel", {"session": a})
-    assert share(predicted(server.url, FIELD, a), BUILT) > 0.5  # most of the stripe: the corrections won
-    assert share(predicted(server.url, FIELD, b), FIELD) > 0.9
-    assert share(predicted(server.url, FIELD), FIELD) > 0.9  # the shared default session
-    assert post(server.url, "/doUndo", {"session": b})["count"] == 0
-    field_to_built(server.url)  # no session: the default one
-    post(server.url, "/retrainModel", {})
-    assert share(predicted(server.url, FIELD, None), BUILT) > 0.5  # most of the stripe: the corrections won
-    assert share(predicted(server.url, FIELD, b), FIELD) > 0.9
+    field_to_built(server, a)
+    post(server, "/retrainModel", {"session": a})
+    assert share(predicted(server, FIELD, a), BUILT) > 0.5  # most of the stripe: the corrections won
+    assert share(predicted(server, FIELD, b), FIELD) > 0.9
+    assert share(predicted(server, FIELD), FIELD) > 0.9  # the shared default session
+    assert post(server, "/doUndo", {"session": b})["count"] == 0
+    field_to_built(server)  # no session: the default one
+    post(server, "/retrainModel", {})
+    assert share(predicted(server, FIELD, None), BUILT) > 0.5  # most of the stripe: the corrections won
+    assert share(predicted(server, FIELD, b), FIELD) > 0.9
 
 
 def test_undo_steps_back_a_retrain_then_a_correction_and_reset_clears_all(server):
-    s = post(server.url, "/sessions")["session"]
-    base_png = post(server.url, "/predPatch", {"extent": stripe_extent(FIELD), "session": s})["output_hard"]
-    field_to_built(server.url, s, clicks=3)
-    n = correct_box(server.url, BUILT, 70, 60, size=3, session=s)
+    s = post(server, "/sessions")["session"]
+    base_png = post(server, "/predPatch", {"extent": stripe_extent(FIELD), "session": s})["output_hard"]
+    field_to_built(server, s, clicks=3)
+    n = correct_box(server, BUILT, 70, 60, size=3, session=s)
     assert n == 9
-    post(server.url, "/retrainModel", {"session": s})
-    assert share(predicted(server.url, FIELD, s), BUILT) > 0.5  # most of the stripe: the corrections won
-    undo = post(server.url, "/doUndo", {"session": s})
+    post(server, "/retrainModel", {"session": s})
+    assert share(predicted(server, FIELD, s), BUILT) > 0.5  # most of the stripe: the corrections won
+    undo = post(server, "/doUndo", {"session": s})
     assert undo == {**undo, "success": True, "count": 0, "undone": "retrain", "corrections": 4}
     body = {"extent": stripe_extent(FIELD), "session": s}
-    assert post(server.url, "/predPatch", body)["output_hard"] == base_png
-    undo = post(server.url, "/doUndo", {"session": s})
+    assert post(server, "/predPatch", body)["output_hard"] == base_png
+    undo = post(server, "/doUndo", {"session": s})
     assert undo == {**undo, "count": 9, "undone": "correction", "corrections": 3}
-    reset = post(server.url, "/resetModel", {"session": s})
+    reset = post(server, "/resetModel", {"session": s})
     assert reset["success"] and reset["count"] == 3
-    info = requests.get(f"{server.url}/sessions/{s}", timeout=10).json()
+    info = server.get(f"/sessions/{s}", timeout=10).json()
     assert info["corrections"] == 0
-    assert post(server.url, "/doUndo", {"session": s})["undone"] is None
-    post(server.url, "/retrainModel", {"session": s}, status=400)  # nothing to learn from
+    assert post(server, "/doUndo", {"session": s})["undone"] is None
+    post(server, "/retrainModel", {"session": s}, status=400)  # nothing to learn from
 
 
 def test_new_class_grows_the_head_and_is_rendered_in_its_colour(server):
-    s = post(server.url, "/sessions")["session"]
-    added = post(server.url, "/addClass", {"session": s, "name": "Quarry", "color": "#FF00FF"})
+    s = post(server, "/sessions")["session"]
+    added = post(server, "/addClass", {"session": s, "name": "Quarry", "color": "#FF00FF"})
     classes = added["classes"]
     assert [c["name"] for c in classes][-1] == "Quarry" and len(classes) == 5
-    assert share(predicted(server.url, BUILT, s, classes), 4) == 0  # untrained: never predicted
+    assert share(predicted(server, BUILT, s, classes), 4) == 0  # untrained: never predicted
     for i in range(6):
-        correct_box(server.url, 4, 100 + 4 * i, 8 + 20 * i, size=2, session=s)
-    post(server.url, "/retrainModel", {"session": s})
+        correct_box(server, 4, 100 + 4 * i, 8 + 20 * i, size=2, session=s)
+    post(server, "/retrainModel", {"session": s})
     assert srv_model(server, s).n_classes == srv_model(server, s).head.n_classes == 5
-    assert share(predicted(server.url, BUILT, s, classes), 4) > 0.5  # most of the stripe: the corrections won
-    assert share(predicted(server.url, WATER, s, classes), WATER) > 0.9
+    assert share(predicted(server, BUILT, s, classes), 4) > 0.5  # most of the stripe: the corrections won
+    assert share(predicted(server, WATER, s, classes), WATER) > 0.9
     # a client that sends only the dataset's four classes still sees the fifth in its colour
     body = {"extent": stripe_extent(BUILT), "session": s, "classes": classes[:4]}
-    assert post(server.url, "/predPatch", body)["output_hard"]
-    post(server.url, "/addClass", {"session": s, "name": "quarry", "color": "#00FF00"}, status=400)
+    assert post(server, "/predPatch", body)["output_hard"]
+    post(server, "/addClass", {"session": s, "name": "quarry", "color": "#00FF00"}, status=400)
 
 
 def srv_model(server, session):
@@ -122,7 +128,7 @@ def srv_model(server, session):
 
 
 def test_geometry_labels_pixel_centres_inside_and_a_tiny_box_labels_one_pixel(server):
-    s = post(server.url, "/sessions")["session"]
+    s = post(server, "/sessions")["session"]
     square = {
         "type": "Polygon",
         "coordinates": [
@@ -130,19 +136,19 @@ def test_geometry_labels_pixel_centres_inside_and_a_tiny_box_labels_one_pixel(se
         ],
     }
     body = {"geometry": square, "crs": 32618, "value": WATER, "session": s}
-    assert post(server.url, "/recordCorrection", body)["count"] == 25
+    assert post(server, "/recordCorrection", body)["count"] == 25
     triangle = [[[500020, 4300020], [500023, 4300020], [500023, 4300023], [500020, 4300020]]]
     multi = {"type": "MultiPolygon", "coordinates": [square["coordinates"], triangle]}
     body = {"geometry": multi, "crs": 32618, "value": WATER, "session": s}
-    assert post(server.url, "/recordCorrection", body)["count"] == 25 + 3  # + 3 centres in the triangle
+    assert post(server, "/recordCorrection", body)["count"] == 25 + 3  # + 3 centres in the triangle
     tiny = {"extent": utm_extent(40.1, 40.1, 40.3, 40.3), "value": 1, "session": s}  # no pixel centre
-    assert post(server.url, "/recordCorrection", tiny)["count"] == 1
+    assert post(server, "/recordCorrection", tiny)["count"] == 1
     anywhere = {"extent": utm_extent(120, 120, 126, 126), "value": 2, "session": s}  # never predicted
-    assert post(server.url, "/recordCorrection", anywhere)["count"] == 36
+    assert post(server, "/recordCorrection", anywhere)["count"] == 36
 
 
 def test_pred_patch_returns_uncertainty_and_spread_suggestions(server):
-    result = post(server.url, "/predPatch", {"extent": stripe_extent(FOREST, margin=-20)})
+    result = post(server, "/predPatch", {"extent": stripe_extent(FOREST, margin=-20)})
     from tests.hitl_support import decode_png
 
     unc, hard = decode_png(result["output_uncertainty"]), decode_png(result["output_hard"])
@@ -194,19 +200,20 @@ def polygon(coordinates) -> dict:
     ],
 )
 def test_bad_input_gets_a_4xx_json_error_naming_the_problem(server, path, body, status, needle):
-    result = post(server.url, path, body, status=status)
+    result = post(server, path, body, status=status)
     assert needle.lower() in result["error"].lower()
 
 
 def test_non_json_body_is_a_400(server):
     json_type = {"Content-Type": "application/json"}
-    r = requests.post(f"{server.url}/recordCorrection", data=b"{not json", headers=json_type, timeout=10)
+    r = server.post("/recordCorrection", data=b"{not json", headers=json_type, timeout=10)
     assert r.status_code == 400 and "JSON" in r.json()["error"]
-    r = requests.get(f"{server.url}/sessions/nope", timeout=10)
+    r = server.get("/sessions/nope", timeout=10)
     assert r.status_code == 404 and "session" in r.json()["error"]
 
 
-def test_a_post_without_any_body_creates_a_session_as_curl_sends_it(server):
+def test_a_post_without_any_body_creates_a_session_as_curl_sends_it(real_server):
+    server = real_server
     import http.client
     import json
 
@@ -216,7 +223,7 @@ def test_a_post_without_any_body_creates_a_session_as_curl_sends_it(server):
     response = conn.getresponse()
     assert response.status == 200, response.read()
     session = json.loads(response.read())["session"]
-    assert requests.get(f"{server.url}/sessions/{session}", timeout=10).json()["corrections"] == 0
+    assert server.get(f"/sessions/{session}", timeout=10).json()["corrections"] == 0
     json_type = {"Content-Type": "application/json"}
-    r = requests.post(f"{server.url}/retrainModel", data=b"  ", headers=json_type, timeout=10)  # blank = {}
+    r = server.post("/retrainModel", data=b"  ", headers=json_type, timeout=10)  # blank = {}
     assert r.status_code == 400 and "nothing to learn from" in r.json()["error"]
