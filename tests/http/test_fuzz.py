@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
-from tests.conftest import REPO, LiveServer, build_app
+from tests.conftest import REPO, InProcessServer, LiveServer, build_app
 from web_tool.geometry import WEB_MERCATOR, Extent, parse_crs
 
 UTM = parse_crs(32618)
@@ -101,7 +101,14 @@ def fuzz_server(tiny_dataset_dir, tiny_model_path, tmp_path_factory):
 
 
 def request(server, path, raw: bytes | None = None, method: str | None = None, headers=None):
-    """(status, headers, body bytes) of a real HTTP request."""
+    """(status, headers, body bytes) of a real HTTP request (to a LiveServer), or of one answered
+    in-process (by an InProcessServer)."""
+    if isinstance(server, InProcessServer):
+        headers = dict(headers or {})
+        if raw is not None and "Content-Type" not in headers:
+            headers["Content-Type"] = "application/json"
+        r = server.request(method or ("POST" if raw is not None else "GET"), path, data=raw, headers=headers)
+        return r.status_code, r.headers, r.content
     req = urllib.request.Request(server.url + path, data=raw, method=method, headers=headers or {})
     if raw is not None and "Content-Type" not in (headers or {}):
         req.add_header("Content-Type", "application/json")

@@ -1,4 +1,4 @@
-"""/predTile jobs over real HTTP: outputs, agreement with /predPatch, cap, cancel, restart, downloads."""
+"""/predTile jobs, in-process: outputs, agreement with /predPatch, cap, cancel, restart, downloads."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import rasterio
 from rasterio.warp import transform as transform_points
 from rio_cogeo.cogeo import cog_validate
 
-from tests.conftest import LiveServer, build_app
+from tests.conftest import InProcessServer, build_app
 from tests.http.test_api import call
 from web_tool.errors import BusyError, ExtentError
 from web_tool.geometry import WEB_MERCATOR, Extent, parse_crs
@@ -59,10 +59,10 @@ def submit(server, body) -> str:
 
 
 @pytest.fixture
-def done_job(live_server):
-    live_server.config.jobs.window_px = 48  # several windows on the 128 px dataset
-    job = submit(live_server, {"geometry": polygon_3857(), "crs": 3857})
-    return wait_for(live_server, job)
+def done_job(app_server):
+    app_server.config.jobs.window_px = 48  # several windows on the 128 px dataset
+    job = submit(app_server, {"geometry": polygon_3857(), "crs": 3857})
+    return wait_for(app_server, job)
 
 
 def download(server, url, tmp_path, name):
@@ -73,10 +73,10 @@ def download(server, url, tmp_path, name):
     return path
 
 
-def test_pred_tile_job_makes_a_valid_cog_on_the_native_grid(live_server, done_job, tmp_path):
+def test_pred_tile_job_makes_a_valid_cog_on_the_native_grid(app_server, done_job, tmp_path):
     assert done_job["state"] == "done" and done_job["progress"] == 1
     assert set(done_job["outputs"]) == {"cog", "preview", "stats_json", "stats_csv", "aux", "qml", "overlay"}
-    cog = download(live_server, done_job["outputs"]["cog"], tmp_path, "map.tif")
+    cog = download(app_server, done_job["outputs"]["cog"], tmp_path, "map.tif")
     valid, errors, _ = cog_validate(str(cog))
     assert valid, errors
     with rasterio.open(cog) as src:
@@ -97,11 +97,11 @@ def test_pred_tile_job_makes_a_valid_cog_on_the_native_grid(live_server, done_jo
     assert (classes[inside] < 4).all() and inside.sum() > 5000
 
 
-def test_pred_tile_classes_equal_pred_patch_on_the_same_ground(live_server, done_job, tmp_path):
-    cog = download(live_server, done_job["outputs"]["cog"], tmp_path, "map.tif")
+def test_pred_tile_classes_equal_pred_patch_on_the_same_ground(app_server, done_job, tmp_path):
+    cog = download(app_server, done_job["outputs"]["cog"], tmp_path, "map.tif")
     ext = Extent(X0 + 40, Y0 + 40, X0 + 90, Y0 + 90, crs=UTM).to_crs(WEB_MERCATOR)
     body = {"extent": {"xmin": ext.xmin, "ymin": ext.ymin, "xmax": ext.xmax, "ymax": ext.ymax}}
-    status, _, reply = call(live_server, "/predPatch", body)
+    status, _, reply = call(app_server, "/predPatch", body)
     assert status == 200, reply
     png = cv2.imdecode(np.frombuffer(base64.b64decode(reply["output_hard"]), np.uint8), cv2.IMREAD_UNCHANGED)
     rgb = cv2.cvtColor(png, cv2.COLOR_BGRA2RGB).astype(int)
@@ -121,25 +121,25 @@ def test_pred_tile_classes_equal_pred_patch_on_the_same_ground(live_server, done
     assert agreement >= 0.99, agreement
 
 
-def test_statistics_sum_to_100_percent_and_give_km2_of_1m_pixels(live_server, done_job, tmp_path):
-    status, headers, stats = call(live_server, done_job["outputs"]["stats_json"])
+def test_statistics_sum_to_100_percent_and_give_km2_of_1m_pixels(app_server, done_job, tmp_path):
+    status, headers, stats = call(app_server, done_job["outputs"]["stats_json"])
     assert status == 200 and headers["Content-Type"].startswith("application/json")
     assert stats == done_job["stats"]
     assert sum(c["percent"] for c in stats["classes"]) == pytest.approx(100)
-    with rasterio.open(download(live_server, done_job["outputs"]["cog"], tmp_path, "m.tif")) as src:
+    with rasterio.open(download(app_server, done_job["outputs"]["cog"], tmp_path, "m.tif")) as src:
         counts = np.bincount(src.read(1).ravel(), minlength=256)
     for row in stats["classes"]:
         assert row["pixels"] == counts[row["index"]]
         assert row["km2"] == pytest.approx(row["pixels"] * 1e-6)
-    table = list(csv.DictReader(io.StringIO(call(live_server, done_job["outputs"]["stats_csv"])[2].decode())))
+    table = list(csv.DictReader(io.StringIO(call(app_server, done_job["outputs"]["stats_csv"])[2].decode())))
     assert [r["name"] for r in table] == ["Water", "Forest", "Field", "Built"]
     assert sum(float(r["percent"]) for r in table) == pytest.approx(100, abs=1e-3)
-    preview = download(live_server, done_job["outputs"]["preview"], tmp_path, "p.png")
+    preview = download(app_server, done_job["outputs"]["preview"], tmp_path, "p.png")
     img = cv2.imread(str(preview), cv2.IMREAD_UNCHANGED)
     assert img.shape[2] == 4 and img[0, 0, 3] == 0 and (img[..., 3] == 255).any()
 
 
-def test_pred_tile_accepts_an_extent_and_maps_all_of_it(live_server):
+def test_pred_tile_accepts_an_extent_and_maps_all_of_it(app_server):
     ext = Extent(X0 + 10, Y0 + 10, X0 + 50, Y0 + 30, crs=UTM)
     body = {
         "extent": {
@@ -150,14 +150,14 @@ def test_pred_tile_accepts_an_extent_and_maps_all_of_it(live_server):
             "spatialReference": {"latestWkid": 32618},
         }
     }
-    job = wait_for(live_server, submit(live_server, body))
+    job = wait_for(app_server, submit(app_server, body))
     assert job["state"] == "done" and job["stats"]["total_pixels"] == 40 * 20
 
 
 def test_pred_tile_over_the_area_cap_is_413_pointing_to_the_cli(tiny_model_path, tmp_path, geotiff_factory):
     coarse = geotiff_factory("big/coarse.tif", (X0, Y0, X0 + 8000, Y0 + 8000), size=(80, 80))  # 64 km², 100 m
     app, _ = build_app([f"big={coarse}"], tiny_model_path, tmp_path)
-    server = LiveServer(app)
+    server = InProcessServer(app)
     try:
         ext = Extent(X0 + 100, Y0 + 100, X0 + 6100, Y0 + 5100, crs=UTM)  # 30 km² > the 25 km² default
         body = {
@@ -191,9 +191,9 @@ def test_pred_tile_over_the_area_cap_is_413_pointing_to_the_cli(tiny_model_path,
         server.close()
 
 
-def test_the_area_cap_is_configurable(live_server):
-    live_server.config.jobs.max_km2 = 0.001
-    status, _, reply = call(live_server, "/predTile", {"geometry": polygon_3857()})
+def test_the_area_cap_is_configurable(app_server):
+    app_server.config.jobs.max_km2 = 0.001
+    status, _, reply = call(app_server, "/predTile", {"geometry": polygon_3857()})
     assert status == 413 and "0.001 km²" in reply["error"]
 
 
@@ -215,37 +215,37 @@ def test_the_area_cap_is_configurable(live_server):
         ({"geometry": polygon_3857([(0, 0), (100, 0), (100, 100)]), "crs": 3857}, 404, "imagery"),
     ],
 )
-def test_bad_pred_tile_requests_are_json_errors(live_server, body, status, words):
-    got, _, reply = call(live_server, "/predTile", body)
+def test_bad_pred_tile_requests_are_json_errors(app_server, body, status, words):
+    got, _, reply = call(app_server, "/predTile", body)
     assert got == status, reply
     assert words in reply["error"]
 
 
-def test_unknown_jobs_are_404(live_server):
+def test_unknown_jobs_are_404(app_server):
     for path in ("/jobs/0123456789abcdef", "/jobs/..%2Fjobs.sqlite", "/jobs/x"):
-        status, _, reply = call(live_server, path)
+        status, _, reply = call(app_server, path)
         assert status == 404 and "error" in reply
-    assert call(live_server, "/jobs/0123456789abcdef", method="DELETE")[0] == 404
+    assert call(app_server, "/jobs/0123456789abcdef", method="DELETE")[0] == 404
 
 
 # rasterio's own warning filters are process-wide (warnings.catch_warnings is not thread-safe), so a
 # read in one thread may now and then let through a warning another thread had silenced
 @pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
-def test_cancel_a_running_and_a_queued_job(live_server):
-    live_server.config.jobs.window_px = 4  # ~700 windows: seconds of work
-    running = submit(live_server, {"geometry": polygon_3857()})
-    queued = submit(live_server, {"geometry": polygon_3857()})
-    wait_for(live_server, running, states=("running",))
-    assert call(live_server, f"/jobs/{queued}")[2]["state"] == "queued"
+def test_cancel_a_running_and_a_queued_job(app_server):
+    app_server.config.jobs.window_px = 4  # ~700 windows: seconds of work
+    running = submit(app_server, {"geometry": polygon_3857()})
+    queued = submit(app_server, {"geometry": polygon_3857()})
+    wait_for(app_server, running, states=("running",))
+    assert call(app_server, f"/jobs/{queued}")[2]["state"] == "queued"
     for job in (queued, running):
-        status, _, reply = call(live_server, f"/jobs/{job}", method="DELETE")
+        status, _, reply = call(app_server, f"/jobs/{job}", method="DELETE")
         assert status == 200 and reply["state"] == "cancelled"
     time.sleep(0.5)  # the worker notices at its next window
     for job in (queued, running):
-        reply = call(live_server, f"/jobs/{job}")[2]
+        reply = call(app_server, f"/jobs/{job}")[2]
         assert reply["state"] == "cancelled" and reply["outputs"] == {}
-        assert call(live_server, f"/downloads/{job}.tif")[0] == 404
-    downloads = live_server.config.jobs.downloads
+        assert call(app_server, f"/downloads/{job}.tif")[0] == 404
+    downloads = app_server.config.jobs.downloads
     deadline = time.monotonic() + 10
     while list(downloads.iterdir()) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -255,18 +255,18 @@ def test_cancel_a_running_and_a_queued_job(live_server):
 # rasterio's own warning filters are process-wide (warnings.catch_warnings is not thread-safe), so a
 # read in one thread may now and then let through a warning another thread had silenced
 @pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
-def test_pred_patch_stays_responsive_while_a_job_runs(live_server):
-    live_server.config.jobs.window_px = 4
-    job = submit(live_server, {"geometry": polygon_3857()})
-    wait_for(live_server, job, states=("running",))
+def test_pred_patch_stays_responsive_while_a_job_runs(app_server):
+    app_server.config.jobs.window_px = 4
+    job = submit(app_server, {"geometry": polygon_3857()})
+    wait_for(app_server, job, states=("running",))
     ext = Extent(X0 + 40, Y0 + 40, X0 + 90, Y0 + 90, crs=UTM).to_crs(WEB_MERCATOR)
     started = time.monotonic()
     body = {"extent": {"xmin": ext.xmin, "ymin": ext.ymin, "xmax": ext.xmax, "ymax": ext.ymax}}
-    status, _, _ = call(live_server, "/predPatch", body)
+    status, _, _ = call(app_server, "/predPatch", body)
     elapsed = time.monotonic() - started
     assert status == 200 and elapsed < 5
-    assert call(live_server, f"/jobs/{job}")[2]["state"] == "running"
-    call(live_server, f"/jobs/{job}", method="DELETE")
+    assert call(app_server, f"/jobs/{job}")[2]["state"] == "running"
+    call(app_server, f"/jobs/{job}", method="DELETE")
 
 
 def test_a_restart_reports_an_interrupted_job_failed(tmp_path):
@@ -292,11 +292,11 @@ def test_a_restart_reports_an_interrupted_job_failed(tmp_path):
     assert restarted.get(job)["state"] == "failed", "the old worker must not revive it"
 
 
-def test_downloads_serve_only_finished_outputs(live_server, done_job):
-    jobs = live_server.config.jobs
+def test_downloads_serve_only_finished_outputs(app_server, done_job):
+    jobs = app_server.config.jobs
     (jobs.downloads / "0123456789abcdef.tif").write_bytes(b"not a job output")
     name = done_job["outputs"]["cog"].rsplit("/", 1)[1]
-    assert call(live_server, f"/downloads/{name}")[0] == 200
+    assert call(app_server, f"/downloads/{name}")[0] == 200
     for path in (
         "/downloads/0123456789abcdef.tif",  # on disk, but no finished job made it
         "/downloads/jobs.sqlite",
@@ -307,16 +307,16 @@ def test_downloads_serve_only_finished_outputs(live_server, done_job):
         "/downloads/" + name + "%00",
         "/downloads/",
     ):
-        status, headers, body = call(live_server, path)
+        status, headers, body = call(app_server, path)
         assert status == 404, path
         assert headers["Content-Type"].startswith("application/json")
 
 
 def test_restarted_server_still_serves_finished_outputs(
-    live_server, done_job, tiny_dataset_dir, tiny_model_path, tmp_path
+    app_server, done_job, tiny_dataset_dir, tiny_model_path, tmp_path
 ):
     app, _ = build_app([f"tiny={tiny_dataset_dir}"], tiny_model_path, tmp_path)
-    server = LiveServer(app)
+    server = InProcessServer(app)
     try:
         status, _, job = call(server, f"/jobs/{done_job['job']}")
         assert status == 200 and job["state"] == "done"
@@ -349,8 +349,8 @@ def test_a_full_queue_is_refused_with_busy_and_a_failing_job_reports_why(tmp_pat
     manager.close()
 
 
-def test_job_outputs_have_meaningful_names_the_pages_colours_and_polygons(live_server, tmp_path):
-    live_server.config.jobs.window_px = 64
+def test_job_outputs_have_meaningful_names_the_pages_colours_and_polygons(app_server, tmp_path):
+    app_server.config.jobs.window_px = 64
     classes = [
         {"name": "Lake", "color": "#112233"},
         {"name": "Wood", "color": "#445566"},
@@ -358,19 +358,18 @@ def test_job_outputs_have_meaningful_names_the_pages_colours_and_polygons(live_s
         {"name": "Town", "color": "#aabbcc"},
     ]
     job = wait_for(
-        live_server,
-        submit(live_server, {"geometry": polygon_3857(), "crs": 3857, "classes": classes, "vector": True}),
+        app_server,
+        submit(app_server, {"geometry": polygon_3857(), "crs": 3857, "classes": classes, "vector": True}),
     )
     assert job["state"] == "done", job
     checkpoint = job["checkpoint"]
-    assert checkpoint in [c["id"] for c in call(live_server, "/checkpoints")[2]]
+    assert checkpoint in [c["id"] for c in call(app_server, "/checkpoints")[2]]
     assert {"gpkg", "geojson", "qml", "aux"} <= set(job["outputs"])
-    import requests
 
-    r = requests.get(live_server.url + job["outputs"]["cog"], timeout=30)
+    r = app_server.get(job["outputs"]["cog"], timeout=30)
     today = time.strftime("%Y%m%d")
     assert f'filename="tiny_{today}_{checkpoint}.tif"' in r.headers["Content-Disposition"]
-    aux = requests.get(live_server.url + job["outputs"]["aux"], timeout=30)
+    aux = app_server.get(job["outputs"]["aux"], timeout=30)
     assert f'filename="tiny_{today}_{checkpoint}.tif.aux.xml"' in aux.headers["Content-Disposition"]
     assert "<Category>Wood</Category>" in aux.text
     cog = tmp_path / "map.tif"
@@ -378,7 +377,7 @@ def test_job_outputs_have_meaningful_names_the_pages_colours_and_polygons(live_s
     with rasterio.open(cog) as src:
         assert src.colormap(1)[0] == (0x11, 0x22, 0x33, 255) and src.tags()["CLASS_3"] == "Town"
         assert src.tags()["CHECKPOINT"] == checkpoint and src.tags()["MODEL_FILE"].endswith(".keras")
-    geojson = requests.get(live_server.url + job["outputs"]["geojson"], timeout=30).json()
+    geojson = app_server.get(job["outputs"]["geojson"], timeout=30).json()
     assert {f["properties"]["class_name"] for f in geojson["features"]} <= {"Lake", "Wood", "Crop", "Town"}
     assert sum(f["properties"]["area_m2"] for f in geojson["features"]) == pytest.approx(
         job["stats"]["total_km2"] * 1e6, rel=0.05
@@ -386,9 +385,9 @@ def test_job_outputs_have_meaningful_names_the_pages_colours_and_polygons(live_s
     assert job["stats"]["classes"][0]["name"] == "Lake"
 
 
-def test_classes_must_match_the_model(live_server):
+def test_classes_must_match_the_model(app_server):
     status, _, reply = call(
-        live_server,
+        app_server,
         "/predTile",
         {"geometry": polygon_3857(), "classes": [{"name": "only", "color": "#000000"}]},
     )

@@ -1,4 +1,4 @@
-"""Accuracy assessment over real HTTP: a validation sample of a finished /predTile map, answers that
+"""Accuracy assessment, in-process: a validation sample of a finished /predTile map, answers that
 survive a restart and never become corrections, the report as JSON and CSV, and the same report
 against a reference (the dataset's labels, an uploaded GeoTIFF, GeoJSON points)."""
 
@@ -17,7 +17,7 @@ import rasterio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import LiveServer, build_app, make_geotiff
+from tests.conftest import InProcessServer, build_app, make_geotiff
 from tests.http.test_api import call
 from tests.http.test_fuzz import JSON, assert_clean, post
 from tests.mapping.test_jobs_api import polygon_3857, submit, wait_for
@@ -27,9 +27,9 @@ X0, Y0 = 500_000, 4_300_000  # the tiny dataset: 128 x 128 px of 1 m, UTM 18N
 
 
 @pytest.fixture
-def done_job(live_server):
-    live_server.config.jobs.window_px = 48
-    return wait_for(live_server, submit(live_server, {"geometry": polygon_3857(), "crs": 3857}))
+def done_job(app_server):
+    app_server.config.jobs.window_px = 48
+    return wait_for(app_server, submit(app_server, {"geometry": polygon_3857(), "crs": 3857}))
 
 
 def new_sample(server, job, **body):
@@ -51,9 +51,9 @@ def answer(server, job, sample, point, value):
     return call(server, f"/jobs/{job}/samples/{sample}/answers", {"point": point, "answer": value})
 
 
-def test_a_sample_is_stratified_by_map_class_and_hides_the_map_class_until_answered(live_server, done_job):
+def test_a_sample_is_stratified_by_map_class_and_hides_the_map_class_until_answered(app_server, done_job):
     job = done_job["job"]
-    sample = new_sample(live_server, job)
+    sample = new_sample(app_server, job)
     classes, pixels = done_job["stats"]["classes"], [c["pixels"] for c in done_job["stats"]["classes"]]
     assert [s["pixels"] for s in sample["strata"]] == pixels
     assert [s["name"] for s in sample["strata"]] == [c["name"] for c in classes]
@@ -61,15 +61,15 @@ def test_a_sample_is_stratified_by_map_class_and_hides_the_map_class_until_answe
     assert sum(points_per_class) == sample["total"] == 30
     assert all(n >= min(3, p) and (n == 0) == (p == 0) for n, p in zip(points_per_class, pixels, strict=True))
     assert sample["progress"] == {"points": 30, "pending": 30, "answered": 0, "unsure": 0, "skipped": 0}
-    status, _, full = call(live_server, f"/jobs/{job}/samples/{sample['sample']}")
+    status, _, full = call(app_server, f"/jobs/{job}/samples/{sample['sample']}")
     assert status == 200 and len(full["points"]) == 30
     assert all(p["map_class"] is None and p["status"] == "pending" for p in full["points"])
     assert sample["next"] == full["points"][0]
 
-    data, transform = class_map(live_server, done_job)
+    data, transform = class_map(app_server, done_job)
     seen = np.zeros(len(classes), int)
     for p in full["points"]:
-        status, _, reply = answer(live_server, job, sample["sample"], p["index"], 0)
+        status, _, reply = answer(app_server, job, sample["sample"], p["index"], 0)
         assert status == 200
         col, row = ~transform * (p["x"], p["y"])
         assert reply["point"]["map_class"] == data[int(row), int(col)]  # revealed: the map's own class there
@@ -79,14 +79,14 @@ def test_a_sample_is_stratified_by_map_class_and_hides_the_map_class_until_answe
 
 
 def test_answers_survive_a_restart_and_the_walk_resumes_where_it_stopped(
-    live_server, done_job, tiny_dataset_dir, tiny_model_path, tmp_path
+    app_server, done_job, tiny_dataset_dir, tiny_model_path, tmp_path
 ):
     job = done_job["job"]
-    sample = new_sample(live_server, job)["sample"]
-    assert answer(live_server, job, sample, 0, "skip")[0] == 200
-    assert answer(live_server, job, sample, 1, 2)[0] == 200
-    assert answer(live_server, job, sample, 2, "unsure")[0] == 200
-    restarted = LiveServer(build_app([f"tiny={tiny_dataset_dir}"], tiny_model_path, tmp_path)[0])
+    sample = new_sample(app_server, job)["sample"]
+    assert answer(app_server, job, sample, 0, "skip")[0] == 200
+    assert answer(app_server, job, sample, 1, 2)[0] == 200
+    assert answer(app_server, job, sample, 2, "unsure")[0] == 200
+    restarted = InProcessServer(build_app([f"tiny={tiny_dataset_dir}"], tiny_model_path, tmp_path)[0])
     try:
         status, _, got = call(restarted, f"/jobs/{job}/samples/{sample}")
         assert status == 200
@@ -103,31 +103,31 @@ def test_answers_survive_a_restart_and_the_walk_resumes_where_it_stopped(
         restarted.close()
 
 
-def test_validation_answers_are_kept_apart_from_corrections(live_server, done_job, tmp_path):
+def test_validation_answers_are_kept_apart_from_corrections(app_server, done_job, tmp_path):
     job = done_job["job"]
-    sample = new_sample(live_server, job)
-    for p in call(live_server, f"/jobs/{job}/samples/{sample['sample']}")[2]["points"][:10]:
-        answer(live_server, job, sample["sample"], p["index"], 1)
-    assert call(live_server, "/sessions/default")[2]["corrections"] == 0
+    sample = new_sample(app_server, job)
+    for p in call(app_server, f"/jobs/{job}/samples/{sample['sample']}")[2]["points"][:10]:
+        answer(app_server, job, sample["sample"], p["index"], 1)
+    assert call(app_server, "/sessions/default")[2]["corrections"] == 0
     with sqlite3.connect(tmp_path / "state" / "hitl.sqlite") as hitl:
         assert hitl.execute("SELECT COUNT(*) FROM corrections").fetchone()[0] == 0
     with sqlite3.connect(tmp_path / "state" / "validation.sqlite") as validation:
         assert validation.execute("SELECT COUNT(*) FROM points WHERE status = 'answered'").fetchone()[0] == 10
 
 
-def test_the_report_gives_the_error_matrix_accuracies_and_areas_as_json_and_csv(live_server, done_job):
+def test_the_report_gives_the_error_matrix_accuracies_and_areas_as_json_and_csv(app_server, done_job):
     job = done_job["job"]
-    sample = new_sample(live_server, job, total=40)
-    points = call(live_server, f"/jobs/{job}/samples/{sample['sample']}")[2]["points"]
-    status, _, early = call(live_server, f"/jobs/{job}/samples/{sample['sample']}/report")
+    sample = new_sample(app_server, job, total=40)
+    points = call(app_server, f"/jobs/{job}/samples/{sample['sample']}")[2]["points"]
+    status, _, early = call(app_server, f"/jobs/{job}/samples/{sample['sample']}/report")
     assert status == 200 and early["complete"] is False and early["overall"]["value"] is None
     truth = {}
     for i, p in enumerate(points):  # the map is right except at every third point, where it is class 3
-        reply = answer(live_server, job, sample["sample"], p["index"], 3 if i % 3 == 0 else 0)[2]["point"]
+        reply = answer(app_server, job, sample["sample"], p["index"], 3 if i % 3 == 0 else 0)[2]["point"]
         truth[p["index"]] = (reply["map_class"], 3 if i % 3 == 0 else reply["map_class"])
         if i % 3:
-            answer(live_server, job, sample["sample"], p["index"], reply["map_class"])
-    status, _, report = call(live_server, f"/jobs/{job}/samples/{sample['sample']}/report")
+            answer(app_server, job, sample["sample"], p["index"], reply["map_class"])
+    status, _, report = call(app_server, f"/jobs/{job}/samples/{sample['sample']}/report")
     assert status == 200 and report["complete"] and report["kind"] == "sample" and report["n"] == 40
     expected = np.zeros((4, 4), int)
     for m, r in truth.values():
@@ -139,7 +139,7 @@ def test_the_report_gives_the_error_matrix_accuracies_and_areas_as_json_and_csv(
     assert 0 < report["overall"]["value"] < 1 and report["overall"]["ci95"] > 0
     assert np.array(report["error_matrix"]["proportions"]).sum() == pytest.approx(1)
 
-    status, headers, text = call(live_server, f"/jobs/{job}/samples/{sample['sample']}/report.csv")
+    status, headers, text = call(app_server, f"/jobs/{job}/samples/{sample['sample']}/report.csv")
     assert status == 200 and headers["Content-Type"].startswith("text/csv")
     assert "attachment" in headers["Content-Disposition"]
     rows = list(csv.reader(io.StringIO(text.decode())))
@@ -149,17 +149,17 @@ def test_the_report_gives_the_error_matrix_accuracies_and_areas_as_json_and_csv(
     assert float(overall[0]) == pytest.approx(report["overall"]["value"], rel=1e-5)
 
 
-def test_answers_in_any_order_give_the_same_report(live_server, done_job):
+def test_answers_in_any_order_give_the_same_report(app_server, done_job):
     job = done_job["job"]
-    a, b = new_sample(live_server, job)["sample"], new_sample(live_server, job)["sample"]  # same seed
-    points = call(live_server, f"/jobs/{job}/samples/{a}")[2]["points"]
+    a, b = new_sample(app_server, job)["sample"], new_sample(app_server, job)["sample"]  # same seed
+    points = call(app_server, f"/jobs/{job}/samples/{a}")[2]["points"]
     values = {p["index"]: p["index"] % 4 for p in points}
     for index in sorted(values):
-        answer(live_server, job, a, index, values[index])
+        answer(app_server, job, a, index, values[index])
     for index in np.random.default_rng(1).permutation(sorted(values)):
-        answer(live_server, job, b, int(index), values[int(index)])
-    ra = call(live_server, f"/jobs/{job}/samples/{a}/report")[2]
-    rb = call(live_server, f"/jobs/{job}/samples/{b}/report")[2]
+        answer(app_server, job, b, int(index), values[int(index)])
+    ra = call(app_server, f"/jobs/{job}/samples/{a}/report")[2]
+    rb = call(app_server, f"/jobs/{job}/samples/{b}/report")[2]
     assert {**ra, "sample": None} == {**rb, "sample": None}
 
 
@@ -173,8 +173,8 @@ def test_answers_in_any_order_give_the_same_report(live_server, done_job):
         ({"total": True}, 400, "total"),
     ],
 )
-def test_impossible_samples_are_refused_with_what_to_change(live_server, done_job, body, status, words):
-    got, _, reply = call(live_server, f"/jobs/{done_job['job']}/samples", body)
+def test_impossible_samples_are_refused_with_what_to_change(app_server, done_job, body, status, words):
+    got, _, reply = call(app_server, f"/jobs/{done_job['job']}/samples", body)
     assert got == status and words in reply["error"], reply
 
 
@@ -188,38 +188,38 @@ def test_impossible_samples_are_refused_with_what_to_change(live_server, done_jo
         ({"answer": 1}, 400, "point"),
     ],
 )
-def test_bad_answers_are_refused_and_change_nothing(live_server, done_job, body, status, words):
+def test_bad_answers_are_refused_and_change_nothing(app_server, done_job, body, status, words):
     job = done_job["job"]
-    sample = new_sample(live_server, job)["sample"]
-    got, _, reply = call(live_server, f"/jobs/{job}/samples/{sample}/answers", body)
+    sample = new_sample(app_server, job)["sample"]
+    got, _, reply = call(app_server, f"/jobs/{job}/samples/{sample}/answers", body)
     assert got == status and words in reply["error"], reply
-    assert call(live_server, f"/jobs/{job}/samples/{sample}")[2]["progress"]["pending"] == 30
+    assert call(app_server, f"/jobs/{job}/samples/{sample}")[2]["progress"]["pending"] == 30
 
 
-def test_unknown_jobs_and_samples_are_404_and_unfinished_maps_cannot_be_sampled(live_server, done_job):
+def test_unknown_jobs_and_samples_are_404_and_unfinished_maps_cannot_be_sampled(app_server, done_job):
     job = done_job["job"]
-    sample = new_sample(live_server, job)["sample"]
-    assert call(live_server, "/jobs/0123456789abcdef/samples", {})[0] == 404
-    assert call(live_server, f"/jobs/{job}/samples/0123456789abcdef")[0] == 404
-    assert call(live_server, f"/jobs/{job}/samples/..%2Fjobs")[0] == 404
+    sample = new_sample(app_server, job)["sample"]
+    assert call(app_server, "/jobs/0123456789abcdef/samples", {})[0] == 404
+    assert call(app_server, f"/jobs/{job}/samples/0123456789abcdef")[0] == 404
+    assert call(app_server, f"/jobs/{job}/samples/..%2Fjobs")[0] == 404
     release = threading.Event()
 
     def unfinished(ctx):
         release.wait(10)
         return JobResult({})
 
-    running = live_server.config.jobs.submit(unfinished)
+    running = app_server.config.jobs.submit(unfinished)
     try:
-        wait_for(live_server, running, states=("running",))
-        status, _, reply = call(live_server, f"/jobs/{running}/samples", {})
+        wait_for(app_server, running, states=("running",))
+        status, _, reply = call(app_server, f"/jobs/{running}/samples", {})
         assert status == 400 and "running" in reply["error"] and "finished map" in reply["error"]
-        assert call(live_server, f"/jobs/{running}/samples/{sample}")[0] == 400
+        assert call(app_server, f"/jobs/{running}/samples/{sample}")[0] == 400
     finally:
         release.set()
-    other = wait_for(live_server, submit(live_server, {"geometry": polygon_3857(), "crs": 3857}))
-    assert call(live_server, f"/jobs/{other['job']}/samples/{sample}")[0] == 404  # a sample of another job
-    no_map = wait_for(live_server, live_server.config.jobs.submit(lambda ctx: JobResult({})))
-    status, _, reply = call(live_server, f"/jobs/{no_map['job']}/samples", {})
+    other = wait_for(app_server, submit(app_server, {"geometry": polygon_3857(), "crs": 3857}))
+    assert call(app_server, f"/jobs/{other['job']}/samples/{sample}")[0] == 404  # a sample of another job
+    no_map = wait_for(app_server, app_server.config.jobs.submit(lambda ctx: JobResult({})))
+    status, _, reply = call(app_server, f"/jobs/{no_map['job']}/samples", {})
     assert status == 400 and "no class map" in reply["error"]
 
 
@@ -238,7 +238,7 @@ def labelled_server(tiny_dataset_dir, tiny_model_path, tmp_path):
     (tmp_path / "datasets.json").write_text(json.dumps(spec))
     app, config = build_app([], tiny_model_path, tmp_path, datasets_json=str(tmp_path / "datasets.json"))
     config.jobs.window_px = 48
-    server = LiveServer(app)
+    server = InProcessServer(app)
     server.labels = labels
     yield server
     server.close()
@@ -271,36 +271,36 @@ def test_the_map_against_the_datasets_labels_is_a_census_on_its_grid(labelled_se
     assert status == 200 and headers["Content-Type"].startswith("text/csv") and b"census" in text
 
 
-def test_an_uploaded_reference_geotiff_with_codes(live_server, done_job, tmp_path):
+def test_an_uploaded_reference_geotiff_with_codes(app_server, done_job, tmp_path):
     labels = np.full((128, 128), 12, np.uint8)  # everything "12", which the codes call Forest
     labels[:10] = 99  # a value that names no class
     path = make_geotiff(
         tmp_path / "ref.tif", (X0, Y0, X0 + 128, Y0 + 128), size=(128, 128), bands=1, data=labels[None]
     )
     body = {"raster": base64.b64encode(path.read_bytes()).decode(), "codes": {"12": "Forest", "99": None}}
-    status, _, report = call(live_server, f"/jobs/{done_job['job']}/reference", body)
+    status, _, report = call(app_server, f"/jobs/{done_job['job']}/reference", body)
     assert status == 200, report
     counts = np.array(report["error_matrix"]["counts"])
     assert counts[:, [0, 2, 3]].sum() == 0 and counts[:, 1].sum() > 0
     assert report["classes"][1]["producers"]["value"] is not None
     bad = {"raster": base64.b64encode(b"not a tiff").decode()}
-    status, _, reply = call(live_server, f"/jobs/{done_job['job']}/reference", bad)
+    status, _, reply = call(app_server, f"/jobs/{done_job['job']}/reference", bad)
     assert status == 400 and "not a GeoTIFF" in reply["error"]
     damaged = path.read_bytes()
     damaged = damaged[: len(damaged) - 200] + bytes(200)  # the last tiles' bytes zeroed
     status, _, reply = call(
-        live_server, f"/jobs/{done_job['job']}/reference", {"raster": base64.b64encode(damaged).decode()}
+        app_server, f"/jobs/{done_job['job']}/reference", {"raster": base64.b64encode(damaged).decode()}
     )
     assert status == 400 and "cannot be read" in reply["error"], reply
-    status, _, reply = call(live_server, f"/jobs/{done_job['job']}/reference", {"labels": True})
+    status, _, reply = call(app_server, f"/jobs/{done_job['job']}/reference", {"labels": True})
     assert status == 400 and "no label rasters" in reply["error"]
 
 
-def test_reference_points_as_geojson_with_a_class_property(live_server, done_job):
+def test_reference_points_as_geojson_with_a_class_property(app_server, done_job):
     from rasterio.warp import transform as transform_points
 
     job = done_job["job"]
-    data, transform = class_map(live_server, done_job)
+    data, transform = class_map(app_server, done_job)
     rows, cols = np.nonzero(data != 255)
     pick = np.random.default_rng(0).choice(rows.size, 50, replace=False)
     xs, ys = transform * (cols[pick] + 0.5, rows[pick] + 0.5)
@@ -315,12 +315,12 @@ def test_reference_points_as_geojson_with_a_class_property(live_server, done_job
         for a, b, r, c in zip(lon, lat, rows[pick], cols[pick], strict=True)
     ]
     body = {"points": {"type": "FeatureCollection", "features": features}, "property": "truth"}
-    status, _, report = call(live_server, f"/jobs/{job}/reference", body)
+    status, _, report = call(app_server, f"/jobs/{job}/reference", body)
     assert status == 200 and report["kind"] == "points" and report["n"] == 50, report
     assert report["overall"]["value"] == pytest.approx(1.0)  # the points agree with the map
-    status, _, reply = call(live_server, f"/jobs/{job}/reference", {"points": {"type": "Point"}})
+    status, _, reply = call(app_server, f"/jobs/{job}/reference", {"points": {"type": "Point"}})
     assert status == 400 and "FeatureCollection" in reply["error"]
-    status, _, reply = call(live_server, f"/jobs/{job}/reference", {"labels": True, "points": body["points"]})
+    status, _, reply = call(app_server, f"/jobs/{job}/reference", {"labels": True, "points": body["points"]})
     assert status == 400 and "exactly one" in reply["error"]
 
 
@@ -332,7 +332,7 @@ def fuzz_target(tiny_dataset_dir, tiny_model_path, tmp_path_factory):
     """A server with a finished job and a sample of it, for the whole module."""
     app, config = build_app([f"tiny={tiny_dataset_dir}"], tiny_model_path, tmp_path_factory.mktemp("vfuzz"))
     config.jobs.window_px = 64
-    server = LiveServer(app)
+    server = InProcessServer(app)
     job = wait_for(server, submit(server, {"geometry": polygon_3857(), "crs": 3857}))["job"]
     sample = new_sample(server, job)["sample"]
     yield server, job, sample
