@@ -12,7 +12,7 @@ import socket
 import pytest
 import requests
 
-from tests.conftest import LiveServer, build_app
+from tests.conftest import InProcessServer, build_app
 from tests.hitl_support import BUILT, FIELD, correct_box, post, serve, stripe_extent, utm_extent
 from tests.http.test_api import call, extent_body
 from tests.mapping.test_jobs_api import polygon_3857, submit, wait_for
@@ -21,7 +21,7 @@ from tests.test_faults import fill, small_disk  # noqa: F401 (a fixture)
 
 @pytest.fixture
 def server(scene, stripes_model, tmp_path):
-    srv = serve(scene, stripes_model, tmp_path)
+    srv = serve(scene, stripes_model, tmp_path, in_process=True)
     yield srv
     srv.close()
     srv.config.jobs.close()
@@ -41,26 +41,26 @@ def server(scene, stripes_model, tmp_path):
         "/css/" + "c/" * 200 + "x.css",
     ],
 )
-def test_odd_static_paths_are_a_json_404_not_a_500(live_server, path):
-    status, headers, payload = call(live_server, path)
+def test_odd_static_paths_are_a_json_404_not_a_500(app_server, path):
+    status, headers, payload = call(app_server, path)
     assert status == 404 and headers["Content-Type"].startswith("application/json"), payload
     assert payload["error"].startswith("no such file")
 
 
-def test_a_download_that_became_a_symlink_is_not_followed(live_server, tmp_path):
-    live_server.config.jobs.window_px = 64
-    done = wait_for(live_server, submit(live_server, {"geometry": polygon_3857(), "crs": 3857}))
-    cog = live_server.config.jobs.downloads / done["outputs"]["cog"].rsplit("/", 1)[1]
+def test_a_download_that_became_a_symlink_is_not_followed(app_server, tmp_path):
+    app_server.config.jobs.window_px = 64
+    done = wait_for(app_server, submit(app_server, {"geometry": polygon_3857(), "crs": 3857}))
+    cog = app_server.config.jobs.downloads / done["outputs"]["cog"].rsplit("/", 1)[1]
     secret = tmp_path / "outside.txt"
     secret.write_text("not for the web")
     cog.unlink()
     cog.symlink_to(secret)
-    status, _, payload = call(live_server, done["outputs"]["cog"])
+    status, _, payload = call(app_server, done["outputs"]["cog"])
     assert status == 404 and "no such download" in payload["error"]
 
 
 def test_a_missing_or_damaged_checkpoint_is_gone_not_a_500_and_no_longer_listed(server):
-    url = server.url
+    url = server
     s = post(url, "/sessions")["session"]
     correct_box(url, BUILT, 70, 70, session=s)
     files = server.config.sessions.store.checkpoint_dir
@@ -70,14 +70,14 @@ def test_a_missing_or_damaged_checkpoint_is_gone_not_a_500_and_no_longer_listed(
     )
     (files / f"{damaged}.npz").write_bytes(b"PK\x03\x04 not really a zip")
     (files / f"{missing}.npz").unlink()
-    listed = requests.get(f"{url}/checkpoints", params={"session": s}, timeout=10).json()
+    listed = url.get("/checkpoints", params={"session": s}, timeout=10).json()
     assert [c["name"] for c in listed] == ["kept", "damaged"]  # a missing file: not listed at all
-    before = requests.get(f"{url}/sessions/{s}", timeout=10).json()
+    before = url.get(f"/sessions/{s}", timeout=10).json()
     for checkpoint, name in ((damaged, "damaged"), (missing, "missing")):
         reply = post(url, "/doLoad", {"checkpoint": checkpoint, "session": s}, status=410)
         assert f"checkpoint {name!r} can no longer be loaded" in reply["error"]
-    assert requests.get(f"{url}/sessions/{s}", timeout=10).json() == before  # nothing changed
-    listed = requests.get(f"{url}/checkpoints", params={"session": s}, timeout=10).json()
+    assert url.get(f"/sessions/{s}", timeout=10).json() == before  # nothing changed
+    listed = url.get("/checkpoints", params={"session": s}, timeout=10).json()
     assert [c["name"] for c in listed] == ["kept"]
     assert (files / f"{damaged}.npz.damaged").is_file()  # set aside for the operator, not deleted
     assert post(url, "/doLoad", {"checkpoint": kept, "session": s})["success"]
@@ -156,9 +156,9 @@ def test_numbers_must_be_numbers_not_booleans_or_strings(server, field, value):
         extent["spatialReference"]["latestWkid"] = value
     else:
         extent[field] = value
-    reply = post(server.url, "/recordCorrection", body, status=400)
+    reply = post(server, "/recordCorrection", body, status=400)
     assert field in reply["error"], reply
-    assert requests.get(f"{server.url}/sessions/default", timeout=10).json()["corrections"] == 0
+    assert server.get("/sessions/default", timeout=10).json()["corrections"] == 0
 
 
 def test_a_spatial_reference_may_say_wkid_and_must_say_something(server):
@@ -168,11 +168,10 @@ def test_a_spatial_reference_may_say_wkid_and_must_say_something(server):
     box = {"xmin": ext.xmin, "ymin": ext.ymin, "xmax": ext.xmax, "ymax": ext.ymax}
     said = ({"latestWkid": 4326}, {"wkid": 4326}, {"wkid": 3857, "latestWkid": 4326})
     answers = [
-        post(server.url, "/getInput", {"extent": {**box, "spatialReference": ref}})["input_naip"]
-        for ref in said
+        post(server, "/getInput", {"extent": {**box, "spatialReference": ref}})["input_naip"] for ref in said
     ]
     assert answers[0] == answers[1] == answers[2]  # degrees, however it is said (not read as metres)
-    reply = post(server.url, "/getInput", {"extent": {**box, "spatialReference": {"wkt": "..."}}}, status=400)
+    reply = post(server, "/getInput", {"extent": {**box, "spatialReference": {"wkt": "..."}}}, status=400)
     assert "EPSG code" in reply["error"]
 
 
@@ -190,7 +189,7 @@ def test_imagery_deleted_or_damaged_while_the_server_runs_is_left_out_never_a_50
     shutil.copytree(tiny_dataset_dir, copy)
     app, config = build_app([f"tiny={copy}"], tiny_model_path, tmp_path)
     config.jobs.window_px = 64
-    srv = LiveServer(app)
+    srv = InProcessServer(app, config)
     try:
         assert call(srv, "/getInput", {"extent": extent_body()})[0] == 200
         files = sorted(copy.glob("*.tif"))  # t_00 and t_01: the top half of the dataset
@@ -264,7 +263,7 @@ def test_a_full_job_queue_says_so_and_a_cancelled_job_frees_its_place_at_once(
 ):
     app, config = build_app([f"tiny={tiny_dataset_dir}"], tiny_model_path, tmp_path, max_queued_jobs=1)
     config.jobs.window_px = 64
-    srv = LiveServer(app)
+    srv = InProcessServer(app, config)
     body = {"geometry": polygon_3857(), "crs": 3857}
     try:
         with config.gate.turn():  # the running job waits here for its first window's turn
