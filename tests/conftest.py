@@ -12,8 +12,8 @@ Which server to use:
 - subprocesses (`hitl_support.start_server`, the seed's launch line in test_server_cli.py, the
   browser tests' server, Dask, the range server) for the CLI, kill -9 and the browser.
 
-Both server classes answer `request(method, path, json=, data=, headers=)`, `get(path)` and
-`post(path, json=)` with a `requests.Response`, and carry `url`, `port`, `config` and `close()`, so
+Both server classes answer `request(method, path, json=, data=, headers=, params=)`, `get`, `post`
+and `delete` with a `requests.Response`, and carry `url`, `port`, `config` and `close()`, so
 `tests.http.test_api.call(server, ...)` and `tests.hitl_support.post(server, ...)` take either:
 moving a test between them is a fixture swap.
 """
@@ -145,13 +145,16 @@ def free_port() -> int:
 
 
 class _Requests:
-    """get/post shorthands over `request()` (shared by both server classes)."""
+    """get/post/delete shorthands over `request()` (shared by both server classes)."""
 
     def get(self, path: str, **kwargs):
         return self.request("GET", path, **kwargs)
 
     def post(self, path: str, **kwargs):
         return self.request("POST", path, **kwargs)
+
+    def delete(self, path: str, **kwargs):
+        return self.request("DELETE", path, **kwargs)
 
 
 class LiveServer(_Requests):

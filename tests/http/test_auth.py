@@ -1,4 +1,4 @@
-"""Shared-secret auth over real HTTP: with a token, every API call needs it; the page's files don't."""
+"""Shared-secret auth, in-process: with a token, every API call needs it; the page's files don't."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import LiveServer, build_app
+from tests.conftest import InProcessServer, build_app
 from tests.http.test_api import call
 from web_tool import server
 from web_tool.http import auth
@@ -21,10 +21,9 @@ BEARER = {"Authorization": f"Bearer {TOKEN}"}
 
 @pytest.fixture
 def guarded(tiny_dataset_dir, tiny_model_path, tmp_path):
-    """A live server on the tiny dataset that was started with --token."""
+    """The tiny dataset's app, started with --token, answered in-process."""
     app, config = build_app([f"tiny={tiny_dataset_dir}"], tiny_model_path, tmp_path, token=TOKEN)
-    srv = LiveServer(app)
-    srv.config = config
+    srv = InProcessServer(app, config)
     yield srv
     srv.close()
 
@@ -92,10 +91,10 @@ def test_only_tiles_and_downloads_may_carry_the_token_in_the_url(guarded):
         assert "access_token" not in payload["error"]
 
 
-def test_no_token_means_no_auth(live_server):
-    status, _, health = call(live_server, "/health")
+def test_no_token_means_no_auth(app_server):
+    status, _, health = call(app_server, "/health")
     assert health["auth"] is False
-    status, _, _ = call(live_server, "/datasets")
+    status, _, _ = call(app_server, "/datasets")
     assert status == 200
 
 

@@ -1,4 +1,4 @@
-"""Sessions belong to their user, over real HTTP: an id is a 128-bit secret nobody else is told, and
+"""Sessions belong to their user, in-process: an id is a 128-bit secret nobody else is told, and
 checkpoints, jobs and downloads are there only for the session that made them (or, for a
 checkpoint, for whoever holds its share link). Also: a state folder of the earlier schema opens."""
 
@@ -11,7 +11,6 @@ import sqlite3
 import time
 
 import pytest
-import requests
 
 from tests.hitl_support import BUILT, FIELD, correct_box, post, serve, stripe_extent, utm_extent
 from web_tool.http.openapi import SESSION_QUERY, openapi_path
@@ -22,20 +21,20 @@ HEX32 = re.compile(r"^[0-9a-f]{32}$")
 
 @pytest.fixture
 def server(scene, stripes_model, tmp_path):
-    srv = serve(scene, stripes_model, tmp_path)
+    srv = serve(scene, stripes_model, tmp_path, in_process=True)
     srv.config.jobs.window_px = 48
     yield srv
     srv.close()
     srv.config.jobs.close()
 
 
-def get(url: str, path: str, session: str | None = None, status: int = 200):
-    r = requests.get(url + path, params={"session": session} if session else None, timeout=30)
+def get(url, path: str, session: str | None = None, status: int = 200):
+    r = url.get(path, params={"session": session} if session else None, timeout=30)
     assert r.status_code == status, (path, r.status_code, r.text[:300])
     return r.json()
 
 
-def wait_done(url: str, job: str, session: str) -> dict:
+def wait_done(url, job: str, session: str) -> dict:
     deadline = time.monotonic() + 60
     while (reply := get(url, f"/jobs/{job}", session))["state"] in ("queued", "running"):
         assert time.monotonic() < deadline, reply
@@ -43,7 +42,7 @@ def wait_done(url: str, job: str, session: str) -> dict:
     return reply
 
 
-def a_session_with_everything(url: str) -> dict:
+def a_session_with_everything(url) -> dict:
     """A session with a correction, a retrain, a checkpoint and a finished job."""
     s = post(url, "/sessions")["session"]
     for i in range(4):
@@ -57,7 +56,7 @@ def a_session_with_everything(url: str) -> dict:
 
 
 def test_session_ids_are_128_bit_secrets_that_nothing_lists_or_echoes(server):
-    url = server.url
+    url = server
     ids = {post(url, "/sessions")["session"] for _ in range(20)}
     assert len(ids) == 20 and all(HEX32.match(i) for i in ids)
     a = a_session_with_everything(url)
@@ -80,7 +79,7 @@ def test_session_ids_are_128_bit_secrets_that_nothing_lists_or_echoes(server):
     assert saved[a["checkpoint"]] == "after 4 corrections"
 
 
-def session_scoped_endpoints(url: str) -> list[tuple[str, str]]:
+def session_scoped_endpoints(url) -> list[tuple[str, str]]:
     """Every endpoint that takes a session, read from the server's own /openapi.json."""
     doc = get(url, "/openapi.json")
     schemas = doc["components"]["schemas"]
@@ -96,7 +95,7 @@ def session_scoped_endpoints(url: str) -> list[tuple[str, str]]:
 
 
 def test_every_session_scoped_endpoint_answers_404_for_a_session_it_does_not_know(server):
-    url = server.url
+    url = server
     a = a_session_with_everything(url)
     endpoints = session_scoped_endpoints(url)
     assert len(endpoints) >= 14, endpoints
@@ -126,9 +125,9 @@ def test_every_session_scoped_endpoint_answers_404_for_a_session_it_does_not_kno
         }
         concrete = path.format(**names)
         if method == "POST":
-            r = requests.post(url + concrete, json={**bodies.get(path, {}), "session": stranger}, timeout=30)
+            r = url.post(concrete, json={**bodies.get(path, {}), "session": stranger}, timeout=30)
         else:
-            r = requests.request(method, url + concrete, params={"session": stranger}, timeout=30)
+            r = url.request(method, concrete, params={"session": stranger}, timeout=30)
         assert r.status_code == 404 and "unknown session" in r.json()["error"], (method, path, r.text)
     # the owner's things are untouched
     assert get(url, f"/sessions/{a['session']}")["corrections"] == 4
@@ -136,7 +135,7 @@ def test_every_session_scoped_endpoint_answers_404_for_a_session_it_does_not_kno
 
 
 def test_another_sessions_checkpoints_and_jobs_are_not_there_for_you(server):
-    url = server.url
+    url = server
     a = a_session_with_everything(url)
     for other in (post(url, "/sessions")["session"], None):  # a session of its own, and the shared default
         owned = {"session": other} if other else {}
@@ -144,16 +143,16 @@ def test_another_sessions_checkpoints_and_jobs_are_not_there_for_you(server):
         post(url, "/doLoad", {"checkpoint": a["checkpoint"], **owned}, status=404)
         post(url, f"/checkpoints/{a['checkpoint']}/share", owned, status=404)
         for method in ("GET", "DELETE"):
-            r = requests.request(method, f"{url}/jobs/{a['job']}", params=owned, timeout=30)
+            r = url.request(method, f"/jobs/{a['job']}", params=owned, timeout=30)
             assert r.status_code == 404 and "no such job" in r.json()["error"], r.text
-        r = requests.delete(f"{url}/checkpoints/{a['checkpoint']}/share", params=owned, timeout=30)
+        r = url.delete(f"/checkpoints/{a['checkpoint']}/share", params=owned, timeout=30)
         assert r.status_code == 404
     assert get(url, f"/jobs/{a['job']}", a["session"])["state"] == "done"  # nobody cancelled it
-    assert requests.get(url + a["outputs"]["cog"], timeout=30).content[:2] in (b"II", b"MM")  # its link works
+    assert url.get(a["outputs"]["cog"], timeout=30).content[:2] in (b"II", b"MM")  # its link works
 
 
 def test_a_checkpoint_shared_on_purpose_loads_anywhere_until_it_is_unshared(server):
-    url = server.url
+    url = server
     a = a_session_with_everything(url)
     reply = post(url, f"/checkpoints/{a['checkpoint']}/share", {"session": a["session"]})
     secret = reply["share"]
@@ -173,9 +172,7 @@ def test_a_checkpoint_shared_on_purpose_loads_anywhere_until_it_is_unshared(serv
     tuned = post(url, "/predPatch", {"extent": stripe_extent(FIELD), "session": a["session"]})["output_hard"]
     assert post(url, "/predPatch", {"extent": stripe_extent(FIELD), "session": b})["output_hard"] == tuned
     assert get(url, "/checkpoints", b) == []  # loading does not make it b's
-    r = requests.delete(
-        f"{url}/checkpoints/{a['checkpoint']}/share", params={"session": a["session"]}, timeout=30
-    )
+    r = url.delete(f"/checkpoints/{a['checkpoint']}/share", params={"session": a["session"]}, timeout=30)
     assert r.status_code == 200
     get(url, reply["link"], status=404)
     post(url, "/doLoad", {"share": secret, "session": b}, status=404)
@@ -183,14 +180,14 @@ def test_a_checkpoint_shared_on_purpose_loads_anywhere_until_it_is_unshared(serv
 
 
 def test_logs_never_name_a_session_by_its_id(scene, stripes_model, tmp_path, caplog):
-    srv = serve(scene, stripes_model, tmp_path, max_sessions=1, session_idle_minutes=1)
+    srv = serve(scene, stripes_model, tmp_path, in_process=True, max_sessions=1, session_idle_minutes=1)
     srv.config.jobs.window_px = 48
     caplog.set_level(logging.DEBUG)
     try:
-        a = a_session_with_everything(srv.url)
+        a = a_session_with_everything(srv)
         srv.config.sessions.clock = lambda: time.monotonic() + 3600  # an hour later: a is let go
-        b = post(srv.url, "/sessions")["session"]
-        post(srv.url, "/predPatch", {"extent": stripe_extent(FIELD), "session": b})
+        b = post(srv, "/sessions")["session"]
+        post(srv, "/predPatch", {"extent": stripe_extent(FIELD), "session": b})
         assert a["session"] not in srv.config.sessions.in_memory()
     finally:
         srv.close()
@@ -257,20 +254,20 @@ def test_a_state_folder_of_the_earlier_schema_opens_and_keeps_its_owners(
             (default_job, json.dumps({"session": None})),
         )
     caplog.set_level(logging.WARNING)
-    srv = serve(scene, stripes_model, tmp_path)
+    srv = serve(scene, stripes_model, tmp_path, in_process=True)
     try:
         from web_tool.ServerModels.state import state_bytes
 
         base = srv.config.model
         (state / "checkpoints" / f"{old_checkpoint}.npz").write_bytes(state_bytes(base.state()))
-        assert [c["id"] for c in get(srv.url, "/checkpoints", old_session)] == [old_checkpoint]
-        assert get(srv.url, "/checkpoints") == []
-        post(srv.url, "/doLoad", {"checkpoint": old_checkpoint, "session": old_session})
-        correct_box(srv.url, BUILT, 70, 70, session=old_session)
-        assert [j["job"] for j in get(srv.url, "/jobs", old_session)] == [old_job]
-        assert "session" not in get(srv.url, f"/jobs/{old_job}", old_session)
-        assert [j["job"] for j in get(srv.url, "/jobs")] == [default_job]
-        new = post(srv.url, "/sessions")["session"]
+        assert [c["id"] for c in get(srv, "/checkpoints", old_session)] == [old_checkpoint]
+        assert get(srv, "/checkpoints") == []
+        post(srv, "/doLoad", {"checkpoint": old_checkpoint, "session": old_session})
+        correct_box(srv, BUILT, 70, 70, session=old_session)
+        assert [j["job"] for j in get(srv, "/jobs", old_session)] == [old_job]
+        assert "session" not in get(srv, f"/jobs/{old_job}", old_session)
+        assert [j["job"] for j in get(srv, "/jobs")] == [default_job]
+        new = post(srv, "/sessions")["session"]
         assert HEX32.match(new)
     finally:
         srv.close()

@@ -6,7 +6,6 @@ import threading
 
 import numpy as np
 import pytest
-import requests
 from shapely.geometry import box
 
 from tests.conftest import UTM18
@@ -117,24 +116,24 @@ def test_the_cap_is_hard_busy_and_just_used_sessions_stay_and_a_new_one_waits(ma
 
 
 def test_over_http_an_evicted_session_keeps_predicting_with_its_tuned_model(scene, stripes_model, tmp_path):
-    srv = serve(scene, stripes_model, tmp_path, max_sessions=1, session_idle_minutes=1)
+    srv = serve(scene, stripes_model, tmp_path, in_process=True, max_sessions=1, session_idle_minutes=1)
     try:
-        s = post(srv.url, "/sessions")["session"]
+        s = post(srv, "/sessions")["session"]
         for i in range(4):
-            correct_box(srv.url, BUILT, 66 + 4 * i, 10 + 25 * i, size=2, session=s)
+            correct_box(srv, BUILT, 66 + 4 * i, 10 + 25 * i, size=2, session=s)
         for i in range(4):
-            correct_box(srv.url, FIELD, 2 + 4 * i, 10 + 25 * i, size=2, session=s)
-        post(srv.url, "/retrainModel", {"session": s})
-        before = post(srv.url, "/predPatch", {"extent": stripe_extent(FIELD), "session": s})["output_hard"]
+            correct_box(srv, FIELD, 2 + 4 * i, 10 + 25 * i, size=2, session=s)
+        post(srv, "/retrainModel", {"session": s})
+        before = post(srv, "/predPatch", {"extent": stripe_extent(FIELD), "session": s})["output_hard"]
         sessions, clock = srv.config.sessions, Clock()
         sessions.clock = clock
         clock.now = 10**9  # much later: everything is idle
-        other = post(srv.url, "/sessions")["session"]
-        post(srv.url, "/predPatch", {"extent": stripe_extent(FIELD), "session": other})
+        other = post(srv, "/sessions")["session"]
+        post(srv, "/predPatch", {"extent": stripe_extent(FIELD), "session": other})
         assert sessions.in_memory() == [other]
         clock.now += GRACE_S + 1
-        after = post(srv.url, "/predPatch", {"extent": stripe_extent(FIELD), "session": s})["output_hard"]
+        after = post(srv, "/predPatch", {"extent": stripe_extent(FIELD), "session": s})["output_hard"]
         assert after == before
-        assert requests.get(f"{srv.url}/sessions/{s}", timeout=10).json()["corrections"] == 8
+        assert srv.get(f"/sessions/{s}", timeout=10).json()["corrections"] == 8
     finally:
         srv.close()
