@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from tests.conftest import UTM18, LiveServer, four_tiles, make_geotiff
+from tests.conftest import UTM18, InProcessServer, four_tiles, make_geotiff
 from tests.http.test_api import call
 from web_tool import server
 from web_tool.errors import ConfigError
@@ -41,15 +41,14 @@ def save(network, path):
     return path
 
 
-def start(tmp_path, model_fn, specs=(), datasets_json=None, model="keras") -> LiveServer:
+def start(tmp_path, model_fn, specs=(), datasets_json=None, model="keras") -> InProcessServer:
+    """make_app() of the server's own arguments, answered in-process."""
     argv = ["--model", model, "--model_fn", str(model_fn), "--state_dir", str(tmp_path / "state")]
     argv += [a for spec in specs for a in ("--dataset", spec)]
     if datasets_json is not None:
         argv += ["--datasets_json", str(datasets_json)]
     config = server.build_config(server.parse_args(argv))
-    srv = LiveServer(server.make_app(config))
-    srv.config = config
-    return srv
+    return InProcessServer(server.make_app(config), config)
 
 
 def write_json(tmp_path, entries) -> str:
