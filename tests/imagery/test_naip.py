@@ -41,10 +41,10 @@ def test_naip_patch_in_web_mercator_has_real_texture_and_vegetation_nir(naip_loa
 
 
 def test_naip_is_served_and_predicted_over_http(tmp_path, tiny_model_path):
-    from tests.conftest import LiveServer, build_app
+    from tests.conftest import InProcessServer, build_app
 
     app, config = build_app([str(NAIP_DIR)], tiny_model_path, tmp_path)
-    server = LiveServer(app)
+    server = InProcessServer(app, config)
     try:
         ext = config.loaders["naip-nd"].extent_3857
         cx, cy = (ext.xmin + ext.xmax) / 2, (ext.ymin + ext.ymax) / 2

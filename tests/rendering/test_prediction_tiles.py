@@ -10,7 +10,7 @@ import pytest
 import requests
 from rasterio.warp import transform
 
-from tests.conftest import LiveServer, build_app, make_geotiff
+from tests.conftest import InProcessServer, build_app, make_geotiff
 from tests.hitl_support import X0, Y0, correct_box, post
 from web_tool.rendering.images import hex_to_rgb
 from web_tool.rendering.prediction_tiles import BLOCK_LEVELS, BLOCK_PX, BlockCache, native_zoom, predict_block
@@ -28,7 +28,7 @@ def png(response) -> np.ndarray:
 @pytest.fixture(scope="module")
 def srv(scene, stripes_model, tmp_path_factory):
     app, config = build_app([f"stripes={scene}"], stripes_model, tmp_path_factory.mktemp("tiles_state"))
-    server = LiveServer(app)
+    server = InProcessServer(app, config)
     server.tiles = app.config["landcover.pred_tiles"]
     yield server
     server.close()
@@ -41,7 +41,7 @@ def scene_tile(z: int) -> mercantile.Tile:
 
 def get_tile(srv, z: int, tile=None, **query) -> requests.Response:
     t = tile or scene_tile(z)
-    return requests.get(f"{srv.url}/predTiles/stripes/{z}/{t.x}/{t.y}.png", params=query, timeout=120)
+    return srv.get(f"/predTiles/stripes/{z}/{t.x}/{t.y}.png", params=query, timeout=120)
 
 
 def test_native_zoom_is_the_zoom_nearest_the_imagery_resolution():
@@ -104,15 +104,15 @@ def test_bad_style_parameters_are_refused_in_words(srv, query, words):
 
 
 def test_unknown_tiles_datasets_and_sessions_are_json_errors(srv):
-    assert requests.get(f"{srv.url}/predTiles/stripes/3/9/0.png", timeout=30).status_code == 400
-    assert requests.get(f"{srv.url}/predTiles/nope/17/0/0.png", timeout=30).status_code == 404
+    assert srv.get("/predTiles/stripes/3/9/0.png", timeout=30).status_code == 400
+    assert srv.get("/predTiles/nope/17/0/0.png", timeout=30).status_code == 404
     r = get_tile(srv, 17, session="0123456789abcdef")
     assert r.status_code == 404 and "session" in r.json()["error"]
 
 
 def test_coarser_zooms_never_predict_and_show_what_is_cached(srv):
-    session = post(srv.url, "/sessions")["session"]
-    post(srv.url, "/addClass", {"session": session, "name": "Wetland", "color": "#00aaaa"})  # its own model
+    session = post(srv, "/sessions")["session"]
+    post(srv, "/addClass", {"session": session, "name": "Wetland", "color": "#00aaaa"})  # its own model
     cache = srv.tiles.cache
     zb = 17 - BLOCK_LEVELS
     before = cache.computed
@@ -129,31 +129,31 @@ def test_fresh_sessions_share_the_base_models_blocks(srv):
     png(get_tile(srv, 17))
     before = srv.tiles.cache.computed
     for _ in range(2):
-        session = post(srv.url, "/sessions")["session"]
+        session = post(srv, "/sessions")["session"]
         r = get_tile(srv, 17, session=session)
         assert r.headers["X-Model-Version"] == "0"
     assert srv.tiles.cache.computed == before
 
 
 def test_retrain_undo_and_reset_repaint_and_drop_the_old_versions_blocks(srv):
-    session = post(srv.url, "/sessions")["session"]
+    session = post(srv, "/sessions")["session"]
     cache = srv.tiles.cache
     first = get_tile(srv, 17, session=session)
     version = int(first.headers["X-Model-Version"])
     assert version == 0 and any(k[0] == "base" for k in cache.keys())
     for y in range(8, 120, 8):  # the Field stripe (64..96 m) labelled Water
-        correct_box(srv.url, 0, 70, y, size=20, session=session)
-    post(srv.url, "/retrainModel", {"session": session})
+        correct_box(srv, 0, 70, y, size=20, session=session)
+    post(srv, "/retrainModel", {"session": session})
     retrained = get_tile(srv, 17, session=session)
     assert int(retrained.headers["X-Model-Version"]) > version
     assert not (png(retrained) == png(first)).all()
     retrained_version = int(retrained.headers["X-Model-Version"])
-    post(srv.url, "/doUndo", {"session": session})
+    post(srv, "/doUndo", {"session": session})
     undone = get_tile(srv, 17, session=session)
     assert int(undone.headers["X-Model-Version"]) > retrained_version
     assert (png(undone) == png(first)).all()
     assert not any(k[0] == session and k[1] == retrained_version for k in cache.keys())  # dropped
-    post(srv.url, "/resetModel", {"session": session})
+    post(srv, "/resetModel", {"session": session})
     reset = get_tile(srv, 17, session=session)
     assert int(reset.headers["X-Model-Version"]) > int(undone.headers["X-Model-Version"])
     assert len([k for k in cache.keys() if k[0] == session]) == 1
