@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from tests.conftest import DEMO_DIR, DEMO_MODEL, LiveServer, build_app
+from tests.conftest import DEMO_DIR, DEMO_MODEL, InProcessServer, build_app
 from tests.http.test_api import UTM, call, extent_body
 from web_tool import startup
 from web_tool.geometry import WEB_MERCATOR, Extent
@@ -142,7 +142,7 @@ def test_a_correction_is_answered_before_its_model_work_which_waits_for_a_heavy_
     tiny_dataset_dir, tiny_model_path, tmp_path
 ):
     app, config = build_app([f"tiny={tiny_dataset_dir}"], tiny_model_path, tmp_path)
-    srv = LiveServer(app)
+    srv = InProcessServer(app, config)
     store = config.sessions.store
     try:
         with config.gate.turn():  # a heavy request holds the one slot
@@ -166,7 +166,7 @@ def test_a_correction_is_answered_before_its_model_work_which_waits_for_a_heavy_
 
 def test_a_retrain_that_comes_first_computes_what_the_user_saw(tiny_dataset_dir, tiny_model_path, tmp_path):
     app, config = build_app([f"tiny={tiny_dataset_dir}"], tiny_model_path, tmp_path)
-    srv = LiveServer(app)
+    srv = InProcessServer(app, config)
     sessions = config.sessions
     try:
         with config.gate.turn():  # the correction's model work cannot start
