@@ -13,10 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-import requests
 from shapely.geometry import box, mapping
 
-from tests.conftest import UTM18, LiveServer, build_app, make_geotiff
+from tests.conftest import UTM18, InProcessServer, build_app, make_geotiff
 from web_tool import batch
 from web_tool.DataLoader import DataLoader
 from web_tool.geometry import WEB_MERCATOR, Extent
@@ -189,11 +188,11 @@ def test_the_server_serves_a_remote_dataset_like_a_local_one(
     answers = []
     for spec, state in ((f"web={range_server.url}/{COG_KEY}", "a"), (f"disk={cog_root / COG_KEY}", "b")):
         app, _ = build_app([spec], tiny_model_path, tmp_path / state)
-        server = LiveServer(app)
+        server = InProcessServer(app)
         try:
-            datasets = requests.get(f"{server.url}/datasets", timeout=60).json()
+            datasets = server.get("/datasets", timeout=60).json()
             assert [d["files"] for d in datasets] == [1]
-            resp = requests.post(f"{server.url}/predPatch", json=body, timeout=120)
+            resp = server.post("/predPatch", json=body, timeout=120)
             assert resp.status_code == 200, resp.text
             answers.append(resp.json())
         finally:
