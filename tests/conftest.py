@@ -1,4 +1,22 @@
-"""Shared fixtures: tiny generated rasters, a tiny real Keras model, a live server on a free port."""
+"""Shared fixtures: tiny generated rasters, a tiny real Keras model, and the app to send requests to.
+
+Which server to use:
+
+- `app_server` / `InProcessServer(app)`: the default for API tests. make_app(config) called in this
+  thread through WebTest (which also checks the WSGI contract); no socket, no port, no threads of
+  its own. Plain request/response behaviour, validation errors, sessions, jobs, the page's calls,
+  auth, Host and Origin headers (set them in `headers=`) belong here.
+- `live_server` / `LiveServer(app)`: a real waitress server on a free loopback port, for what only a
+  socket shows: concurrency and admission (threads, 503 + Retry-After under load), waitress' own
+  refusals (a body over the limit left unread, requests it cannot parse), faults and restarts.
+- subprocesses (`hitl_support.start_server`, the seed's launch line in test_server_cli.py, the
+  browser tests' server, Dask, the range server) for the CLI, kill -9 and the browser.
+
+Both server classes answer `request(method, path, json=, data=, headers=, params=)`, `get`, `post`
+and `delete` with a `requests.Response`, and carry `url`, `port`, `config` and `close()`, so
+`tests.http.test_api.call(server, ...)` and `tests.hitl_support.post(server, ...)` take either:
+moving a test between them is a fixture swap.
+"""
 
 from __future__ import annotations
 
@@ -126,9 +144,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class LiveServer:
+class _Requests:
+    """get/post/delete shorthands over `request()` (shared by both server classes)."""
+
+    def get(self, path: str, **kwargs):
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs):
+        return self.request("POST", path, **kwargs)
+
+    def delete(self, path: str, **kwargs):
+        return self.request("DELETE", path, **kwargs)
+
+
+class LiveServer(_Requests):
     """A real waitress server on a free loopback port, serving `app` in a background thread, set up
     as `server.py` sets it up (JSON errors, bodies over the limit refused unread)."""
+
+    config = None
 
     def __init__(self, app, threads: int = 16, max_body_bytes: int = 8 * 2**20):
         from web_tool.http.wsgi_server import make_server
@@ -148,6 +181,13 @@ class LiveServer:
             if not self.closing:
                 raise
 
+    def request(self, method: str, path: str, **kwargs):
+        """A real HTTP request (the `requests` library) to `path` on this server."""
+        import requests
+
+        kwargs.setdefault("timeout", 120)
+        return requests.request(method, self.url + path, **kwargs)
+
     def close(self):
         self.closing = True
         self.server.close()
@@ -155,6 +195,61 @@ class LiveServer:
         # an app lives in reference cycles: free it (and its SQLite files) now, not at some later
         # collection, or a long test session runs past the 1024 file descriptors select() takes
         gc.collect()
+
+
+class InProcessServer(_Requests):
+    """`app` called in this thread through WebTest's TestApp: no socket. Requests look as if they
+    came to http://127.0.0.1:8080 (`url`); answers are `requests.Response`s, as from LiveServer."""
+
+    port = 8080
+    url = f"http://127.0.0.1:{port}"
+
+    def __init__(self, app, config=None):
+        from http.cookiejar import CookieJar, DefaultCookiePolicy
+
+        from webtest import TestApp
+
+        self.app, self.config = app, config
+        # no cookie jar that remembers (requests.get & co. do not either)
+        self.client = TestApp(app, cookiejar=CookieJar(DefaultCookiePolicy(allowed_domains=[])))
+
+    def request(
+        self, method: str, path: str, *, json=None, data=None, headers=None, params=None, timeout=None
+    ):
+        """The request `requests.request(method, url + path, ...)` would send, answered in-process
+        (a `Host` in `headers` replaces the URL's)."""
+        import json as jsonlib
+        from urllib.parse import urlencode
+
+        import requests
+        from requests.structures import CaseInsensitiveDict
+        from requests.utils import get_encoding_from_headers
+
+        headers = dict(headers or {})
+        if json is not None:
+            data = jsonlib.dumps(json).encode()
+            headers.setdefault("Content-Type", "application/json")
+        elif isinstance(data, str):
+            data = data.encode()
+        if params:
+            path += ("&" if "?" in path else "?") + urlencode(params)
+        answer = self.client.request(
+            self.url + path, method=method, body=data or b"", headers=headers, expect_errors=True, status="*"
+        )
+        response = requests.Response()
+        response.status_code = answer.status_int
+        response.reason = answer.status.partition(" ")[2]
+        response.headers = CaseInsensitiveDict()
+        for name, value in answer.headerlist:  # a repeated header joined, as `requests` does
+            known = response.headers.get(name)
+            response.headers[name] = value if known is None else f"{known}, {value}"
+        response._content = answer.body
+        response.encoding = get_encoding_from_headers(response.headers)
+        response.url = self.url + path
+        return response
+
+    def close(self):
+        gc.collect()  # as LiveServer.close: free the app's SQLite files now
 
 
 def build_app(dataset_specs: list[str], model_fn: Path, tmp_path: Path, **overrides):
@@ -186,10 +281,19 @@ def live_server(tiny_dataset_dir, tiny_model_path, tmp_path):
     srv.close()
 
 
+@pytest.fixture
+def app_server(tiny_dataset_dir, tiny_model_path, tmp_path):
+    """live_server's app (the tiny dataset, "tiny", and the tiny model) answered in-process."""
+    app, config = build_app([f"tiny={tiny_dataset_dir}"], tiny_model_path, tmp_path)
+    srv = InProcessServer(app, config)
+    yield srv
+    srv.close()
+
+
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory) -> Path:
     """The striped human-in-the-loop test scene (see hitl_support)."""
-    from hitl_support import write_scene
+    from tests.hitl_support import write_scene
 
     return write_scene(tmp_path_factory.mktemp("stripes"))
 
@@ -197,6 +301,6 @@ def scene(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def stripes_model(tmp_path_factory) -> Path:
     """The tiny model with a head fitted to the stripes, and its replay file."""
-    from hitl_support import write_model
+    from tests.hitl_support import write_model
 
     return write_model(tmp_path_factory.mktemp("stripes_model"))

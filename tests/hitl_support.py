@@ -18,9 +18,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import requests
-from conftest import REPO, UTM18, LiveServer, build_app, make_geotiff, tiny_network
 from rasterio.warp import transform_bounds
 
+from tests.conftest import REPO, UTM18, InProcessServer, LiveServer, build_app, make_geotiff, tiny_network
 from web_tool.rendering.images import hex_to_rgb
 
 X0, Y0, SIZE, STRIPE = 500_000, 4_300_000, 128, 32
@@ -98,8 +98,14 @@ def stripe_extent(k: int, margin: float = 6) -> dict:
     return dict(zip(("xmin", "ymin", "xmax", "ymax"), b, strict=True))
 
 
-def post(url: str, path: str, body: dict | None = None, status: int = 200) -> dict:
-    r = requests.post(url + path, json=body if body is not None else {}, timeout=120)
+def post(url, path: str, body: dict | None = None, status: int = 200) -> dict:
+    """POST `body` as JSON to `path` of `url` (a base URL, or a LiveServer or InProcessServer)."""
+    body = body if body is not None else {}
+    r = (
+        requests.post(url + path, json=body, timeout=120)
+        if isinstance(url, str)
+        else url.post(path, json=body)
+    )
     assert r.status_code == status, (path, r.status_code, r.text[:500])
     assert r.headers["Content-Type"].startswith("application/json")
     return r.json()
@@ -110,7 +116,7 @@ def decode_png(b64: str) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
 
 
-def predicted(url: str, k: int, session: str | None = None, classes: list[dict] | None = None) -> np.ndarray:
+def predicted(url, k: int, session: str | None = None, classes: list[dict] | None = None) -> np.ndarray:
     """Class index per pixel (-1 for colours of no class) that /predPatch shows inside stripe k."""
     body = {"extent": stripe_extent(k), "session": session}
     result = post(url, "/predPatch", body)
@@ -132,15 +138,18 @@ def default_classes() -> list[dict]:
     return DEFAULT_CLASSES
 
 
-def correct_box(url: str, value: int, x: float, y: float, size: float = 4, session: str | None = None) -> int:
+def correct_box(url, value: int, x: float, y: float, size: float = 4, session: str | None = None) -> int:
     """Label a size x size m box whose lower-left is (x, y) m from the scene's corner; → pixels."""
     body = {"extent": utm_extent(x, y, x + size, y + size), "value": value, "session": session}
     return post(url, "/recordCorrection", body)["count"]
 
 
-def serve(scene: Path, model_path: Path, tmp_path: Path, **overrides) -> LiveServer:
-    """A live server on the stripes scene (dataset "stripes") and `model_path`."""
+def serve(scene: Path, model_path: Path, tmp_path: Path, in_process: bool = False, **overrides):
+    """A live server (or with `in_process`, an InProcessServer) on the stripes scene (dataset
+    "stripes") and `model_path`."""
     app, config = build_app([f"stripes={scene}"], model_path, tmp_path, **overrides)
+    if in_process:
+        return InProcessServer(app, config)
     srv = LiveServer(app)
     srv.config = config
     return srv

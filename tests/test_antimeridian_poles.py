@@ -7,10 +7,10 @@ import mercantile
 import numpy as np
 import pytest
 import rasterio
-from conftest import make_geotiff
-from test_api import call
-from test_startup import centre_extent, exercise, ok, png, save, small_network, start
 
+from tests.conftest import make_geotiff
+from tests.http.test_api import call
+from tests.test_startup import centre_extent, exercise, ok, png, save, small_network, start
 from web_tool.DataLoader import DataLoader
 from web_tool.imagery.datasets import DatasetConfig
 
@@ -61,7 +61,7 @@ def test_a_pred_tile_centred_on_180_maps_both_halves(tmp_path, model):
         info = ok(srv, "/datasets")[0]
         ext = centre_extent(info, half=40)
         job = ok(srv, "/predTile", {"extent": ext, "dataset": "fiji"}, status=202)["job"]
-        from test_jobs_api import wait_for
+        from tests.mapping.test_jobs_api import wait_for
 
         done = wait_for(srv, job)
         assert done["state"] == "done", done

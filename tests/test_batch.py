@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
-from conftest import UTM18
 from rasterio.windows import Window
 from shapely.geometry import MultiPolygon, box, mapping
 
+from tests.conftest import UTM18
 from web_tool import batch
 from web_tool.DataLoader import DataLoader
 from web_tool.errors import ExtentError
@@ -209,7 +209,7 @@ def test_cli_reports_an_aoi_outside_the_dataset_without_a_traceback(
 def test_cli_names_a_scheduler_it_cannot_reach(
     tiny_dataset_dir, tiny_model_path, tmp_path, monkeypatch, capsys
 ):
-    from conftest import free_port
+    from tests.conftest import free_port
 
     monkeypatch.setattr(batch, "SCHEDULER_TIMEOUT_S", 2)
     address = f"tcp://127.0.0.1:{free_port()}"  # nobody listens there
@@ -237,16 +237,14 @@ def test_a_two_worker_dask_cluster_gives_the_same_map_as_one_process(
 
 
 def test_cli_checkpoint_maps_with_the_sessions_tuned_model(
-    live_server, tiny_dataset_dir, tiny_model_path, tmp_path
+    app_server, tiny_dataset_dir, tiny_model_path, tmp_path
 ):
     """A session learns "Built" on a corner, saves a checkpoint; the CLI with --checkpoint maps what
     the session's /predTile maps, and not what the base model maps."""
-    import requests
-
     from web_tool.geometry import WEB_MERCATOR, Extent
 
-    url = live_server.url
-    session = requests.post(f"{url}/sessions", timeout=30).json()["session"]
+    srv = app_server
+    session = srv.post("/sessions", timeout=30).json()["session"]
     for x, y, value in ((5, 5, 3), (60, 60, 3), (100, 20, 0), (20, 100, 1)):
         ext = Extent(X0 + x, Y0 + y, X0 + x + 20, Y0 + y + 20, crs=UTM18).to_crs(WEB_MERCATOR)
         body = {
@@ -254,33 +252,31 @@ def test_cli_checkpoint_maps_with_the_sessions_tuned_model(
             "value": value,
             "session": session,
         }
-        assert requests.post(f"{url}/recordCorrection", json=body, timeout=30).status_code == 200
-    assert requests.post(f"{url}/retrainModel", json={"session": session}, timeout=120).status_code == 200
-    checkpoint = requests.post(f"{url}/checkpoints", json={"session": session}, timeout=30).json()[
-        "checkpoint"
-    ]
+        assert srv.post("/recordCorrection", json=body, timeout=30).status_code == 200
+    assert srv.post("/retrainModel", json={"session": session}, timeout=120).status_code == 200
+    checkpoint = srv.post("/checkpoints", json={"session": session}, timeout=30).json()["checkpoint"]
 
-    live_server.config.jobs.window_px = 32
+    app_server.config.jobs.window_px = 32
     aoi = AOI(box(X0 + 2, Y0 + 2, X0 + 126, Y0 + 126), UTM18)
     ext = aoi.to_crs(WEB_MERCATOR).extent
     body = {
         "extent": dict(zip(("xmin", "ymin", "xmax", "ymax"), ext.bounds, strict=True)),
         "session": session,
     }
-    job = requests.post(f"{url}/predTile", json=body, timeout=30).json()["job"]
+    job = srv.post("/predTile", json=body, timeout=30).json()["job"]
     deadline = time.monotonic() + 60
     poll = {"session": session}
-    while (status := requests.get(f"{url}/jobs/{job}", params=poll, timeout=30).json())["state"] not in (
+    while (status := srv.get(f"/jobs/{job}", params=poll, timeout=30).json())["state"] not in (
         "done",
         "failed",
     ):
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert status["state"] == "done", status
-    (tmp_path / "server.tif").write_bytes(requests.get(url + status["outputs"]["cog"], timeout=30).content)
+    (tmp_path / "server.tif").write_bytes(srv.get(status["outputs"]["cog"], timeout=30).content)
 
     aoi_file = write_aoi(tmp_path, box(*ext.bounds), epsg=3857)
-    state_dir = live_server.config.state_dir
+    state_dir = app_server.config.state_dir
     tuned, base = tmp_path / "tuned.tif", tmp_path / "base.tif"
     args = cli_args(tiny_dataset_dir, tiny_model_path, aoi_file, tuned, "--workers", "0")
     assert batch.main([*args, "--checkpoint", checkpoint, "--state_dir", str(state_dir)]) == 0

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import rasterio
 import rasterio.warp
-from conftest import four_tiles, make_geotiff
 
+from tests.conftest import four_tiles, make_geotiff
 from web_tool.DataLoader import DataLoader
 from web_tool.errors import ConfigError, NoImageryError, TooLargeError
 from web_tool.geometry import Extent, Grid, parse_crs

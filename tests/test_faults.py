@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from conftest import LiveServer, build_app, free_port, make_geotiff
-from hitl_support import (
+
+from tests.conftest import LiveServer, build_app, free_port, make_geotiff
+from tests.hitl_support import (
     BUILT,
     FIELD,
     X0,
@@ -32,8 +33,7 @@ from hitl_support import (
     stripe_extent,
     utm_extent,
 )
-from test_jobs_api import polygon_3857, wait_for
-
+from tests.mapping.test_jobs_api import polygon_3857, wait_for
 from web_tool.mapping.jobs import RESTART_MESSAGE
 
 DISK_BYTES = 16 * 2**20

@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from conftest import DEMO_DIR, DEMO_MODEL
-from hitl_support import SIZE, X0, Y0, post, serve, start_server
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_api import call, extent_body
 
+from tests.conftest import DEMO_DIR, DEMO_MODEL
+from tests.hitl_support import SIZE, X0, Y0, post, serve, start_server
+from tests.http.test_api import call, extent_body
 from web_tool import server
 from web_tool.errors import BusyError, ConfigError
 from web_tool.geometry import count_crossings, polygon_from_geojson
@@ -30,7 +30,14 @@ FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=list(Healt
 
 @pytest.fixture(scope="module")
 def stripes_server(scene, stripes_model, tmp_path_factory):
-    srv = serve(scene, stripes_model, tmp_path_factory.mktemp("limits"), max_vertices=500, max_classes=6)
+    srv = serve(
+        scene,
+        stripes_model,
+        tmp_path_factory.mktemp("limits"),
+        in_process=True,
+        max_vertices=500,
+        max_classes=6,
+    )
     srv.config.jobs.window_px = 64
     yield srv
     srv.close()
@@ -186,7 +193,7 @@ def test_threads_must_leave_room_for_light_requests(tiny_dataset_dir, tiny_model
 def test_with_the_heavy_queue_full_light_requests_answer_and_one_more_heavy_gets_503(
     tiny_dataset_dir, tiny_model_path, tmp_path
 ):
-    from conftest import LiveServer, build_app
+    from tests.conftest import LiveServer, build_app
 
     app, config = build_app(
         [f"tiny={tiny_dataset_dir}"], tiny_model_path, tmp_path, max_heavy=1, max_waiting=1
@@ -231,7 +238,7 @@ def polygon(points) -> dict:
 
 
 def test_a_polygon_over_the_vertex_cap_is_refused_before_anything_is_built(stripes_server):
-    url, cap = stripes_server.url, stripes_server.config.max_vertices
+    url, cap = stripes_server, stripes_server.config.max_vertices
     for n, status in ((cap - 1, 200), (cap + 1, 413)):  # a ring of n - 1 corners is n positions
         angles = np.linspace(0, 2 * np.pi, n, endpoint=False)
         ring = [(X0 + 64 + 30 * np.cos(a), Y0 + 64 + 30 * np.sin(a)) for a in angles]
@@ -252,7 +259,7 @@ scene_points = st.tuples(st.floats(X0 + 1, X0 + SIZE - 1), st.floats(Y0 + 1, Y0 
 @given(points=st.lists(scene_points, min_size=3, max_size=120))
 def test_self_intersecting_polygons_are_repaired_or_refused_saying_why(stripes_server, points):
     body = {"geometry": polygon(points), "crs": 32618, "value": 2}
-    r = requests.post(stripes_server.url + "/recordCorrection", json=body, timeout=60)
+    r = stripes_server.post("/recordCorrection", json=body, timeout=60)
     assert r.status_code in (200, 400), r.text
     if r.status_code == 200:
         assert r.json()["count"] >= 1
@@ -271,7 +278,7 @@ def test_huge_and_star_shaped_polygons_never_cost_more_than_the_caps_allow(strip
         for i in range(n)
     ]
     body = {"geometry": polygon(ring), "crs": 32618, "value": 0}
-    reply = requests.post(stripes_server.url + "/recordCorrection", json=body, timeout=60)
+    reply = stripes_server.post("/recordCorrection", json=body, timeout=60)
     assert reply.status_code in (200, 400, 413), reply.text
     if reply.status_code == 413:
         assert n + 1 > stripes_server.config.max_vertices and "--max_vertices" in reply.json()["error"]
@@ -296,27 +303,27 @@ def test_crossings_are_counted_up_to_the_budget_and_no_further():
 
 
 def test_a_session_cannot_grow_past_the_class_cap_and_a_refusal_changes_nothing(stripes_server):
-    url = stripes_server.url
+    url = stripes_server
     s = post(url, "/sessions")["session"]
     for name in ("Wetland", "Quarry"):
         post(url, "/addClass", {"session": s, "name": name, "color": "#00AAAA"})
-    before = requests.get(f"{url}/sessions/{s}", timeout=10).json()
+    before = url.get(f"/sessions/{s}", timeout=10).json()
     reply = post(url, "/addClass", {"session": s, "name": "One too many", "color": "#000000"}, status=413)
     assert "--max_classes 6" in reply["error"]
-    assert requests.get(f"{url}/sessions/{s}", timeout=10).json() == before
+    assert url.get(f"/sessions/{s}", timeout=10).json() == before
     assert len(stripes_server.config.sessions.model(s).classes) == 6
 
 
 @pytest.mark.parametrize("name", ["   ", "\tBad\x00name", "a\u200bb", "\u202eevil"])
 def test_class_and_checkpoint_names_must_be_visible_text(stripes_server, name):
     for path, body in (("/addClass", {"name": name, "color": "#000000"}), ("/checkpoints", {"name": name})):
-        reply = post(stripes_server.url, path, body, status=400)
+        reply = post(stripes_server, path, body, status=400)
         assert "name" in reply["error"]
     kept = post(
-        stripes_server.url,
+        stripes_server,
         "/addClass",
         {
-            "session": post(stripes_server.url, "/sessions")["session"],
+            "session": post(stripes_server, "/sessions")["session"],
             "name": "  Wetland  ",
             "color": "#000000",
         },
@@ -328,12 +335,12 @@ def test_class_and_checkpoint_names_must_be_visible_text(stripes_server, name):
 
 
 def test_the_pixel_cap_counts_the_models_context(tiny_dataset_dir, tiny_model_path, tmp_path):
-    from conftest import LiveServer, build_app
+    from tests.conftest import InProcessServer, build_app
 
     app, config = build_app(
         [f"tiny={tiny_dataset_dir}"], tiny_model_path, tmp_path, max_patch_pixels=100 * 100
     )
-    srv = LiveServer(app)
+    srv = InProcessServer(app, config)
     try:
         from web_tool.geometry import WEB_MERCATOR, Extent, parse_crs
 
@@ -474,8 +481,7 @@ def test_strips_odd_shapes_and_huge_polygons_stay_within_the_memory_aim_on_the_d
     however thin, and whatever polygon, peaks at most 1.5 GB above the server's memory before it."""
     if not DEMO_MODEL.exists() or not (DEMO_DIR / "scene.json").exists():
         pytest.skip("demo data or model missing: run `make demo-data`")
-    from conftest import free_port
-
+    from tests.conftest import free_port
     from web_tool.DataLoader import MAX_PATCH_SIDE
 
     port = free_port()

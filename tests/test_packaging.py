@@ -16,7 +16,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import REPO, free_port
+
+from tests.conftest import REPO, free_port
 
 pytestmark = pytest.mark.slow
 

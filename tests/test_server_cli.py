@@ -7,7 +7,8 @@ import time
 import urllib.request
 
 import pytest
-from conftest import DEMO_DIR, DEMO_MODEL, REPO, free_port
+
+from tests.conftest import DEMO_DIR, DEMO_MODEL, REPO, free_port
 
 SEED_LINE = [
     "web_tool/server.py",

@@ -13,9 +13,9 @@ import mercantile
 import numpy as np
 import pytest
 import rasterio
-from conftest import UTM18, LiveServer, four_tiles, make_geotiff
-from test_api import call
 
+from tests.conftest import UTM18, InProcessServer, four_tiles, make_geotiff
+from tests.http.test_api import call
 from web_tool import server
 from web_tool.errors import ConfigError
 from web_tool.imagery import datasets
@@ -41,15 +41,14 @@ def save(network, path):
     return path
 
 
-def start(tmp_path, model_fn, specs=(), datasets_json=None, model="keras") -> LiveServer:
+def start(tmp_path, model_fn, specs=(), datasets_json=None, model="keras") -> InProcessServer:
+    """make_app() of the server's own arguments, answered in-process."""
     argv = ["--model", model, "--model_fn", str(model_fn), "--state_dir", str(tmp_path / "state")]
     argv += [a for spec in specs for a in ("--dataset", spec)]
     if datasets_json is not None:
         argv += ["--datasets_json", str(datasets_json)]
     config = server.build_config(server.parse_args(argv))
-    srv = LiveServer(server.make_app(config))
-    srv.config = config
-    return srv
+    return InProcessServer(server.make_app(config), config)
 
 
 def write_json(tmp_path, entries) -> str:
@@ -278,7 +277,7 @@ def test_a_6_class_dataset_with_a_4_class_model_serves_the_models_classes(tmp_pa
 
 
 def keras2_model(tmp_path):
-    from test_keras_io import write_keras2_pair
+    from tests.ServerModels.test_keras_io import write_keras2_pair
 
     write_keras2_pair(tmp_path)
     return tmp_path / "seed"

@@ -1,2 +1,1 @@
-"""Browser tests (Playwright + Debian chromium). A package so its conftest is `browser.conftest`,
-not a second top-level `conftest` that would shadow tests/conftest.py for `from conftest import`."""
+"""Browser tests (Playwright + Debian chromium); their own fixtures are in tests.browser.conftest."""

@@ -8,7 +8,8 @@ import json
 import urllib.request
 
 import pytest
-from conftest import REPO
+
+from tests.conftest import REPO
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

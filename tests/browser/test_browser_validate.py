@@ -9,8 +9,9 @@ import time
 import urllib.request
 
 import pytest
-from conftest import REPO
 from playwright.sync_api import expect
+
+from tests.conftest import REPO
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -1,0 +1,1 @@
+"""Tests of web_tool/learning/."""

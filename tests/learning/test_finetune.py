@@ -1,0 +1,267 @@
+"""Learning from corrections, without HTTP: the fit, the evidence it weighs, cross-validation.
+
+The scene is hitl_support's striped tile (Water, Forest, Field, Built stripes). Models are real:
+the tiny Keras network with a head fitted to the stripes (or a wrong one), and the filter-bank
+model that needs no weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from shapely.geometry import box
+
+from tests.conftest import UTM18
+from tests.hitl_support import BUILT, FIELD, FOREST, STRIPE, WATER, X0, Y0, stripe_image, stripe_labels
+from web_tool.DataLoader import DataLoader
+from web_tool.errors import NotTrainedError, RequestError
+from web_tool.http.admission import Gate
+from web_tool.imagery.datasets import DEFAULT_CLASSES, DatasetConfig
+from web_tool.learning import crossval
+from web_tool.learning.corrections import NO_CLASS, anchor_pixels, sample_pixels
+from web_tool.learning.sessions import SessionManager, seen_map
+from web_tool.learning.training_data import (
+    ANCHORS,
+    PER_CORRECTION,
+    FeatureSource,
+    Samples,
+    base_trust,
+    confirms,
+    load_replay,
+    replay_path,
+)
+from web_tool.ServerModels import get_model
+from web_tool.ServerModels.heads import LinearHead
+
+
+@pytest.fixture(scope="module")
+def loader(scene):
+    return DataLoader(DatasetConfig(name="stripes", paths=[str(scene / "stripes.tif")]))
+
+
+@pytest.fixture(scope="module")
+def keras_base(stripes_model):
+    return get_model("keras")(stripes_model, classes=DEFAULT_CLASSES)
+
+
+def click(sessions, loader, k: int, i: int, value: int | None = None, session=None) -> None:
+    """One pixel inside stripe k (the i-th of a fixed scatter), labelled `value` (default: k)."""
+    x = X0 + k * STRIPE + 8 + (7 * i) % (STRIPE - 16) + 0.5
+    y = Y0 + 8 + (23 * i) % 112 + 0.5
+    sessions.record(
+        session, loader, box(x - 0.2, y - 0.2, x + 0.2, y + 0.2), UTM18, k if value is None else value
+    )
+
+
+def stripe_accuracy(model) -> float:
+    return float((model.predict(stripe_image()).argmax(-1) == stripe_labels()).mean())
+
+
+def test_a_head_that_is_wrong_everywhere_is_replaced_by_a_few_clicks(keras_base, loader, tmp_path):
+    """The base head says Water for Forest, Forest for Field...: every click contradicts it, the
+    base model loses its say, and 3 clicks per class fix the map."""
+    head = keras_base.head
+    wrong = keras_base.with_head(LinearHead(np.roll(head.kernel, 1, axis=1), np.roll(head.bias, 1)))
+    assert stripe_accuracy(wrong) < 0.1
+    sessions = SessionManager(wrong, tmp_path, "last_layer")
+    for k in (WATER, FOREST, FIELD, BUILT):
+        for i in range(3):
+            click(sessions, loader, k, i)
+    result = sessions.retrain(None)
+    assert stripe_accuracy(sessions.model(None)) > 0.95, result["message"]
+
+
+def test_clicks_on_a_map_that_is_already_right_never_make_it_worse(
+    keras_base, stripes_model, loader, tmp_path
+):
+    sessions = SessionManager(keras_base, tmp_path, "last_layer", replay_path(stripes_model))
+    for i in range(4):
+        click(sessions, loader, FOREST, i)
+        click(sessions, loader, FIELD, i)
+    sessions.retrain(None)
+    assert stripe_accuracy(sessions.model(None)) >= stripe_accuracy(keras_base) - 0.002
+
+
+def test_correcting_one_class_keeps_the_classes_nobody_corrected(keras_base, stripes_model, loader, tmp_path):
+    sessions = SessionManager(keras_base, tmp_path, "last_layer", replay_path(stripes_model))
+    for i in range(6):
+        click(sessions, loader, FIELD, i, value=BUILT)  # "this field is built"
+    sessions.retrain(None)
+    pred = sessions.model(None).predict(stripe_image()).argmax(-1)
+    labels = stripe_labels()
+    assert np.mean(pred[labels == FIELD] == BUILT) > 0.5
+    for k in (WATER, FOREST, BUILT):
+        assert np.mean(pred[labels == k] == k) > 0.9
+
+
+def test_the_model_without_weights_predicts_nothing_until_two_classes_are_labelled(loader, tmp_path):
+    base = get_model("features")(None, classes=DEFAULT_CLASSES)
+    assert base.n_bands is None and not base.trained
+    with pytest.raises(NotTrainedError, match="label at least two classes"):
+        base.predict(stripe_image())
+    sessions = SessionManager(base, tmp_path, "last_layer")
+    for i in range(3):
+        click(sessions, loader, WATER, i)
+    with pytest.raises(RequestError, match="at least two classes"):
+        sessions.retrain(None)
+    for k in (FOREST, FIELD, BUILT):
+        for i in range(3):
+            click(sessions, loader, k, i)
+    sessions.retrain(None)
+    assert stripe_accuracy(sessions.model(None)) > 0.95
+    three_bands = sessions.model(None).with_head(None).features(stripe_image()[..., :3])  # any band count
+    assert three_bands.shape[:2] == (128, 128)
+
+
+def test_cross_validation_needs_enough_corrections_and_scores_held_out_ones():
+    rng = np.random.default_rng(0)
+    values = [0] * 6 + [1] * 6
+    x = np.concatenate([rng.normal(v * 3, 1, (4, 2)) for v in values])
+    group = np.repeat(np.arange(12), 4)
+    samples = Samples(x, np.repeat(values, 4), np.ones(48), group, np.ones(48, bool))
+    classes = [{"name": "a"}, {"name": "b"}]
+
+    def fit(part):
+        from sklearn.linear_model import LogisticRegression
+
+        from web_tool.ServerModels.heads import ClassifierHead
+
+        return ClassifierHead(LogisticRegression().fit(part.x, part.y), 2)
+
+    few = crossval.cross_validate(samples.subset(group < 8), values[:8], classes, fit)
+    assert "too few corrections to measure" in few["note"]
+    full = crossval.cross_validate(samples, values, classes, fit)
+    assert full["accuracy"] == 1.0 and full["scored"] == 12
+    assert [row["corrections"] for row in full["per_class"]] == [6, 6]
+    # a label that contradicts its pixels is held out and missed: the score is honest
+    flipped = Samples(x, np.repeat([1] + values[1:], 4), np.ones(48), group, np.ones(48, bool))
+    assert crossval.cross_validate(flipped, [1] + values[1:], classes, fit)["accuracy"] < 1.0
+    assert crossval.compare({"accuracy": 0.5, "accuracy_se": 0.05}, [{"accuracy": 0.9, "accuracy_se": 0.05}])[
+        "worse"
+    ]
+
+
+def test_the_replay_sample_is_ready_before_the_first_retrain(keras_base, stripes_model, loader, tmp_path):
+    """Its values are computed in the background from the first correction on, once: the first
+    retrain finds them cached."""
+    import time
+
+    sessions = SessionManager(keras_base, tmp_path, "last_layer", replay_path(stripes_model))
+    source = sessions.source
+    assert source.replay is not None
+    calls = []
+    extract = source.replay_values.__func__  # the real method, counted
+
+    def counted(self, *args, **kwargs):
+        calls.append(args)
+        return extract(self, *args, **kwargs)
+
+    source.replay_values = counted.__get__(source)
+    click(sessions, loader, FIELD, 0)
+    click(sessions, loader, WATER, 1)
+    deadline = time.monotonic() + 60
+    while not any(k[0] == "replay" for k in source._cache) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert any(k[0] == "replay" for k in source._cache), "not computed in the background"
+    assert len(calls) == 1  # once, not once per correction
+    (cached,) = [v for k, v in source._cache.items() if k[0] == "replay"]
+    sessions.retrain(None)
+    (after,) = [v for k, v in source._cache.items() if k[0] == "replay"]
+    assert after is cached  # the retrain found them, it did not compute them again
+
+
+# --- the map the user saw --------------------------------------------------------------------------
+# A correction keeps its classes at its sampled and anchor pixels only (from the features learning
+# caches); corrections stored by earlier versions hold that map over the whole window. Both must
+# give learning the same anchors, the same classes and the same samples.
+
+
+def clicks(sessions, loader, round_: int) -> None:
+    """Clicks that confirm the map and clicks that contradict it, and a stroke of over
+    PER_CORRECTION pixels (its map is known at a sample of them)."""
+    for k in (WATER, FOREST, FIELD, BUILT):
+        for i in range(2):
+            click(sessions, loader, k, 3 * round_ + i)
+    click(sessions, loader, FIELD, 3 * round_ + 2, value=BUILT)  # "this field is built"
+    x = X0 + FOREST * STRIPE + 4
+    sessions.record(None, loader, box(x, Y0 + 40 * round_ + 4, x + 20, Y0 + 40 * round_ + 20), UTM18, FOREST)
+
+
+def as_stored_before(c, model):
+    """The correction as earlier versions stored it: the map over its whole window."""
+    seen, trust = seen_map(model, c.image)
+    return dataclasses.replace(c, seen=seen, seen_trust=trust)
+
+
+def test_the_seen_map_where_learning_reads_it_is_the_whole_windows_there(
+    keras_base, stripes_model, loader, tmp_path
+):
+    sessions = SessionManager(keras_base, tmp_path, "last_layer", replay_path(stripes_model))
+    clicks(sessions, loader, 0)  # on the base model's map
+    first = list(sessions.get(None).corrections)
+    sessions.retrain(None)
+    learnt = sessions.model(None)
+    assert learnt.learnt
+    sessions.gate = Gate(slots=1, max_waiting=20)
+    with sessions.gate.turn():  # a heavy request holds the one slot: their model work waits...
+        clicks(sessions, loader, 1)  # on the session's learnt forest
+        assert all(c.seen is None for c in sessions.get(None).corrections[len(first) :])
+        sessions.retrain(None)  # ...and the retrain does it, for them all at once
+    corrections = sessions.get(None).corrections
+    second = corrections[len(first) :]
+    assert max(c.count for c in corrections) > PER_CORRECTION
+
+    margin = keras_base.padding
+    confirmed = set()
+    for cs, model in ((first, keras_base), (second, learnt)):
+        for c in cs:
+            before = as_stored_before(c, model)
+            assert c.seen.shape == before.seen.shape and c.seen.dtype == before.seen.dtype == np.uint8
+            assert c.seen_trust == before.seen_trust
+            rows, cols = anchor_pixels(c, ANCHORS, margin)
+            expected = anchor_pixels(before, ANCHORS, margin)
+            assert len(rows) == ANCHORS
+            np.testing.assert_array_equal(rows, expected[0])
+            np.testing.assert_array_equal(cols, expected[1])
+            np.testing.assert_array_equal(c.seen[rows, cols], before.seen[rows, cols])
+            idx = sample_pixels(c, PER_CORRECTION)
+            np.testing.assert_array_equal(
+                c.seen[c.rows[idx], c.cols[idx]], before.seen[c.rows[idx], c.cols[idx]]
+            )
+            known = c.seen != NO_CLASS  # nowhere else
+            assert known.sum() == len(rows) + len(idx)
+            np.testing.assert_array_equal(c.seen[known], before.seen[known])
+            assert confirms(c) == confirms(before)
+            confirmed.add(confirms(c))
+    assert confirmed == {True, False}
+
+    # and learning reads the same samples from both (values computed afresh for the old ones)
+    def read(source, cs):
+        labelled = source.samples(learnt.features, learnt.extractor_id, cs, learnt.n_classes, None)
+        trust = base_trust(keras_base, learnt.n_classes, labelled)
+        return source.samples(learnt.features, learnt.extractor_id, cs, learnt.n_classes, trust)
+
+    models = [keras_base] * len(first) + [learnt] * len(second)
+    new = read(sessions.source, corrections)
+    old_source = FeatureSource(keras_base, load_replay(replay_path(stripes_model)))
+    old = read(old_source, [as_stored_before(c, m) for c, m in zip(corrections, models, strict=True)])
+    for field in ("x", "y", "w", "group", "labelled"):
+        np.testing.assert_array_equal(getattr(new, field), getattr(old, field), err_msg=field)
+    assert (~new.labelled & (new.group >= 0)).sum() > ANCHORS  # anchors are there
+
+
+def test_a_part_left_by_an_erase_keeps_anchors_where_the_map_is_known(
+    keras_base, stripes_model, loader, tmp_path
+):
+    sessions = SessionManager(keras_base, tmp_path, "last_layer", replay_path(stripes_model))
+    x = X0 + FOREST * STRIPE + 4
+    sessions.record(None, loader, box(x, Y0 + 10, x + 20, Y0 + 30), UTM18, FOREST)
+    click(sessions, loader, WATER, 0)
+    sessions.erase(None, "stripes", box(x, Y0 + 10, x + 10, Y0 + 30), UTM18)
+    part = sessions.get(None).corrections[-1]
+    assert part.value == FOREST and 0 < part.count < 400
+    rows, cols = anchor_pixels(part, ANCHORS, keras_base.padding)
+    assert len(rows) == ANCHORS and (part.seen[rows, cols] != NO_CLASS).all()
+    sessions.retrain(None)
