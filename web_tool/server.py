@@ -22,8 +22,6 @@ import argparse
 import ctypes
 import logging
 
-import bottle
-
 from web_tool import startup
 from web_tool.DataLoader import MAX_PATCH_PIXELS
 from web_tool.errors import ConfigError, LandCoverError
@@ -290,12 +288,6 @@ def check_limits(args: argparse.Namespace) -> None:
         )
 
 
-def log_request() -> None:
-    """One line per request: method, route (`/sessions/<session_id>`, not the id) and status."""
-    route = bottle.request.environ.get("bottle.route")
-    log.info("%s %s %s", bottle.request.method, route.rule if route else "-", bottle.response.status_code)
-
-
 def return_freed_memory_promptly() -> None:
     """Make glibc's malloc give freed memory back to the system instead of keeping it fragmented.
 
@@ -326,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     app = make_app(config)
     if args.verbose:
-        app.add_hook("after_request", log_request)
+        app.add_hook("after_request", api.log_request)
     log.info(
         "model %r (%d classes); serving on http://%s:%d/",
         config.model.name,

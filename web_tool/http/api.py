@@ -112,3 +112,9 @@ def install(app: bottle.Bottle) -> None:
     """Give `app` JSON errors, from its routes and from Bottle itself."""
     app.install(json_errors)
     app.default_error_handler = default_error_handler
+
+
+def log_request() -> None:
+    """One line per request: method, route (`/sessions/<session_id>`, not the id) and status."""
+    route = bottle.request.environ.get("bottle.route")
+    log.info("%s %s %s", bottle.request.method, route.rule if route else "-", bottle.response.status_code)
