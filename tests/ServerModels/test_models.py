@@ -5,6 +5,7 @@ import pytest
 
 from web_tool.errors import LandCoverError, ModelError
 from web_tool.ServerModels import get_model, list_models
+from web_tool.ServerModels.base import smoothed
 from web_tool.ServerModels.heads import LinearHead
 from web_tool.ServerModels.keras_io import resolve_model_path
 from web_tool.ServerModels.keras_model import KerasSegmentationModel
@@ -81,3 +82,34 @@ def test_a_model_with_another_head_shares_the_network_and_leaves_the_first_alone
 def test_model_with_other_class_count_gets_generic_classes(tiny_model_path):
     model = KerasSegmentationModel(tiny_model_path, CLASSES[:2])
     assert [c["name"] for c in model.classes] == ["Class 0", "Class 1", "Class 2", "Class 3"]
+
+
+def test_smoothing_removes_a_lone_pixel_keeps_an_area_and_sums_to_one():
+    probs = np.zeros((32, 32, 3), np.float32)
+    probs[..., 0] = 1  # class 0 everywhere...
+    probs[5, 5] = (0, 1, 0)  # ...but one pixel of class 1 (speckle)
+    probs[16:24, 16:24] = (0, 0, 1)  # and an 8 x 8 px area of class 2
+    out = smoothed(probs)
+    np.testing.assert_allclose(out.sum(-1), 1, atol=1e-5)
+    classes = out.argmax(-1)
+    assert classes[5, 5] == 0
+    assert (classes[17:23, 17:23] == 2).all()
+    assert (probs.argmax(-1) != classes).sum() < 20  # only the lone pixel and the area's corners
+
+
+def test_a_learnt_head_is_smoothed_and_the_network_head_is_not(tiny_model_path):
+    from sklearn.ensemble import RandomForestClassifier
+
+    from web_tool.ServerModels.heads import ClassifierHead
+
+    model = KerasSegmentationModel(tiny_model_path, CLASSES)
+    img = np.random.default_rng(2).integers(0, 255, (40, 40, 4)).astype(np.uint8)
+    assert model.predict(img, smooth=True) == pytest.approx(model.predict(img, smooth=False))
+    feats = model.features(img).reshape(40 * 40, -1)
+    labels = np.random.default_rng(3).integers(0, 4, 40 * 40)  # noise: a speckled map
+    forest = RandomForestClassifier(n_estimators=5, random_state=0).fit(feats, labels)
+    learnt = model.with_head(ClassifierHead(forest, 4))
+    raw = learnt.predict(img, smooth=False)
+    np.testing.assert_allclose(raw.reshape(-1, 4), forest.predict_proba(feats), atol=1e-6)
+    np.testing.assert_allclose(learnt.predict(img), smoothed(raw), atol=1e-6)
+    assert not np.allclose(learnt.predict(img), raw)

@@ -13,11 +13,27 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, Self
 
+import cv2
 import numpy as np
 
 from web_tool.errors import IncompatibleError, NotTrainedError
 from web_tool.ServerModels.heads import Head, LinearHead, head_from_arrays
 from web_tool.ServerModels.state import ModelState
+
+#: the Gaussian (standard deviation, pixels) that smooths a per-pixel head's probabilities: on real
+#: NAIP (bench/hitl_real.py, 4 seeds, 200 clicks on errors) 1.5 px lifts mean IoU on naip2014 from
+#: 0.635 to 0.674 and accuracy on naip2011 from 0.843 to 0.868; 3 px blurs small buildings away
+#: (built IoU 0.34 -> 0.16). Every model's context padding is wider than its kernel (4 sigma).
+SMOOTH_PX = 1.5
+
+
+def smoothed(probs: np.ndarray, sigma: float = SMOOTH_PX) -> np.ndarray:
+    """HxWxC probabilities, each class's blurred by a Gaussian of `sigma` px (edges mirrored). The
+    blur is linear and the same for every class, so each pixel's probabilities still sum to 1."""
+    out = np.empty_like(probs)
+    for c in range(probs.shape[-1]):
+        out[..., c] = cv2.GaussianBlur(np.ascontiguousarray(probs[..., c]), (0, 0), sigma)
+    return out
 
 
 class ServerModel(ABC):
@@ -80,13 +96,18 @@ class ServerModel(ABC):
 
     # --- predicting ----------------------------------------------------------------------------
 
-    def predict(self, image: np.ndarray) -> np.ndarray:
-        """HxWxB uint8 → HxWxC float32 probabilities (rows sum to 1). NotTrainedError without a head."""
+    def predict(self, image: np.ndarray, smooth: bool = True) -> np.ndarray:
+        """HxWxB uint8 → HxWxC float32 probabilities (rows sum to 1). NotTrainedError without a head.
+
+        A head fitted pixel by pixel (a forest over features) maps speckle where classes meet, so its
+        probabilities are smoothed (`smoothed`) unless `smooth` is False: learning compares the
+        user's corrections with the head's own classes (sessions.seen_map)."""
         if self.head is None:
             raise NotTrainedError(untrained_message(self))
         h, w = image.shape[:2]
         feats = self.features(image)
-        return self.head.predict(feats.reshape(h * w, -1)).reshape(h, w, self.n_classes)
+        probs = self.head.predict(feats.reshape(h * w, -1)).reshape(h, w, self.n_classes)
+        return smoothed(probs) if smooth and not isinstance(self.head, LinearHead) else probs
 
     # --- checkpoints ---------------------------------------------------------------------------
 

@@ -105,10 +105,10 @@ class KerasSegmentationModel(ServerModel):
 
     # --- predicting ----------------------------------------------------------------------------
 
-    def predict(self, image: np.ndarray) -> np.ndarray:
+    def predict(self, image: np.ndarray, smooth: bool = True) -> np.ndarray:
         head = self.head
         if not isinstance(head, LinearHead):  # a learnt head needs all the features
-            return super().predict(image)
+            return super().predict(image, smooth)
         self._check_bands(image)
 
         def network(batch: np.ndarray) -> list[np.ndarray]:

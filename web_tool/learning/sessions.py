@@ -581,13 +581,15 @@ class SessionManager:
 
 
 def seen_map(model: ServerModel, image: np.ndarray) -> tuple[np.ndarray | None, float | None]:
-    """(the classes `model` maps over a correction's window, and how far that map is trusted), or
+    """(the classes `model` maps over a correction's window, pixel by pixel (before a learnt head's
+    probabilities are smoothed, as FeatureSource.seen_maps computes them where learning reads them),
+    and how far that map is trusted), or
     (None, None) when it maps nothing yet. A map the session learnt is the user's own: fully
     trusted; the base model's (None) is judged by the evidence when learning (training_data.Trust).
     Pixels without imagery (zero in every band) are NO_CLASS."""
     if not model.trained:
         return None, None
-    seen = model.predict(image).argmax(axis=-1).astype(np.uint8)
+    seen = model.predict(image, smooth=False).argmax(axis=-1).astype(np.uint8)
     seen[~image.any(axis=-1)] = NO_CLASS
     return seen, seen_trust(model)
 
