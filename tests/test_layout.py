@@ -104,3 +104,24 @@ def test_no_import_cycles():
 )
 def test_the_design_cards_names_stay(card_name):
     assert (PACKAGE / card_name).exists()
+
+
+def test_every_request_model_lives_in_http_schemas():
+    """openapi.py and the routes read request models from one module, never from each other."""
+    from pydantic import BaseModel
+
+    import web_tool.http.schemas as schemas
+
+    models = {
+        name for name, obj in vars(schemas).items() if isinstance(obj, type) and issubclass(obj, BaseModel)
+    }
+    elsewhere = []
+    for name, path in MODULES.items():
+        if not name.startswith("web_tool.http.") or name == "web_tool.http.schemas":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and any(
+                isinstance(b, ast.Name) and b.id in models | {"BaseModel"} for b in node.bases
+            ):
+                elsewhere.append(f"{name}.{node.name}")
+    assert elsewhere == []

@@ -2,8 +2,8 @@
 
 `parse(Model, body)` turns a validation failure into a RequestError naming the field; the same
 models generate the OpenAPI description (`openapi.py`). In order: the building blocks and the seed's
-`/getInput` and `/predPatch`, then the bodies of the human-in-the-loop routes, of `/predTile`, and of
-accuracy assessment.
+`/getInput` and `/predPatch`, then the bodies of the human-in-the-loop routes, of the page's map, of
+`/predTile`, and of accuracy assessment.
 """
 
 from __future__ import annotations
@@ -235,6 +235,22 @@ class LoadRequest(SessionRequest):
         if len(given) != 1 or not given[0].strip():
             raise ValueError("send `checkpoint` (an id from GET /checkpoints) or `share` (from a share link)")
         return self
+
+
+# the page's map (routes/page.py)
+
+
+class DeleteCorrectionsRequest(AreaRequest):
+    """An area (`extent`, or a GeoJSON `geometry` in EPSG:`crs`) whose corrections the session erases."""
+
+    session: SessionId = None
+    dataset: str | None = None
+
+
+class AoiRequest(AreaRequest):
+    """An export area to check before a job starts: its area, the cap, its outline in EPSG:4326."""
+
+    dataset: str | None = None
 
 
 # large-area maps (routes/jobs.py)

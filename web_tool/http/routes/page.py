@@ -17,7 +17,7 @@ from rasterio.crs import CRS
 from web_tool.errors import RequestError
 from web_tool.geometry import WGS84
 from web_tool.http import api
-from web_tool.http.schemas import AreaRequest, SessionId, parse
+from web_tool.http.schemas import AoiRequest, DeleteCorrectionsRequest, parse
 from web_tool.learning import correction_shapes
 from web_tool.mapping.pipeline import AOI, clip_to_imagery
 from web_tool.rendering.prediction_tiles import PredictionTiles, dataset_native_zoom, parse_style
@@ -28,15 +28,6 @@ if TYPE_CHECKING:
 
 #: prediction tiles may be kept by the browser this long when they are of the current model
 TILE_MAX_AGE_S = 3600
-
-
-class DeleteCorrectionsRequest(AreaRequest):
-    session: SessionId = None
-    dataset: str | None = None
-
-
-class AoiRequest(AreaRequest):
-    dataset: str | None = None
 
 
 def owner_and_model(config: AppConfig, session_id: str | None) -> tuple[tuple[str, int], ServerModel]:
