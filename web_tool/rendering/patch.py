@@ -119,5 +119,5 @@ def pred_patch(
         "model_name": model.name,
         "input_naip": imagery.result(),
         **encode_maps(patch, hard, soft, score),
-        "suggestions": suggestions(score, patch.valid, patch.grid),
+        "suggestions": suggestions(score, patch.valid, patch.grid, hard=hard),
     }
