@@ -15,6 +15,15 @@ part gives for `last_k_layers`):
   (the synthetic demo model on real NAIP) is no evidence for the map around it.
 - **replay**: a sample of the base model's own training data (`<model>.replay.npz`: `images`
   (N, S, S, B) uint8, `labels` (N, S, S)), so classes nobody corrected are not forgotten.
+- **handed back** (a network's head only): the anchor pixels again, with the label "the network
+  knows" (`DeferringHead`): where the forest learns that label, the map is the network's own. They
+  weigh as far as the network has kept its word where it says their class (`network_say`).
+
+Why handed back as well as anchors: a forest learnt from clicks on a map's errors alone maps
+everything like those errors. A network that is right on most of the imagery (the user's own model,
+on imagery like its training data) lost most of its map to the first retrain that way
+(`bench/hitl_real.py`, a network 88 % right on real NAIP: 0.16 after 25 clicks on its errors). The
+forest cannot copy the network back from a few pixels; it can learn where to leave the map to it.
 
 How much the replay sample counts follows the evidence, per class: how well the base model agrees
 with the user's corrections of that class, none of which it was trained on, starting from PRIOR
@@ -38,6 +47,7 @@ import numpy as np
 
 from web_tool.learning.corrections import NO_CLASS, Correction, anchor_pixels, sample_pixels
 from web_tool.ServerModels.base import ServerModel
+from web_tool.ServerModels.heads import LinearHead
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +62,17 @@ REPLAY_PER_CLASS = 300
 #: the replay sample's weight, as a fraction of all corrections' weight, when the base model is
 #: fully trusted (scaled down by the base model's agreement with the corrections)
 REPLAY_WEIGHT = 0.5
+#: what the pixels a correction hands back to the network weigh together, in clicks, where the
+#: network's class there is fully trusted (`network_say` 1)
+HANDED_BACK_WEIGHT = 2.0
+#: the network's word counts for nothing up to this `network_say`, fully at 1 (overall and for a
+#: class: both must hold)
+SAY_FLOOR = 0.5
+#: a correction of a map that showed the network's class counts this much against that class: the
+#: user picked it for being wrong, so a run of them says little about how often it is right
+MISS_WEIGHT = 0.25
+#: each class's `network_say` before any evidence, and how many corrections' worth that guess weighs
+SAY_PRIOR, SAY_PRIOR_WEIGHT = 0.5, 6.0
 
 
 @dataclass
@@ -275,6 +296,32 @@ class FeatureSource:
             np.zeros(keep.sum(), bool),
         )
 
+    def handed_back(
+        self,
+        extract: Extractor,
+        key: object,
+        corrections: list[Correction],
+        network: LinearHead,
+        say: np.ndarray,
+        label: int,
+    ) -> Samples | None:
+        """Each correction's anchor pixels labelled `label` ("the network knows"), each weighing as
+        far as the network is trusted for its class there (`network_gate`), together at most
+        HANDED_BACK_WEIGHT times the correction's weight; pixels of classes not trusted at all are
+        left out."""
+        gate = network_gate(say)
+        parts = []
+        for i, c in enumerate(corrections):
+            anchors = self.values(extract, key, c)[1]
+            if not len(anchors):
+                continue
+            trusted = gate[network.predict(anchors).argmax(axis=-1)]
+            w = HANDED_BACK_WEIGHT * correction_weight(c) / len(anchors) * trusted
+            keep = w > 0
+            n = int(keep.sum())
+            parts.append(Samples(anchors[keep], np.full(n, label), w[keep], np.full(n, i), np.zeros(n, bool)))
+        return Samples.concat(parts) if parts else None
+
     def _replay_pixels(self, replay: Replay, n_classes: int) -> tuple[np.ndarray, ...]:
         labels = replay.labels
         rng = np.random.default_rng(self.seed)
@@ -402,3 +449,52 @@ def base_trust(base: ServerModel, n_classes: int, labelled: Samples) -> Trust:
     prior = PRIOR / n_classes
     agreement = (hits.sum() + PRIOR) / (len(groups) + PRIOR)
     return Trust((hits + prior) / (said_k + prior), (hits + prior) / (true_k + prior), float(agreement))
+
+
+def network_say(network: LinearHead, corrections: list[Correction], labelled: Samples) -> np.ndarray:
+    """How far the network is right where it says class k, per class, judged from the corrections
+    where it says k (each voting once, by its pixels' majority), from SAY_PRIOR_WEIGHT corrections'
+    worth of SAY_PRIOR; and, last, the same over all classes together:
+
+    - a correction where the map the user saw said something else (the session had learnt
+      otherwise) counts fully: for the network if the user sided with it, against it otherwise;
+    - one of a map that said k too counts fully for it (the user confirmed it) or MISS_WEIGHT
+      against it (the user picked it for being wrong).
+
+    `labelled` are the corrected pixels' samples (group = index into `corrections`) over features
+    the network's head reads."""
+    k = network.n_classes
+    hits, n = np.zeros(k), np.zeros(k)
+    said = network.predict(labelled.x).argmax(axis=-1) if len(labelled) else np.zeros(0, np.int64)
+    for i, c in enumerate(corrections):
+        mine = labelled.group == i
+        if not mine.any():
+            continue
+        vote = int(np.bincount(said[mine]).argmax())
+        seen = c.seen[c.rows, c.cols] if c.seen is not None else np.zeros(0, np.uint8)
+        seen = seen[seen != NO_CLASS]
+        shown = int(np.bincount(seen).argmax()) if seen.size else vote
+        hits[vote] += vote == c.value
+        n[vote] += 1 if vote == c.value or shown != vote else MISS_WEIGHT
+    hits, n = np.append(hits, hits.sum()), np.append(n, n.sum())
+    say: np.ndarray = (hits + SAY_PRIOR * SAY_PRIOR_WEIGHT) / (n + SAY_PRIOR_WEIGHT)
+    return say
+
+
+def network_gate(say: np.ndarray) -> np.ndarray:
+    """Per class, how far the network's word counts (0 to 1), from `network_say`: as far as it is
+    trusted both for the class and overall, above SAY_FLOOR."""
+    trust = np.clip((say - SAY_FLOOR) / (1 - SAY_FLOOR), 0.0, 1.0)
+    gate: np.ndarray = trust[:-1] * trust[-1]
+    return gate
+
+
+def displace_anchors(samples: Samples, network: LinearHead, gate: np.ndarray) -> Samples:
+    """`samples` with each anchor (a pixel the user left alone on the map they saw) weighing less as
+    far as the network's class there is trusted (`gate`): where the map the user saw was one the
+    session learnt and the network is trusted, the pixels handed back to it speak instead."""
+    anchors = ~samples.labelled & (samples.group >= 0)
+    if anchors.any():
+        said = network.predict(samples.x[anchors]).argmax(axis=-1)
+        samples.w[anchors] *= 1 - gate[said]
+    return samples
