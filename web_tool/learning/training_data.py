@@ -17,13 +17,17 @@ part gives for `last_k_layers`):
   (N, S, S, B) uint8, `labels` (N, S, S)), so classes nobody corrected are not forgotten.
 - **handed back** (a network's head only): the anchor pixels again, with the label "the network
   knows" (`DeferringHead`): where the forest learns that label, the map is the network's own. They
-  weigh as far as the network has kept its word where it says their class (`network_say`).
+  weigh as far as the network has kept its word where it says their class (`network_say`), and
+  the anchors' own labels give way as far (`displace_anchors`).
 
 Why handed back as well as anchors: a forest learnt from clicks on a map's errors alone maps
 everything like those errors. A network that is right on most of the imagery (the user's own model,
-on imagery like its training data) lost most of its map to the first retrain that way
-(`bench/hitl_real.py`, a network 88 % right on real NAIP: 0.16 after 25 clicks on its errors). The
-forest cannot copy the network back from a few pixels; it can learn where to leave the map to it.
+on imagery like its training data) lost its map to the retrains that way for good
+(`bench/hitl_real.py`, a network 88 % right on real NAIP: 0.16 after 25 clicks on its errors, 0.36
+after 200). The forest cannot copy the network back from a few pixels; it can learn where to leave
+the map to it. The first retrain still cannot tell (every correction so far was of the network's own
+map, which says nothing either way); the next ones can, where the user sides with the network
+against the learnt map (the same network: 0.83 from the second round on).
 
 How much the replay sample counts follows the evidence, per class: how well the base model agrees
 with the user's corrections of that class, none of which it was trained on, starting from PRIOR
@@ -68,9 +72,6 @@ HANDED_BACK_WEIGHT = 2.0
 #: the network's word counts for nothing up to this `network_say`, fully at 1 (overall and for a
 #: class: both must hold)
 SAY_FLOOR = 0.5
-#: a correction of a map that showed the network's class counts this much against that class: the
-#: user picked it for being wrong, so a run of them says little about how often it is right
-MISS_WEIGHT = 0.25
 #: each class's `network_say` before any evidence, and how many corrections' worth that guess weighs
 SAY_PRIOR, SAY_PRIOR_WEIGHT = 0.5, 6.0
 
@@ -452,14 +453,14 @@ def base_trust(base: ServerModel, n_classes: int, labelled: Samples) -> Trust:
 
 
 def network_say(network: LinearHead, corrections: list[Correction], labelled: Samples) -> np.ndarray:
-    """How far the network is right where it says class k, per class, judged from the corrections
-    where it says k (each voting once, by its pixels' majority), from SAY_PRIOR_WEIGHT corrections'
-    worth of SAY_PRIOR; and, last, the same over all classes together:
+    """How far the network is right where it says class k, per class, and last over all classes:
+    the share of the corrections where the map the user saw said something else than the network
+    (the session had learnt otherwise) and the user sided with the network, from SAY_PRIOR_WEIGHT
+    corrections' worth of SAY_PRIOR. Each correction votes once, by its pixels' majority.
 
-    - a correction where the map the user saw said something else (the session had learnt
-      otherwise) counts fully: for the network if the user sided with it, against it otherwise;
-    - one of a map that said k too counts fully for it (the user confirmed it) or MISS_WEIGHT
-      against it (the user picked it for being wrong).
+    Only there did the user choose between the two. A correction of a map that showed the
+    network's class says nothing either way: a user correcting errors picks it for being wrong,
+    and one confirming the map picks it for being right.
 
     `labelled` are the corrected pixels' samples (group = index into `corrections`) over features
     the network's head reads."""
@@ -468,14 +469,14 @@ def network_say(network: LinearHead, corrections: list[Correction], labelled: Sa
     said = network.predict(labelled.x).argmax(axis=-1) if len(labelled) else np.zeros(0, np.int64)
     for i, c in enumerate(corrections):
         mine = labelled.group == i
-        if not mine.any():
+        if not mine.any() or c.seen is None:
             continue
         vote = int(np.bincount(said[mine]).argmax())
-        seen = c.seen[c.rows, c.cols] if c.seen is not None else np.zeros(0, np.uint8)
+        seen = c.seen[c.rows, c.cols]
         seen = seen[seen != NO_CLASS]
-        shown = int(np.bincount(seen).argmax()) if seen.size else vote
-        hits[vote] += vote == c.value
-        n[vote] += 1 if vote == c.value or shown != vote else MISS_WEIGHT
+        if seen.size and int(np.bincount(seen).argmax()) != vote:
+            hits[vote] += vote == c.value
+            n[vote] += 1
     hits, n = np.append(hits, hits.sum()), np.append(n, n.sum())
     say: np.ndarray = (hits + SAY_PRIOR * SAY_PRIOR_WEIGHT) / (n + SAY_PRIOR_WEIGHT)
     return say
