@@ -113,3 +113,30 @@ def test_a_learnt_head_is_smoothed_and_the_network_head_is_not(tiny_model_path):
     np.testing.assert_allclose(raw.reshape(-1, 4), forest.predict_proba(feats), atol=1e-6)
     np.testing.assert_allclose(learnt.predict(img), smoothed(raw), atol=1e-6)
     assert not np.allclose(learnt.predict(img), raw)
+
+
+def test_a_deferring_head_hands_its_network_share_to_the_network_head():
+    """Labels 0 and 1 are the forest's own; label 2 means "the network knows": its probability goes
+    to the network head's classes. Stored and loaded, it predicts the same; grown, the new class
+    gets nothing until a retrain."""
+    from sklearn.linear_model import LogisticRegression
+
+    from web_tool.ServerModels.heads import DeferringHead, LinearHead, head_from_arrays
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(c * 4, 0.5, (30, 2)) for c in (0, 1, 2)]).astype(np.float32)
+    y = np.repeat([0, 1, 2], 30)
+    network = LinearHead(np.array([[0.0, 0.0, 5.0], [0.0, 0.0, 5.0]], np.float32), np.zeros(3, np.float32))
+    head = DeferringHead(LogisticRegression().fit(x, y), 3, network, defer=3)
+    # y == 2 is one of the forest's own classes here; the defer label is 3, unseen: nothing deferred
+    assert np.allclose(head.predict(x).sum(axis=1), 1)
+    deferring = DeferringHead(LogisticRegression().fit(x, np.where(y == 2, 3, y)), 3, network, defer=3)
+    probs = deferring.predict(x)
+    assert np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+    assert (probs[y == 2].argmax(axis=1) == 2).all()  # handed to the network, which says 2 there
+    assert (probs[y < 2].argmax(axis=1) == y[y < 2]).all()
+    again = head_from_arrays(deferring.to_arrays())
+    assert isinstance(again, DeferringHead) and np.allclose(again.predict(x), probs)
+    grown = deferring.grown()
+    assert grown.n_classes == 4 and np.allclose(grown.predict(x)[:, 3], 0, atol=1e-6)
+    assert np.allclose(grown.predict(x)[:, :3], probs, atol=1e-5)

@@ -20,7 +20,7 @@ from web_tool.errors import NotTrainedError, RequestError
 from web_tool.http.admission import Gate
 from web_tool.imagery.datasets import DEFAULT_CLASSES, DatasetConfig
 from web_tool.learning import crossval
-from web_tool.learning.corrections import NO_CLASS, anchor_pixels, sample_pixels
+from web_tool.learning.corrections import NO_CLASS, Correction, anchor_pixels, sample_pixels
 from web_tool.learning.sessions import SessionManager, seen_map
 from web_tool.learning.training_data import (
     ANCHORS,
@@ -30,6 +30,7 @@ from web_tool.learning.training_data import (
     base_trust,
     confirms,
     load_replay,
+    network_say,
     replay_path,
 )
 from web_tool.ServerModels import get_model
@@ -94,6 +95,66 @@ def test_correcting_one_class_keeps_the_classes_nobody_corrected(keras_base, str
     assert np.mean(pred[labels == FIELD] == BUILT) > 0.5
     for k in (WATER, FOREST, BUILT):
         assert np.mean(pred[labels == k] == k) > 0.9
+
+
+def test_a_network_the_user_sides_with_gets_its_map_back(keras_base, loader, tmp_path):
+    """No replay sample, and the network calls Field Built and Built Field. Clicks on Field and
+    Built alone make the first retrain map everything as one of them; clicks on Water and Forest,
+    where the user then sides with the network against that map, hand those stripes back to the
+    network: its map, not only the clicked pixels, comes back."""
+    head = keras_base.head
+    swap = [WATER, FOREST, BUILT, FIELD]
+    wrong = keras_base.with_head(LinearHead(head.kernel[:, swap], head.bias[swap]))
+    sessions = SessionManager(wrong, tmp_path, "last_layer")
+    for i in range(3):
+        click(sessions, loader, FIELD, i)
+        click(sessions, loader, BUILT, i)
+    sessions.retrain(None)
+    labels = stripe_labels()
+    first = sessions.model(None).predict(stripe_image()).argmax(-1)
+    assert np.mean(first[labels == WATER] == WATER) < 0.5 and np.mean(first[labels == FOREST] == FOREST) < 0.5
+    for i in range(3, 15):
+        click(sessions, loader, WATER, i)
+        click(sessions, loader, FOREST, i)
+    sessions.retrain(None)
+    pred = sessions.model(None).predict(stripe_image()).argmax(-1)
+    right = [float(np.mean(pred[labels == k] == k)) for k in (WATER, FOREST, FIELD, BUILT)]
+    assert min(right) > 0.85, right
+
+
+def say_after(clicks):
+    """network_say after corrections given as (the network's class, the class the map the user saw
+    showed, the user's class); the network is sure of its class."""
+    network = LinearHead(np.eye(3, dtype=np.float32) * 10, np.zeros(3, np.float32))
+    corrections, x = [], []
+    one = np.array([2])
+    for said, shown, value in clicks:
+        seen = np.full((5, 5), NO_CLASS, np.uint8)
+        seen[2, 2] = shown
+        image = np.ones((5, 5, 4), np.uint8)
+        transform = (1.0, 0.0, 0.0, 0.0, -1.0, 0.0)
+        corrections.append(
+            Correction("d", "EPSG:32618", value, one * 1.0, one * 1.0, one, one, image, transform, seen=seen)
+        )
+        x.append(np.eye(3)[said])
+    n = len(clicks)
+    values = np.array([c.value for c in corrections], np.int64)
+    labelled = Samples(np.array(x).reshape(n, 3), values, np.ones(n), np.arange(n), np.ones(n, bool))
+    return network_say(network, corrections, labelled)
+
+
+def test_the_network_has_its_say_where_the_user_sides_with_it_against_the_learnt_map():
+    prior = say_after([])
+    assert len(prior) == 4 and np.allclose(prior, prior[0])  # three classes, then all together
+    # corrections of a map that showed the network's class say nothing: picked for being wrong,
+    # or for being right
+    assert np.allclose(say_after([(0, 0, 1)] * 4), prior) and np.allclose(say_after([(0, 0, 0)] * 4), prior)
+    won = say_after([(0, 2, 0)] * 4)  # the session's map said 2, the network 0, the user sided with it
+    lost = say_after([(0, 2, 1)] * 4)  # ... and the user said 1
+    assert won[0] > prior[0] > lost[0] and won[3] > prior[3] > lost[3]
+    assert np.allclose(won[1:3], prior[1:3]) and np.allclose(lost[1:3], prior[1:3])
+    mixed = say_after([(0, 2, 0)] * 3 + [(0, 2, 1)])
+    assert lost[0] < mixed[0] < won[0]
 
 
 def test_the_model_without_weights_predicts_nothing_until_two_classes_are_labelled(loader, tmp_path):

@@ -146,9 +146,61 @@ class ClassifierHead(Head):
         return cls(skops.io.loads(blob, trusted=untrusted), int(arrays["n_classes"]))
 
 
+class DeferringHead(ClassifierHead):
+    """A ClassifierHead whose classifier has one label more than the classes, `defer` ("the
+    network's own head knows"). Its probability is handed to `base` (the network's LinearHead over
+    the same features), so where the corrections say nothing the map stays the network's."""
+
+    kind = "deferring"
+
+    def __init__(
+        self, classifier: Classifier, n_classes: int, base: LinearHead, defer: int, chunk: int = 1 << 16
+    ):
+        super().__init__(classifier, n_classes, chunk)
+        self.base, self.defer = base, defer
+
+    def predict(self, feats: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(feats), self.n_classes), np.float32)
+        labels = np.asarray(self.classifier.classes_, dtype=np.int64)
+        own = labels != self.defer
+        for start in range(0, len(feats), self.chunk):
+            part = feats[start : start + self.chunk]
+            q = self._proba(part)
+            piece = out[start : start + len(part)]
+            piece[:, labels[own]] = q[:, own]
+            if not own.all():
+                base = self.base.predict(part)
+                piece[:, : base.shape[1]] += q[:, ~own] * base
+        return out
+
+    def _proba(self, part: np.ndarray) -> np.ndarray:
+        expected = self.classifier.n_features_in_
+        if part.shape[-1] != expected:
+            raise FeatureCountError(
+                f"this model learnt from {expected} features per pixel but the imagery gives"
+                f" {part.shape[-1]}: it was trained on imagery with another band count"
+            )
+        proba: np.ndarray = self.classifier.predict_proba(part)
+        return proba
+
+    def grown(self) -> DeferringHead:
+        return DeferringHead(self.classifier, self.n_classes + 1, self.base.grown(), self.defer, self.chunk)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        base = {f"base_{k}": v for k, v in self.base.to_arrays().items() if k != "kind"}
+        return {**super().to_arrays(), "kind": np.array(self.kind), "defer": np.array(self.defer), **base}
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> DeferringHead:
+        plain = ClassifierHead.from_arrays(arrays)
+        base = LinearHead(arrays["base_kernel"], arrays["base_bias"])
+        return cls(plain.classifier, plain.n_classes, base, int(arrays["defer"]))
+
+
 HEADS: dict[str, type[LinearHead] | type[ClassifierHead]] = {
     LinearHead.kind: LinearHead,
     ClassifierHead.kind: ClassifierHead,
+    DeferringHead.kind: DeferringHead,
 }
 
 

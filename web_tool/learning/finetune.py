@@ -10,7 +10,9 @@ and `check(base, **options)`, run at start-up, refuses options the base model ca
   random forest over all its per-pixel features — for a Keras network its deep features, its own
   class probabilities and the imagery's filter bank; for `--model features` the filter bank. It
   learns from the corrections, the anchors around them and the replay sample (training_data.py),
-  each weighted by the evidence. Well under a second for hundreds of clicks.
+  each weighted by the evidence; over a network, the forest may also hand a pixel back to the
+  network's own head (`DeferringHead`), where the corrections have shown that head right. Well
+  under a second for hundreds of clicks.
 - `last_k_layers` (Keras networks only): backpropagation (Keras optimizer) through the last k
   weighted layers (the head counts as one) of a per-session copy of the network, on windows
   around the corrections (loss only on corrected and anchor pixels) and on replay pixels; the
@@ -29,9 +31,18 @@ import numpy as np
 from web_tool.errors import LandCoverError, RequestError
 from web_tool.learning.corrections import Correction
 from web_tool.learning.crossval import cross_validate
-from web_tool.learning.training_data import Extractor, FeatureSource, Samples, Trust, base_trust
+from web_tool.learning.training_data import (
+    Extractor,
+    FeatureSource,
+    Samples,
+    Trust,
+    base_trust,
+    displace_anchors,
+    network_gate,
+    network_say,
+)
 from web_tool.ServerModels.base import ServerModel
-from web_tool.ServerModels.heads import ClassifierHead
+from web_tool.ServerModels.heads import ClassifierHead, DeferringHead, LinearHead
 
 #: trees of the forest `last_layer` fits (more cost more to predict, and gained nothing measurable
 #: on the real development imagery beyond 40: bench/hitl_real.py)
@@ -56,10 +67,12 @@ class Strategy:
     check: Callable[..., None] = lambda base, **_: None
 
 
-def fit_info(corrections: list[Correction], samples: Samples, trust: Trust) -> dict[str, Any]:
+def fit_info(
+    corrections: list[Correction], samples: Samples, trust: Trust, say: np.ndarray | None = None
+) -> dict[str, Any]:
     labelled = int(samples.labelled.sum())
     replay = int((samples.group < 0).sum())
-    return {
+    info = {
         "pixels": sum(c.count for c in corrections),
         "sampled_pixels": labelled,
         "anchor_pixels": len(samples) - labelled - replay,
@@ -68,6 +81,9 @@ def fit_info(corrections: list[Correction], samples: Samples, trust: Trust) -> d
         "base_precision": [round(float(t), 3) for t in trust.precision],
         "base_recall": [round(float(t), 3) for t in trust.recall],
     }
+    if say is not None:
+        info["network_say"] = [round(float(t), 3) for t in say]
+    return info
 
 
 def check_two_classes(samples: Samples) -> None:
@@ -84,19 +100,36 @@ def model_features(model: ServerModel) -> Extractor:
     return model.features
 
 
+def network_head(model: ServerModel, base: ServerModel) -> LinearHead | None:
+    """The network's own head, when the forest over `model`'s features may hand pixels back to it
+    (a network's base model, and `model` computes its features)."""
+    head = base.head
+    return head if isinstance(head, LinearHead) and model.extractor_id == base.extractor_id else None
+
+
 def training_samples(
     model: ServerModel, base: ServerModel, corrections: list[Correction], source: FeatureSource
-) -> tuple[Samples, Trust]:
-    """(samples over `model`'s features, how far the base model's word counts for each class)."""
+) -> tuple[Samples, Trust, np.ndarray | None]:
+    """(samples over `model`'s features, how far the base model's replay sample counts for each
+    class, how far the network's own map does (None: no network to hand pixels back to))."""
     key = model.extractor_id if model.extractor_id == base.extractor_id else None
     extract = model_features(model)
     labelled = source.samples(extract, key, corrections, model.n_classes, base_trust=None)
     trust = base_trust(base, model.n_classes, labelled)
-    return source.samples(extract, key, corrections, model.n_classes, base_trust=trust), trust
+    samples = source.samples(extract, key, corrections, model.n_classes, base_trust=trust)
+    network = network_head(model, base)
+    if network is None:
+        return samples, trust, None
+    say = network_say(network, corrections, labelled)
+    samples = displace_anchors(samples, network, network_gate(say))
+    back = source.handed_back(extract, key, corrections, network, say, label=model.n_classes)
+    return (samples if back is None else Samples.concat([samples, back])), trust, say
 
 
-def fit_forest(samples: Samples, n_classes: int, trees: int = TREES, seed: int = 0) -> ClassifierHead:
-    """A forest head fitted on `samples`."""
+def fit_forest(
+    samples: Samples, n_classes: int, network: LinearHead | None, trees: int = TREES
+) -> ClassifierHead:
+    """A forest head fitted on `samples`; with a `network`, label `n_classes` hands a pixel back to it."""
     from sklearn.ensemble import RandomForestClassifier
 
     check_two_classes(samples)
@@ -104,20 +137,23 @@ def fit_forest(samples: Samples, n_classes: int, trees: int = TREES, seed: int =
         trees,
         max_depth=MAX_DEPTH,
         n_jobs=FOREST_JOBS,
-        random_state=seed,
+        random_state=0,
         min_weight_fraction_leaf=min(0.5, MIN_LEAF_WEIGHT / float(samples.w.sum())),
     )
     forest.fit(samples.x, samples.y, sample_weight=samples.w)
-    return ClassifierHead(forest, n_classes)
+    if network is None:
+        return ClassifierHead(forest, n_classes)
+    return DeferringHead(forest, n_classes, network, defer=n_classes)
 
 
 def last_layer(
     model: ServerModel, base: ServerModel, corrections: list[Correction], source: FeatureSource, **_: object
 ) -> tuple[ServerModel, dict[str, Any]]:
-    """A forest head over the model's features, learnt from corrections, anchors and replay."""
-    samples, trust = training_samples(model, base, corrections, source)
-    head = fit_forest(samples, model.n_classes)
-    return model.with_head(head, learnt=True), fit_info(corrections, samples, trust)
+    """A forest head over the model's features, learnt from corrections, anchors, replay and the
+    pixels handed back to the network."""
+    samples, trust, say = training_samples(model, base, corrections, source)
+    head = fit_forest(samples, model.n_classes, network_head(model, base))
+    return model.with_head(head, learnt=True), fit_info(corrections, samples, trust, say)
 
 
 def crossval_last_layer(
@@ -125,7 +161,8 @@ def crossval_last_layer(
 ) -> dict[str, Any]:
     """Cross-validated scores of last_layer on these corrections (smaller forests, same samples)."""
     samples = training_samples(model, base, corrections, source)[0]
-    fit = lambda part: fit_forest(part, model.n_classes, trees=CV_TREES)  # noqa: E731
+    network = network_head(model, base)
+    fit = lambda part: fit_forest(part, model.n_classes, network, trees=CV_TREES)  # noqa: E731
     return cross_validate(samples, [c.value for c in corrections], model.classes, fit)
 
 
@@ -172,7 +209,8 @@ def last_k_layers(
 
 
 def _base_trust(base: ServerModel, corrections: list[Correction], source: FeatureSource) -> Trust:
-    return training_samples(base, base, corrections, source)[1]
+    labelled = source.samples(model_features(base), base.extractor_id, corrections, base.n_classes, None)
+    return base_trust(base, base.n_classes, labelled)
 
 
 def crossval_last_k(
