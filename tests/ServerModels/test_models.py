@@ -6,7 +6,7 @@ import pytest
 from web_tool.errors import LandCoverError, ModelError
 from web_tool.ServerModels import get_model, list_models
 from web_tool.ServerModels.base import smoothed
-from web_tool.ServerModels.heads import LinearHead
+from web_tool.ServerModels.heads import FeatureCountError, LinearHead
 from web_tool.ServerModels.keras_io import resolve_model_path
 from web_tool.ServerModels.keras_model import KerasSegmentationModel
 
@@ -137,6 +137,8 @@ def test_a_deferring_head_hands_its_network_share_to_the_network_head():
     assert (probs[y < 2].argmax(axis=1) == y[y < 2]).all()
     again = head_from_arrays(deferring.to_arrays())
     assert isinstance(again, DeferringHead) and np.allclose(again.predict(x), probs)
+    with pytest.raises(FeatureCountError, match="learnt from 2 features"):
+        deferring.predict(np.zeros((4, 3), np.float32))
     grown = deferring.grown()
     assert grown.n_classes == 4 and np.allclose(grown.predict(x)[:, 3], 0, atol=1e-6)
     assert np.allclose(grown.predict(x)[:, :3], probs, atol=1e-5)

@@ -111,13 +111,17 @@ class ClassifierHead(Head):
     def n_classes(self) -> int:
         return self._n_classes
 
-    def predict(self, feats: np.ndarray) -> np.ndarray:
+    def check_features(self, feats: np.ndarray) -> None:
+        """FeatureCountError unless `feats` have as many features as the classifier learnt from."""
         expected = self.classifier.n_features_in_
         if feats.shape[-1] != expected:
             raise FeatureCountError(
                 f"this model learnt from {expected} features per pixel but the imagery gives"
                 f" {feats.shape[-1]}: it was trained on imagery with another band count"
             )
+
+    def predict(self, feats: np.ndarray) -> np.ndarray:
+        self.check_features(feats)
         out = np.zeros((len(feats), self.n_classes), np.float32)
         seen = np.asarray(self.classifier.classes_, dtype=np.int64)
         for start in range(0, len(feats), self.chunk):  # bounded temporary memory for large inputs
@@ -160,28 +164,19 @@ class DeferringHead(ClassifierHead):
         self.base, self.defer = base, defer
 
     def predict(self, feats: np.ndarray) -> np.ndarray:
+        self.check_features(feats)
         out = np.zeros((len(feats), self.n_classes), np.float32)
         labels = np.asarray(self.classifier.classes_, dtype=np.int64)
         own = labels != self.defer
-        for start in range(0, len(feats), self.chunk):
+        for start in range(0, len(feats), self.chunk):  # bounded temporary memory for large inputs
             part = feats[start : start + self.chunk]
-            q = self._proba(part)
+            q = self.classifier.predict_proba(part)
             piece = out[start : start + len(part)]
             piece[:, labels[own]] = q[:, own]
             if not own.all():
                 base = self.base.predict(part)
                 piece[:, : base.shape[1]] += q[:, ~own] * base
         return out
-
-    def _proba(self, part: np.ndarray) -> np.ndarray:
-        expected = self.classifier.n_features_in_
-        if part.shape[-1] != expected:
-            raise FeatureCountError(
-                f"this model learnt from {expected} features per pixel but the imagery gives"
-                f" {part.shape[-1]}: it was trained on imagery with another band count"
-            )
-        proba: np.ndarray = self.classifier.predict_proba(part)
-        return proba
 
     def grown(self) -> DeferringHead:
         return DeferringHead(self.classifier, self.n_classes + 1, self.base.grown(), self.defer, self.chunk)
