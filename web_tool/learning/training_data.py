@@ -376,12 +376,20 @@ class FeatureSource:
         return out
 
 
-def confirms(c: Correction) -> bool:
-    """Whether the map the user saw already gave most of the correction's pixels (those where it is
-    known: its sampled pixels, see FeatureSource.seen_maps) its class."""
-    assert c.seen is not None
+def shown(c: Correction) -> np.ndarray:
+    """The classes the map the user saw gave the correction's pixels, where it is known (its sampled
+    pixels, see FeatureSource.seen_maps); none without a seen map."""
+    if c.seen is None:
+        return np.zeros(0, np.uint8)
     seen = c.seen[c.rows, c.cols]
-    seen = seen[seen != NO_CLASS]
+    known: np.ndarray = seen[seen != NO_CLASS]
+    return known
+
+
+def confirms(c: Correction) -> bool:
+    """Whether the map the user saw already gave most of the correction's pixels its class."""
+    assert c.seen is not None
+    seen = shown(c)
     return bool(seen.size and np.mean(seen == c.value) > 0.5)
 
 
@@ -468,13 +476,11 @@ def network_say(network: LinearHead, corrections: list[Correction], labelled: Sa
     hits, n = np.zeros(k), np.zeros(k)
     said = network.predict(labelled.x).argmax(axis=-1) if len(labelled) else np.zeros(0, np.int64)
     for i, c in enumerate(corrections):
-        mine = labelled.group == i
-        if not mine.any() or c.seen is None:
+        mine, seen = labelled.group == i, shown(c)
+        if not mine.any() or not seen.size:
             continue
         vote = int(np.bincount(said[mine]).argmax())
-        seen = c.seen[c.rows, c.cols]
-        seen = seen[seen != NO_CLASS]
-        if seen.size and int(np.bincount(seen).argmax()) != vote:
+        if int(np.bincount(seen).argmax()) != vote:
             hits[vote] += vote == c.value
             n[vote] += 1
     hits, n = np.append(hits, hits.sum()), np.append(n, n.sum())
