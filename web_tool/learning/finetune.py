@@ -107,15 +107,29 @@ def network_head(model: ServerModel, base: ServerModel) -> LinearHead | None:
     return head if isinstance(head, LinearHead) and model.extractor_id == base.extractor_id else None
 
 
+def cache_key(model: ServerModel, base: ServerModel) -> object:
+    """The key `model`'s features are cached under: the base model's extractor, if it is the same."""
+    return model.extractor_id if model.extractor_id == base.extractor_id else None
+
+
+def labelled_samples(
+    model: ServerModel, base: ServerModel, corrections: list[Correction], source: FeatureSource
+) -> tuple[Samples, Trust]:
+    """(the corrected pixels' samples over `model`'s features, how far the base model's replay
+    sample counts for each class, judged from them)."""
+    labelled = source.samples(
+        model_features(model), cache_key(model, base), corrections, model.n_classes, None
+    )
+    return labelled, base_trust(base, model.n_classes, labelled)
+
+
 def training_samples(
     model: ServerModel, base: ServerModel, corrections: list[Correction], source: FeatureSource
 ) -> tuple[Samples, Trust, np.ndarray | None]:
     """(samples over `model`'s features, how far the base model's replay sample counts for each
     class, how far the network's own map does (None: no network to hand pixels back to))."""
-    key = model.extractor_id if model.extractor_id == base.extractor_id else None
-    extract = model_features(model)
-    labelled = source.samples(extract, key, corrections, model.n_classes, base_trust=None)
-    trust = base_trust(base, model.n_classes, labelled)
+    key, extract = cache_key(model, base), model_features(model)
+    labelled, trust = labelled_samples(model, base, corrections, source)
     samples = source.samples(extract, key, corrections, model.n_classes, base_trust=trust)
     network = network_head(model, base)
     if network is None:
@@ -209,8 +223,7 @@ def last_k_layers(
 
 
 def _base_trust(base: ServerModel, corrections: list[Correction], source: FeatureSource) -> Trust:
-    labelled = source.samples(model_features(base), base.extractor_id, corrections, base.n_classes, None)
-    return base_trust(base, base.n_classes, labelled)
+    return labelled_samples(base, base, corrections, source)[1]
 
 
 def crossval_last_k(
