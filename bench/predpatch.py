@@ -106,7 +106,7 @@ def stage_runs(loader, model, extent, weights, colors) -> dict:
     pad = model.padding
     padded, patch = read_padded(loader, extent, pad)
     probs = model.predict(padded.data)[pad:-pad, pad:-pad]
-    hard, soft, score = render_maps(probs, weights, colors)
+    _, hard, soft, score = render_maps(probs, weights, colors)
     response = pred_patch(loader, model, extent, weights)
     return {
         "stage: read + warp": lambda: read_padded(loader, extent, pad),

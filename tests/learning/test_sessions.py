@@ -92,11 +92,11 @@ def test_with_the_class_map_suggestions_avoid_the_edges_between_classes():
     probs[:, 32:] = [0.1, 0.9]
     probs[:, 31:33] = [0.5, 0.5]  # the most uncertain pixels: the edge between the two classes
     probs[20, 10] = [0.7, 0.3]  # less unsure, inside the left class
-    hard = np.where(probs.argmax(-1)[..., None] == 0, [255, 0, 0], [0, 0, 255]).astype(np.uint8)
+    classes = probs.argmax(-1).astype(np.uint8)
     grid = Grid(WEB_MERCATOR, Affine(1, 0, 0, 0, -1, 0), 64, 64)
     edge_blind = suggestions(uncertainty(probs), np.ones((64, 64), bool), grid, n=3)
     assert 30 < edge_blind[0]["x"] < 34
-    points = suggestions(uncertainty(probs), np.ones((64, 64), bool), grid, n=3, hard=hard)
+    points = suggestions(uncertainty(probs), np.ones((64, 64), bool), grid, n=3, classes=classes)
     assert all(not 28 < p["x"] < 36 for p in points)  # at least 2 px from the class edge (x 31..33)
     assert (points[0]["x"], points[0]["y"]) == (10.5, -20.5)
 

@@ -47,10 +47,15 @@ def reweight(probs: np.ndarray, weights: list[float] | None) -> np.ndarray:
     return out
 
 
+def class_rgb(classes: np.ndarray, colors: np.ndarray) -> np.ndarray:
+    """HxWx3 uint8: the colour of each pixel's class (HxW indices)."""
+    rgb: np.ndarray = colors.astype(np.uint8)[classes]
+    return rgb
+
+
 def hard_rgb(probs: np.ndarray, colors: np.ndarray) -> np.ndarray:
     """HxWx3 uint8: the colour of each pixel's most likely class."""
-    rgb: np.ndarray = colors.astype(np.uint8)[probs.argmax(axis=-1)]  # numpy's argmax(axis) is Any
-    return rgb
+    return class_rgb(probs.argmax(axis=-1), colors)
 
 
 def soft_rgb(probs: np.ndarray, colors: np.ndarray) -> np.ndarray:

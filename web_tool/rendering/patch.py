@@ -20,7 +20,7 @@ from web_tool.geometry import Extent, Grid
 from web_tool.rendering.images import (
     check_weights,
     class_colors,
-    hard_rgb,
+    class_rgb,
     png_base64,
     reweight,
     soft_rgb,
@@ -65,24 +65,26 @@ def get_input(loader: DataLoader, extent: Extent) -> dict[str, str]:
 
 def predicted_maps(
     model: ServerModel, padded: Patch, weights: list[float] | None, colors: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(hard RGB, soft RGB, uncertainty) HxW maps of the extent inside `padded` (which has the
-    model's context on every side), predicted block by block."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(classes, hard RGB, soft RGB, uncertainty) HxW maps of the extent inside `padded` (which has
+    the model's context on every side), predicted block by block."""
     pad = model.padding
     shape = (padded.grid.height - 2 * pad, padded.grid.width - 2 * pad)
+    classes = np.empty(shape, np.uint8)
     hard, soft = np.empty((*shape, 3), np.uint8), np.empty((*shape, 3), np.uint8)
     score = np.empty(shape, np.float32)
     for block, probs in predict_blocks(model.predict, padded.data, pad, model.n_classes):
-        hard[block], soft[block], score[block] = render_maps(probs, weights, colors)
-    return hard, soft, score
+        classes[block], hard[block], soft[block], score[block] = render_maps(probs, weights, colors)
+    return classes, hard, soft, score
 
 
 def render_maps(
     probs: np.ndarray, weights: list[float] | None, colors: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(hard RGB, soft RGB, uncertainty) of HxWxC probabilities, reweighted by `weights`."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(classes, hard RGB, soft RGB, uncertainty) of HxWxC probabilities, reweighted by `weights`."""
     probs = reweight(probs, weights)
-    return hard_rgb(probs, colors), soft_rgb(probs, colors), uncertainty(probs)
+    classes = probs.argmax(axis=-1).astype(np.uint8)
+    return classes, class_rgb(classes, colors), soft_rgb(probs, colors), uncertainty(probs)
 
 
 def encode_maps(patch: Patch, hard: np.ndarray, soft: np.ndarray, score: np.ndarray) -> dict[str, str]:
@@ -114,10 +116,10 @@ def pred_patch(
     check_weights(weights, model.n_classes)
     padded, patch = read_padded(loader, extent, model.padding)
     imagery = RENDER_POOL.submit(lambda: png_base64(input_rgb(patch)))  # while the model runs
-    hard, soft, score = predicted_maps(model, padded, weights, colors)
+    class_map, hard, soft, score = predicted_maps(model, padded, weights, colors)
     return {
         "model_name": model.name,
         "input_naip": imagery.result(),
         **encode_maps(patch, hard, soft, score),
-        "suggestions": suggestions(score, patch.valid, patch.grid, hard=hard),
+        "suggestions": suggestions(score, patch.valid, patch.grid, classes=class_map),
     }

@@ -58,25 +58,27 @@ def uncertainty_rgba(score: np.ndarray, valid: np.ndarray) -> np.ndarray:
 INTERIOR_RADIUS = 2
 
 
-def interior(hard: np.ndarray, radius: int = INTERIOR_RADIUS) -> np.ndarray:
-    """HxW: whether the pixel's (2r+1)^2 neighbourhood of the HxWx3 class-colour map holds one colour."""
-    rgb = hard.astype(np.float32)
-    packed = rgb[..., 0] * 65536 + rgb[..., 1] * 256 + rgb[..., 2]
+def interior(classes: np.ndarray, radius: int = INTERIOR_RADIUS) -> np.ndarray:
+    """HxW: whether the pixel's (2r+1)^2 neighbourhood of the HxW uint8 class map holds one class."""
     kernel = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
-    low = cv2.erode(packed, kernel, borderType=cv2.BORDER_REPLICATE)
-    high = cv2.dilate(packed, kernel, borderType=cv2.BORDER_REPLICATE)
+    low = cv2.erode(classes, kernel, borderType=cv2.BORDER_REPLICATE)
+    high = cv2.dilate(classes, kernel, borderType=cv2.BORDER_REPLICATE)
     same: np.ndarray = low == high
     return same
 
 
 def suggestions(
-    score: np.ndarray, valid: np.ndarray, grid: Grid, n: int = N_SUGGESTIONS, hard: np.ndarray | None = None
+    score: np.ndarray,
+    valid: np.ndarray,
+    grid: Grid,
+    n: int = N_SUGGESTIONS,
+    classes: np.ndarray | None = None,
 ) -> list[dict[str, float]]:
     """Up to `n` of the most uncertain pixels, spread apart, as {"x", "y", "score"} in grid's CRS;
-    with the class-colour map `hard`, only pixels inside an area of one predicted class."""
+    with the HxW uint8 class map `classes`, only pixels inside an area of one predicted class."""
     h, w = score.shape
     spacing = max(4, int(min(h, w) * MIN_SPACING))
-    keep = valid if hard is None else valid & interior(hard)
+    keep = valid if classes is None else valid & interior(classes)
     masked = np.where(keep if keep.any() else valid, score, -1.0)
     points: list[tuple[float, int, int]] = []
     for r0 in range(0, h, spacing):  # the best pixel of each cell
