@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import time
+import urllib.error
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -65,8 +66,15 @@ class Tool:
         return self.server.post("/predPatch", body)
 
     def predict(self, patch: Patch) -> tuple[np.ndarray, list[dict]]:
-        """(class per native pixel, IGNORE where nothing is predicted; the response's suggestions)."""
-        response = self.pred_patch(patch.bounds_3857)
+        """(class per native pixel, IGNORE where nothing is predicted; the response's suggestions).
+        A model that has learnt nothing yet (`--model features` before two classes) answers 409:
+        nothing is predicted."""
+        try:
+            response = self.pred_patch(patch.bounds_3857)
+        except urllib.error.HTTPError as exc:
+            if exc.code != 409:
+                raise
+            return np.full(patch.truth.shape, IGNORE, np.int16), []
         return patch.to_native(self.decode(response["output_hard"])), response.get("suggestions") or []
 
     def decode(self, png_b64: str) -> np.ndarray:
