@@ -7,7 +7,10 @@ part gives for `last_k_layers`):
   each correction). A correction weighs sqrt(its pixel count): a click 1, a 100-pixel stroke 10.
 - **anchors**: pixels around a correction with the class the map the user saw showed there: what
   the user left alone counts as accepted. Around a correction made on a map the session learnt
-  (the user's own work), always: this keeps a later round from undoing an earlier one. Around one
+  (the user's own work), as far as the user is hunting that map's errors (`error_hunting`): this
+  keeps a later round from undoing an earlier one. A user who labels points the map already had
+  right (random points, the tool's suggestions) has not judged what lies around them: anchors
+  there would teach the forest its own map back, errors and all. Around one
   made on the base model's map, only where it confirms that map (the user labelled the class it
   already showed) and as far as that map is trusted (`Trust.map`): so clicks on a map that is
   already right never make it worse, while a click that corrects the base model lies in a patch
@@ -74,6 +77,8 @@ HANDED_BACK_WEIGHT = 2.0
 SAY_FLOOR = 0.5
 #: each class's `network_say` before any evidence, and how many corrections' worth that guess weighs
 SAY_PRIOR, SAY_PRIOR_WEIGHT = 0.5, 6.0
+#: `error_hunting` before any evidence is 1 (the user corrects errors), worth this many corrections
+HUNT_PRIOR_WEIGHT = 4.0
 
 
 @dataclass
@@ -275,17 +280,17 @@ class FeatureSource:
             return out
 
     def _anchors(
-        self, c: Correction, i: int, values: np.ndarray, weight: float, base_trust: Trust
+        self, c: Correction, i: int, values: np.ndarray, weight: float, base_trust: Trust, hunting: float
     ) -> Samples:
         """The anchor samples of correction `c` (the `i`-th), together weighing as much as it does:
-        around a correction made on a learnt map, or one that confirms the base model's map (as
-        many as that map is trusted); none around one that corrects the base model (a patch of its
-        errors more often than not)."""
+        around a correction made on a learnt map (as many as the user is `hunting` its errors), or
+        one that confirms the base model's map (as many as that map is trusted); none around one
+        that corrects the base model (a patch of its errors more often than not)."""
         assert c.seen is not None
         _, _, rows, cols = self.pixels(c)
         seen = c.seen[rows, cols].astype(np.int64)
         if c.seen_trust is not None:  # a map the session learnt: the user's own work
-            trust = c.seen_trust
+            trust = c.seen_trust * hunting
         else:  # the base model's map: only around a click that confirms it, as far as it is trusted
             trust = base_trust.map if confirms(c) else 0.0
         keep = (seen < NO_CLASS) & thinned(np.full(len(seen), trust), c.id or 0)
@@ -347,7 +352,7 @@ class FeatureSource:
     ) -> Samples:
         """Corrections, anchors and replay, weighted as the module says; `base_trust` is how far the
         base model is to be trusted (see `base_trust`), None: the corrections alone."""
-        parts = []
+        parts, hunting = [], error_hunting(corrections)
         for i, c in enumerate(corrections):
             labelled, anchors = self.values(extract, key, c, radius)
             weight = correction_weight(c)
@@ -361,7 +366,7 @@ class FeatureSource:
                 )
             )
             if len(anchors) and c.seen is not None and base_trust is not None:  # the user saw a map
-                parts.append(self._anchors(c, i, anchors, weight, base_trust))
+                parts.append(self._anchors(c, i, anchors, weight, base_trust, hunting))
         out = Samples.concat(parts)
         out.y = out.y.astype(np.int64)
         out = out.subset((out.y < n_classes) & (out.w > 0))  # seen classes undone since; untrusted maps
@@ -391,6 +396,20 @@ def confirms(c: Correction) -> bool:
     assert c.seen is not None
     seen = shown(c)
     return bool(seen.size and np.mean(seen == c.value) > 0.5)
+
+
+def error_hunting(corrections: list[Correction]) -> float:
+    """How far the user is correcting the learnt maps' errors, rather than labelling points they
+    already had right: the share of the corrections made on a map the session learnt that gave
+    most of their pixels another class, from HUNT_PRIOR_WEIGHT corrections' worth of 1.
+
+    Only then has the user judged the map around a correction, and left it alone as right. On the
+    real development imagery (bench/hitl_real.py, 200 clicks) a user labelling random pixels got
+    0.908 of them right with anchors at full weight and 0.926 with this, a user clicking errors
+    0.936 and 0.937."""
+    learnt = [c for c in corrections if c.seen is not None and c.seen_trust is not None and shown(c).size]
+    fixes = sum(not confirms(c) for c in learnt)
+    return (fixes + HUNT_PRIOR_WEIGHT) / (len(learnt) + HUNT_PRIOR_WEIGHT)
 
 
 def thinned(trust: np.ndarray, seed: int) -> np.ndarray:
