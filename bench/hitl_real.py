@@ -79,6 +79,11 @@ def median(values) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def count(values) -> str:
+    """The median of counts (clicks, pixels), as a count: "25", "34.5" (two seeds' middle)."""
+    return f"{median(values):g}"
+
+
 def med(runs: list[list[dict]], i: int, who: str, what: str) -> float:
     """Median over seeds of row i's `what` ("accuracy", "miou") for learner `who`."""
     return median(run[i][who][what] for run in runs if who in run[i])
@@ -88,7 +93,7 @@ def curve_table(runs: list[list[dict]], learners: list[str]) -> str:
     header = ["clicks", "labelled px"] + [f"{who} {what}" for who in learners for what in ("acc.", "mIoU")]
     rows = []
     for i in range(len(runs[0])):
-        cells = [median(run[i]["clicks"] for run in runs), median(run[i]["labelled"] for run in runs)]
+        cells = [count(run[i]["clicks"] for run in runs), count(run[i]["labelled"] for run in runs)]
         for who, what in ((who, what) for who in learners for what in ("accuracy", "miou")):
             cells.append(f"{med(runs, i, who, what):.3f}" if who in runs[0][i] else "")
         rows.append(cells)
@@ -150,7 +155,7 @@ def strategy_table(look: str, results: dict) -> str:
     rows = []
     for i in range(len(first[0])):
         pairs = [(med(r, i, "tool", "accuracy"), med(r, i, "tool", "miou")) for r in runs.values()]
-        rows.append([median(run[i]["clicks"] for run in first), *(f"{a:.3f} / {m:.3f}" for a, m in pairs)])
+        rows.append([count(run[i]["clicks"] for run in first), *(f"{a:.3f} / {m:.3f}" for a, m in pairs)])
     return markdown_table(["clicks", *runs], rows)
 
 
