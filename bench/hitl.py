@@ -233,8 +233,10 @@ def print_tables(results: dict, args) -> None:
         rows.append([strategy, 0, f"{base_miou:.3f}", "", f"{base_acc:.3f}", "", ""])
         for clicks, miou, acc, seconds, metrics in r["rows"]:
             hold = "too few"
-            if metrics.get("holdout_pixels"):
-                hold = f"{metrics['accuracy_before']:.2f} → {metrics['accuracy']:.2f}"
+            if "accuracy" in metrics:  # crossval over the corrections (learning/crossval.py)
+                hold = f"{metrics['accuracy']:.2f} of {metrics['scored']}"
+                if "accuracy_before" in metrics:
+                    hold = f"{metrics['accuracy_before']:.2f} → {hold}"
             rows.append(
                 [
                     strategy,
@@ -246,7 +248,15 @@ def print_tables(results: dict, args) -> None:
                     hold,
                 ]
             )
-    header = ["strategy", "clicks", "mean IoU", "Δ vs base", "pixel acc.", "retrain s", "hold-out acc."]
+    header = [
+        "strategy",
+        "clicks",
+        "mean IoU",
+        "Δ vs base",
+        "pixel acc.",
+        "retrain s",
+        "cross-val acc. of corrections",
+    ]
     print(markdown_table(header, rows))
     print()
     latency = [
