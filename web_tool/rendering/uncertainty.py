@@ -7,8 +7,8 @@ beat random clicks when it picks the most uncertain pixels anywhere: those lie o
 classes, where labels are least sure. So suggestions are the most uncertain pixels *inside* areas
 of one predicted class (5 x 5 px), at most one per cell of a coarse lattice and at least a cell
 apart, so they spread over the patch. bench/hitl_real.py --strategy suggested, 4 seeds, 200 clicks:
-naip2014 0.919 accuracy (random clicks 0.913, the edge-blind suggestions 0.901), naip2011 0.859
-(random 0.879, edge-blind 0.838).
+naip2014 0.920 accuracy (random clicks 0.923; the edge-blind suggestions 0.901 in an earlier run),
+naip2011 0.884 (random 0.884, edge-blind 0.838): level with random clicks, not ahead.
 """
 
 from __future__ import annotations
