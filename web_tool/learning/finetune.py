@@ -21,7 +21,6 @@ and `check(base, **options)`, run at start-up, refuses options the base model ca
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -131,13 +130,11 @@ def training_samples(
     class, how far the network's own map does (None: no network to hand pixels back to))."""
     key, extract = cache_key(model, base), model_features(model)
     labelled, trust = labelled_samples(model, base, corrections, source)
-    network = network_head(model, base)
-    say = None if network is None else network_say(network, corrections, labelled)
-    if say is not None:
-        trust = dataclasses.replace(trust, said=float(say[-1]))
     samples = source.samples(extract, key, corrections, model.n_classes, base_trust=trust)
-    if network is None or say is None:
+    network = network_head(model, base)
+    if network is None:
         return samples, trust, None
+    say = network_say(network, corrections, labelled)
     samples = displace_anchors(samples, network, network_gate(say))
     back = source.handed_back(extract, key, corrections, network, say, label=model.n_classes)
     return (samples if back is None else Samples.concat([samples, back])), trust, say

@@ -12,7 +12,7 @@ part gives for `last_k_layers`):
   right (random points, the tool's suggestions) has not judged what lies around them: anchors
   there would teach the forest its own map back, errors and all. Around one
   made on the base model's map, only where it confirms that map (the user labelled the class it
-  already showed) and as far as that map is trusted (`Trust.confirmed`): so clicks on a map that is
+  already showed) and as far as that map is trusted (`Trust.map`): so clicks on a map that is
   already right never make it worse, while a click that corrects the base model lies in a patch
   of its errors more often than not, and a chance hit of a base model that is mostly wrong
   (the synthetic demo model on real NAIP) is no evidence for the map around it.
@@ -28,11 +28,9 @@ everything like those errors. A network that is right on most of the imagery (th
 on imagery like its training data) lost its map to the retrains that way for good
 (`bench/hitl_real.py`, a network 88 % right on real NAIP: 0.16 after 25 clicks on its errors, 0.36
 after 200). The forest cannot copy the network back from a few pixels; it can learn where to leave
-the map to it. The first retrain cannot tell yet (every correction so far was of the network's own
-map, which says nothing either way), so it keeps the network's map around the clicks that confirm
-it as far as the network's say before any evidence (`Trust.confirmed`: the same network 0.65 after
-the first round, not 0.16); the next ones can tell, where the user sides with the network against
-the learnt map (0.83-0.87 from the second round on).
+the map to it. The first retrain still cannot tell (every correction so far was of the network's own
+map, which says nothing either way); the next ones can, where the user sides with the network
+against the learnt map (the same network: 0.83 from the second round on).
 
 How much the replay sample counts follows the evidence, per class: how well the base model agrees
 with the user's corrections of that class, none of which it was trained on, starting from PRIOR
@@ -294,7 +292,7 @@ class FeatureSource:
         if c.seen_trust is not None:  # a map the session learnt: the user's own work
             trust = c.seen_trust * hunting
         else:  # the base model's map: only around a click that confirms it, as far as it is trusted
-            trust = base_trust.confirmed if confirms(c) else 0.0
+            trust = base_trust.map if confirms(c) else 0.0
         keep = (seen < NO_CLASS) & thinned(np.full(len(seen), trust), c.id or 0)
         return Samples(
             values[keep],
@@ -431,28 +429,12 @@ class Trust:
     precision: np.ndarray
     recall: np.ndarray
     agreement: float
-    #: the network's say over all classes (`network_say`), where the forest may hand pixels back
-    #: to it; 0 where there is no such network
-    said: float = 0.0
 
     @property
     def map(self) -> float:
         """The base model's map counts for nothing while it disagrees with half of what the user
         checked, and fully once it agrees with all of it."""
         return max(0.0, 2 * self.agreement - 1)
-
-    @property
-    def confirmed(self) -> float:
-        """How far the base model's map counts around a correction that confirms it: as far as the
-        corrections trust that map (`map`), or as far as the network has kept its word where the
-        user chose between it and a learnt map (`said`: SAY_PRIOR before any such choice).
-
-        The corrections alone cannot tell a network right on most of the imagery from one that is
-        not: a user correcting errors finds it wrong wherever they click. Without `said`, a
-        network 88 % right on real NAIP fell to 0.16 after a first retrain on 25 clicks on its
-        errors and 9 confirming ones; with it, 0.65 (bench/hitl_real.py, one seed), while the demo
-        model (46 % right there) loses its say as the user sides against it."""
-        return max(self.map, self.said)
 
     @property
     def replay(self) -> np.ndarray:
