@@ -30,7 +30,7 @@ on imagery like its training data) lost its map to the retrains that way for goo
 after 200). The forest cannot copy the network back from a few pixels; it can learn where to leave
 the map to it. The first retrain still cannot tell (every correction so far was of the network's own
 map, which says nothing either way); the next ones can, where the user sides with the network
-against the learnt map (the same network: 0.83 from the second round on).
+against the learnt map (the same network: 0.87 from the second round on).
 
 How much the replay sample counts follows the evidence, per class: how well the base model agrees
 with the user's corrections of that class, none of which it was trained on, starting from PRIOR
