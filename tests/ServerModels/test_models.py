@@ -137,6 +137,8 @@ def test_a_deferring_head_hands_its_network_share_to_the_network_head():
     assert (probs[y < 2].argmax(axis=1) == y[y < 2]).all()
     again = head_from_arrays(deferring.to_arrays())
     assert isinstance(again, DeferringHead) and np.allclose(again.predict(x), probs)
+    chunked = DeferringHead(deferring.classifier, 3, network, defer=3, chunk=7)  # 90 rows in 13 chunks
+    assert np.allclose(chunked.predict(x), probs)
     with pytest.raises(FeatureCountError, match="learnt from 2 features"):
         deferring.predict(np.zeros((4, 3), np.float32))
     grown = deferring.grown()

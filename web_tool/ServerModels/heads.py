@@ -123,11 +123,15 @@ class ClassifierHead(Head):
     def predict(self, feats: np.ndarray) -> np.ndarray:
         self.check_features(feats)
         out = np.zeros((len(feats), self.n_classes), np.float32)
-        seen = np.asarray(self.classifier.classes_, dtype=np.int64)
         for start in range(0, len(feats), self.chunk):  # bounded temporary memory for large inputs
             part = feats[start : start + self.chunk]
-            out[start : start + len(part), seen] = self.classifier.predict_proba(part)
+            self._fill(out[start : start + len(part)], part)
         return out
+
+    def _fill(self, out: np.ndarray, part: np.ndarray) -> None:
+        """Write the class probabilities of the feature rows `part` into the zeroed rows `out`."""
+        seen = np.asarray(self.classifier.classes_, dtype=np.int64)
+        out[:, seen] = self.classifier.predict_proba(part)
 
     def grown(self) -> ClassifierHead:
         return ClassifierHead(self.classifier, self.n_classes + 1, self.chunk)
@@ -163,20 +167,14 @@ class DeferringHead(ClassifierHead):
         super().__init__(classifier, n_classes, chunk)
         self.base, self.defer = base, defer
 
-    def predict(self, feats: np.ndarray) -> np.ndarray:
-        self.check_features(feats)
-        out = np.zeros((len(feats), self.n_classes), np.float32)
+    def _fill(self, out: np.ndarray, part: np.ndarray) -> None:
         labels = np.asarray(self.classifier.classes_, dtype=np.int64)
         own = labels != self.defer
-        for start in range(0, len(feats), self.chunk):  # bounded temporary memory for large inputs
-            part = feats[start : start + self.chunk]
-            q = self.classifier.predict_proba(part)
-            piece = out[start : start + len(part)]
-            piece[:, labels[own]] = q[:, own]
-            if not own.all():
-                base = self.base.predict(part)
-                piece[:, : base.shape[1]] += q[:, ~own] * base
-        return out
+        q = self.classifier.predict_proba(part)
+        out[:, labels[own]] = q[:, own]
+        if not own.all():
+            base = self.base.predict(part)
+            out[:, : base.shape[1]] += q[:, ~own] * base
 
     def grown(self) -> DeferringHead:
         return DeferringHead(self.classifier, self.n_classes + 1, self.base.grown(), self.defer, self.chunk)
