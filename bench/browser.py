@@ -9,8 +9,11 @@ map's continuous prediction layer has loaded the view's tiles (they are heavy re
 while the view is still filling waits behind them, which this does not measure). Each click is a little
 beside the last (a fresh square, never an image the browser has seen), and after each one the very
 request the page sent is replayed with a plain HTTP client against the same server: the HTTP
-/predPatch time of the same square, measured in turns with the clicks. It prints medians and
-their ratio (issue 15 aims at 1.3x at most).
+/predPatch time of the same square, measured in turns with the clicks. Clicks and replays both
+wait until the page is still (no tile loading, no CSS animation running: an animating page draws
+frames, and without a GPU chromium draws them on the cores the server needs). It prints medians
+and their ratio (issue 15 aims at 1.3x at most), and what the idle page costs: chromium's CPU
+(all its processes) over 2 s, right after a prediction and once the page is still.
 
     python bench/browser.py [--repeat 7] [--sizes 256 512]
 """
@@ -22,6 +25,7 @@ import statistics
 import sys
 import time
 
+import psutil
 from common import REPO, ServerProcess, markdown_table
 
 sys.path.insert(0, str(REPO / "scripts"))
@@ -46,9 +50,10 @@ INSTRUMENT = """() => {
   }).observe(document.querySelector("#map"),
              {subtree: true, childList: true, attributes: true, attributeFilter: ["src"]});
 }"""
-#: no prediction tile of the view is still loading
+#: no prediction tile of the view is still loading, nothing on the page animates
 SETTLED = """() => ![...document.querySelectorAll('.prediction-tiles img, .uncertainty-tiles img')]
-  .some((tile) => !tile.classList.contains('leaflet-tile-loaded'))"""
+  .some((tile) => !tile.classList.contains('leaflet-tile-loaded'))
+  && !document.getAnimations().some((a) => a.playState === 'running')"""
 #: zoom so that a predicted square is about `px` screen pixels wide, centred on the dataset
 ZOOM = """(px) => { const s = landcover.state, m = landcover.map;
   const [w, south, e, n] = s.dataset.bounds_4326, lat = (south + n) / 2;
@@ -91,6 +96,31 @@ def click_to_overlay(page, x: float, y: float) -> tuple[float, dict]:
     return (drawn - clicked) / 1000, response.value.request.post_data_json
 
 
+def chromium_cpu() -> float:
+    """CPU seconds used so far by every chromium process this bench started."""
+    total = 0.0
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if "chrom" in proc.name():
+                times = proc.cpu_times()
+                total += times.user + times.system
+        except psutil.Error:  # a process that ended meanwhile
+            pass
+    return total
+
+
+def idle_cost(page, seconds: float = 2.0) -> dict:
+    """Chromium's CPU (cores) over `seconds` right after a prediction is drawn, then once still."""
+    out = {}
+    for when in ("after a prediction", "still"):
+        if when == "still":
+            settle(page)
+        start = chromium_cpu()
+        time.sleep(seconds)
+        out[when] = (chromium_cpu() - start) / seconds
+    return out
+
+
 def measure(page, server, size: int, repeat: int) -> dict:
     page.select_option("#patch-size", str(size))
     page.evaluate(ZOOM, 600)
@@ -100,6 +130,7 @@ def measure(page, server, size: int, repeat: int) -> dict:
     for i in range(repeat + 1):  # the first round warms up (a session, the model's graph)
         x, y = cx + 7 * (i % 5 - 2), cy + 5 * (i // 5 - 1)  # a fresh square each time
         took, body = click_to_overlay(page, x, y)
+        settle(page)
         t0 = time.perf_counter()
         server.post("/predPatch", body)
         if i:
@@ -128,6 +159,9 @@ def main() -> None:
             for size in args.sizes:
                 results.append(measure(page, server, size, args.repeat))
                 print(f"  {size} px done", flush=True)
+            box = page.locator("#map").bounding_box()
+            click_to_overlay(page, box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+            idle = idle_cost(page)
         finally:
             browser.close()
     rows = []
@@ -145,6 +179,10 @@ def main() -> None:
     print(f"\n{args.repeat} clicks per size, medians; chromium {CHROMIUM}\n")
     header = ["patch px", "click → overlay drawn ms", "HTTP /predPatch ms", "browser / HTTP", "aim"]
     print(markdown_table(header, rows))
+    print(
+        "\nThe idle page, chromium's CPU in cores (all its processes, 2 s each): "
+        + ", ".join(f"{when} {cores:.2f}" for when, cores in idle.items())
+    )
 
 
 if __name__ == "__main__":

@@ -224,7 +224,7 @@ class MapPage:
         return response.value.request.post_data_json
 
     def wait_predictions(self) -> None:
-        self.page.wait_for_function("() => !document.querySelector('.result-card.is-busy')")
+        self.page.wait_for_function("() => !document.querySelector('.result-card[aria-busy]')")
 
     def overlay_src(self) -> str:
         return self.page.locator(OVERLAY).get_attribute("src")

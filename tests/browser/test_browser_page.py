@@ -153,10 +153,18 @@ def test_bug4_the_map_says_it_waits_and_a_second_click_cancels_the_first(open_pa
     failed = []
     page.on("requestfailed", lambda r: "/predPatch" in r.url and failed.append(r.failure))
     cx, cy = mp.dataset_center()
+    held = []  # the first request waits here until the page has shown that it waits
+    page.route("**/predPatch", lambda route: held.append(route))
     with page.expect_request("**/predPatch"):
         mp.shift_click(cx - 50, cy)
-    assert "predicting" in page.locator(".map-status").inner_text()
+    assert page.locator(".result-card").get_attribute("aria-busy") == "true"  # at once
+    # the spinners only after a short wait (a quick answer shows none)
+    page.wait_for_function(
+        "() => document.querySelector('.map-status').textContent.includes('predicting the square')"
+    )
+    assert page.locator(".result-card.is-busy[aria-busy='true']").count() == 1
     assert page.locator("path.patch-outline.busy").count() == 1
+    page.unroute("**/predPatch")  # lets the held request go on (to the page's offline router)
     with page.expect_response("**/predPatch") as second:
         mp.shift_click(cx + 50, cy)
     assert second.value.ok

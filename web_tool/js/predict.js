@@ -53,6 +53,7 @@ export function cancelPredictions() {
     if (r.controller) {
       r.controller.abort();
       r.controller = null;
+      waiting(server, r, false);
       setCardStatus(server, "cancelled", "");
       any = true;
     }
@@ -62,15 +63,35 @@ export function cancelPredictions() {
   return any;
 }
 
+/** Waits shorter than this show no spinner: most squares come back sooner, and a spinning page
+ *  makes chromium without a GPU draw frames on the very cores the server is predicting on
+ *  (bench/browser.py). The card says it waits at once, to assistive technology (aria-busy). */
+const QUIET_MS = 300;
+
+/** Mark `server`'s card as waiting for request `r` (the spinners after QUIET_MS), or no longer. */
+function waiting(server, r, on) {
+  clearTimeout(r.spinners);
+  if (!on) {
+    card(server)?.removeAttribute("aria-busy");
+    return;
+  }
+  card(server)?.setAttribute("aria-busy", "true");
+  r.spinners = setTimeout(() => {
+    setCardStatus(server, "predicting…", "busy");
+    busy("predict", "predicting the square… (Esc cancels)");
+    outline?.getElement()?.classList.add("busy");
+  }, QUIET_MS);
+}
+
 async function predictOn(server, extent) {
   const previous = requests.get(server);
   previous?.controller?.abort(); // a second click cancels the first
+  if (previous) waiting(server, previous, false);
   const controller = new AbortController();
   const id = (previous?.id || 0) + 1;
-  requests.set(server, { id, controller });
-  setCardStatus(server, "predicting…", "busy");
-  busy("predict", "predicting the square… (Esc cancels)");
-  outline?.getElement()?.classList.add("busy");
+  const request = { id, controller };
+  requests.set(server, request);
+  waiting(server, request, true);
   const classes = classesBody();
   const body = { extent, weights: weights(), classes, dataset: state.dataset.name, signal: controller.signal };
   const current = () => requests.get(server).id === id;
@@ -79,7 +100,8 @@ async function predictOn(server, extent) {
       ? await withSession(server, (session) => server.predPatch({ ...body, session }))
       : await server.predPatch({ ...body, session: currentSession(server) });
     if (!current()) return;
-    requests.get(server).controller = null;
+    request.controller = null;
+    waiting(server, request, false);
     results.set(server, { ...result, extent, colors: classes.map((c) => c.color) });
     setCardStatus(server, result.modelName ? `model: ${result.modelName}` : "done", "ok");
     updateCard(server);
@@ -88,7 +110,8 @@ async function predictOn(server, extent) {
     whenIdle(() => indexClasses(server)); // its pixel loop would hold up drawing the overlay
   } catch (err) {
     if (!current() || controller.signal.aborted) return;
-    requests.get(server).controller = null;
+    request.controller = null;
+    waiting(server, request, false);
     results.delete(server);
     updateCard(server);
     setCardStatus(server, errorText(err), "error");
