@@ -255,6 +255,21 @@ def test_uncertainty_overlay_and_label_suggestions_when_the_server_sends_them(op
         assert uncertainty.count() == 0
 
 
+def test_the_page_is_still_once_a_prediction_is_drawn(open_page):
+    """Nothing keeps animating after an answer (suggestion rings included): without a GPU,
+    chromium draws every frame on the cores the server predicts on."""
+    mp = open_page()
+    page = mp.page
+    with page.expect_response("**/predPatch") as response:
+        mp.shift_click(*mp.dataset_center())
+    assert response.value.json().get("suggestions"), "the demo server sends suggestions"
+    mp.wait_predictions()
+    page.wait_for_selector(".leaflet-suggestions-pane path.suggestion")
+    page.wait_for_function("() => document.querySelector('.map-status').hidden")  # the view's tiles too
+    running = "document.getAnimations().filter((a) => a.playState === 'running').map((a) => a.animationName)"
+    assert page.evaluate(running) == []
+
+
 def test_the_page_says_when_its_only_server_cannot_be_reached(open_page, dead_url):
     mine = f'export default [{{ name: "offline box", url: "{dead_url}" }}];'
     mp = open_page(endpoints_mine=mine, wait_ready=False)
