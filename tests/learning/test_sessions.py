@@ -101,6 +101,23 @@ def test_with_the_class_map_suggestions_avoid_the_edges_between_classes():
     assert (points[0]["x"], points[0]["y"]) == (10.5, -20.5)
 
 
+def test_with_the_class_map_the_predicted_classes_take_turns():
+    probs = np.full((64, 64, 2), [0.9, 0.1], np.float32)
+    probs[40:56, 40:56] = [0.2, 0.8]  # a small area of class 1, its pixels fairly sure
+    probs[40:56, 40:56][5, 5] = [0.35, 0.65]
+    for r, c in [(8, 8), (8, 30), (30, 8), (20, 50)]:  # class 0: the most uncertain pixels
+        probs[r, c] = [0.55, 0.45]
+    classes = probs.argmax(-1).astype(np.uint8)
+    grid = Grid(WEB_MERCATOR, Affine(1, 0, 0, 0, -1, 0), 64, 64)
+    points = suggestions(uncertainty(probs), np.ones((64, 64), bool), grid, n=2, classes=classes)
+    doubts = [(8.5, -8.5), (30.5, -8.5), (8.5, -30.5), (50.5, -20.5)]
+    assert (points[0]["x"], points[0]["y"]) in doubts
+    assert (points[1]["x"], points[1]["y"]) == (45.5, -45.5)  # class 1's most uncertain pixel
+    # without the class map, class 0's doubts take every place
+    blind = suggestions(uncertainty(probs), np.ones((64, 64), bool), grid, n=2)
+    assert all(p["score"] == pytest.approx(blind[0]["score"]) for p in blind)
+
+
 def test_store_removes_temp_files_and_unlisted_checkpoints_at_start_up(tmp_path):
     store = Store(tmp_path)
     head = LinearHead(np.ones((2, 3), np.float32), np.zeros(3, np.float32))

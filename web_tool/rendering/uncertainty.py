@@ -87,10 +87,20 @@ def suggestions(
             i, j = np.unravel_index(int(cell.argmax()), cell.shape)
             if cell[i, j] >= 0:
                 points.append((float(cell[i, j]), r0 + int(i), c0 + int(j)))
+    # the predicted classes take turns, most uncertain first within each: a rare class (a few
+    # roofs) gets labels too, instead of only the class whose area holds the most doubt
+    queues: dict[int, list[tuple[float, int, int]]] = {}
+    for point in sorted(points, reverse=True):
+        key = 0 if classes is None else int(classes[point[1], point[2]])
+        queues.setdefault(key, []).append(point)
     chosen: list[tuple[float, int, int]] = []
-    for s, r, c in sorted(points, reverse=True):
-        if all((r - r2) ** 2 + (c - c2) ** 2 >= spacing**2 for _, r2, c2 in chosen):
-            chosen.append((s, r, c))
+    while len(chosen) < n and any(queues.values()):
+        for queue in sorted(queues.values(), key=lambda q: -q[0][0] if q else 0.0):
+            while queue:
+                s, r, c = queue.pop(0)
+                if all((r - r2) ** 2 + (c - c2) ** 2 >= spacing**2 for _, r2, c2 in chosen):
+                    chosen.append((s, r, c))
+                    break
             if len(chosen) == n:
                 break
     out = []
