@@ -109,16 +109,18 @@ def chromium_cpu() -> float:
     return total
 
 
+def cores_used(seconds: float) -> float:
+    """Chromium's CPU over the next `seconds`, in cores."""
+    start = chromium_cpu()
+    time.sleep(seconds)
+    return (chromium_cpu() - start) / seconds
+
+
 def idle_cost(page, seconds: float = 2.0) -> dict:
     """Chromium's CPU (cores) over `seconds` right after a prediction is drawn, then once still."""
-    out = {}
-    for when in ("after a prediction", "still"):
-        if when == "still":
-            settle(page)
-        start = chromium_cpu()
-        time.sleep(seconds)
-        out[when] = (chromium_cpu() - start) / seconds
-    return out
+    after = cores_used(seconds)
+    settle(page)
+    return {"after a prediction": after, "still": cores_used(seconds)}
 
 
 def measure(page, server, size: int, repeat: int) -> dict:

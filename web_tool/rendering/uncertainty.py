@@ -98,7 +98,7 @@ def suggestions(
         queues.setdefault(key, []).append(point)
     chosen: list[tuple[float, int, int]] = []
     while len(chosen) < n and any(queues.values()):
-        for queue in sorted(queues.values(), key=lambda q: -q[0][0] if q else 0.0):
+        for queue in sorted((q for q in queues.values() if q), key=lambda q: -q[0][0]):
             while queue:
                 s, r, c = queue.pop(0)
                 if all((r - r2) ** 2 + (c - c2) ** 2 >= spacing**2 for _, r2, c2 in chosen):
