@@ -8,9 +8,12 @@ only, looks at the prediction of the *training* half of area b (top), clicks pix
 at least SPACING px apart) with their true class, and retrains after 10, 50 and 200 clicks. After
 each retrain the mean IoU on the *held-out* half of area b (bottom) is measured against the label
 rasters (prediction via /predPatch, labels read into the same grid). Then the retrain with 200
-clicks is repeated (retrain, undo) to get its median latency.
+clicks is repeated (retrain, undo) to get its median latency. Which pixels a user happens to click
+moves the 200-click mean IoU by up to 0.1, so each strategy is run for several users (seeds, a
+new session each) and the tables show medians.
 
-    python bench/hitl.py [--quick] [--strategies last_layer last_k_layers] [--data DIR] [--model_fn M]
+    python bench/hitl.py [--quick] [--seeds N] [--strategies last_layer last_k_layers]
+                         [--data DIR] [--model_fn M]
 
 Prints Markdown tables. `--quick` (a smoke run): 10 and 50 clicks on 512 px parts of area b.
 """
@@ -161,7 +164,7 @@ def decode_png(b64: str) -> np.ndarray:
 def run_strategy(strategy: str, args, datasets_json: Path, state: Path, labels: DataLoader) -> dict:
     train, held = parts(args.data, args.quick)
     stages = (10, 50) if args.quick else (10, 50, 200)
-    out = {"rows": [], "latency": None}
+    out: dict = {"runs": [], "latency": None}
     cmd = [
         "--datasets_json",
         str(datasets_json),
@@ -175,18 +178,24 @@ def run_strategy(strategy: str, args, datasets_json: Path, state: Path, labels: 
         str(args.k),
     ]
     with ServerProcess(*cmd) as server:
-        user = User(server, labels, server.post("/sessions", {})["session"], seed=args.seed)
-        out["base"] = user.score(held)
-        for clicks in stages:
-            user.click_until(train, clicks)
-            t0 = time.perf_counter()
-            result = server.post("/retrainModel", {"session": user.session})
-            seconds = time.perf_counter() - t0
-            miou, acc = user.score(held)
-            out["rows"].append((len(user.clicks), miou, acc, seconds, result["metrics"]))
-            print(f"  {len(user.clicks)} clicks: mIoU {miou:.3f}, retrain {seconds:.2f} s", flush=True)
+        for seed in range(args.seed, args.seed + args.seeds):  # a new session (a new model) per seed
+            user = User(server, labels, server.post("/sessions", {})["session"], seed=seed)
+            out["base"] = user.score(held)
+            runs = []
+            for clicks in stages:
+                user.click_until(train, clicks)
+                t0 = time.perf_counter()
+                result = server.post("/retrainModel", {"session": user.session})
+                seconds = time.perf_counter() - t0
+                miou, acc = user.score(held)
+                runs.append((len(user.clicks), miou, acc, seconds, result["metrics"]))
+                print(
+                    f"  seed {seed}, {len(user.clicks)} clicks: mIoU {miou:.3f}, retrain {seconds:.2f} s",
+                    flush=True,
+                )
+            out["runs"].append(runs)
         times = []
-        for _ in range(args.repeat):  # the retrain with all clicks again, from the same model each time
+        for _ in range(args.repeat):  # the last seed's retrain with all clicks again, from the same model
             server.post("/doUndo", {"session": user.session})
             t0 = time.perf_counter()
             server.post("/retrainModel", {"session": user.session})
@@ -203,7 +212,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model_fn", type=Path, default=DEMO_MODEL, help="demo model (without .keras)")
     parser.add_argument("--k", type=int, default=2, help="layers tuned by last_k_layers (head included)")
     parser.add_argument("--repeat", type=int, default=5, help="timed retrains with all clicks (median)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="the first seed of the simulated user's clicks")
+    parser.add_argument(
+        "--seeds", type=int, default=3, help="users (seeds) per strategy; the tables show their medians"
+    )
     parser.add_argument("--wait", type=float, default=1800, help="seconds to wait for the demo files")
     args = parser.parse_args(argv)
     args.model_fn = args.model_fn.with_suffix("") if args.model_fn.suffix == ".keras" else args.model_fn
@@ -226,17 +238,19 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_tables(results: dict, args) -> None:
     part = "512 px squares" if args.quick else "halves (2048 x 1024 px each)"
-    print(f"\nDemo area b, {part}: clicks from the top part, mean IoU on the held-out bottom part.\n")
+    print(f"\nDemo area b, {part}: clicks from the top part, mean IoU on the held-out bottom part.")
+    print(f"Medians over {args.seeds} simulated users (seeds {args.seed}..{args.seed + args.seeds - 1}).\n")
     rows = []
     for strategy, r in results.items():
         base_miou, base_acc = r["base"]
-        rows.append([strategy, 0, f"{base_miou:.3f}", "", f"{base_acc:.3f}", "", ""])
-        for clicks, miou, acc, seconds, metrics in r["rows"]:
-            hold = "too few"
-            if "accuracy" in metrics:  # crossval over the corrections (learning/crossval.py)
-                hold = f"{metrics['accuracy']:.2f} of {metrics['scored']}"
-                if "accuracy_before" in metrics:
-                    hold = f"{metrics['accuracy_before']:.2f} → {hold}"
+        rows.append([strategy, 0, f"{base_miou:.3f}", "", f"{base_acc:.3f}", "", "", ""])
+        for stage in zip(*r["runs"], strict=True):  # the same round of every seed
+            counts = sorted({run[0] for run in stage})  # fewer than asked where a part runs out of errors
+            clicks = "–".join(str(c) for c in counts[:: max(1, len(counts) - 1)])
+            mious = [run[1] for run in stage]
+            miou, acc, seconds = (statistics.median(run[k] for run in stage) for k in (1, 2, 3))
+            held = [run[4]["accuracy"] for run in stage if "accuracy" in run[4]]
+            hold = f"{statistics.median(held):.2f}" if len(held) == len(stage) else "too few"
             rows.append(
                 [
                     strategy,
@@ -246,6 +260,7 @@ def print_tables(results: dict, args) -> None:
                     f"{acc:.3f}",
                     f"{seconds:.2f}",
                     hold,
+                    " ".join(f"{m:.3f}" for m in mious),
                 ]
             )
     header = [
@@ -256,6 +271,7 @@ def print_tables(results: dict, args) -> None:
         "pixel acc.",
         "retrain s",
         "cross-val acc. of corrections",
+        "mean IoU per seed",
     ]
     print(markdown_table(header, rows))
     print()
