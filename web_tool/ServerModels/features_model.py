@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from web_tool.ServerModels.base import ServerModel
+from web_tool.ServerModels.base import ServerModel, edge_filled
 from web_tool.ServerModels.filterbank import CONTEXT, filter_bank
 
 
@@ -33,7 +33,7 @@ class FeatureModel(ServerModel):
         super().__init__(name or "features", classes or [], head=None)
 
     def features(self, image: np.ndarray) -> np.ndarray:
-        return filter_bank(image)
+        return filter_bank(edge_filled(image))
 
     @property
     def extractor_id(self) -> object:

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from web_tool.errors import IncompatibleError, ModelError
-from web_tool.ServerModels.base import ServerModel
+from web_tool.ServerModels.base import ServerModel, edge_filled
 from web_tool.ServerModels.filterbank import filter_bank
 from web_tool.ServerModels.heads import LinearHead
 from web_tool.ServerModels.keras_io import load_keras_model, split_head
@@ -78,7 +78,7 @@ class KerasSegmentationModel(ServerModel):
     def deep_features(self, image: np.ndarray) -> np.ndarray:
         """HxWxB uint8 → HxWxF float32 features of the network's body (tiled for large images)."""
         self._check_bands(image)
-        (feats,) = run_tiled(self._run_body, image, self.window, self.overlap, self.multiple)
+        (feats,) = run_tiled(self._run_body, edge_filled(image), self.window, self.overlap, self.multiple)
         return feats
 
     def _check_bands(self, image: np.ndarray) -> None:
@@ -95,6 +95,7 @@ class KerasSegmentationModel(ServerModel):
         return [self._body_fn(network_input(batch)).numpy()]
 
     def features(self, image: np.ndarray) -> np.ndarray:
+        image = edge_filled(image)
         deep = self.deep_features(image)
         own = self.network_head.predict(deep)
         return np.concatenate([deep, own, filter_bank(image)], axis=-1)
@@ -114,7 +115,7 @@ class KerasSegmentationModel(ServerModel):
         def network(batch: np.ndarray) -> list[np.ndarray]:
             return [self._probs_fn(network_input(batch), head.kernel, head.bias).numpy()]
 
-        (probs,) = run_tiled(network, image, self.window, self.overlap, self.multiple)
+        (probs,) = run_tiled(network, edge_filled(image), self.window, self.overlap, self.multiple)
         return probs
 
     def in_bfloat16(self) -> KerasSegmentationModel:

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 
 from web_tool.errors import IncompatibleError, ModelError
-from web_tool.ServerModels.base import ServerModel
+from web_tool.ServerModels.base import ServerModel, edge_filled
 from web_tool.ServerModels.heads import LinearHead
 from web_tool.ServerModels.keras_model import KerasSegmentationModel, copy_body
 from web_tool.ServerModels.tiling import run_tiled
@@ -82,7 +82,7 @@ def run_network(model: KerasSegmentationModel, network: keras.Model, image: np.n
     def run(batch: np.ndarray) -> list[np.ndarray]:
         return [np.asarray(network(batch.astype(np.float32) / 255.0, training=False), np.float32)]
 
-    return run_tiled(run, image, model.window, model.overlap, model.multiple)[0]
+    return run_tiled(run, edge_filled(image), model.window, model.overlap, model.multiple)[0]
 
 
 @dataclass
