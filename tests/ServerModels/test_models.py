@@ -1,5 +1,6 @@
 """ServerModels: the registry, finding model files the seed's ways, and real Keras inference."""
 
+import cv2
 import numpy as np
 import pytest
 
@@ -144,3 +145,24 @@ def test_a_deferring_head_hands_its_network_share_to_the_network_head():
     grown = deferring.grown()
     assert grown.n_classes == 4 and np.allclose(grown.predict(x)[:, 3], 0, atol=1e-6)
     assert np.allclose(grown.predict(x)[:, :3], probs, atol=1e-5)
+
+
+def test_beyond_the_imagerys_edge_a_model_sees_the_edge_carried_on_not_black():
+    from web_tool.ServerModels.base import edge_filled
+    from web_tool.ServerModels.features_model import FeatureModel
+    from web_tool.ServerModels.filterbank import filter_bank
+
+    rng = np.random.default_rng(0)
+    tile = rng.integers(1, 256, (40, 50, 4), dtype=np.uint8)
+    canvas = np.zeros((100, 110, 4), np.uint8)  # no imagery around the tile (as DataLoader reads it)
+    canvas[30:70, 30:80] = tile
+    filled = edge_filled(canvas)
+    assert (filled[30:70, 30:80] == tile).all()  # the imagery itself is untouched
+    assert (filled[:30, 45] == tile[0, 15]).all() and (filled[85, 95] == tile[-1, -1]).all()
+    # the filter bank at the tile's own pixels is then what it is on the tile with its edges replicated
+    replicated = cv2.copyMakeBorder(tile, 30, 30, 30, 30, cv2.BORDER_REPLICATE)
+    features = FeatureModel().features(canvas)
+    np.testing.assert_allclose(features[30:70, 30:80], filter_bank(replicated)[30:70, 30:80], atol=1e-5)
+    assert not np.allclose(filter_bank(canvas)[30:70, 30:80], features[30:70, 30:80], atol=1e-3)
+    nothing_missing, all_missing = tile.copy(), canvas[:5, :5]
+    assert edge_filled(nothing_missing) is nothing_missing and edge_filled(all_missing) is all_missing
