@@ -4,13 +4,14 @@ Serves the real development patches (../shared/data/chesapeake-wv-dev: 8 tiles o
 with Chesapeake land-cover labels) with the seed's launch line plus `--dataset`. A simulated user
 (bench/simulated_user.py), in its own session and through the HTTP API only, first confirms 3
 interior pixels of each class present, then clicks in rounds up to a cumulative 25, 50, 100, 200
-and 400 clicks (`--strategy wrong`: wrongly predicted pixels, classes in turn), retraining after
-each round; then `/predPatch` over every patch is scored against the labels on the patches' own
-pixel grid (pixel accuracy; IoU of each class present and their mean). On the very same clicks,
+and 400 clicks (`--strategy wrong`: wrongly predicted pixels, classes in turn; `right`: rightly
+predicted ones, without the confirming clicks; `random`; `suggested`: the tool's suggestions),
+retraining after each round; then `/predPatch` over every patch is scored against the labels on the
+patches' own pixel grid (pixel accuracy; IoU of each class present and their mean). On the very same clicks,
 round by round, two tools that need no pretrained model are trained and scored on the same pixels:
 a random forest on bands + NDVI and one on ilastik's filter bank (bench/forests.py).
 
-    python bench/hitl_real.py [--look naip2014 naip2011] [--strategy wrong random suggested]
+    python bench/hitl_real.py [--look naip2014 naip2011] [--strategy wrong right random suggested]
         [--rounds 25 50 100 200 400] [--seeds 3] [--quick] [--model features]
         [--server_args "--fine_tune last_k_layers"]
 

@@ -5,10 +5,13 @@ sampled onto the patch's native grid, see devset.Patch.to_native), a click (`/re
 with a box a quarter of a pixel wide at a native pixel's centre: the server labels exactly that
 pixel), `/retrainModel` and `/doUndo`. `User` decides where to click:
 
-- first `confirm()`: 3 clicks per class present in the labels, at random interior pixels of it;
+- first `confirm()` (but for `right`): 3 clicks per class present in the labels, at random interior
+  pixels of it;
 - then `click_until(total)` with its strategy, until `total` strategy clicks were made:
   - `wrong`: classes in turn (a seeded random order each cycle), a seeded random wrongly predicted
     interior pixel of that class;
+  - `right`: classes in turn, a seeded random rightly predicted interior pixel of that class (a user
+    confirming what the map has right: it must never make the map worse);
   - `random`: seeded random interior pixels, whatever the prediction;
   - `suggested`: the points `/predPatch` returns in `suggestions`, the patches in turn, each
     patch's most uncertain first, labelled with their true class (points on no label are
@@ -32,7 +35,7 @@ import cv2
 import numpy as np
 from devset import IGNORE, WEB_MERCATOR, Patch, interior, present_classes
 
-STRATEGIES = ("wrong", "random", "suggested")
+STRATEGIES = ("wrong", "right", "random", "suggested")
 SPACING = 12  # px between two clicks in one patch
 CONFIRM_PER_CLASS = 3
 SUGGESTION_SPLITS = (1, 2, 4)  # the user asks for suggestions on the patches, then their quarters, ...
@@ -147,9 +150,12 @@ class User:
         wanted = total - self.strategy_clicks
         if wanted <= 0:
             return
-        if self.strategy == "wrong":
+        if self.strategy in ("wrong", "right"):
+            right = self.strategy == "right"
             pools = [
-                self._pixels(lambda i, p, k=k: self.interior[i] & (p.truth == k) & (self.preds[i] != k))
+                self._pixels(
+                    lambda i, p, k=k: self.interior[i] & (p.truth == k) & ((self.preds[i] == k) == right)
+                )
                 for k in self.present
             ]
             self._click_from(pools, wanted, shuffle_each_cycle=True)
@@ -233,8 +239,10 @@ class Round:
 
 def learn(user: User, rounds: tuple[int, ...]) -> Iterator[Round]:
     """The session's life: confirming clicks, then per round clicks up to the round's total, a
-    retrain and a prediction of every patch. Expects `user.predict()` to have run (the base map)."""
-    user.confirm()
+    retrain and a prediction of every patch. Expects `user.predict()` to have run (the base map).
+    A user of the `right` strategy only confirms what the map has right: no confirming clicks."""
+    if user.strategy != "right":
+        user.confirm()
     for total in rounds:
         user.click_until(total)
         seconds, response = user.tool.retrain()
