@@ -145,6 +145,35 @@ def test_one_point_in_a_class_gives_estimates_but_no_intervals():
     assert a.overall.value == pytest.approx(0.1 + 0.9 * 0.7) and a.overall.se is None and not a.intervals
 
 
+def test_a_class_sampled_whole_is_known_exactly_even_from_one_point():
+    """A map with one stray pixel of a class still gets intervals when that pixel was sampled."""
+    counts = np.array([[1, 0], [3, 7]])
+    a = stratified(counts, [1, 90], sizes=[1, 90_000])
+    assert a.intervals and a.users[0].value == 1.0 and a.users[0].se == 0.0
+    # the whole-sampled stratum adds nothing: the overall variance is the other stratum's alone
+    w = 90 / 91
+    assert a.overall.se == pytest.approx(np.sqrt(w**2 * 0.7 * 0.3 / 9 * (1 - 10 / 90_000)))
+    assert not stratified(counts, [1, 90]).intervals  # without the sizes nothing says it was whole
+
+
+def test_the_finite_population_correction_scales_each_stratum_by_its_unsampled_share():
+    counts = np.array([[3, 1], [1, 3]])
+    plain = stratified(counts, [8, 8])
+    half = stratified(counts, [8, 8], sizes=[8, 8])  # half of each stratum's pixels sampled
+    assert half.overall.value == plain.overall.value
+    for a, b in zip(
+        [half.overall, *half.users, *half.producers, *half.areas],
+        [plain.overall, *plain.users, *plain.producers, *plain.areas],
+        strict=True,
+    ):
+        assert a.se**2 == pytest.approx(0.5 * b.se**2)
+    # strata far larger than their samples (the paper's example) leave the printed figures unchanged
+    big = stratified(TABLE_8, MAPPED_PIXELS, sizes=MAPPED_PIXELS)
+    assert [round(e.ci95, 2) for e in big.users] == [ci for _, ci in USERS]
+    with pytest.raises(ValueError, match="at least as many"):
+        stratified(counts, [8, 8], sizes=[3, 8])
+
+
 def test_a_class_without_mapped_area_is_no_stratum():
     with_empty = stratified(np.array([[5, 1, 0], [2, 8, 0], [0, 0, 0]]), [40, 60, 0])
     without = stratified(np.array([[5, 1], [2, 8]]), [40, 60])

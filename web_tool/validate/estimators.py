@@ -11,7 +11,10 @@ and each map class's share of the mapped area W_i:
     V(O) = sum_i W_i^2 U_i (1 - U_i) / (n_i. - 1)                                        (eq. 5)
     p_.k = sum_i p_ik         V(p_.k) = sum_i (W_i p_ik - p_ik^2) / (n_i. - 1)           (eqs. 9, 10)
 
-A 95 % confidence interval is the estimate +- 1.96 standard errors, as in the paper. The same
+A 95 % confidence interval is the estimate +- 1.96 standard errors, as in the paper. Given the
+strata's sizes N_i (pixels), every stratum's variance terms take Cochran's finite population
+correction (1 - n_i. / N_i), which the paper leaves out because its strata are huge: a class whose
+every pixel was sampled is then known exactly, even from one point. The same
 formulas are the post-stratified estimators when the points are a simple random (or systematic)
 sample rather than one stratified by the map. Nothing here reads files: counts in, estimates out.
 """
@@ -67,11 +70,13 @@ class Assessment:
     intervals: bool  # False when a stratum has fewer than 2 points (no variances)
 
 
-def stratified(counts: np.ndarray, weights: np.ndarray) -> Assessment:
+def stratified(counts: np.ndarray, weights: np.ndarray, sizes: np.ndarray | None = None) -> Assessment:
     """The stratified estimates from sample `counts` (K x K, map rows) and map area `weights` (K).
 
     Map classes without area are no stratum (their counts are ignored). IncompleteSample when a
-    mapped class has no point; standard errors are None while one has fewer than two points.
+    mapped class has no point; standard errors are None while one has fewer than two points, unless
+    `sizes` (K, the pixels of each stratum, points drawn without replacement) shows that every
+    pixel of that stratum was sampled.
     """
     counts = np.asarray(counts, dtype=np.int64)
     weights = np.asarray(weights, dtype=np.float64)
@@ -92,8 +97,17 @@ def stratified(counts: np.ndarray, weights: np.ndarray) -> Assessment:
     column = p.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         producers_value = np.where(column > 0, np.diag(p) / column, np.nan)
-    intervals = bool((n[strata] >= 2).all())
-    variances = _variances(q, n, weights, users_value, producers_value, column) if intervals else None
+    if sizes is None:
+        unsampled = np.ones(weights.size)
+    else:
+        sizes = np.asarray(sizes, dtype=np.float64)
+        if sizes.shape != weights.shape or (sizes[strata] < n[strata]).any():
+            raise ValueError("sizes must give each stratum's pixels, at least as many as its points")
+        unsampled = 1 - n / np.maximum(sizes, 1)  # Cochran's finite population correction
+    intervals = bool(((n >= 2) | (unsampled == 0))[strata].all())
+    variances = (
+        _variances(q, n, weights, users_value, producers_value, column, unsampled) if intervals else None
+    )
 
     def estimate(value: float, variance: float | None) -> Estimate:
         if not np.isfinite(value):
@@ -135,16 +149,19 @@ def _variances(
     users: np.ndarray,
     producers: np.ndarray,
     column: np.ndarray,
+    unsampled: np.ndarray,
 ) -> Variances:
-    """Equations 5, 6, 7 and 10 (every stratum has at least two points)."""
-    denominator = np.maximum(n - 1, 1)  # strata without weight contribute 0 whatever this is
-    cell = weights[:, None] ** 2 * q * (1 - q) / denominator[:, None]  # W_i^2 q_ij (1 - q_ij) / (n_i - 1)
-    users_var = users * (1 - users) / denominator
+    """Equations 5, 6, 7 and 10, each stratum's terms times its finite population correction
+    `unsampled` (every stratum has at least two points, or was sampled whole)."""
+    # (1 - n_i / N_i) / (n_i - 1); strata without weight, or sampled whole, contribute 0 whatever n_i is
+    factor = unsampled / np.maximum(n - 1, 1)
+    cell = weights[:, None] ** 2 * q * (1 - q) * factor[:, None]  # W_i^2 q_ij (1 - q_ij) / (n_i - 1)
+    users_var = users * (1 - users) * factor
     own = np.diag(cell)  # the j = i terms
     others = cell.sum(axis=0) - own  # sum over i != j
     with np.errstate(invalid="ignore", divide="ignore"):
         producers_var = (
-            weights**2 * (1 - producers) ** 2 * users * (1 - users) / denominator + producers**2 * others
+            weights**2 * (1 - producers) ** 2 * users * (1 - users) * factor + producers**2 * others
         ) / column**2
     return {
         "overall": float((weights**2 * users_var).sum()),

@@ -46,7 +46,10 @@ def sample_report(
     if not total_km2 > 0:
         raise RequestError("the map has no classified pixel: there is nothing to assess")
     try:
-        assessment: Assessment | None = stratified(counts, np.asarray(mapped_km2))
+        # the tool's own samples are drawn without replacement, so a class sampled whole is known;
+        # reference points brought by the user may repeat a pixel
+        sizes = np.asarray(mapped_pixels) if kind == "sample" else None
+        assessment: Assessment | None = stratified(counts, np.asarray(mapped_km2), sizes)
     except IncompleteSample as exc:
         assessment = None
         names = ", ".join(classes[k]["name"] for k in exc.missing)
