@@ -24,6 +24,14 @@ def test_weights_reweight_and_renormalise():
     assert out.argmax() == 1
 
 
+def test_only_the_ratios_of_weights_count_however_large_or_small():
+    probs = np.array([[[0.6, 0.4]]], np.float32)
+    for scale in (1e-300, 1e300):
+        out = reweight(probs, [scale, 3 * scale])
+        np.testing.assert_allclose(out, reweight(probs, [1, 3]), rtol=1e-6)
+    assert np.isfinite(reweight(probs, [1e300, 1])).all()
+
+
 @pytest.mark.parametrize("weights", [[1], [0, 0], [1, 2, 3]])
 def test_weights_must_fit_the_classes(weights):
     with pytest.raises(ClassIndexError):

@@ -37,9 +37,10 @@ def reweight(probs: np.ndarray, weights: list[float] | None) -> np.ndarray:
     if weights is None:
         return probs
     check_weights(weights, probs.shape[-1])
-    w = np.asarray(weights, dtype=np.float32)
-    if w.sum() <= 0:
+    w64 = np.asarray(weights, dtype=np.float64)
+    if not w64.max() > 0:
         raise ClassIndexError("weights must not all be zero")
+    w = (w64 / w64.max()).astype(np.float32)  # only their ratios count: 1e300 fits float32 as 1
     if (w == w[0]).all():
         return probs
     out = probs * w
