@@ -18,7 +18,7 @@ help:
 	@echo "make bench      run the benchmarks under bench/ and print their tables (~45 minutes; more the first time)"
 	@echo "make evaluate   accuracy and mean IoU of the demo model on held-out ground"
 	@echo "make demo-model retrain the demo model (the committed weights are used otherwise)"
-	@echo "make screenshot render docs/screenshot.png of the demo with predictions shown"
+	@echo "make screenshot render the README's pictures (docs/*.png) through the real page"
 
 # The pinned packages, then this project itself in editable mode (web_tool importable from anywhere,
 # e.g. by `dask scheduler` / `dask worker` started from this venv), built with the pinned setuptools.
@@ -95,6 +95,7 @@ bench: venv node demo-data
 
 screenshot: venv node demo-data $(DEMO_MODEL)
 	$(PY) scripts/screenshot.py
+	if [ -d ../shared/data/chesapeake-wv-dev ]; then $(PY) scripts/screenshot_real.py; fi
 
 clean:
 	rm -rf $(DEMO_DIR) web_tool/data/state test-artifacts .pytest_cache .mypy_cache
