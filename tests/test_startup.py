@@ -137,6 +137,8 @@ def exercise(srv, name: str) -> dict:
             "unknown key 'colour' in classes[0]",
         ),
         ({"paths": ["t"], "scale": {"min": 0}}, 'give both "min" and "max"'),
+        ({"paths": ["t"], "resolution": "1 m"}, "resolution is '1 m': expected ground metres per pixel"),
+        ({"paths": ["t"], "resolution": 0}, "resolution is 0: expected ground metres per pixel"),
         ({"paths": ["imagry/*.tif"]}, "no raster file matches \"paths\" ['imagry/*.tif']"),
         (["t"], "its settings must be an object"),
     ],

@@ -154,9 +154,13 @@ def describe(loader: DataLoader) -> str:
     inputs = ", ".join(
         f"{name}←{band}" for name, band in zip(input_names(len(loader.bands)), loader.bands, strict=True)
     )
+    resolution = f"{loader.resolution_m:.2f} m"
+    if loader.config.resolution is not None:
+        own = float(np.median([f.resolution_m for f in loader.files]))
+        resolution = f"served at {resolution} (the files' own {own:.2f} m)"
     return (
         f"dataset {loader.name!r}: {len(loader.files)} file(s), {loader.crs.to_string()},"
-        f" {loader.resolution_m:.2f} m, model inputs {inputs}, {scale}"
+        f" {resolution}, model inputs {inputs}, {scale}"
     )
 
 

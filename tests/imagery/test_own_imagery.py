@@ -229,6 +229,25 @@ def test_a_nodata_value_the_files_do_not_declare_can_be_configured(tmp_path):
     assert loader.scaling.model.low.min() >= 0  # -9999 kept out of the statistics
 
 
+def test_a_configured_resolution_serves_the_imagery_at_it(tmp_path):
+    """1 m imagery served at 2 m (a model trained at 2 m): grids, reads and /datasets follow."""
+    path = write(tmp_path, "one_m.tif", scene8())
+    native, coarse = loader_for([path]), loader_for([path], resolution=2.0)
+    assert native.resolution_m == pytest.approx(1.0) and coarse.resolution_m == 2.0
+    assert coarse.describe()["resolution"] == 2.0
+    extent = Extent(*BOUNDS, crs=UTM18)
+    fine, half = native.grid_for(extent), coarse.grid_for(extent)
+    assert abs(half.width - fine.width / 2) <= 1 and abs(half.height - fine.height / 2) <= 1
+    patch = coarse.read(half)
+    assert patch.data.shape[:2] == (half.height, half.width) and patch.valid[2:-2, 2:-2].all()
+    # each coarse pixel holds the mean of the 2 x 2 fine pixels under it, not one of them
+    sharp, soft = native.read(fine).data[..., 0].astype(float), patch.data[..., 0].astype(float)
+    h, w = soft.shape
+    blocks = sharp[: 2 * h, : 2 * w].reshape(h, 2, w, 2).mean(axis=(1, 3))
+    inside = (slice(2, -2), slice(2, -2))
+    assert np.abs(blocks - soft)[inside].mean() < 0.5 < np.abs(sharp[::2, ::2][:h, :w] - soft)[inside].mean()
+
+
 def test_an_internal_mask_is_respected(tmp_path):
     path = write(tmp_path, "m.tif", scene8())
     with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(path, "r+") as dst:

@@ -53,6 +53,8 @@ class DatasetConfig:
     scale: dict[str, Any] | None = None
     #: value that marks missing pixels in files that declare none
     nodata: float | None = None
+    #: ground metres per pixel the dataset is served (and the model fed) at; None: the files' own
+    resolution: float | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -106,6 +108,7 @@ class DatasetEntry(Strict):
     classes: list[ClassEntry] | None = Field(default=None, min_length=1)
     scale: ScaleEntry | None = None
     nodata: float | None = None
+    resolution: float | None = Field(default=None, gt=0, le=10_000)
     default: bool = False
 
 
@@ -116,6 +119,7 @@ KEY_HELP = {
     "classes": 'a list of {"name": "Water", "color": "#0000FF"}',
     "scale": '{"min": [...], "max": [...]} or {"percentiles": [2, 98]}',
     "nodata": "one number",
+    "resolution": "ground metres per pixel to serve the imagery at, e.g. 1.0",
     "default": "true or false",
 }
 
@@ -246,6 +250,7 @@ def make_config(name: str, entry: DatasetEntry, base: Path | None) -> DatasetCon
         default=entry.default,
         scale=entry.scale.model_dump(exclude_none=True) if entry.scale else None,
         nodata=entry.nodata,
+        resolution=entry.resolution,
     )
 
 
