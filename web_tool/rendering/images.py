@@ -40,10 +40,10 @@ def reweight(probs: np.ndarray, weights: list[float] | None) -> np.ndarray:
     w64 = np.asarray(weights, dtype=np.float64)
     if not w64.max() > 0:
         raise ClassIndexError("weights must not all be zero")
-    w = (w64 / w64.max()).astype(np.float32)  # only their ratios count: 1e300 fits float32 as 1
+    w: np.ndarray = (w64 / w64.max()).astype(np.float32)  # only ratios count: 1e300 fits float32 as 1
     if (w == w[0]).all():
         return probs
-    out = probs * w
+    out: np.ndarray = probs * w
     out /= np.maximum(out.sum(axis=-1, keepdims=True), 1e-12)
     return out
 
