@@ -377,16 +377,20 @@ class DataLoader:
         return Grid.covering(ext, res)
 
     def native_grid(self, extent: Extent) -> Grid:
-        """A grid in the CRS of the first file under `extent`, on that file's own pixel lattice."""
+        """A grid in the CRS of the first file under `extent`, on that file's own pixel lattice (with
+        a configured resolution, a lattice of that pixel size from the file's origin)."""
         files = self.files_for(extent) or self.files
         f = files[0]
         ext = extent.to_crs(f.crs)
-        inv = ~f.transform
+        lattice = f.transform
+        if self.config.resolution is not None:
+            lattice = lattice @ Affine.scale(self.config.resolution / f.resolution_m)
+        inv = ~lattice
         c0, r0 = inv @ (ext.xmin, ext.ymax)
         c1, r1 = inv @ (ext.xmax, ext.ymin)
         (c0, c1), (r0, r1) = sorted((c0, c1)), sorted((r0, r1))
         c0, r0, c1, r1 = math.floor(c0), math.floor(r0), math.ceil(c1), math.ceil(r1)
-        transform = f.transform @ Affine.translation(c0, r0)
+        transform = lattice @ Affine.translation(c0, r0)
         return Grid(f.crs, transform, max(1, c1 - c0), max(1, r1 - r0))
 
     def _read_file(

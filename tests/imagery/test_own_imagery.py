@@ -240,6 +240,9 @@ def test_a_configured_resolution_serves_the_imagery_at_it(tmp_path):
     assert abs(half.width - fine.width / 2) <= 1 and abs(half.height - fine.height / 2) <= 1
     patch = coarse.read(half)
     assert patch.data.shape[:2] == (half.height, half.width) and patch.valid[2:-2, 2:-2].all()
+    # corrections and exports (the files' CRS) are at 2 m too
+    assert coarse.native_grid(extent).transform.a == 2.0 and coarse.native_grid(extent).width == 32
+    assert native.native_grid(extent).transform.a == 1.0
     # each coarse pixel holds the mean of the 2 x 2 fine pixels under it, not one of them
     sharp, soft = native.read(fine).data[..., 0].astype(float), patch.data[..., 0].astype(float)
     h, w = soft.shape
