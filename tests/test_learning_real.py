@@ -15,6 +15,8 @@ moves as far as the corrections ask.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -35,14 +37,20 @@ SEED_LINE = ("--model", "nips_hr", "--model_fn", "web_tool/data/demo_model", "--
 ACCURACY_FLOOR = 0.80
 
 
-@pytest.mark.timeout(900)
-def test_100_clicks_on_wrong_pixels_lift_accuracy_above_the_floor(tmp_path):
-    args = ["--dataset", f"dev={devset.DEV_DIR / 'naip2014'}", "--state_dir", str(tmp_path / "state")]
+@contextmanager
+def simulated_user(tmp_path: Path, look: str, strategy: str) -> Iterator[tuple[User, int]]:
+    """(a user with `strategy` in its own session of a server of the seed's launch line serving the
+    development `look`, the number of classes)."""
+    args = ["--dataset", f"dev={devset.DEV_DIR / look}", "--state_dir", str(tmp_path / "state")]
     with ServerProcess(*SEED_LINE, *args) as server:
         server.keep_log()
         tool = Tool(server, "dev")
-        user = User(tool, devset.load("naip2014", tool.class_names), "wrong", seed=0)
-        n_classes = len(tool.classes)
+        yield User(tool, devset.load(look, tool.class_names), strategy, seed=0), len(tool.classes)
+
+
+@pytest.mark.timeout(900)
+def test_100_clicks_on_wrong_pixels_lift_accuracy_above_the_floor(tmp_path):
+    with simulated_user(tmp_path, "naip2014", "wrong") as (user, n_classes):
         before = devset.score(user.patches, user.predict(), n_classes)
         *_, last = learn(user, (25, 50, 100))
     after = devset.score(user.patches, last.preds, n_classes)
@@ -58,12 +66,7 @@ def test_clicks_on_pixels_the_map_has_right_never_make_it_worse(tmp_path):
     """A user who only confirms what the demo model maps right on the summer look (46 % right),
     50 clicks in two rounds: the map keeps at least its accuracy (bench/hitl_real.py --strategy
     right, 4 seeds: 0.422 -> 0.45-0.49 at 25 to 200 clicks)."""
-    args = ["--dataset", f"dev={devset.DEV_DIR / 'naip2011'}", "--state_dir", str(tmp_path / "state")]
-    with ServerProcess(*SEED_LINE, *args) as server:
-        server.keep_log()
-        tool = Tool(server, "dev")
-        user = User(tool, devset.load("naip2011", tool.class_names), "right", seed=0)
-        n_classes = len(tool.classes)
+    with simulated_user(tmp_path, "naip2011", "right") as (user, n_classes):
         base = user.predict()
         before = devset.score(user.patches, base, n_classes)
         rounds = list(learn(user, (25, 50)))
@@ -83,12 +86,7 @@ def test_confirming_what_a_learnt_map_has_right_never_makes_it_worse(tmp_path):
     """100 clicks on errors, then 50 on pixels the learnt map has right, in two rounds: each round
     keeps at least the accuracy the map had (2 seeds by hand, both looks: 0.932 -> 0.934 / 0.934 /
     0.935 at 25 / 50 / 100 confirming clicks, 0.853 -> 0.860 / 0.866 / 0.871 on naip2011)."""
-    args = ["--dataset", f"dev={devset.DEV_DIR / 'naip2014'}", "--state_dir", str(tmp_path / "state")]
-    with ServerProcess(*SEED_LINE, *args) as server:
-        server.keep_log()
-        tool = Tool(server, "dev")
-        user = User(tool, devset.load("naip2014", tool.class_names), "wrong", seed=0)
-        n_classes = len(tool.classes)
+    with simulated_user(tmp_path, "naip2014", "wrong") as (user, n_classes):
         user.predict()
         *_, learnt = learn(user, (25, 50, 100))
         before = devset.score(user.patches, learnt.preds, n_classes)["accuracy"]
