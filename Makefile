@@ -92,6 +92,7 @@ bench: venv node demo-data
 	$(PY) bench/throughput.py
 	$(PY) bench/tiles.py
 	$(PY) bench/validate.py
+	$(PY) bench/resolution.py --res 0.3
 
 screenshot: venv node demo-data $(DEMO_MODEL)
 	$(PY) scripts/screenshot.py
