@@ -247,6 +247,10 @@ def mosaic_dtype(files: list[RasterFile]) -> np.dtype:
     return dtype if dtype.itemsize <= 4 and dtype.kind in "uif" else np.dtype(np.float32)
 
 
+#: a configured resolution may be at most this many times finer than the files' own
+MAX_UPSAMPLING = 4
+
+
 class DataLoader:
     """The rasters of one dataset, indexed by footprint, read into any grid on request.
 
@@ -281,7 +285,15 @@ class DataLoader:
         self.footprint = unary_union([box(*b) for f in self.files for b in f.boxes_3857()])
         #: ground metres per pixel of every grid this dataset is read on: the files' own, or the
         #: configured one (a model trained at 1 m fed 0.6 m imagery would see every object too large)
-        self.resolution_m = config.resolution or float(np.median([f.resolution_m for f in self.files]))
+        own = float(np.median([f.resolution_m for f in self.files]))
+        if config.resolution is not None and config.resolution < own / MAX_UPSAMPLING:
+            raise ConfigError(
+                f"dataset {config.name!r}: resolution {config.resolution:g} m is more than"
+                f" {MAX_UPSAMPLING}x finer than its files' own {own:.2f} m: that adds no detail and"
+                f" multiplies every request's work by {(own / config.resolution) ** 2:.0f}; give"
+                f" {own / MAX_UPSAMPLING:.2f} m or coarser"
+            )
+        self.resolution_m = config.resolution or own
         self.crs = self.files[0].crs
         #: files that failed to read at request time (moved, deleted, damaged): left out from then on
         self.broken: set[str] = set()

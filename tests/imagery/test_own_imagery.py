@@ -251,6 +251,13 @@ def test_a_configured_resolution_serves_the_imagery_at_it(tmp_path):
     assert np.abs(blocks - soft)[inside].mean() < 0.5 < np.abs(sharp[::2, ::2][:h, :w] - soft)[inside].mean()
 
 
+def test_a_resolution_far_finer_than_the_files_is_refused_at_start_up(tmp_path):
+    path = write(tmp_path, "one_m.tif", scene8())
+    assert loader_for([path], resolution=0.25).resolution_m == 0.25  # 4x finer: a model's choice
+    with pytest.raises(ConfigError, match=r"resolution 0.05 m is more than 4x finer .* 400; give 0.25 m"):
+        loader_for([path], resolution=0.05)
+
+
 def test_an_internal_mask_is_respected(tmp_path):
     path = write(tmp_path, "m.tif", scene8())
     with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(path, "r+") as dst:
