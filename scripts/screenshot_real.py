@@ -104,25 +104,24 @@ def panel(rgb: np.ndarray, title: str, size: int = 300) -> Image.Image:
 
 
 def walkthrough(
-    clicks: int, patch_index: int = 0, seed: int = 0
+    browser, clicks: int, patch_index: int = 0, seed: int = 0
 ) -> tuple[Patch, list, np.ndarray, np.ndarray]:
-    """The user's work in the page on development patch `patch_index`, with a server of its own:
-    (the patch, the class colours, the map before, the map after), maps on the patch's grid."""
-    from playwright.sync_api import sync_playwright
-
+    """The user's work in a page of Playwright's `browser` on development patch `patch_index`, with
+    a server of its own: (the patch, the class colours, the map before, the map after), maps on
+    the patch's grid."""
     launch = ["--model", "nips_hr", "--model_fn", "web_tool/data/demo_model", "--fine_tune", "last_layer"]
     with tempfile.TemporaryDirectory(prefix="landcover-real-") as state_dir:
         dataset = ["--dataset", f"naip2014={DEV_DIR / 'naip2014'}", "--state_dir", state_dir]
-        with ServerProcess(*launch, *dataset) as server, sync_playwright() as p:
+        with ServerProcess(*launch, *dataset) as server:
             tool = Tool(server, "naip2014")
             patch = load("naip2014", tool.class_names)[patch_index]
-            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-            page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
+            context = browser.new_context(viewport={"width": 1400, "height": 900})
+            page = context.new_page()
             page.route("**/*", lambda r: r.continue_() if is_local(r.request.url) else r.abort())
             page.goto(server.url + "/")
             page.wait_for_selector("body[data-ready='true']", timeout=120_000)
             before, after = run(page, tool, patch, clicks, seed)
-            browser.close()
+            context.close()
     return patch, tool.colors, before, after
 
 
@@ -134,7 +133,12 @@ def main(argv: list[str] | None = None) -> int:
     if not CHROMIUM.exists():
         print(f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium)", file=sys.stderr)
         return 2
-    patch, colors, before, after = walkthrough(args.clicks, args.patch, args.seed)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        patch, colors, before, after = walkthrough(browser, args.clicks, args.patch, args.seed)
+        browser.close()
     colours = np.array([*colors, (255, 255, 255)], np.uint8)  # IGNORE (-1): white
     a0, a1 = accuracy(before, patch.truth), accuracy(after, patch.truth)
     panels = [

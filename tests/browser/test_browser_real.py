@@ -5,7 +5,6 @@ dataset, 1 m) in Correct mode, one Retrain, and the session's map of the patch i
 from __future__ import annotations
 
 import pytest
-from offline_chromium import CHROMIUM
 from screenshot_real import accuracy, available, walkthrough  # scripts/, on the path (conftest.py)
 
 pytestmark = [
@@ -13,15 +12,14 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.naip,
     pytest.mark.skipif(not available(), reason="../shared/data/chesapeake-wv-dev is absent"),
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed"),
 ]
 
 
 @pytest.mark.timeout(600)
-def test_clicks_in_the_page_on_real_naip_fix_the_map():
+def test_clicks_in_the_page_on_real_naip_fix_the_map(browser):
     """20 clicks on the demo model's errors in the page, then Retrain: the map of the patch goes
     from mostly wrong to mostly right (0.17 -> 0.87 with the README's 30 clicks)."""
-    patch, _, before, after = walkthrough(clicks=20)
+    patch, _, before, after = walkthrough(browser, clicks=20)
     right_before, right_after = accuracy(before, patch.truth), accuracy(after, patch.truth)
     assert right_before < 0.5, "the demo model should not know this ground"
     assert right_after > 0.75 and right_after > right_before + 0.3, (right_before, right_after)
