@@ -93,6 +93,16 @@ def test_pred_patch_returns_the_contract_fields_with_equal_sized_pngs(app_server
     assert "Access-Control-Allow-Origin" not in hdrs  # no page asked: no CORS (origins.py)
 
 
+def test_pred_patch_leaves_the_imagery_out_when_asked_and_maps_the_same(app_server):
+    full = call(app_server, "/predPatch", {"extent": extent_body()})[2]
+    status, _, lean = call(app_server, "/predPatch", {"extent": extent_body(), "input_naip": False})
+    assert status == 200 and "input_naip" not in lean and "input_naip" in full
+    for key in ("output_hard", "output_soft", "output_uncertainty", "suggestions"):
+        assert lean[key] == full[key], key
+    status, _, body = call(app_server, "/predPatch", {"extent": extent_body(), "input_naip": "no"})
+    assert status == 400 and "input_naip" in body["error"]
+
+
 def test_pred_patch_hard_output_uses_class_colours_and_weights_change_it(app_server):
     def hard(weights):
         _, _, body = call(app_server, "/predPatch", {"extent": extent_body(), "weights": weights})

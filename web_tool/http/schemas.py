@@ -153,6 +153,8 @@ class PredPatchRequest(GetInputRequest):
     weights: Weights | None = None
     classes: list[ClassBody] | None = None
     session: SessionId = None
+    #: false: leave the imagery (`input_naip`) out of the answer (the page shows imagery as tiles)
+    input_naip: bool = True
 
 
 def describe_error(exc: ValidationError) -> str:

@@ -137,13 +137,13 @@ export class Server {
 
   // --- seed endpoints ------------------------------------------------------------------------
 
-  /** → {modelName, input, hard, soft, uncertainty, suggestions[]} (images as data: URLs). */
+  /** → {modelName, hard, soft, uncertainty, suggestions[]} (images as data: URLs). The imagery
+   * (`input_naip`, 80 % of the answer) is left out: the map shows it as tiles. */
   async predPatch({ extent, weights, classes, dataset, session, signal }) {
-    const body = { extent: extentBody(extent), weights, classes, dataset, session };
+    const body = { extent: extentBody(extent), weights, classes, dataset, session, input_naip: false };
     const data = await this.request("POST", "/predPatch", body, false, signal);
     return {
       modelName: data.model_name || this.modelName,
-      input: pngUrl(data.input_naip),
       hard: pngUrl(data.output_hard),
       soft: pngUrl(data.output_soft),
       uncertainty: pngUrl(data.output_uncertainty),

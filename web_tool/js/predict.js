@@ -13,7 +13,7 @@ import { prediction, uncertainty } from "./predlayer.js";
 import { addLayer, setOn, isOn, setOpacity as setLayerOpacity, layerEntry } from "./layers.js";
 import { recall, remember, workKey } from "./saved.js";
 
-const results = new Map(); // server → {extent, hard, soft, input, uncertainty, suggestions, modelName, classMap}
+const results = new Map(); // server → {extent, hard, soft, uncertainty, suggestions, modelName, classMap}
 const requests = new Map(); // server → {id, controller} of its newest request
 let overlay = null;
 let uncertaintyOverlay = null;

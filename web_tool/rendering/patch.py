@@ -105,8 +105,10 @@ def pred_patch(
     extent: Extent,
     weights: list[float] | None = None,
     classes: list[dict[str, Any]] | None = None,
+    with_input: bool = True,
 ) -> dict[str, Any]:
-    """The /predPatch response fields for `extent` (besides the echoed request fields)."""
+    """The /predPatch response fields for `extent` (besides the echoed request fields); without
+    `with_input`, no imagery (`input_naip`): nothing encodes it."""
     classes = list(classes or [])
     colors = class_colors(classes + model.classes[len(classes) :])  # classes the request omits: the model's
     if len(colors) != model.n_classes:  # checked before any pixel is read
@@ -115,11 +117,13 @@ def pred_patch(
         )
     check_weights(weights, model.n_classes)
     padded, patch = read_padded(loader, extent, model.padding)
-    imagery = RENDER_POOL.submit(lambda: png_base64(input_rgb(patch)))  # while the model runs
+    imagery = (
+        RENDER_POOL.submit(lambda: png_base64(input_rgb(patch))) if with_input else None
+    )  # while the model runs
     class_map, hard, soft, score = predicted_maps(model, padded, weights, colors)
     return {
         "model_name": model.name,
-        "input_naip": imagery.result(),
+        **({"input_naip": imagery.result()} if imagery is not None else {}),
         **encode_maps(patch, hard, soft, score),
         "suggestions": suggestions(score, patch.valid, patch.grid, classes=class_map),
     }

@@ -59,5 +59,5 @@ def add_routes(app: api.Router, config: AppConfig) -> None:
         loader = config.loader(req.dataset)
         classes = [c.model_dump() for c in req.classes] if req.classes else None
         model = config.model_for(req.session)
-        result = pred_patch(loader, model, req.extent.to_extent(), req.weights, classes)
+        result = pred_patch(loader, model, req.extent.to_extent(), req.weights, classes, req.input_naip)
         return api.json_response({"extent": body["extent"], "weights": body.get("weights"), **result})
