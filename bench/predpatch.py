@@ -5,6 +5,7 @@ For square patches of 256, 512 and 1024 px (at the demo's 1 m), with the seed's 
 run, in turns (so that a busy spell of this shared machine falls on all alike):
   - HTTP:    a real `POST /predPatch` to a server subprocess (read, warp, the model's context on
              every side, inference, four PNGs, JSON) as the client sees it;
+  - page:    the same request as the page sends it, `"input_naip": false` (no imagery PNG);
   - forward: the network's bare forward pass (the Keras network, softmax included, compiled) on the
              same pixels (no context), in this process;
   - seed:    the seed tool's tiling scheme (240 px windows, 40 px margins, its weighted blending,
@@ -159,6 +160,8 @@ def http_report(args) -> list[dict]:
             post = partial(server.post, "/predPatch", body)
             runs = {
                 "http": partial(cpu_of, server_cpu, cpu["http"], post),
+                # the page's own request: the same without the imagery it never shows
+                "page": partial(server.post, "/predPatch", {**body, "input_naip": False}),
                 "forward": partial(cpu_of, time.process_time, cpu["forward"], partial(forward, image)),
             }
             if not args.no_seed:
@@ -193,6 +196,7 @@ def headline_table(results: list[dict]) -> str:
                 f"{r['forward'] * 1000:.0f}",
                 f"{ratio:.2f}x",
                 verdict,
+                f"{r['page'] * 1000:.0f} ({r['page'] / r['forward']:.2f}x)",
                 cpu,
                 *seed,
             ]
@@ -203,6 +207,7 @@ def headline_table(results: list[dict]) -> str:
         "bare forward ms",
         "HTTP / forward",
         "aim",
+        "the page's request ms (/ forward)",
         "CPU ms: server / forward",
         "seed scheme ms",
         "seed / HTTP",
