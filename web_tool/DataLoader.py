@@ -283,9 +283,8 @@ class DataLoader:
         self.index = self._build_index(self.files)
         self.label_index = self._build_index(self.label_files)
         self.footprint = unary_union([box(*b) for f in self.files for b in f.boxes_3857()])
-        #: ground metres per pixel of every grid this dataset is read on: the files' own, or the
-        #: configured one (a model trained at 1 m fed 0.6 m imagery would see every object too large)
-        own = float(np.median([f.resolution_m for f in self.files]))
+        #: the files' own ground metres per pixel (their median)
+        self.files_resolution_m = own = float(np.median([f.resolution_m for f in self.files]))
         if config.resolution is not None and config.resolution < own / MAX_UPSAMPLING:
             raise ConfigError(
                 f"dataset {config.name!r}: resolution {config.resolution:g} m is more than"
@@ -293,6 +292,8 @@ class DataLoader:
                 f" multiplies every request's work by {(own / config.resolution) ** 2:.0f}; give"
                 f" {own / MAX_UPSAMPLING:.2f} m or coarser"
             )
+        #: ground metres per pixel of every grid this dataset is read on: the files' own, or the
+        #: configured one (a model trained at 1 m fed 0.6 m imagery would see every object too large)
         self.resolution_m = config.resolution or own
         self.crs = self.files[0].crs
         #: files that failed to read at request time (moved, deleted, damaged): left out from then on

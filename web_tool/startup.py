@@ -156,8 +156,7 @@ def describe(loader: DataLoader) -> str:
     )
     resolution = f"{loader.resolution_m:.2f} m"
     if loader.config.resolution is not None:
-        own = float(np.median([f.resolution_m for f in loader.files]))
-        resolution = f"served at {resolution} (the files' own {own:.2f} m)"
+        resolution = f"served at {resolution} (the files' own {loader.files_resolution_m:.2f} m)"
     return (
         f"dataset {loader.name!r}: {len(loader.files)} file(s), {loader.crs.to_string()},"
         f" {resolution}, model inputs {inputs}, {scale}"

@@ -117,9 +117,8 @@ def pred_patch(
         )
     check_weights(weights, model.n_classes)
     padded, patch = read_padded(loader, extent, model.padding)
-    imagery = (
-        RENDER_POOL.submit(lambda: png_base64(input_rgb(patch))) if with_input else None
-    )  # while the model runs
+    # the imagery's PNG is encoded while the model runs
+    imagery = RENDER_POOL.submit(lambda: png_base64(input_rgb(patch))) if with_input else None
     class_map, hard, soft, score = predicted_maps(model, padded, weights, colors)
     return {
         "model_name": model.name,
