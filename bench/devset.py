@@ -24,6 +24,7 @@ from rasterio.crs import CRS
 from rasterio.warp import transform, transform_bounds
 
 DEV_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "chesapeake-wv-dev"
+#: the looks of ../shared/data/chesapeake-wv-dev; another folder of the same layout may have others
 LOOKS = ("naip2014", "naip2011")
 #: the data README's mapping of label codes to the tool's classes (15 = no data: ignored)
 CODE_CLASS = {1: "Water", 2: "Forest", 3: "Field", 4: "Built", 5: "Built", 6: "Built"}
@@ -84,8 +85,25 @@ class Patch:
         return r.reshape(h, w), c.reshape(h, w)
 
 
+def looks(root: Path = DEV_DIR) -> list[str]:
+    """The imagery folders beside `lc/` (each a look of the same ground), the known ones first."""
+    found = sorted(p.name for p in root.glob("*") if p.is_dir() and p.name != "lc" and any(p.glob("*.tif")))
+    return [k for k in LOOKS if k in found] + [k for k in found if k not in LOOKS]
+
+
 def available(root: Path = DEV_DIR) -> bool:
-    return (root / "lc").is_dir() and any((root / look).is_dir() for look in LOOKS)
+    return (root / "lc").is_dir() and bool(looks(root))
+
+
+def imagery_path(root: Path, look: str, stem: str) -> Path:
+    """The image of label tile `stem` in `look`: `<stem>_<look>.tif`, else the one `<stem>*.tif` there."""
+    named = root / look / f"{stem}_{look}.tif"
+    if named.exists():
+        return named
+    matches = sorted((root / look).glob(f"{stem}*.tif"))
+    if len(matches) != 1:
+        raise FileNotFoundError(f"{root / look}: {len(matches)} images for label tile {stem} (expected 1)")
+    return matches[0]
 
 
 def load(look: str, classes: list[str], root: Path = DEV_DIR) -> list[Patch]:
@@ -99,7 +117,7 @@ def load(look: str, classes: list[str], root: Path = DEV_DIR) -> list[Patch]:
         stem = label_path.name.removesuffix("_lc.tif")
         with rasterio.open(label_path) as src:
             codes, crs, affine = src.read(1), src.crs, src.transform
-        with rasterio.open(root / look / f"{stem}_{look}.tif") as src:
+        with rasterio.open(imagery_path(root, look, stem)) as src:
             if (src.crs, src.transform, src.shape) != (crs, affine, codes.shape):
                 raise ValueError(f"{stem}: imagery and labels are not on one grid")
             image = np.moveaxis(src.read([1, 2, 3, 4]), 0, -1)

@@ -184,7 +184,9 @@ def report(results: dict, args, names: list[str], learners: list[str]) -> None:
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python bench/hitl_real.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--look", nargs="+", choices=devset.LOOKS, default=["naip2014"])
+    parser.add_argument(
+        "--look", nargs="+", help="imagery folders beside lc/ in --data (default: the first, naip2014 here)"
+    )
     parser.add_argument("--strategy", nargs="+", choices=STRATEGIES, default=["wrong"])
     parser.add_argument("--rounds", nargs="+", type=int, default=list(ROUNDS), help="cumulative clicks")
     parser.add_argument("--seeds", type=int, default=3)
@@ -201,6 +203,11 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds, args.rounds, args.repeat = 1, [25, 100], min(args.repeat, 1)
+    found = devset.looks(args.data)
+    args.look = args.look or found[:1]
+    unknown = [look for look in args.look if look not in found]
+    if unknown and found:
+        parser.error(f"no look {', '.join(unknown)} in {args.data}: it has {', '.join(found)}")
     args.rounds = sorted(set(args.rounds))
     args.timed_round = TIMED_ROUND if TIMED_ROUND in args.rounds else args.rounds[-1]
     return args

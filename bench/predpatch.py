@@ -269,7 +269,7 @@ def agreement(f32, b16, classes: list[str]) -> tuple[float, int] | None:
     if not devset.available():
         return None
     same = total = 0
-    for look in devset.LOOKS:
+    for look in devset.looks():
         for tile in devset.load(look, classes):
             a, b = f32.predict(tile.image).argmax(-1), b16.predict(tile.image).argmax(-1)
             same += int((a == b).sum())

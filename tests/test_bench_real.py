@@ -37,6 +37,37 @@ def test_scores_count_unpredicted_pixels_wrong_and_average_iou_over_present_clas
     assert s["miou"] == pytest.approx((2 / 5 + 2 / 3) / 2)
 
 
+def test_another_folder_of_the_same_layout_serves_with_its_own_looks_and_names(tmp_path):
+    """Labels in lc/, any look folders beside it, images named after the label tile or not."""
+    import rasterio
+
+    profile = {
+        "driver": "GTiff",
+        "width": 8,
+        "height": 8,
+        "crs": UTM17,
+        "transform": Affine(1, 0, 0, 0, -1, 8),
+    }
+    for folder in ("lc", "naip2019", "spring"):
+        (tmp_path / folder).mkdir()
+    with rasterio.open(tmp_path / "lc" / "tile_7_lc.tif", "w", count=1, dtype="uint8", **profile) as dst:
+        dst.write(np.full((1, 8, 8), 2, np.uint8))
+    for path in (
+        tmp_path / "naip2019" / "tile_7_naip2019.tif",
+        tmp_path / "spring" / "tile_7_flown_2020.tif",
+    ):
+        with rasterio.open(path, "w", count=4, dtype="uint8", **profile) as dst:
+            dst.write(np.full((4, 8, 8), 9, np.uint8))
+    assert devset.available(tmp_path) and devset.looks(tmp_path) == ["naip2019", "spring"]
+    for look in devset.looks(tmp_path):
+        (tile,) = devset.load(look, ["Water", "Forest", "Field", "Built"], tmp_path)
+        assert tile.name == "tile_7" and (tile.truth == 1).all() and (tile.image == 9).all()  # code 2: Forest
+    args = hitl_real.parse_args(["--data", str(tmp_path)])
+    assert args.look == ["naip2019"]
+    with pytest.raises(SystemExit):
+        hitl_real.parse_args(["--data", str(tmp_path), "--look", "naip2014"])
+
+
 def test_a_web_mercator_answer_sampled_back_lands_on_the_native_pixels():
     rng = np.random.default_rng(0)
     truth = np.kron(rng.integers(0, 4, (8, 8)), np.ones((8, 8), int))  # 8 m fields
