@@ -123,7 +123,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--datasets_json",
         default=str(DATASETS_JSON),
-        help="named datasets with band order and classes (see README)",
+        help="named datasets: band order, scaling, nodata, classes, the resolution to serve at (see README)",
     )
     parser.add_argument(
         "--state_dir",
