@@ -176,3 +176,38 @@ def test_a_k_the_network_cannot_tune_is_refused_at_start_up(tiny_model_path, tmp
     with pytest.raises(ModelError, match="between 2 and 3"):
         SessionManager(base, tmp_path, "last_k_layers", options={"k": 7})
     SessionManager(base, tmp_path, "last_k_layers", options={"k": 3})
+
+
+def test_a_first_retrain_on_the_base_models_errors_only_says_how_to_keep_its_map(
+    tiny_dataset_dir, tiny_model_path, tmp_path
+):
+    """Corrections that all contradict the base model cannot tell a mostly right network from a
+    mostly wrong one: the first retrain's message says what to do if it was mostly right; one
+    correction that agrees with it, or a later retrain, and the message says nothing of it."""
+    from web_tool.learning.corrections import record as dry_record
+    from web_tool.learning.sessions import ERRORS_ONLY_HINT, SessionManager
+    from web_tool.ServerModels.keras_model import KerasSegmentationModel
+
+    paths = sorted(str(p) for p in tiny_dataset_dir.glob("*.tif"))
+    loader = DataLoader(DatasetConfig(name="tiny", paths=paths))
+    base = KerasSegmentationModel(tiny_model_path, classes=[])
+    boxes = [box(500_010 + 9 * i, 4_300_010 + 5 * i, 500_012 + 9 * i, 4_300_012 + 5 * i) for i in range(6)]
+
+    def base_class(b) -> int:  # the base model's class under a box, as the fit sees it (with context)
+        c = dry_record(loader, b, UTM18, 0, context=base.padding)
+        return int(np.bincount(base.predict(c.image).argmax(-1)[c.rows, c.cols]).argmax())
+
+    said = [base_class(b) for b in boxes]
+    assert len(boxes) >= ERRORS_ONLY_HINT
+    hint = f"All {len(boxes)} corrections were on the model's own errors"
+    runs = {}
+    for agreeing in (0, 1):
+        sessions = SessionManager(base, tmp_path / f"s{agreeing}", "last_layer", replay_path(tiny_model_path))
+        for i, (b, k) in enumerate(zip(boxes, said, strict=True)):
+            sessions.record(None, loader, b, UTM18, k if i < agreeing else (k + 1) % base.n_classes)
+        runs[agreeing] = sessions, sessions.retrain(None)["message"]
+    assert hint in runs[0][1] and "label a few places it has right too" in runs[0][1]
+    assert "own errors" not in runs[1][1]  # one correction agreed with the base model
+    sessions = runs[0][0]  # all on its errors, a second round: that retrain has evidence of its own
+    sessions.record(None, loader, box(500_100, 4_300_100, 500_102, 4_300_102), UTM18, (said[0] + 1) % 4)
+    assert "own errors" not in sessions.retrain(None)["message"]

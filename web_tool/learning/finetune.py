@@ -78,6 +78,7 @@ def fit_info(
         "anchor_pixels": len(samples) - labelled - replay,
         "replay_pixels": replay,
         "base_agreement": round(trust.agreement, 3),
+        "base_agreeing": trust.agreeing,
         "base_precision": [round(float(t), 3) for t in trust.precision],
         "base_recall": [round(float(t), 3) for t in trust.recall],
     }

@@ -61,6 +61,11 @@ MODEL_VERSIONS = itertools.count(1)
 #: most classes a session may have: exports write class indices as uint8, with 255 for nodata
 MAX_CLASSES = 254
 
+#: a first retrain on at least this many corrections, none of them where the base model was
+#: right, says how to keep the base model's map where it was right: the retrain cannot tell a
+#: mostly right network from a mostly wrong one by its errors alone (README, Known limitations)
+ERRORS_ONLY_HINT = 5
+
 
 def label(session_id: str) -> str:
     """How logs name a session: "default", or a digest of its id (the id itself is a secret)."""
@@ -421,6 +426,7 @@ class SessionManager:
             if not corrections:
                 raise RequestError("nothing to learn from yet: correct some pixels first, then retrain")
             self._see(session, corrections)
+            first = not session.curve
             start = time.perf_counter()
             model, info = self.strategy.fit(
                 session.model, self.base, corrections, self.source, **self.options
@@ -433,7 +439,7 @@ class SessionManager:
             session.curve = [*session.curve, curve_point(metrics)]
             self._save(session)
         return {
-            "message": self._message(info, corrections, metrics, seconds),
+            "message": self._message(info, corrections, metrics, seconds, first),
             "metrics": metrics,
             "curve": session.curve,
             "seconds": round(seconds, 3),
@@ -441,7 +447,12 @@ class SessionManager:
         }
 
     def _message(
-        self, info: dict[str, Any], corrections: list[Correction], metrics: dict[str, Any], seconds: float
+        self,
+        info: dict[str, Any],
+        corrections: list[Correction],
+        metrics: dict[str, Any],
+        seconds: float,
+        first: bool,
     ) -> str:
         if info.get("replay_pixels"):
             replay = f" + {info['replay_pixels']} replay pixels"
@@ -449,10 +460,22 @@ class SessionManager:
             replay = f"; no replay data ({self.replay_file} not found): classes nobody corrected may drift"
         else:
             replay = ""
+        hint = ""
+        if (
+            first
+            and self.base.trained
+            and len(corrections) >= ERRORS_ONLY_HINT
+            and info.get("base_agreeing") == 0
+        ):
+            hint = (
+                f". All {len(corrections)} corrections were on the model's own errors: if its map was"
+                " mostly right elsewhere, label a few places it has right too (or undo this retrain),"
+                " so that the next retrain keeps them"
+            )
         return (
             f"retrained ({self.fine_tune}) on {len(corrections)} corrections ({info['pixels']} px)"
             f" + {info['anchor_pixels']} pixels you left alone around them{replay} in {seconds:.2f} s;"
-            f" {crossval.summary(metrics)}"
+            f" {crossval.summary(metrics)}{hint}"
         )
 
     # --- undo, reset ---------------------------------------------------------------------------

@@ -424,11 +424,13 @@ class Trust:
     """How far the base model's word counts, per class: its replay sample's pixels of class k tell
     what k looks like as far as the base model's k is both found where the user says k (`recall`)
     and right where it says k (`precision`). `agreement` is the share of corrections it agrees
-    with. All three start from PRIOR agreeing corrections."""
+    with. All three start from PRIOR agreeing corrections; `agreeing` counts the corrections
+    themselves that it agrees with."""
 
     precision: np.ndarray
     recall: np.ndarray
     agreement: float
+    agreeing: int = 0
 
     @property
     def map(self) -> float:
@@ -476,7 +478,12 @@ def base_trust(base: ServerModel, n_classes: int, labelled: Samples) -> Trust:
     true_k = np.bincount(truth, minlength=n_classes)[:n_classes]
     prior = PRIOR / n_classes
     agreement = (hits.sum() + PRIOR) / (len(groups) + PRIOR)
-    return Trust((hits + prior) / (said_k + prior), (hits + prior) / (true_k + prior), float(agreement))
+    return Trust(
+        (hits + prior) / (said_k + prior),
+        (hits + prior) / (true_k + prior),
+        float(agreement),
+        int(hits.sum()),
+    )
 
 
 def network_say(network: LinearHead, corrections: list[Correction], labelled: Samples) -> np.ndarray:
