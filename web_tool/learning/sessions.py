@@ -61,7 +61,7 @@ MODEL_VERSIONS = itertools.count(1)
 #: most classes a session may have: exports write class indices as uint8, with 255 for nodata
 MAX_CLASSES = 254
 
-#: a first retrain on at least this many corrections, none of them where the base model was
+#: a retrain of the base model on at least this many corrections, none of them where it was
 #: right, says how to keep the base model's map where it was right: the retrain cannot tell a
 #: mostly right network from a mostly wrong one by its errors alone (README, Known limitations)
 ERRORS_ONLY_HINT = 5
@@ -426,7 +426,7 @@ class SessionManager:
             if not corrections:
                 raise RequestError("nothing to learn from yet: correct some pixels first, then retrain")
             self._see(session, corrections)
-            first = not session.curve
+            from_base = not session.model.learnt  # the map the user saw was the base model's
             start = time.perf_counter()
             model, info = self.strategy.fit(
                 session.model, self.base, corrections, self.source, **self.options
@@ -439,7 +439,7 @@ class SessionManager:
             session.curve = [*session.curve, curve_point(metrics)]
             self._save(session)
         return {
-            "message": self._message(info, corrections, metrics, seconds, first),
+            "message": self._message(info, corrections, metrics, seconds, from_base),
             "metrics": metrics,
             "curve": session.curve,
             "seconds": round(seconds, 3),
@@ -452,7 +452,7 @@ class SessionManager:
         corrections: list[Correction],
         metrics: dict[str, Any],
         seconds: float,
-        first: bool,
+        from_base: bool,
     ) -> str:
         if info.get("replay_pixels"):
             replay = f" + {info['replay_pixels']} replay pixels"
@@ -462,7 +462,7 @@ class SessionManager:
             replay = ""
         hint = ""
         if (
-            first
+            from_base
             and self.base.trained
             and len(corrections) >= ERRORS_ONLY_HINT
             and info.get("base_agreeing") == 0
