@@ -50,6 +50,13 @@ INSTRUMENT = """() => {
   }).observe(document.querySelector("#map"),
              {subtree: true, childList: true, attributes: true, attributeFilter: ["src"]});
 }"""
+#: where the last click's time went, from the page's resource timing of its /predPatch (ms):
+#: [click → request sent, request sent → answer received, answer received → overlay drawn]
+CLICK_STAGES = """() => {
+  const r = performance.getEntriesByType("resource").filter((e) => e.name.endsWith("/predPatch")).at(-1);
+  const click = window.__clicks.at(-1), drawn = window.__drawn.at(-1);
+  return [r.startTime - click, r.responseEnd - r.startTime, drawn - r.responseEnd];
+}"""
 #: no prediction tile of the view is still loading, nothing on the page animates
 SETTLED = """() => ![...document.querySelectorAll('.prediction-tiles img, .uncertainty-tiles img')]
   .some((tile) => !tile.classList.contains('leaflet-tile-loaded'))
@@ -81,8 +88,9 @@ def settle(page) -> None:
     time.sleep(0.5)
 
 
-def click_to_overlay(page, x: float, y: float) -> tuple[float, dict]:
-    """Shift+click (x, y) and wait for the overlay; → (seconds from click to painted, request body)."""
+def click_to_overlay(page, x: float, y: float) -> tuple[float, dict, list[float]]:
+    """Shift+click (x, y) and wait for the overlay; → (seconds from click to painted, request body,
+    the click's stages in ms: CLICK_STAGES)."""
     settle(page)
     n = page.evaluate("window.__drawn.length")
     with page.expect_response("**/predPatch") as response:
@@ -93,7 +101,7 @@ def click_to_overlay(page, x: float, y: float) -> tuple[float, dict]:
         raise RuntimeError(f"/predPatch answered {response.value.status}: {response.value.text()[:300]}")
     page.wait_for_function("(n) => window.__drawn.length > n", arg=n)
     clicked, drawn = page.evaluate("[window.__clicks.at(-1), window.__drawn.at(-1)]")
-    return (drawn - clicked) / 1000, response.value.request.post_data_json
+    return (drawn - clicked) / 1000, response.value.request.post_data_json, page.evaluate(CLICK_STAGES)
 
 
 def chromium_cpu() -> float:
@@ -128,17 +136,23 @@ def measure(page, server, size: int, repeat: int) -> dict:
     page.evaluate(ZOOM, 600)
     box = page.locator("#map").bounding_box()
     cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-    browser_s, http_s = [], []
+    browser_s, http_s, stages = [], [], []
     for i in range(repeat + 1):  # the first round warms up (a session, the model's graph)
         x, y = cx + 7 * (i % 5 - 2), cy + 5 * (i // 5 - 1)  # a fresh square each time
-        took, body = click_to_overlay(page, x, y)
+        took, body, click_stages = click_to_overlay(page, x, y)
         settle(page)
         t0 = time.perf_counter()
         server.post("/predPatch", body)
         if i:
             browser_s.append(took)
             http_s.append(time.perf_counter() - t0)
-    return {"size": size, "browser": statistics.median(browser_s), "http": statistics.median(http_s)}
+            stages.append(click_stages)
+    return {
+        "size": size,
+        "browser": statistics.median(browser_s),
+        "http": statistics.median(http_s),
+        "stages": [statistics.median(column) for column in zip(*stages, strict=True)],
+    }
 
 
 def main() -> None:
@@ -181,6 +195,12 @@ def main() -> None:
     print(f"\n{args.repeat} clicks per size, medians; chromium {CHROMIUM}\n")
     header = ["patch px", "click → overlay drawn ms", "HTTP /predPatch ms", "browser / HTTP", "aim"]
     print(markdown_table(header, rows))
+    print("\nWhere a click's time goes (the page's resource timing of its request), medians, ms:\n")
+    stage_rows = [
+        [r["size"], *(f"{ms:.0f}" for ms in r["stages"]), f"{r['http'] * 1000:.0f}"] for r in results
+    ]
+    stage_header = ["patch px", "click → request sent", "request in the page", "answer → overlay drawn"]
+    print(markdown_table([*stage_header, "the same request, plain HTTP"], stage_rows))
     print(
         "\nThe idle page, chromium's CPU in cores (all its processes, 2 s each): "
         + ", ".join(f"{when} {cores:.2f}" for when, cores in idle.items())
