@@ -15,8 +15,8 @@ prediction's time goes, stage by stage, timed in this process with the server's 
 in the same turns as the HTTP requests: read + warp (the padded canvas), forward (the network's
 body on it), head (the rest of the model), render (class colours, blend, uncertainty), encode
 (four PNGs), JSON; what is left of the HTTP time is the server and the wire (and what the
-server's process pays that this one does not: its malloc settings return freed memory at once,
-so its large arrays are faulted in afresh on every request).
+server's process pays that this one does not: when it has given freed memory back to the system
+(web_tool/http/memory.py), the next request's large arrays are faulted in afresh).
 
 With `--precision bf16` it measures bf16 instead (see precision.py): the speed-up of the network's
 forward pass over float32 for the demo model and for U-Nets the size of real NAIP models (32 and 64

@@ -19,14 +19,13 @@ if __package__ in (None, ""):  # run as a script: import the package, not siblin
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
-import ctypes
 import logging
 
 from web_tool import startup
 from web_tool.DataLoader import MAX_PATCH_PIXELS
 from web_tool.errors import ConfigError, LandCoverError
 from web_tool.geometry import MAX_VERTICES
-from web_tool.http import admission, api, auth, origins
+from web_tool.http import admission, api, auth, memory, origins
 from web_tool.http.app import make_app
 from web_tool.http.config import AppConfig
 from web_tool.http.origins import is_loopback
@@ -288,27 +287,8 @@ def check_limits(args: argparse.Namespace) -> None:
         )
 
 
-def return_freed_memory_promptly() -> None:
-    """Make glibc's malloc give freed memory back to the system instead of keeping it fragmented.
-
-    Requests allocate and free many mid-sized arrays from many threads; with glibc's adaptive
-    thresholds the server's RSS kept creeping up (bench/load.py: +11 % over 60 s of 8 clients after
-    warm-up; +2 % with these settings, at the same latencies). Same as MALLOC_MMAP_THRESHOLD_ and
-    MALLOC_TRIM_THRESHOLD_ = 128 KiB in the environment; a no-op on other C libraries.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3  # from <malloc.h>
-    mallopt(m_mmap_threshold, 128 * 1024)
-    mallopt(m_trim_threshold, 128 * 1024)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    return_freed_memory_promptly()
     raster_pool.bound_block_cache()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -316,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     except LandCoverError as exc:
         log.error("%s", exc)
         return 2
+    memory.keep_memory_bounded()
     app = make_app(config)
     if args.verbose:
         app.add_hook("after_request", api.log_request)
