@@ -14,7 +14,7 @@ def test_freed_memory_goes_back_only_when_the_process_has_grown_past_its_slack()
     resident = lambda: next(sizes)  # noqa: E731
     trims = []
     trimmer = memory.Trimmer(lambda: trims.append(1), resident, slack=0.25)
-    assert trimmer.trims == 1 and trimmer.limit == 1250  # trimmed at the start, from 1000
+    assert len(trims) == 1 and trimmer.limit == 1250  # trimmed at the start, from 1000
     assert not trimmer.check()  # 1100: one user's arrays, kept for the next request
     assert not trimmer.check()  # 1250: at the limit
     assert trimmer.check()  # 1251: over it, trimmed; what is left (1000) sets the next limit

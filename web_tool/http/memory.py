@@ -3,7 +3,7 @@
 A prediction allocates and frees a few hundred MB of arrays (the padded canvas, the network's
 activations, the maps). glibc's malloc keeps freed memory for reuse, which is what makes a
 request fast (its arrays are not faulted in afresh: at 512 px the server answered /predPatch in
-~0.86x the time it took when every freed array went back to the system at once), but under many
+~0.83x the time it took when every freed array went back to the system at once), but under many
 users its heap fragments and the process's resident memory creeps up (bench/load.py: +11-17 %
 over 60 s of 8 users). So a watcher thread gives freed memory back (`malloc_trim`) whenever the
 resident memory has grown more than SLACK above what it was after the last trim: one user's
@@ -59,12 +59,10 @@ class Trimmer:
         every: float = EVERY_S,
     ):
         self.trim, self.resident, self.slack, self.every = trim, resident, slack, every
-        self.trims = 0
         self.limit = self._trim()
 
     def _trim(self) -> float:
         self.trim()
-        self.trims += 1
         return self.resident() * (1 + self.slack)
 
     def check(self) -> bool:
