@@ -13,21 +13,21 @@ the native grid equal the labels on 99.99 % of the pixels.)
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
-import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.warp import transform, transform_bounds
 
-DEV_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "chesapeake-wv-dev"
-#: the looks of ../shared/data/chesapeake-wv-dev; another folder of the same layout may have others
-LOOKS = ("naip2014", "naip2011")
-#: the data README's mapping of label codes to the tool's classes (15 = no data: ignored)
-CODE_CLASS = {1: "Water", 2: "Forest", 3: "Field", 4: "Built", 5: "Built", 6: "Built"}
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from web_tool.demo.devset import DEV_DIR, class_lut, tiles  # noqa: E402
+from web_tool.demo.devset import available as available  # noqa: E402  (the benches' and tests' door)
+from web_tool.demo.devset import looks as looks  # noqa: E402
+
 IGNORE = -1  # in `truth`: no label; in a prediction: nothing predicted
 WEB_MERCATOR = CRS.from_epsg(3857)
 
@@ -85,46 +85,10 @@ class Patch:
         return r.reshape(h, w), c.reshape(h, w)
 
 
-def looks(root: Path = DEV_DIR) -> list[str]:
-    """The imagery folders beside `lc/` (each a look of the same ground), the known ones first."""
-    found = sorted(p.name for p in root.glob("*") if p.is_dir() and p.name != "lc" and any(p.glob("*.tif")))
-    return [k for k in LOOKS if k in found] + [k for k in found if k not in LOOKS]
-
-
-def available(root: Path = DEV_DIR) -> bool:
-    return (root / "lc").is_dir() and bool(looks(root))
-
-
-def imagery_path(root: Path, look: str, stem: str) -> Path:
-    """The image of label tile `stem` in `look`: `<stem>_<look>.tif`, else the one `<stem>*.tif` there."""
-    named = root / look / f"{stem}_{look}.tif"
-    if named.exists():
-        return named
-    matches = sorted((root / look).glob(f"{stem}*.tif"))
-    if len(matches) != 1:
-        raise FileNotFoundError(f"{root / look}: {len(matches)} images for label tile {stem} (expected 1)")
-    return matches[0]
-
-
 def load(look: str, classes: list[str], root: Path = DEV_DIR) -> list[Patch]:
     """The tiles of `look` with their labels as indices into `classes` (the tool's class names)."""
-    index = {name: i for i, name in enumerate(classes)}
-    lut = np.full(256, IGNORE, np.int16)
-    for code, name in CODE_CLASS.items():
-        lut[code] = index[name]
-    patches = []
-    for label_path in sorted((root / "lc").glob("*_lc.tif")):
-        stem = label_path.name.removesuffix("_lc.tif")
-        with rasterio.open(label_path) as src:
-            codes, crs, affine = src.read(1), src.crs, src.transform
-        with rasterio.open(imagery_path(root, look, stem)) as src:
-            if (src.crs, src.transform, src.shape) != (crs, affine, codes.shape):
-                raise ValueError(f"{stem}: imagery and labels are not on one grid")
-            image = np.moveaxis(src.read([1, 2, 3, 4]), 0, -1)
-        patches.append(Patch(stem, image, lut[codes], crs, affine))
-    if not patches:
-        raise FileNotFoundError(f"no label rasters in {root / 'lc'}")
-    return patches
+    lut = class_lut(classes, IGNORE)
+    return [Patch(t.stem, t.image, lut[t.codes], t.crs, t.transform) for t in tiles(look, root)]
 
 
 def present_classes(patches: list[Patch]) -> list[int]:

@@ -1,9 +1,14 @@
-"""Accuracy and IoU of a demo model on the held-out tile of area a and on all of area b.
+"""Accuracy and IoU of a demo model on held-out synthetic ground and, when it is there, on real NAIP.
 
     python -m web_tool.demo.evaluate [--data web_tool/data/demo] [--model_fn web_tool/data/demo_model.keras]
+                                     [--dev ../shared/data/chesapeake-wv-dev]
 
-Prints a Markdown table: area, pixel accuracy, per-class IoU, mean IoU. Area b has the shifted look
-(another season and sensor), so a model trained on area a alone scores clearly lower there.
+Prints a Markdown table: area, pixel accuracy, per-class IoU, mean IoU (over the classes present in
+the truth). The areas: the held-out tile of area a; all of area b, the same kinds of ground in
+another season and sensor look, where a model trained on area a alone scores clearly lower; and
+each look of the real development set (web_tool/demo/devset.py) as the network maps it with no
+clicks, on the tiles' own pixel grid (the served map differs a little: the server predicts on the
+web map's grid, with the imagery's edge carried on beyond it).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 import numpy as np
 import rasterio
 
+from web_tool.demo import devset
 from web_tool.demo.scene import CLASSES, DEFAULT_OUT, HOLDOUT
 
 if TYPE_CHECKING:
@@ -79,9 +85,10 @@ def confusion(truth: np.ndarray, pred: np.ndarray, n: int) -> np.ndarray:
 
 
 def scores(cm: np.ndarray) -> Scores:
+    """Pixel accuracy, IoU per class (NaN for a class absent from the truth) and their mean."""
     tp = np.diag(cm).astype(np.float64)
     union = cm.sum(0) + cm.sum(1) - tp
-    iou = np.where(union > 0, tp / np.maximum(union, 1), np.nan)
+    iou = np.where(cm.sum(1) > 0, tp / np.maximum(union, 1), np.nan)
     return {
         "accuracy": float(tp.sum() / max(cm.sum(), 1)),
         "iou": [float(v) for v in iou],
@@ -113,11 +120,29 @@ def evaluate(model: keras.Model, data_dir: str | os.PathLike[str] = DEFAULT_OUT)
     return results
 
 
+def evaluate_real(
+    model: keras.Model, classes: Sequence[str], dev_dir: Path = devset.DEV_DIR
+) -> dict[str, Scores]:
+    """{'real <look>': scores} of the model's own map (no clicks) on each look of the real
+    development set, on the tiles' own pixel grid; {} when the set is absent."""
+    if not devset.available(dev_dir):
+        return {}
+    n, lut = len(classes), devset.class_lut(list(classes), len(classes))  # n: ignored by confusion
+    results: dict[str, Scores] = {}
+    for look in devset.looks(dev_dir):
+        cm = np.zeros((n, n), np.int64)
+        for tile in devset.tiles(look, dev_dir):
+            cm += confusion(lut[tile.codes], predict_classes(model, tile.image), n)
+        results[f"real {look} (no clicks)"] = scores(cm)
+    return results
+
+
 def markdown_table(results: dict[str, Scores], classes: Sequence[str] = CLASSES) -> str:
     head = ["area", "pixel acc."] + [f"IoU {c}" for c in classes] + ["mean IoU"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
     for name, r in results.items():
-        cells = [name, f"{r['accuracy']:.3f}"] + [f"{v:.3f}" for v in r["iou"]] + [f"{r['miou']:.3f}"]
+        ious = ["–" if np.isnan(v) else f"{v:.3f}" for v in r["iou"]]
+        cells = [name, f"{r['accuracy']:.3f}", *ious, f"{r['miou']:.3f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -134,6 +159,13 @@ def main(argv: list[str] | None = None) -> int:
         default=str(DEFAULT_MODEL),
         help="model file, .keras extension optional (default: %(default)s)",
     )
+    parser.add_argument(
+        "--dev",
+        type=Path,
+        default=devset.DEV_DIR,
+        help="real development set (label tiles in lc/, a folder of imagery per look), skipped when"
+        " absent (default: %(default)s)",
+    )
     parser.add_argument("--json", action="store_true", help="print the full results as JSON too")
     args = parser.parse_args(argv)
 
@@ -147,8 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     except ModelError as exc:
         raise SystemExit(f"{exc}\n(train the demo model with `python -m web_tool.demo.train`)") from None
     t0 = time.perf_counter()
-    results = evaluate(model, args.data)
-    print(markdown_table(results, load_scene(args.data).get("classes", CLASSES)))
+    classes = load_scene(args.data).get("classes", CLASSES)
+    results = evaluate(model, args.data) | evaluate_real(model, classes, args.dev)
+    if not devset.available(args.dev):
+        print(f"(no real development set at {args.dev}: real imagery skipped)\n")
+    print(markdown_table(results, classes))
     print(f"\n({time.perf_counter() - t0:.1f} s)")
     if args.json:
         print(json.dumps(results, indent=2))
