@@ -4,8 +4,11 @@
     .venv/bin/python scripts/screenshot.py --out /tmp/s.png --dataset naip=PATH --model_fn PATH
 
 The desktop one (--width x --height) shows the prediction layer filling the view, a predicted
-square, corrections drawn with the tools (points, a brush stroke, a polygon), the retrain report,
-the legend and the layer list; the phone one (390 x 844, --phone_out) the same page on a phone.
+square, corrections drawn with the tools (points, a brush stroke, a polygon), the retrain report
+and the legend; the phone one (390 x 844, --phone_out) the same page on a phone. On the demo each
+correction has the class the scene's labels give its place (the brush and the polygon move to the
+nearest place of one class), as a user who knows the ground would draw them; on other imagery the
+classes are fixed.
 
 Starts `web_tool/server.py` on a free port (state in a temporary folder), drives Debian's
 chromium (/usr/bin/chromium) with Playwright, offline: every request not to this machine is
@@ -25,6 +28,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 from offline_chromium import CHROMIUM, CHROMIUM_ARGS, free_port, is_local
 
 REPO = Path(__file__).resolve().parent.parent
@@ -118,8 +122,66 @@ def point_of(page, lat: float, lng: float) -> tuple[float, float]:
     return box["x"] + x, box["y"] + y
 
 
+class DemoTruth:
+    """The demo scene's labels under a point of the page's map: the screenshot's corrections say
+    what the ground really is, as a user who knows it would (None where there is no label)."""
+
+    def __init__(self, scene_path: Path = DEMO_SCENE):
+        scene = json.loads(scene_path.read_text())
+        self.crs = scene["crs"]
+        tiles = [t for area in scene["areas"] for t in area["tiles"]]
+        self.tiles = [(t["bounds"], scene_path.parent / t["labels"]) for t in tiles]
+
+    def at(self, page, x: float, y: float) -> int | None:
+        """The label (class index) under page point (x, y)."""
+        import rasterio
+        from rasterio.warp import transform
+
+        box = page.locator("#map").bounding_box()
+        lat, lng = page.evaluate(
+            "([x, y]) => { const p = landcover.map.containerPointToLatLng([x, y]); return [p.lat, p.lng]; }",
+            [x - box["x"], y - box["y"]],
+        )
+        (ex,), (ny,) = transform("EPSG:4326", self.crs, [lng], [lat])
+        for (w, s, e, n), path in self.tiles:
+            if w <= ex < e and s < ny <= n:
+                with rasterio.open(path) as src:
+                    return int(next(src.sample([(ex, ny)]))[0])
+        return None
+
+    def one_class(self, page, points: list[tuple[float, float]]) -> int | None:
+        """The class under all of `points`, if they share one."""
+        found = {self.at(page, x, y) for x, y in points}
+        return found.pop() if len(found) == 1 and None not in found else None
+
+
+def along(vertices: list[tuple[float, float]], spread: float = 0) -> list[tuple[float, float]]:
+    """Points along a polyline (and `spread` px either side), to check what a stroke covers."""
+    out = []
+    for (x0, y0), (x1, y1) in zip(vertices, vertices[1:], strict=False):
+        for t in np.linspace(0, 1, 6):
+            for d in (-spread, 0, spread) if spread else (0,):
+                out.append((x0 + t * (x1 - x0), y0 + t * (y1 - y0) + d))
+    return out
+
+
+def placed(truth: DemoTruth | None, page, shape: list[tuple[float, float]], spread: float, fallback: int):
+    """(`shape` moved to the nearest place where it covers one class, that class); unmoved with
+    `fallback` when there is no truth to ask or no such place nearby."""
+    if truth is not None:
+        for r in range(0, 121, 20):
+            for sx, sy in sorted({(sx, sy) for sx in (-r, 0, r) for sy in (-r, 0, r)}):
+                moved = [(x + sx, y + sy) for x, y in shape]
+                cls = truth.one_class(page, along(moved, spread) + moved)
+                if cls is not None:
+                    return moved, cls
+    return shape, fallback
+
+
 def work(page, args: argparse.Namespace) -> None:
-    """The workflow the screenshots show: a square predicted, corrections with three tools, a retrain."""
+    """The workflow the screenshots show: a square predicted, corrections with three tools, a retrain.
+    On the demo, each correction is labelled with the class the scene's labels have there."""
+    truth = None if args.dataset else DemoTruth()
     w, s, e, n = page.evaluate("landcover.state.dataset.bounds_4326")
     fx, fy = args.at
     lat, lng = n - fy * (n - s), w + fx * (e - w)
@@ -131,28 +193,33 @@ def work(page, args: argparse.Namespace) -> None:
     page.mouse.click(x, y)
     page.keyboard.up("Shift")
     page.wait_for_selector("img.prediction-overlay", timeout=120_000)
-    page.keyboard.press("1")  # Water, Correct mode, point tool
     for dx, dy in ((-60, -40), (-30, -55), (10, -60)):
+        cls = truth.at(page, x + dx, y + dy) if truth else None
+        page.keyboard.press(str(1 if cls is None else cls + 1))  # the class: Correct mode, point tool
         with page.expect_response("**/recordCorrection", timeout=120_000):
             page.mouse.click(x + dx, y + dy)
-    page.keyboard.press("2")
+    stroke, cls = placed(truth, page, [(x - 80, y + 50), (x - 20, y + 70), (x + 40, y + 55)], 4, 1)
+    page.locator(f"#class-{cls}").check()  # a key would go to the brush width box once it shows
     page.locator("[data-tool='brush']").click()
     page.locator("#brush-width").fill("8")
     with page.expect_response("**/recordCorrection", timeout=120_000):
-        page.mouse.move(x - 80, y + 50)
+        page.mouse.move(*stroke[0])
         page.mouse.down()
-        page.mouse.move(x - 20, y + 70, steps=6)
-        page.mouse.move(x + 40, y + 55, steps=6)
+        for point in stroke[1:]:
+            page.mouse.move(*point, steps=6)
         page.mouse.up()
-    page.locator("#class-3").check()  # Built (a key would go to the brush width box)
+    ring = [(x + 60, y - 20), (x + 100, y - 10), (x + 95, y + 30), (x + 60, y - 20)]  # closed
+    ring, cls = placed(truth, page, ring, 0, 3)  # its edges (the inside of a small one follows)
+    page.locator(f"#class-{cls}").check()
     page.locator("[data-tool='polygon']").click()
     with page.expect_response("**/recordCorrection", timeout=120_000):
-        for dx, dy in ((60, -20), (100, -10), (95, 30), (60, -20)):
-            page.mouse.click(x + dx, y + dy)
+        for point in ring:
+            page.mouse.click(*point)
     with page.expect_response("**/retrainModel", timeout=180_000):
         page.locator("#retrain").click()
     page.keyboard.press("Escape")
-    page.locator("#layers-section summary").click()
+    page.locator("#predict-section summary").click()  # folded: the retrain's report shows under the classes
+    page.locator("#retrain-result").scroll_into_view_if_needed()
     wait_quiet(page)
 
 
