@@ -278,6 +278,28 @@ def test_the_replay_sample_is_ready_before_the_first_retrain(keras_base, stripes
     assert after is cached  # the retrain found them, it did not compute them again
 
 
+def test_the_cached_values_stay_within_their_memory_budget(keras_base, loader, tmp_path):
+    sessions = SessionManager(keras_base, tmp_path, "last_layer")
+    clicks(sessions, loader, 0)
+    *points, stroke = sessions.get(None).corrections
+    extract, key = keras_base.features, keras_base.extractor_id
+    fresh = [FeatureSource(keras_base, None).values(extract, key, c) for c in points]
+    (size,) = {sum(a.nbytes for a in v) for v in fresh}  # every click's values take the same room
+
+    source = FeatureSource(keras_base, None, cache_mb=3.5 * size / 2**20)  # room for three
+    for c, expected in zip(points, fresh, strict=True):
+        for got, want in zip(source.values(extract, key, c), expected, strict=True):
+            np.testing.assert_array_equal(got, want)
+        assert source._cache.currsize <= 3.5 * size
+    assert [k[-1] for k in source._cache] == [c.id for c in points[-3:]]  # the least recently used went
+    got = source.values(extract, key, points[0])  # computed again when asked for
+    np.testing.assert_array_equal(got[0], fresh[0][0])
+    assert [k[-1] for k in source._cache] == [c.id for c in [*points[-2:], points[0]]]
+
+    source.values(extract, key, stroke)  # more than the whole budget: not kept, nothing let go for it
+    assert [k[-1] for k in source._cache] == [c.id for c in [*points[-2:], points[0]]]
+
+
 # --- the map the user saw --------------------------------------------------------------------------
 # A correction keeps its classes at its sampled and anchor pixels only (from the features learning
 # caches); corrections stored by earlier versions hold that map over the whole window. Both must

@@ -50,6 +50,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import cachetools
 import numpy as np
 
 from web_tool.learning.corrections import NO_CLASS, Correction, anchor_pixels, sample_pixels
@@ -58,8 +59,9 @@ from web_tool.ServerModels.heads import LinearHead
 
 log = logging.getLogger(__name__)
 
-#: cached sample arrays (one per correction and way of making them) before the cache starts afresh
-MAX_CACHED = 20_000
+#: memory the values of corrections' pixels (and of the replay sample) may take between retrains,
+#: all sessions together; the least recently used go first (a retrain computes them again)
+CACHE_MB = 512
 #: corrected pixels of one correction that learning uses at most
 PER_CORRECTION = 200
 #: anchor pixels around one correction
@@ -181,6 +183,7 @@ class FeatureSource:
         anchors: int = ANCHORS,
         replay_per_class: int = REPLAY_PER_CLASS,
         seed: int = 0,
+        cache_mb: float = CACHE_MB,
     ):
         self.base = base
         #: anchors lie this far inside a correction's window: the context its features need
@@ -190,7 +193,10 @@ class FeatureSource:
         self.replay_per_class = replay_per_class
         self.seed = seed
         #: (key, radius, correction id) or ("replay", key, radius, n_classes) → values (and classes)
-        self._cache: dict[tuple[object, ...], tuple[np.ndarray, np.ndarray]] = {}
+        self._cache: cachetools.LRUCache[tuple[object, ...], tuple[np.ndarray, np.ndarray]] = (
+            cachetools.LRUCache(cache_mb * 2**20, getsizeof=lambda arrays: sum(a.nbytes for a in arrays))
+        )
+        self._cache_lock = threading.Lock()  # cachetools' caches are not thread-safe
         self._lock = threading.Lock()
         self._warming: set[tuple[object, int]] = set()
 
@@ -207,8 +213,8 @@ class FeatureSource:
     ) -> tuple[np.ndarray, np.ndarray]:
         """(values at the correction's sampled pixels, values at its anchor pixels)."""
         cache_key = (key, radius, c.id)
-        if key is not None and c.id is not None and cache_key in self._cache:
-            return self._cache[cache_key]
+        if key is not None and c.id is not None and (hit := self._cached(cache_key)) is not None:
+            return hit
         rows, cols, anchor_rows, anchor_cols = self.pixels(c)
         values = extract(c.image)
         out = (
@@ -216,10 +222,18 @@ class FeatureSource:
             pixel_values(values, anchor_rows, anchor_cols, radius),
         )
         if key is not None and c.id is not None:
-            if len(self._cache) >= MAX_CACHED:  # undone corrections leave entries behind
-                self._cache.clear()
-            self._cache[cache_key] = out
+            self._keep(cache_key, out)
         return out
+
+    def _cached(self, cache_key: tuple[object, ...]) -> tuple[np.ndarray, np.ndarray] | None:
+        with self._cache_lock:
+            return self._cache.get(cache_key)
+
+    def _keep(self, cache_key: tuple[object, ...], arrays: tuple[np.ndarray, np.ndarray]) -> None:
+        """Cache `arrays` (not when they alone are over the budget)."""
+        with self._cache_lock:
+            if self._cache.getsizeof(arrays) <= self._cache.maxsize:
+                self._cache[cache_key] = arrays
 
     def seen_maps(self, model: ServerModel, corrections: list[Correction]) -> list[np.ndarray]:
         """For each correction, the HxW classes `model` maps at the pixels learning reads of the map
@@ -270,13 +284,13 @@ class FeatureSource:
             return None
         with self._lock:
             cache_key = ("replay", key, radius, n_classes)
-            if key is not None and cache_key in self._cache:
-                return self._cache[cache_key]
+            if key is not None and (hit := self._cached(cache_key)) is not None:
+                return hit
             n, r, c = self._replay_pixels(replay, n_classes)
             xs = [pixel_values(extract(replay.images[i]), r[n == i], c[n == i], radius) for i in np.unique(n)]
             out = (np.concatenate(xs) if xs else np.zeros((0,)), replay.labels[n, r, c].astype(np.int64))
             if key is not None:
-                self._cache[cache_key] = out
+                self._keep(cache_key, out)
             return out
 
     def _anchors(
