@@ -12,8 +12,11 @@ request the page sent is replayed with a plain HTTP client against the same serv
 /predPatch time of the same square, measured in turns with the clicks. Clicks and replays both
 wait until the page is still (no tile loading, no CSS animation running: an animating page draws
 frames, and without a GPU chromium draws them on the cores the server needs). It prints medians
-and their ratio (issue 15 aims at 1.3x at most), and what the idle page costs: chromium's CPU
-(all its processes) over 2 s, right after a prediction and once the page is still.
+and their ratio (issue 15 aims at 1.3x at most), where a click's time goes (the page's resource
+timing of its request, and of the same request sent a third time by a bare `fetch()` from the
+page, no click and nothing drawn: what chromium's own network stack costs), and what the idle page
+costs: chromium's CPU (all its processes) over 2 s, right after a prediction and once the page is
+still.
 
     python bench/browser.py [--repeat 7] [--sizes 256 512]
 """
@@ -49,6 +52,14 @@ INSTRUMENT = """() => {
     }
   }).observe(document.querySelector("#map"),
              {subtree: true, childList: true, attributes: true, attributeFilter: ["src"]});
+}"""
+#: the same request sent by a bare fetch() from the page, no click and nothing drawn: its resource
+#: timing (request sent → answer received, ms), as "request in the page" counts it for a click
+BARE_FETCH = """async (body) => {
+  await (await fetch("/predPatch", {method: "POST", headers: {"Content-Type": "application/json"},
+                                    body: JSON.stringify(body)})).arrayBuffer();
+  const r = performance.getEntriesByType("resource").filter((e) => e.name.endsWith("/predPatch")).at(-1);
+  return r.responseEnd - r.startTime;
 }"""
 #: where the last click's time went, from the page's resource timing of its /predPatch (ms):
 #: [click → request sent, request sent → answer received, answer received → overlay drawn]
@@ -136,22 +147,27 @@ def measure(page, server, size: int, repeat: int) -> dict:
     page.evaluate(ZOOM, 600)
     box = page.locator("#map").bounding_box()
     cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-    browser_s, http_s, stages = [], [], []
+    browser_s, http_s, stages, bare = [], [], [], []
     for i in range(repeat + 1):  # the first round warms up (a session, the model's graph)
         x, y = cx + 7 * (i % 5 - 2), cy + 5 * (i // 5 - 1)  # a fresh square each time
         took, body, click_stages = click_to_overlay(page, x, y)
         settle(page)
         t0 = time.perf_counter()
         server.post("/predPatch", body)
+        http = time.perf_counter() - t0
+        settle(page)
+        fetched = page.evaluate(BARE_FETCH, body)
         if i:
             browser_s.append(took)
-            http_s.append(time.perf_counter() - t0)
+            http_s.append(http)
             stages.append(click_stages)
+            bare.append(fetched)
     return {
         "size": size,
         "browser": statistics.median(browser_s),
         "http": statistics.median(http_s),
         "stages": [statistics.median(column) for column in zip(*stages, strict=True)],
+        "bare_fetch": statistics.median(bare),
     }
 
 
@@ -197,10 +213,12 @@ def main() -> None:
     print(markdown_table(header, rows))
     print("\nWhere a click's time goes (the page's resource timing of its request), medians, ms:\n")
     stage_rows = [
-        [r["size"], *(f"{ms:.0f}" for ms in r["stages"]), f"{r['http'] * 1000:.0f}"] for r in results
+        [r["size"], *(f"{ms:.0f}" for ms in r["stages"]), f"{r['bare_fetch']:.0f}", f"{r['http'] * 1000:.0f}"]
+        for r in results
     ]
     stage_header = ["patch px", "click → request sent", "request in the page", "answer → overlay drawn"]
-    print(markdown_table([*stage_header, "the same request, plain HTTP"], stage_rows))
+    more = ["the same request by a bare fetch() in the page", "the same request, plain HTTP"]
+    print(markdown_table([*stage_header, *more], stage_rows))
     print(
         "\nThe idle page, chromium's CPU in cores (all its processes, 2 s each): "
         + ", ".join(f"{when} {cores:.2f}" for when, cores in idle.items())
