@@ -105,6 +105,36 @@ def test_undo_steps_back_a_retrain_then_a_correction_and_reset_clears_all(server
     post(server, "/retrainModel", {"session": s}, status=400)  # nothing to learn from
 
 
+def test_a_session_holds_corrections_up_to_its_memory_budget_and_loses_nothing_past_it(
+    server, scene, monkeypatch
+):
+    from shapely.geometry import box
+
+    from tests.hitl_support import UTM18, X0, Y0
+    from web_tool.DataLoader import DataLoader
+    from web_tool.imagery.datasets import DatasetConfig
+    from web_tool.learning import sessions
+    from web_tool.learning.corrections import record
+    from web_tool.ServerModels.keras_model import KerasSegmentationModel
+
+    loader = DataLoader(DatasetConfig(name="stripes", paths=[str(scene / "stripes.tif")]))
+    context = 2 * KerasSegmentationModel.padding  # what the server keeps around a correction
+    click = record(loader, box(X0 + 70, Y0 + 60, X0 + 72, Y0 + 62), UTM18, BUILT, context=context)
+    monkeypatch.setattr(sessions, "MAX_SESSION_MB", 2.5 * click.nbytes / 2**20)  # room for two clicks
+    s, other = post(server, "/sessions")["session"], post(server, "/sessions")["session"]
+    assert correct_box(server, BUILT, 70, 60, size=2, session=s) == 4
+    assert correct_box(server, BUILT, 80, 60, size=2, session=s) == 4
+    body = {"extent": utm_extent(90, 60, 92, 62), "value": BUILT, "session": s}
+    error = post(server, "/recordCorrection", body, status=413)["error"]
+    assert f"session '{s}' holds 2 corrections" in error and "one session may hold" in error
+    assert server.get(f"/sessions/{s}", timeout=10).json()["corrections"] == 2  # nothing lost, nothing added
+    assert post(server, "/retrainModel", {"session": s})["success"]  # the two still learn
+    assert correct_box(server, BUILT, 90, 60, size=2, session=other) == 4  # a budget per session
+    post(server, "/doUndo", {"session": s})  # the retrain
+    assert post(server, "/doUndo", {"session": s})["undone"] == "correction"
+    assert correct_box(server, BUILT, 90, 60, size=2, session=s) == 4  # room again
+
+
 def test_new_class_grows_the_head_and_is_rendered_in_its_colour(server):
     s = post(server, "/sessions")["session"]
     added = post(server, "/addClass", {"session": s, "name": "Quarry", "color": "#FF00FF"})

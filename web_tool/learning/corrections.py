@@ -61,6 +61,14 @@ class Correction:
     def count(self) -> int:
         return int(self.xs.size)
 
+    @property
+    def nbytes(self) -> int:
+        """Memory it holds: its pixels and the imagery around them (the map the user saw there,
+        a byte per pixel of `image`, counted before it is known)."""
+        arrays = (self.xs, self.ys, self.rows, self.cols, self.image)
+        height, width = self.image.shape[:2]
+        return sum(int(a.nbytes) for a in arrays) + int(height) * int(width)
+
 
 def area_in(geom: BaseGeometry, crs: CRS, target: CRS) -> BaseGeometry:
     """`geom` (in `crs`) in `target`, its edges densified first."""

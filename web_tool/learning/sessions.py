@@ -37,7 +37,7 @@ from shapely.geometry.base import BaseGeometry
 
 from web_tool import db
 from web_tool.DataLoader import DataLoader
-from web_tool.errors import BusyError, ClassIndexError, NotFoundError, RequestError
+from web_tool.errors import BusyError, ClassIndexError, NotFoundError, RequestError, TooLargeError
 from web_tool.learning import crossval, finetune
 from web_tool.learning.corrections import NO_CLASS, Correction, pixels_inside, record, without
 from web_tool.learning.store import Store, describe_checkpoint
@@ -60,6 +60,11 @@ GRACE_S = 5.0
 MODEL_VERSIONS = itertools.count(1)
 #: most classes a session may have: exports write class indices as uint8, with 255 for nodata
 MAX_CLASSES = 254
+#: memory one session's corrections may hold (their pixels and the imagery around them, which
+#: retrains learn from): with a 4-band network's 48 px of context, a click holds 46 KB (about
+#: 5,500 fit) and the largest area one correction may label (512 x 512 px) 8 MB (about 30). It
+#: bounds what a retrain reads too: at most 21 samples a click, 220 an area
+MAX_SESSION_MB = 256
 
 #: a retrain of the base model on at least this many corrections, none of them where it was
 #: right, says how to keep the base model's map where it was right: the retrain cannot tell a
@@ -305,6 +310,7 @@ class SessionManager:
         correction = record(loader, geom, crs, value, context=2 * self.base.padding)
         with session.lock:
             check_class(value, session.classes, session.id)
+            check_room(session, correction)
             correction.id = self.store.add_correction(session.id, correction)
             session.corrections.append(correction)
             session.history.append(("correction", correction.id))
@@ -646,6 +652,19 @@ def renamed_step(step: Step, renamed: dict[int | None, int]) -> Step:
 def curve_point(metrics: dict[str, Any]) -> dict[str, Any]:
     keys = ("corrections", "accuracy", "accuracy_se", "worse")
     return {k: metrics[k] for k in keys if k in metrics}
+
+
+def check_room(session: Session, correction: Correction) -> None:
+    """TooLargeError when `correction` would take `session`'s corrections past MAX_SESSION_MB."""
+    limit = MAX_SESSION_MB * 2**20
+    held = sum(c.nbytes for c in session.corrections)
+    if held + correction.nbytes > limit:
+        raise TooLargeError(
+            f"session {session.id!r} holds {len(session.corrections)} corrections taking"
+            f" {held / 2**20:.0f} MB, and this one ({correction.count} px) would take it past the"
+            f" {limit / 2**20:.0f} MB one session may hold: erase corrections you no longer need,"
+            " or save a checkpoint and map the rest in a new session"
+        )
 
 
 def check_class(value: int, classes: list[dict[str, Any]], session_id: str) -> None:
