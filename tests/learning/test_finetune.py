@@ -155,9 +155,7 @@ def test_error_hunting_is_the_share_of_learnt_maps_corrected():
         image = np.ones((3, 3, 4), np.uint8)
         transform = (1.0, 0.0, 0.0, 0.0, -1.0, 0.0)
         trust = 1.0 if learnt else None
-        return Correction(
-            "d", "EPSG:32618", value, one * 1.0, one * 1.0, one, one, image, transform, None, seen, trust
-        )
+        return Correction("d", "EPSG:32618", value, one, one, image, transform, None, seen, trust)
 
     assert error_hunting([]) == 1.0
     fixes, confirmations = [correction(0, 1)] * 8, [correction(1, 1)] * 8
@@ -178,9 +176,7 @@ def say_after(clicks):
         seen[2, 2] = shown
         image = np.ones((5, 5, 4), np.uint8)
         transform = (1.0, 0.0, 0.0, 0.0, -1.0, 0.0)
-        corrections.append(
-            Correction("d", "EPSG:32618", value, one * 1.0, one * 1.0, one, one, image, transform, seen=seen)
-        )
+        corrections.append(Correction("d", "EPSG:32618", value, one, one, image, transform, seen=seen))
         x.append(np.eye(3)[said])
     n = len(clicks)
     values = np.array([c.value for c in corrections], np.int64)

@@ -48,7 +48,29 @@ def test_web_mercator_box_is_labelled_on_the_native_utm_grid(loader):
     ext = Extent(500_040, 4_300_040, 500_050, 4_300_050, crs=UTM18).to_crs(WEB_MERCATOR)
     c = record(loader, box(*ext.bounds), WEB_MERCATOR, 2, context=8)
     assert c.crs == "EPSG:32618" and 100 <= c.count <= 121  # 10 x 10 m, plus the reprojected edges
-    assert np.allclose((c.xs - 0.5) % 1, 0) and c.image.shape[:2] == (c.rows.max() + 9, c.cols.max() + 9)
+    xs, _ = c.centres()
+    assert np.allclose((xs - 0.5) % 1, 0) and c.image.shape[:2] == (c.rows.max() + 9, c.cols.max() + 9)
+
+
+def test_a_correction_stored_with_its_pixel_centres_by_an_earlier_version_loads_the_same(loader):
+    import io
+    import sqlite3
+
+    from web_tool.learning.store import correction_blob, correction_from_row
+
+    c = record(loader, box(500_030, 4_300_030, 500_041, 4_300_037), UTM18, 1, context=8)
+    xs, ys = c.centres()
+    assert c.count == 77 and set(np.round(xs, 1)) == {500_030.5 + i for i in range(11)}
+    old = io.BytesIO()  # the blob as earlier versions wrote it: with the centres as arrays
+    with np.load(io.BytesIO(correction_blob(c))) as f:
+        np.savez_compressed(old, xs=xs, ys=ys, **{k: f[k] for k in f.files})
+    db = sqlite3.connect(":memory:")
+    db.row_factory = sqlite3.Row
+    query = "SELECT ? AS data, ? AS dataset, ? AS crs, 1 AS value, 7 AS id"
+    loaded = correction_from_row(db.execute(query, (old.getvalue(), "tiny", c.crs)).fetchone())
+    for got, want in zip(loaded.centres(), (xs, ys), strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert loaded.count == c.count and loaded.nbytes == c.nbytes and loaded.id == 7
 
 
 def test_huge_areas_and_bad_geometries_are_refused(loader):

@@ -44,11 +44,10 @@ class Correction:
     dataset: str
     crs: str
     value: int
-    xs: np.ndarray
-    ys: np.ndarray
     rows: np.ndarray
     cols: np.ndarray
     image: np.ndarray
+    #: of `image`'s grid in `crs` (the first six terms of an Affine)
     transform: tuple[float, ...]
     id: int | None = None
     #: HxW classes of the map the user saw over `image` (NO_CLASS where there was none, or where
@@ -59,13 +58,19 @@ class Correction:
 
     @property
     def count(self) -> int:
-        return int(self.xs.size)
+        return int(self.rows.size)
+
+    def centres(self) -> tuple[np.ndarray, np.ndarray]:
+        """(xs, ys) in `crs` of its pixels' centres (computed: they follow from rows, cols and the
+        transform, and would take twice the memory of both)."""
+        xs, ys = Affine(*self.transform[:6]) @ (self.cols + 0.5, self.rows + 0.5)
+        return np.asarray(xs, np.float64), np.asarray(ys, np.float64)
 
     @property
     def nbytes(self) -> int:
         """Memory it holds: its pixels and the imagery around them (the map the user saw there,
         a byte per pixel of `image`, counted before it is known)."""
-        arrays = (self.xs, self.ys, self.rows, self.cols, self.image)
+        arrays = (self.rows, self.cols, self.image)
         height, width = self.image.shape[:2]
         return sum(int(a.nbytes) for a in arrays) + int(height) * int(width)
 
@@ -124,13 +129,10 @@ def record(loader: DataLoader, geom: BaseGeometry, crs: CRS, value: int, context
         raise NoImageryError(f"no imagery of dataset {loader.name!r} under the corrected area")
     rows, cols = rows[keep], cols[keep]
     t = patch.grid.transform
-    xs, ys = t @ (cols + 0.5, rows + 0.5)
     return Correction(
         dataset=loader.name,
         crs=grid.crs.to_string(),
         value=value,
-        xs=xs,
-        ys=ys,
         rows=rows.astype(np.int32),
         cols=cols.astype(np.int32),
         image=patch.data,
@@ -149,7 +151,7 @@ def sample_pixels(c: Correction, limit: int) -> np.ndarray:
 def pixels_inside(c: Correction, geom: BaseGeometry, crs: CRS) -> np.ndarray:
     """Which of the correction's pixels have their centre inside `geom` (in `crs`)."""
     native = area_in(geom, crs, CRS.from_string(c.crs))
-    return shapely.contains_xy(native, c.xs, c.ys)
+    return shapely.contains_xy(native, *c.centres())
 
 
 def without(c: Correction, drop: np.ndarray) -> Correction:
@@ -159,8 +161,6 @@ def without(c: Correction, drop: np.ndarray) -> Correction:
         dataset=c.dataset,
         crs=c.crs,
         value=c.value,
-        xs=c.xs[keep],
-        ys=c.ys[keep],
         rows=c.rows[keep],
         cols=c.cols[keep],
         image=c.image,

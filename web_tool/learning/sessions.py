@@ -61,9 +61,9 @@ MODEL_VERSIONS = itertools.count(1)
 #: most classes a session may have: exports write class indices as uint8, with 255 for nodata
 MAX_CLASSES = 254
 #: memory one session's corrections may hold (their pixels and the imagery around them, which
-#: retrains learn from): with a 4-band network's 48 px of context, a click holds 46 KB (about
-#: 5,500 fit) and the largest area one correction may label (512 x 512 px) 8 MB (about 30). It
-#: bounds what a retrain reads too: at most 21 samples a click, 220 an area
+#: retrains learn from): with a 4-band network's 48 px of context, a click holds 47 KB (about
+#: 5,700 fit) and the largest area one correction may label (512 x 512 px) 3.9 MB (about 69).
+#: It bounds what a retrain reads too: at most 21 samples a click, 220 an area
 MAX_SESSION_MB = 256
 
 #: a retrain of the base model on at least this many corrections, none of them where it was

@@ -72,8 +72,6 @@ def correction_blob(c: Correction) -> bytes:
     trust = {} if c.seen_trust is None else {"seen_trust": np.float64(c.seen_trust)}
     np.savez_compressed(
         buf,
-        xs=c.xs,
-        ys=c.ys,
         rows=c.rows,
         cols=c.cols,
         image=c.image,
@@ -94,8 +92,6 @@ def correction_from_row(row: sqlite3.Row) -> Correction:
             dataset=row["dataset"],
             crs=row["crs"],
             value=row["value"],
-            xs=f["xs"],
-            ys=f["ys"],
             rows=f["rows"],
             cols=f["cols"],
             image=f["image"],
