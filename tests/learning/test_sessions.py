@@ -61,6 +61,9 @@ def test_a_correction_stored_with_its_pixel_centres_by_an_earlier_version_loads_
     c = record(loader, box(500_030, 4_300_030, 500_041, 4_300_037), UTM18, 1, context=8)
     xs, ys = c.centres()
     assert c.count == 77 and set(np.round(xs, 1)) == {500_030.5 + i for i in range(11)}
+    earlier = Affine(*c.transform) @ (c.cols + 0.5, c.rows + 0.5)  # how earlier versions stored them
+    np.testing.assert_array_equal(xs, earlier[0])
+    np.testing.assert_array_equal(ys, earlier[1])
     old = io.BytesIO()  # the blob as earlier versions wrote it: with the centres as arrays
     with np.load(io.BytesIO(correction_blob(c))) as f:
         np.savez_compressed(old, xs=xs, ys=ys, **{k: f[k] for k in f.files})

@@ -63,8 +63,9 @@ class Correction:
     def centres(self) -> tuple[np.ndarray, np.ndarray]:
         """(xs, ys) in `crs` of its pixels' centres (computed: they follow from rows, cols and the
         transform, and would take twice the memory of both)."""
-        xs, ys = Affine(*self.transform[:6]) @ (self.cols + 0.5, self.rows + 0.5)
-        return np.asarray(xs, np.float64), np.asarray(ys, np.float64)
+        a, b, c, d, e, f = self.transform[:6]
+        cols, rows = self.cols + 0.5, self.rows + 0.5
+        return cols * a + rows * b + c, cols * d + rows * e + f  # as Affine's @ computes them
 
     @property
     def nbytes(self) -> int:
