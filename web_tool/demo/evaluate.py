@@ -180,9 +180,10 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{exc}\n(train the demo model with `python -m web_tool.demo.train`)") from None
     t0 = time.perf_counter()
     classes = load_scene(args.data).get("classes", CLASSES)
-    results = evaluate(model, args.data) | evaluate_real(model, classes, args.dev)
-    if not devset.available(args.dev):
+    real = evaluate_real(model, classes, args.dev)
+    if not real:
         print(f"(no real development set at {args.dev}: real imagery skipped)\n")
+    results = evaluate(model, args.data) | real
     print(markdown_table(results, classes))
     print(f"\n({time.perf_counter() - t0:.1f} s)")
     if args.json:

@@ -16,6 +16,7 @@ keeps it (see training_data.py, "anchors").
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import shapely
@@ -63,9 +64,10 @@ class Correction:
     def centres(self) -> tuple[np.ndarray, np.ndarray]:
         """(xs, ys) in `crs` of its pixels' centres (computed: they follow from rows, cols and the
         transform, and would take twice the memory of both)."""
-        a, b, c, d, e, f = self.transform[:6]
-        cols, rows = self.cols + 0.5, self.rows + 0.5
-        return cols * a + rows * b + c, cols * d + rows * e + f  # as Affine's @ computes them
+        cols: Any = self.cols + 0.5  # arrays in, arrays out (affine's types say floats)
+        rows: Any = self.rows + 0.5
+        xs, ys = Affine(*self.transform[:6]) @ (cols, rows)
+        return np.asarray(xs), np.asarray(ys)
 
     @property
     def nbytes(self) -> int:
