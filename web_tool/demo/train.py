@@ -1,11 +1,14 @@
 """Train the demo U-Net on area a of the demo scene (tile a_r2_c2 held out).
 
     python -m web_tool.demo.train [--data web_tool/data/demo] [--out web_tool/data/demo_model.keras]
-                                  [--epochs N]
+                                  [--epochs N] [--randomise]
 
 Random crops (half of them centred on a pixel of a class drawn uniformly, so the rare Water and
 Built classes are seen often), random flips and 90 degree rotations, a little per-band gain/offset
-jitter, Adam with cosine learning-rate decay, fixed seeds. Writes the model (`model.save`, no
+jitter, Adam with cosine learning-rate decay, fixed seeds. With ``--randomise``, domain
+randomisation instead of the mild jitter (:func:`randomise`): every crop at another ground
+resolution, in another sensor's colours and brightness, with haze, blur and noise, so that the
+network's features are less tied to the synthetic scene's one look. Writes the model (`model.save`, no
 optimizer state, stock layers only) and `<out without .keras>.replay.npz`: a replay sample of the
 training data for fine-tuning (``images`` Nx64x64x4 uint8, ``labels`` Nx64x64 uint8, every class
 centred in N/4 of the crops). Then prints the evaluation table of :mod:`web_tool.demo.evaluate`.
@@ -20,6 +23,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import cv2
 import numpy as np
 
 from web_tool.demo.evaluate import DEFAULT_MODEL, load_scene, read_tile
@@ -54,6 +58,7 @@ class CropSampler:
             self.where.append(np.concatenate(found) if found else np.zeros((0, 2), np.int64))
 
     def crop(self, size: int, centred_class: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """A `size` px crop (at most a tile's size), centred on a pixel of `centred_class` if given."""
         rng = self.rng
         if centred_class is not None and len(self.where[centred_class]):
             ti, flat = self.where[centred_class][rng.integers(len(self.where[centred_class]))]
@@ -68,24 +73,64 @@ class CropSampler:
             y, x = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
         return image[y : y + size, x : x + size], labels[y : y + size, x : x + size]
 
-    def batch(self, n: int, size: int, augment: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    def batch(
+        self, n: int, size: int, augment: bool = True, randomised: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
         rng = self.rng
         xs = np.empty((n, size, size, self.tiles[0][0].shape[-1]), np.float32)
         ys = np.empty((n, size, size), np.uint8)
         for i in range(n):
             cls = int(rng.integers(self.n_classes)) if rng.random() < 0.5 else None
-            image, labels = self.crop(size, cls)
+            if randomised:  # another ground resolution: a crop of scale x size px, resampled to size
+                scale = float(2 ** rng.uniform(*np.log2(SCALES)))
+                side = min(int(round(size * scale)), *self.tiles[0][1].shape)
+                image, labels = self.crop(side, cls)
+                if side != size:
+                    shrink = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
+                    image = cv2.resize(image, (size, size), interpolation=shrink)
+                    labels = cv2.resize(labels, (size, size), interpolation=cv2.INTER_NEAREST)
+            else:
+                image, labels = self.crop(size, cls)
             if augment:
                 k = int(rng.integers(4))
                 image, labels = np.rot90(image, k), np.rot90(labels, k)
                 if rng.random() < 0.5:
                     image, labels = image[:, ::-1], labels[:, ::-1]
             x = image.astype(np.float32) / 255.0
-            if augment:  # mild radiometric jitter: per-band gain and offset
+            if randomised:
+                x = randomise(x, rng)
+            elif augment:  # mild radiometric jitter: per-band gain and offset
                 x = x * rng.uniform(0.9, 1.1, (x.shape[-1],)).astype(np.float32)
                 x += rng.uniform(-0.03, 0.03, (x.shape[-1],)).astype(np.float32)
             xs[i], ys[i] = x, labels
         return xs, ys
+
+
+#: ground resolution of a randomised crop, as a factor of the scene's (1 m: 0.5-2 m)
+SCALES = (0.5, 2.0)
+
+
+def randomise(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """HxWxB float32 in [0, 1] as another sensor, season and day might show it.
+
+    Bands mixed by a random matrix near the identity (a sensor's other band responses, a season's
+    other greens), a gamma, gain and offset per band (brightness, exposure, processing), haze (a
+    veil toward a light grey) in a third of the crops, a Gaussian blur in a third, noise in all.
+    """
+    bands = x.shape[-1]
+    mix = np.eye(bands, dtype=np.float32) + rng.normal(0, 0.12, (bands, bands)).astype(np.float32)
+    mix /= mix.sum(axis=1, keepdims=True)
+    x = np.clip(x @ mix.T, 0, 1)
+    x = x ** rng.uniform(0.7, 1.4, bands).astype(np.float32)
+    gain, offset = rng.uniform(0.6, 1.5, bands), rng.uniform(-0.12, 0.12, bands)
+    x = x * gain.astype(np.float32) + offset.astype(np.float32)
+    if rng.random() < 1 / 3:
+        veil = rng.uniform(0.05, 0.4)
+        x = x * (1 - veil) + veil * rng.uniform(0.5, 0.9, bands).astype(np.float32)
+    if rng.random() < 1 / 3:
+        x = cv2.GaussianBlur(x, (0, 0), rng.uniform(0.3, 1.5))
+    x = x + rng.normal(0, rng.uniform(0, 0.03), x.shape).astype(np.float32)
+    return np.clip(x, 0, 1).astype(np.float32)
 
 
 def replay_sample(
@@ -106,13 +151,14 @@ def replay_sample(
 
 
 def recalibrate_batchnorm(
-    model: keras.Model, sampler: CropSampler, batches: int, batch: int, size: int
+    model: keras.Model, sampler: CropSampler, batches: int, batch: int, size: int, randomised: bool = False
 ) -> None:
     """Re-estimate every BatchNormalization layer's moving mean/variance with the weights fixed.
 
     The moving averages kept during training lag behind weights that are still changing; here they
     become the plain average over `batches` uniformly drawn (not class-centred) crops, which is what
-    whole-tile inference sees.
+    whole-tile inference sees (randomised as in training if asked, so that the statistics span the
+    looks the network was trained for rather than the demo's one).
     """
     import keras
 
@@ -125,6 +171,8 @@ def recalibrate_batchnorm(
         for j in range(batch):
             image, _ = sampler.crop(size, None)
             xs[j] = image.astype(np.float32) / 255.0
+            if randomised:
+                xs[j] = randomise(xs[j], sampler.rng)
         model(xs, training=True)
     for layer, momentum in zip(bns, saved, strict=True):
         layer.momentum = momentum
@@ -162,6 +210,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--depth", type=int, default=3, help="U-Net poolings (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    parser.add_argument(
+        "--randomise",
+        action="store_true",
+        help=f"domain randomisation: each crop at {SCALES[0]}-{SCALES[1]} x the ground resolution, in "
+        "other band mixes, brightness and contrast, with haze, blur and noise (features that serve on "
+        "imagery other than the demo's; see README)",
+    )
     parser.add_argument(
         "--no-eval", dest="evaluate", action="store_false", help="skip the evaluation at the end"
     )
@@ -211,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"U-Net depth {args.depth}, {args.base_filters} base filters: {model.count_params():,} parameters; "
-        f"{args.epochs} epochs x {args.steps} steps x {args.batch} crops of {args.crop} px",
+        f"{args.epochs} epochs x {args.steps} steps x {args.batch} crops of {args.crop} px"
+        + (", domain randomised" if args.randomise else ""),
         flush=True,
     )
 
@@ -219,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     for epoch in range(1, args.epochs + 1):
         losses, accs = [], []
         for _ in range(args.steps):
-            x, y = sampler.batch(args.batch, args.crop)
+            x, y = sampler.batch(args.batch, args.crop, randomised=args.randomise)
             loss, acc = model.train_on_batch(x, y, return_dict=False)
             losses.append(loss)
             accs.append(acc)
@@ -229,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
             f"({elapsed:.0f} s, ~{elapsed / epoch * (args.epochs - epoch):.0f} s left)",
             flush=True,
         )
-    recalibrate_batchnorm(model, sampler, batches=12, batch=8, size=256)
+    recalibrate_batchnorm(model, sampler, batches=12, batch=8, size=256, randomised=args.randomise)
     train_time = time.perf_counter() - started
 
     # export without optimizer state: a fresh, uncompiled network with the trained weights
