@@ -121,12 +121,12 @@ def randomise(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     mix = np.eye(bands, dtype=np.float32) + rng.normal(0, 0.12, (bands, bands)).astype(np.float32)
     mix /= mix.sum(axis=1, keepdims=True)
     x = np.clip(x @ mix.T, 0, 1)
-    x = x ** rng.uniform(0.7, 1.4, bands).astype(np.float32)
-    gain, offset = rng.uniform(0.6, 1.5, bands), rng.uniform(-0.12, 0.12, bands)
+    x = x ** rng.uniform(0.7, 1.4, (bands,)).astype(np.float32)
+    gain, offset = rng.uniform(0.6, 1.5, (bands,)), rng.uniform(-0.12, 0.12, (bands,))
     x = x * gain.astype(np.float32) + offset.astype(np.float32)
     if rng.random() < 1 / 3:
         veil = rng.uniform(0.05, 0.4)
-        x = x * (1 - veil) + veil * rng.uniform(0.5, 0.9, bands).astype(np.float32)
+        x = x * (1 - veil) + veil * rng.uniform(0.5, 0.9, (bands,)).astype(np.float32)
     if rng.random() < 1 / 3:
         x = cv2.GaussianBlur(x, (0, 0), rng.uniform(0.3, 1.5))
     x = x + rng.normal(0, rng.uniform(0, 0.03), x.shape).astype(np.float32)
