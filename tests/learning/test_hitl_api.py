@@ -194,6 +194,43 @@ def test_pred_patch_returns_uncertainty_and_spread_suggestions(server):
     assert all(0 <= p["score"] <= 1 for p in points)
 
 
+def test_suggestions_are_random_on_the_base_map_and_the_models_doubt_once_it_learnt(server):
+    """A session's first suggestions are spread at random (the same for the same square): their
+    scores are the draws, not the uncertainty the map shows there; after a retrain they are the
+    learnt map's most uncertain points (their scores are its uncertainty); a reset brings the
+    random ones back."""
+    from tests.hitl_support import decode_png
+
+    session = post(server, "/sessions")["session"]
+    ext = stripe_extent(FIELD, margin=-20)
+    body = {"extent": ext, "session": session, "input_naip": False}
+
+    def ask() -> tuple[list[tuple[float, float]], np.ndarray]:
+        """(the points, |score - the uncertainty image's value at each|)."""
+        result = post(server, "/predPatch", body)
+        alpha = decode_png(result["output_uncertainty"])[..., 3] / 255
+        h, w = alpha.shape
+        points = [(p["x"], p["y"]) for p in result["suggestions"]]
+        shown = [
+            alpha[
+                int((ext["ymax"] - y) / (ext["ymax"] - ext["ymin"]) * h),
+                int((x - ext["xmin"]) / (ext["xmax"] - ext["xmin"]) * w),
+            ]
+            for x, y in points
+        ]
+        return points, np.abs(np.array([p["score"] for p in result["suggestions"]]) - shown)
+
+    first, off = ask()
+    assert len(first) == 5 and ask()[0] == first
+    assert off.max() > 0.05  # drawn at random, not where the map is least sure
+    field_to_built(server, session)
+    post(server, "/retrainModel", {"session": session})
+    learnt, off = ask()
+    assert learnt and learnt != first and off.max() <= 1 / 255 + 1e-6
+    post(server, "/resetModel", {"session": session})
+    assert ask()[0] == first
+
+
 BOX = utm_extent(1, 1, 3, 3)
 RC = "/recordCorrection"
 

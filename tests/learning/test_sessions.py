@@ -143,6 +143,36 @@ def test_with_the_class_map_the_predicted_classes_take_turns():
     assert all(p["score"] == pytest.approx(blind[0]["score"]) for p in blind)
 
 
+def test_on_the_base_models_map_suggestions_are_spread_at_random():
+    """Before the first retrain the model's doubt is not what picks the points: they are drawn at
+    random, spread apart, inside the imagery, the same for the same square and others elsewhere."""
+    probs = np.full((64, 64, 2), [0.99, 0.01], np.float32)
+    probs[10:13, 10:13] = [0.5, 0.5]  # the one place a learnt map's suggestions would go first
+    valid = np.ones((64, 64), bool)
+    valid[:, 48:] = False  # no imagery on the right
+    classes = probs.argmax(-1).astype(np.uint8)
+    grid = Grid(WEB_MERCATOR, Affine(2, 0, 1000, 0, -2, 5000), 64, 64)
+    learnt = suggestions(uncertainty(probs), valid, grid, n=5, classes=classes)
+    assert 1020 < learnt[0]["x"] < 1026 and learnt[0]["score"] == pytest.approx(1.0)
+    points = suggestions(uncertainty(probs), valid, grid, n=5, classes=classes, learnt=False)
+    assert len(points) == 5
+    assert points == suggestions(uncertainty(probs), valid, grid, n=5, classes=classes, learnt=False)
+    xy = np.array([[p["x"], p["y"]] for p in points])
+    assert (xy[:, 0] < 1000 + 2 * 48).all()  # inside the imagery
+    d = np.sqrt(((xy[:, None] - xy[None]) ** 2).sum(-1)) + np.eye(len(xy)) * 1e9
+    assert d.min() >= 2 * 9  # as far apart as a learnt map's
+    blob = [p for p in points if 1020 < p["x"] < 1026 and 4974 < p["y"] < 4980]
+    assert len(blob) <= 1  # the unsure blob is no magnet
+    draws = []
+    for shift in range(20):  # other squares, other points: uniform over the imagery, not the doubt
+        moved = Grid(WEB_MERCATOR, Affine(2, 0, 1000 + 128 * shift, 0, -2, 5000), 64, 64)
+        found = suggestions(uncertainty(probs), valid, moved, n=5, classes=classes, learnt=False)
+        draws += [((p["x"] - 1000 - 128 * shift) / 2, (5000 - p["y"]) / 2) for p in found]
+    cols, rows = np.array(draws).T
+    assert len(set(draws)) > 80 and cols.max() < 48
+    assert np.mean((rows < 16) & (cols < 16)) < 0.3  # not drawn to the blob's corner
+
+
 def test_store_removes_temp_files_and_unlisted_checkpoints_at_start_up(tmp_path):
     store = Store(tmp_path)
     head = LinearHead(np.ones((2, 3), np.float32), np.zeros(3, np.float32))

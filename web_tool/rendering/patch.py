@@ -124,5 +124,5 @@ def pred_patch(
         "model_name": model.name,
         **({"input_naip": imagery.result()} if imagery is not None else {}),
         **encode_maps(patch, hard, soft, score),
-        "suggestions": suggestions(score, patch.valid, patch.grid, classes=class_map),
+        "suggestions": suggestions(score, patch.valid, patch.grid, classes=class_map, learnt=model.learnt),
     }

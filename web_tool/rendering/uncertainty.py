@@ -4,13 +4,16 @@ Uncertainty is one minus the margin between the two likeliest classes: 0 = certa
 Of the usual scores (entropy, least confidence, margin), the margin picked the most useful clicks
 in Robinson et al.'s human-in-the-loop land-cover study (AAAI 2020); on real NAIP here it does not
 beat random clicks when it picks the most uncertain pixels anywhere: those lie on the edges between
-classes, where labels are least sure. So suggestions are the most uncertain pixels *inside* areas
-of one predicted class (5 x 5 px), at most one per cell of a coarse lattice and at least a cell
-apart, so they spread over the patch; and the predicted classes take turns, so a rare class (a
-few roofs) gets labels too. bench/hitl_real.py --strategy suggested, 4 seeds, random clicks in the
-same run (2026-12-02): naip2014 at 25 / 200 clicks 0.891 / 0.940 accuracy (random 0.898 / 0.934),
-naip2011 0.821 / 0.890 (random 0.812 / 0.889): level with random clicks in accuracy, ahead by
-less than one run's noise; behind in mean IoU on naip2014 (0.602 against 0.629 at 200).
+classes, where labels are least sure. So suggestions on a map the session learnt are the most
+uncertain pixels *inside* areas of one predicted class (5 x 5 px), at most one per cell of a
+coarse lattice and at least a cell apart, so they spread over the patch; and the predicted classes
+take turns, so a rare class (a few roofs) gets labels too. On the base model's map (before the
+first retrain) they are spread at random over the patch instead: a network trained elsewhere can be
+sure and wrong, and until corrections have shown how far it is right its doubt says little about
+where a label helps. bench/hitl_real.py --strategy suggested, 4 seeds (2026-12-03, two runs, random
+clicks beside): naip2014 at 25 clicks 0.913 / 0.916 accuracy (doubt from the start 0.882, random
+clicks 0.898), at 200 0.940 / 0.943 (0.939, random 0.935); naip2011 at 25 0.798 / 0.834 (0.773,
+random 0.774), at 200 0.893 / 0.892 (0.898, random 0.889). See docs/LEARNING.md.
 """
 
 from __future__ import annotations
@@ -75,10 +78,15 @@ def suggestions(
     grid: Grid,
     n: int = N_SUGGESTIONS,
     classes: np.ndarray | None = None,
+    learnt: bool = True,
 ) -> list[dict[str, float]]:
     """Up to `n` of the most uncertain pixels, spread apart, as {"x", "y", "score"} in grid's CRS;
     with the HxW uint8 class map `classes`, only pixels inside an area of one predicted class, the
-    classes taking turns (the class with the most uncertain pixel left goes first in each round)."""
+    classes taking turns (the class with the most uncertain pixel left goes first in each round).
+    On a map not `learnt` from corrections, `n` pixels spread apart at random instead (the same
+    ones for the same grid), their "score" the random draw that ranked them."""
+    if not learnt:
+        score, classes = at_random(grid, score.shape), None
     h, w = score.shape
     spacing = max(4, int(min(h, w) * MIN_SPACING))
     keep = valid if classes is None else valid & interior(classes)
@@ -111,3 +119,10 @@ def suggestions(
         x, y = grid.transform @ (c + 0.5, r + 0.5)
         out.append({"x": float(x), "y": float(y), "score": round(s, 4)})
     return out
+
+
+def at_random(grid: Grid, shape: tuple[int, ...]) -> np.ndarray:
+    """`shape` uniform draws in [0, 1), seeded by `grid` (the same square gets the same points)."""
+    seed = [abs(round(v * 1000)) % 2**32 for v in grid.transform[:6]] + list(shape)
+    draws: np.ndarray = np.random.default_rng(seed).random(shape, np.float32)
+    return draws
