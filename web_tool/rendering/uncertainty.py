@@ -10,10 +10,11 @@ coarse lattice and at least a cell apart, so they spread over the patch; and the
 take turns, so a rare class (a few roofs) gets labels too. On the base model's map (before the
 first retrain) they are spread at random over the patch instead: a network trained elsewhere can be
 sure and wrong, and until corrections have shown how far it is right its doubt says little about
-where a label helps. bench/hitl_real.py --strategy suggested, 4 seeds (2026-12-03, two runs, random
-clicks beside): naip2014 at 25 clicks 0.913 / 0.916 accuracy (doubt from the start 0.882, random
-clicks 0.898), at 200 0.940 / 0.943 (0.939, random 0.935); naip2011 at 25 0.798 / 0.834 (0.773,
-random 0.774), at 200 0.893 / 0.892 (0.898, random 0.889). See docs/LEARNING.md.
+where a label helps. bench/hitl_real.py --strategy suggested, 4 seeds, random clicks in the same
+run (2026-12-03): naip2014 at 25 / 200 clicks 0.914 / 0.942 accuracy (random 0.898 / 0.934; doubt
+from the start, an earlier run: 0.882 / 0.939), naip2011 0.848 / 0.898 (random 0.812 / 0.889):
+ahead in accuracy at every round, but behind in mean IoU on naip2014 (0.609 against 0.629 at 200,
+on Built). See docs/LEARNING.md.
 """
 
 from __future__ import annotations
