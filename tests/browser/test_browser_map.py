@@ -244,6 +244,10 @@ def test_uncertainty_overlay_and_label_suggestions_when_the_server_sends_them(op
         page.wait_for_selector(".leaflet-suggestions-pane path.suggestion")
         assert page.locator(".leaflet-suggestions-pane path.suggestion").count() == len(answer["suggestions"])
         assert page.locator("#suggestion-note").is_visible()
+        # before the session's first retrain the note says why the rings lie where they do
+        note = page.locator("#suggestion-note").inner_text()
+        by_chance = answer.get("suggestions_by") == "random"
+        assert ("spread at random until your first retrain" in note) == by_chance
     if "output_uncertainty" in answer:
         uncertainty = page.locator("img.uncertainty-overlay")
         assert uncertainty.count() == 0  # off until asked for

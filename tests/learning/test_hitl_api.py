@@ -205,9 +205,12 @@ def test_suggestions_are_random_on_the_base_map_and_the_models_doubt_once_it_lea
     ext = stripe_extent(FIELD, margin=-20)
     body = {"extent": ext, "session": session, "input_naip": False}
 
+    said: list[str] = []
+
     def ask() -> tuple[list[tuple[float, float]], np.ndarray]:
         """(the points, |score - the uncertainty image's value at each|)."""
         result = post(server, "/predPatch", body)
+        said.append(result["suggestions_by"])
         alpha = decode_png(result["output_uncertainty"])[..., 3] / 255
         h, w = alpha.shape
         points = [(p["x"], p["y"]) for p in result["suggestions"]]
@@ -229,6 +232,7 @@ def test_suggestions_are_random_on_the_base_map_and_the_models_doubt_once_it_lea
     assert learnt and learnt != first and off.max() <= 1 / 255 + 1e-6
     post(server, "/resetModel", {"session": session})
     assert ask()[0] == first
+    assert said == ["random", "random", "uncertainty", "random"]  # the answer says which
 
 
 BOX = utm_extent(1, 1, 3, 3)

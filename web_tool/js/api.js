@@ -137,7 +137,8 @@ export class Server {
 
   // --- seed endpoints ------------------------------------------------------------------------
 
-  /** → {modelName, hard, soft, uncertainty, suggestions[]} (images as data: URLs). The imagery
+  /** → {modelName, hard, soft, uncertainty, suggestions[], suggestionsBy} (images as data: URLs;
+   * suggestionsBy "random" before the session's first retrain, else "uncertainty"). The imagery
    * (`input_naip`, 80 % of the answer) is left out: the map shows it as tiles. */
   async predPatch({ extent, weights, classes, dataset, session, signal }) {
     const body = { extent: extentBody(extent), weights, classes, dataset, session, input_naip: false };
@@ -148,6 +149,7 @@ export class Server {
       soft: pngUrl(data.output_soft),
       uncertainty: pngUrl(data.output_uncertainty),
       suggestions: parseSuggestions(data.suggestions),
+      suggestionsBy: data.suggestions_by,
     };
   }
 

@@ -274,7 +274,8 @@ function refreshSuggestions(result) {
   suggestionLayer.clearLayers();
   const points = result?.suggestions || [];
   $("#suggestion-note").hidden = points.length === 0;
-  $("#suggestion-note").textContent = `${points.length} suggested point(s) to label next (rings on the map)`;
+  const how = result?.suggestionsBy === "random" ? ", spread at random until your first retrain" : "";
+  $("#suggestion-note").textContent = `${points.length} suggested point(s) to label next${how} (rings on the map)`;
   for (const p of points) {
     const latlng = p.xy ? fromMercator(p.xy) : L.latLng(p.lat, p.lng);
     L.circleMarker(latlng, { pane: "suggestions", className: "suggestion", radius: 7, weight: 2, fill: false, interactive: true })

@@ -125,4 +125,5 @@ def pred_patch(
         **({"input_naip": imagery.result()} if imagery is not None else {}),
         **encode_maps(patch, hard, soft, score),
         "suggestions": suggestions(score, patch.valid, patch.grid, classes=class_map, learnt=model.learnt),
+        "suggestions_by": "uncertainty" if model.learnt else "random",
     }
