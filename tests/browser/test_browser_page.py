@@ -456,8 +456,16 @@ def test_predict_the_view_when_zoomed_out_fills_it_block_by_block(open_page, req
     assert 0 < blocks <= 9
     asked = []
     page.on("request", lambda r: "/predTiles/" in r.url and f"/{zb}/" in r.url and asked.append(r.url))
+    # every text the status line shows, kept as it changes: blocks the server has already made
+    # come back at once, and their "block i of n" may be gone before a poll would see it
+    page.evaluate(
+        """() => { const node = document.querySelector('.map-status');
+        window.statusSeen = [];
+        new MutationObserver(() => window.statusSeen.push(node.textContent))
+          .observe(node, {childList: true, characterData: true, subtree: true}); }"""
+    )
     page.locator("#predict-view").click()
-    page.wait_for_function("() => document.querySelector('.map-status').textContent.includes('block')")
+    page.wait_for_function("() => window.statusSeen.some((text) => text.includes('block'))")
     wait_quiet(page)
     assert len(asked) == blocks
     page.wait_for_selector(PRED_TILES)  # the coarse tiles, composed from those blocks
