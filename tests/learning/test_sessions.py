@@ -154,9 +154,9 @@ def test_on_the_base_models_map_suggestions_are_spread_at_random():
     grid = Grid(WEB_MERCATOR, Affine(2, 0, 1000, 0, -2, 5000), 64, 64)
     learnt = suggestions(uncertainty(probs), valid, grid, n=5, classes=classes)
     assert 1020 < learnt[0]["x"] < 1026 and learnt[0]["score"] == pytest.approx(1.0)
-    points = suggestions(uncertainty(probs), valid, grid, n=5, classes=classes, learnt=False)
+    points = suggestions(uncertainty(probs), valid, grid, n=5, classes=classes, by="random")
     assert len(points) == 5
-    assert points == suggestions(uncertainty(probs), valid, grid, n=5, classes=classes, learnt=False)
+    assert points == suggestions(uncertainty(probs), valid, grid, n=5, classes=classes, by="random")
     xy = np.array([[p["x"], p["y"]] for p in points])
     assert (xy[:, 0] < 1000 + 2 * 48).all()  # inside the imagery
     d = np.sqrt(((xy[:, None] - xy[None]) ** 2).sum(-1)) + np.eye(len(xy)) * 1e9
@@ -166,7 +166,7 @@ def test_on_the_base_models_map_suggestions_are_spread_at_random():
     draws = []
     for shift in range(20):  # other squares, other points: uniform over the imagery, not the doubt
         moved = Grid(WEB_MERCATOR, Affine(2, 0, 1000 + 128 * shift, 0, -2, 5000), 64, 64)
-        found = suggestions(uncertainty(probs), valid, moved, n=5, classes=classes, learnt=False)
+        found = suggestions(uncertainty(probs), valid, moved, n=5, classes=classes, by="random")
         draws += [((p["x"] - 1000 - 128 * shift) / 2, (5000 - p["y"]) / 2) for p in found]
     cols, rows = np.array(draws).T
     assert len(set(draws)) > 80 and cols.max() < 48

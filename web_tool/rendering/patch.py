@@ -10,7 +10,7 @@ held for the whole extent, only the rendered colours and the uncertainty.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -120,10 +120,12 @@ def pred_patch(
     # the imagery's PNG is encoded while the model runs
     imagery = RENDER_POOL.submit(lambda: png_base64(input_rgb(patch))) if with_input else None
     class_map, hard, soft, score = predicted_maps(model, padded, weights, colors)
+    # a network trained elsewhere can be sure and wrong: its doubt says little before corrections
+    by: Literal["uncertainty", "random"] = "uncertainty" if model.learnt else "random"
     return {
         "model_name": model.name,
         **({"input_naip": imagery.result()} if imagery is not None else {}),
         **encode_maps(patch, hard, soft, score),
-        "suggestions": suggestions(score, patch.valid, patch.grid, classes=class_map, learnt=model.learnt),
-        "suggestions_by": "uncertainty" if model.learnt else "random",
+        "suggestions": suggestions(score, patch.valid, patch.grid, classes=class_map, by=by),
+        "suggestions_by": by,
     }

@@ -19,6 +19,8 @@ on Built). See docs/LEARNING.md.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import cv2
 import numpy as np
 
@@ -79,14 +81,14 @@ def suggestions(
     grid: Grid,
     n: int = N_SUGGESTIONS,
     classes: np.ndarray | None = None,
-    learnt: bool = True,
+    by: Literal["uncertainty", "random"] = "uncertainty",
 ) -> list[dict[str, float]]:
     """Up to `n` of the most uncertain pixels, spread apart, as {"x", "y", "score"} in grid's CRS;
     with the HxW uint8 class map `classes`, only pixels inside an area of one predicted class, the
     classes taking turns (the class with the most uncertain pixel left goes first in each round).
-    On a map not `learnt` from corrections, `n` pixels spread apart at random instead (the same
-    ones for the same grid), their "score" the random draw that ranked them."""
-    if not learnt:
+    `by` "random" (for a map not yet learnt from corrections): `n` pixels spread apart at random
+    instead (the same ones for the same grid), their "score" the random draw that ranked them."""
+    if by == "random":
         score, classes = at_random(grid, score.shape), None
     h, w = score.shape
     spacing = max(4, int(min(h, w) * MIN_SPACING))
