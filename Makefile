@@ -75,8 +75,12 @@ format: venv
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# pytest workers: on 2 cores the suite waits on servers, browsers and subprocesses for much of its
+# time, and two workers take it from about 12 to 9 minutes (each loads TensorFlow). A module's tests
+# stay together, in order, on one worker (loadscope): some share one server that a test stops.
+TEST_WORKERS ?= 2
 test: venv node system-deps demo-data lint
-	$(PY) -m pytest -q -rs
+	$(PY) -m pytest -q -rs -n $(TEST_WORKERS) --dist loadscope
 
 evaluate: venv demo-data
 	$(PY) -m web_tool.demo.evaluate --data $(DEMO_DIR) --model_fn web_tool/data/demo_model
