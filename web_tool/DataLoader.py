@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -282,6 +283,9 @@ class DataLoader:
         self.label_files = scan(config.label_paths, imagery=False)
         self.index = self._build_index(self.files)
         self.label_index = self._build_index(self.label_files)
+        #: libspatialindex is not thread-safe, not even for queries (they share its memory pool):
+        #: the server's threads query the indexes one at a time (a query takes microseconds)
+        self._index_lock = threading.Lock()
         self.footprint = unary_union([box(*b) for f in self.files for b in f.boxes_3857()])
         #: the files' own ground metres per pixel (their median)
         self.files_resolution_m = own = float(np.median([f.resolution_m for f in self.files]))
@@ -358,9 +362,11 @@ class DataLoader:
         """The files whose footprint intersects `extent`, in configuration order."""
         files, index = (self.label_files, self.label_index) if labels else (self.files, self.index)
         try:
-            hits = index.intersection(web_map_bounds(extent))
+            bounds = web_map_bounds(extent)
         except ExtentError:  # wholly beyond the web map's latitudes, where no file is indexed
             return []
+        with self._index_lock:
+            hits = list(index.intersection(bounds))
         return [files[i] for i in sorted(set(hits)) if files[i].path not in self.broken]
 
     def grid_for(self, extent: Extent) -> Grid:

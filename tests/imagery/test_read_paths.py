@@ -202,3 +202,52 @@ def test_the_servers_block_cache_is_bounded_unless_the_environment_says_otherwis
     monkeypatch.setenv("GDAL_CACHEMAX", "5%")
     raster_pool.bound_block_cache()
     assert os.environ["GDAL_CACHEMAX"] == "5%"
+
+
+HAMMER = """
+import gc, sys, threading, time
+from web_tool.DataLoader import DataLoader
+from web_tool.geometry import WEB_MERCATOR, Extent
+from web_tool.imagery.datasets import DatasetConfig
+
+loader = DataLoader(DatasetConfig(name="t", paths=sys.argv[1:]))
+extents = [
+    Extent(500_000 + x, 4_300_000 + x, 500_020 + x, 4_300_020 + x, crs="EPSG:32618").to_crs(WEB_MERCATOR)
+    for x in range(0, 120, 3)
+]
+stop = time.monotonic() + 5
+
+def look_up(k):
+    found = 0
+    while time.monotonic() < stop:
+        for extent in extents:
+            found += len(loader.files_for(extent)) > 0
+    print(k, found, flush=True)
+
+threads = [threading.Thread(target=look_up, args=(k,)) for k in range(8)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+del loader
+gc.collect()
+print("done", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_threads_looking_up_files_at_once_do_not_crash_the_process(tmp_path):
+    """The server's threads find the files of their requests in one rtree index at the same time;
+    libspatialindex is not thread-safe even for queries, and unguarded this crashed the process
+    (a segfault) within seconds under a page's burst of tile requests. In a subprocess: a crash
+    here must not take the test run with it."""
+    import subprocess
+    import sys
+
+    paths = [str(p) for p in four_tiles(tmp_path)]
+    done = subprocess.run(
+        [sys.executable, "-c", HAMMER, *paths], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert done.returncode == 0, f"exit status {done.returncode}: {done.stderr[-2000:]}"
+    lines = done.stdout.split()
+    assert "done" in lines and all(int(n) > 100 for n in done.stdout.splitlines()[0].split()[1:])
