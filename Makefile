@@ -77,7 +77,7 @@ format: venv
 
 # pytest workers: on 2 cores the suite waits on servers, browsers and subprocesses for much of its
 # time, and two workers take it from about 12 to 9 minutes (each loads TensorFlow). A module's tests
-# stay together, in order, on one worker (loadscope): some share one server that a test stops.
+# stay together on one worker (loadscope), so its module-scoped servers start once, not on both.
 TEST_WORKERS ?= 2
 test: venv node system-deps demo-data lint
 	$(PY) -m pytest -q -rs -n $(TEST_WORKERS) --dist loadscope
