@@ -10,7 +10,7 @@ held for the whole extent, only the rendered colours and the uncertainty.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
@@ -26,7 +26,7 @@ from web_tool.rendering.images import (
     soft_rgb,
     with_alpha,
 )
-from web_tool.rendering.uncertainty import suggestions, uncertainty, uncertainty_rgba
+from web_tool.rendering.uncertainty import SuggestionRule, suggestions, uncertainty, uncertainty_rgba
 from web_tool.ServerModels.base import ServerModel
 from web_tool.ServerModels.tiling import predict_blocks
 
@@ -121,7 +121,7 @@ def pred_patch(
     imagery = RENDER_POOL.submit(lambda: png_base64(input_rgb(patch))) if with_input else None
     class_map, hard, soft, score = predicted_maps(model, padded, weights, colors)
     # a network trained elsewhere can be sure and wrong: its doubt says little before corrections
-    by: Literal["uncertainty", "random"] = "uncertainty" if model.learnt else "random"
+    by: SuggestionRule = "uncertainty" if model.learnt else "random"
     return {
         "model_name": model.name,
         **({"input_naip": imagery.result()} if imagery is not None else {}),

@@ -26,6 +26,8 @@ import numpy as np
 
 from web_tool.geometry import Grid
 
+#: how suggestions are picked: from the map's doubt, or spread at random (a map not yet learnt)
+SuggestionRule = Literal["uncertainty", "random"]
 #: how many labelling suggestions a prediction carries
 N_SUGGESTIONS = 5
 #: suggestions lie at least this fraction of the patch's shorter side apart (and >= 4 px)
@@ -81,7 +83,7 @@ def suggestions(
     grid: Grid,
     n: int = N_SUGGESTIONS,
     classes: np.ndarray | None = None,
-    by: Literal["uncertainty", "random"] = "uncertainty",
+    by: SuggestionRule = "uncertainty",
 ) -> list[dict[str, float]]:
     """Up to `n` of the most uncertain pixels, spread apart, as {"x", "y", "score"} in grid's CRS;
     with the HxW uint8 class map `classes`, only pixels inside an area of one predicted class, the
