@@ -9,6 +9,8 @@ its window read, its data and its mask warped separately, first file first.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -241,13 +243,11 @@ def test_threads_looking_up_files_at_once_do_not_crash_the_process(tmp_path):
     libspatialindex is not thread-safe even for queries, and unguarded this crashed the process
     (a segfault) within seconds under a page's burst of tile requests. In a subprocess: a crash
     here must not take the test run with it."""
-    import subprocess
-    import sys
-
     paths = [str(p) for p in four_tiles(tmp_path)]
     done = subprocess.run(
         [sys.executable, "-c", HAMMER, *paths], capture_output=True, text=True, timeout=120, cwd=tmp_path
     )
     assert done.returncode == 0, f"exit status {done.returncode}: {done.stderr[-2000:]}"
-    lines = done.stdout.split()
-    assert "done" in lines and all(int(n) > 100 for n in done.stdout.splitlines()[0].split()[1:])
+    *threads, last = [line.split() for line in done.stdout.splitlines()]
+    assert last == ["done"] and len(threads) == 8
+    assert all(int(found) > 100 for _, found in threads)  # every thread looked files up, and found them
