@@ -116,6 +116,43 @@ def test_a_learnt_head_is_smoothed_and_the_network_head_is_not(tiny_model_path):
     assert not np.allclose(learnt.predict(img), raw)
 
 
+def predict_at_once(model, images: list[np.ndarray]) -> list[np.ndarray]:
+    """`model.predict` of each image, each on its own thread, all released at the same moment."""
+    import threading
+
+    out: list[np.ndarray] = [np.empty(0)] * len(images)
+    start = threading.Barrier(len(images))
+
+    def predict(i: int) -> None:
+        start.wait()
+        out[i] = model.predict(images[i])
+
+    threads = [threading.Thread(target=predict, args=(i,)) for i in range(len(images))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+def test_many_threads_predicting_at_once_get_what_one_thread_gets(tiny_model_path):
+    """The server predicts on many threads with one model: the network and a learnt forest head
+    must not share anything mutable between calls (the rtree index did: DataLoader.files_for)."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    from web_tool.ServerModels.heads import ClassifierHead
+
+    model = KerasSegmentationModel(tiny_model_path, CLASSES)
+    rng = np.random.default_rng(4)
+    images = [rng.integers(0, 255, (48, 48, 4)).astype(np.uint8) for _ in range(8)]
+    feats = model.features(images[0]).reshape(48 * 48, -1)
+    forest = RandomForestClassifier(20, n_jobs=2, random_state=0).fit(feats, rng.integers(0, 4, len(feats)))
+    for m in (model, model.with_head(ClassifierHead(forest, 4), learnt=True)):
+        alone = [m.predict(image) for image in images]
+        for together, expected in zip(predict_at_once(m, images), alone, strict=True):
+            np.testing.assert_allclose(together, expected, atol=1e-5)
+
+
 def test_a_deferring_head_hands_its_network_share_to_the_network_head():
     """Labels 0 and 1 are the forest's own; label 2 means "the network knows": its probability goes
     to the network head's classes. Stored and loaded, it predicts the same; grown, the new class
