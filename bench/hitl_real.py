@@ -12,7 +12,7 @@ round by round, two tools that need no pretrained model are trained and scored o
 a random forest on bands + NDVI and one on ilastik's filter bank (bench/forests.py).
 
     python bench/hitl_real.py [--look naip2014 naip2011] [--strategy wrong right random suggested]
-        [--rounds 25 50 100 200 400] [--seeds 3] [--quick] [--model features]
+        [--rounds 25 50 100 200 400] [--seeds 3] [--seed 0] [--quick] [--model features]
         [--server_args "--fine_tune last_k_layers"]
 
 Prints Markdown tables of medians over the seeds. The `/retrainModel` time is the wall-clock time
@@ -71,7 +71,9 @@ def run_seed(server, look: str, patches, features: dict, strategy: str, seed: in
             row[name] = devset.score(patches, PixelForest(stack, seed).fit(user.clicks).predict(), n)
         rows.append(row)
         accuracies = ", ".join(f"{k} {row[k]['accuracy']:.3f}" for k in ("tool", *features))
-        print(f"    {r.clicks} (+{user.confirming}) clicks: {accuracies}; retrain {r.retrain_s:.2f} s")
+        miou = row["tool"]["miou"]
+        retrain = f"retrain {r.retrain_s:.2f} s"
+        print(f"    {r.clicks} (+{user.confirming}) clicks: {accuracies}; tool mIoU {miou:.3f}; {retrain}")
     return rows
 
 
@@ -167,7 +169,7 @@ def report(results: dict, args, names: list[str], learners: list[str]) -> None:
         f"Server: `{' '.join([launch, args.server_args]).strip()}`. *clicks*: the strategy's clicks;"
         f" each session first made 3 confirming clicks per class present (*labelled px* counts them"
         f" all). Scored on every labelled pixel of the patches' own grid; medians of {args.seeds}"
-        f" seed(s)."
+        f" seed(s) from {args.seed}."
     )
     timed = 1 + args.rounds.index(args.timed_round)
     for (look, strategy), runs in results.items():
@@ -189,7 +191,8 @@ def parse_args(argv):
     )
     parser.add_argument("--strategy", nargs="+", choices=STRATEGIES, default=["wrong"])
     parser.add_argument("--rounds", nargs="+", type=int, default=list(ROUNDS), help="cumulative clicks")
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=3, help="simulated users, each in a new session")
+    parser.add_argument("--seed", type=int, default=0, help="the first user's seed (then +1, +2, ...)")
     parser.add_argument("--repeat", type=int, default=3, help="extra timed retrains at 200 clicks, per seed")
     parser.add_argument("--quick", action="store_true", help="one seed, rounds 25 and 100")
     parser.add_argument(
@@ -233,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                     features = {name: [make(p.image) for p in patches] for name, make in FEATURES.items()}
                     print(f"{look}: {len(patches)} patches, features {time.perf_counter() - t0:.0f} s")
                     for strategy in args.strategy:
-                        for seed in range(args.seeds):
+                        for seed in range(args.seed, args.seed + args.seeds):
                             print(f"  {look}, {strategy}, seed {seed}:")
                             run = run_seed(server, look, patches, features, strategy, seed, args)
                             results.setdefault((look, strategy), []).append(run)
