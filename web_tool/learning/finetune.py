@@ -7,12 +7,12 @@ A strategy has four functions, all `(model, base, corrections, source, **options
 and `check(base, **options)`, run at start-up, refuses options the base model cannot take.
 
 - `last_layer` (the default, and what every model supports): replace the model's last layer by a
-  forest of extremely randomised trees over all its per-pixel features — for a Keras network its
-  deep features, its own class probabilities and the imagery's filter bank; for `--model
-  features` the filter bank. It learns from the corrections, the anchors around them and the
-  replay sample (training_data.py), each weighted by the evidence; over a network, the forest may
-  also hand a pixel back to the network's own head (`DeferringHead`), where the corrections have
-  shown that head right. Well under a second for hundreds of clicks.
+  random forest over all its per-pixel features — for a Keras network its deep features, its own
+  class probabilities and the imagery's filter bank; for `--model features` the filter bank. It
+  learns from the corrections, the anchors around them and the replay sample (training_data.py),
+  each weighted by the evidence; over a network, the forest may also hand a pixel back to the
+  network's own head (`DeferringHead`), where the corrections have shown that head right. Well
+  under a second for hundreds of clicks.
 - `last_k_layers` (Keras networks only): backpropagation (Keras optimizer) through the last k
   weighted layers (the head counts as one) of a per-session copy of the network, on windows
   around the corrections (loss only on corrected and anchor pixels) and on replay pixels; the
@@ -44,10 +44,8 @@ from web_tool.learning.training_data import (
 from web_tool.ServerModels.base import ServerModel
 from web_tool.ServerModels.heads import ClassifierHead, DeferringHead, LinearHead
 
-#: trees of the forest `last_layer` fits: extremely randomised trees (each split at a random
-#: threshold of each candidate feature, not the best one) map real imagery from a few hundred clicks
-#: better than a random forest's (bench/hitl_real.py, docs/LEARNING.md); more cost more to
-#: predict, and gained nothing measurable beyond 40
+#: trees of the forest `last_layer` fits (more cost more to predict, and gained nothing measurable
+#: on the real development imagery beyond 40: bench/hitl_real.py)
 TREES = 40
 #: their depth: shallower trees generalise better from a few hundred clicks, and predict faster
 MAX_DEPTH = 12
@@ -147,10 +145,10 @@ def fit_forest(
     samples: Samples, n_classes: int, network: LinearHead | None, trees: int = TREES
 ) -> ClassifierHead:
     """A forest head fitted on `samples`; with a `network`, label `n_classes` hands a pixel back to it."""
-    from sklearn.ensemble import ExtraTreesClassifier
+    from sklearn.ensemble import RandomForestClassifier
 
     check_two_classes(samples)
-    forest = ExtraTreesClassifier(
+    forest = RandomForestClassifier(
         trees,
         max_depth=MAX_DEPTH,
         n_jobs=FOREST_JOBS,
