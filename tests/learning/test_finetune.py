@@ -86,6 +86,34 @@ def test_clicks_on_a_map_that_is_already_right_never_make_it_worse(
     assert stripe_accuracy(sessions.model(None)) >= stripe_accuracy(keras_base) - 0.002
 
 
+def test_the_same_clicks_learn_the_same_model_whatever_other_sessions_did_first(
+    keras_base, stripes_model, loader, tmp_path
+):
+    """Anchors, sampled pixels and thinning are drawn per correction: from what it labels, not from
+    its id, which counts over the whole server."""
+    sessions = SessionManager(keras_base, tmp_path, "last_layer", replay_path(stripes_model))
+    first, second = sessions.create(), sessions.create()
+
+    def work(session) -> None:
+        for i in range(3):
+            click(sessions, loader, FOREST, i, value=FIELD, session=session)  # errors: anchors kept
+            click(sessions, loader, BUILT, i, session=session)
+        sessions.retrain(session)
+        for i in range(3, 6):  # on the learnt map: its anchors are thinned by the hunting evidence
+            click(sessions, loader, FOREST, i, value=FIELD, session=session)
+            click(sessions, loader, WATER, i, session=session)
+        sessions.retrain(session)
+
+    work(first)
+    for i in range(7):  # someone else clicks in between: the ids the second session gets differ
+        click(sessions, loader, FIELD, i, session=None)
+    work(second)
+    ids = [[c.id for c in sessions.get(s).corrections] for s in (first, second)]
+    assert not set(ids[0]) & set(ids[1])
+    maps = [sessions.model(s).predict(stripe_image()) for s in (first, second)]
+    np.testing.assert_array_equal(maps[0], maps[1])
+
+
 def test_correcting_one_class_keeps_the_classes_nobody_corrected(keras_base, stripes_model, loader, tmp_path):
     sessions = SessionManager(keras_base, tmp_path, "last_layer", replay_path(stripes_model))
     for i in range(6):

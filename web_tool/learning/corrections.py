@@ -15,6 +15,7 @@ keeps it (see training_data.py, "anchors").
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +61,18 @@ class Correction:
     @property
     def count(self) -> int:
         return int(self.rows.size)
+
+    @property
+    def seed(self) -> int:
+        """The seed of the correction's random draws (its sampled pixels, anchors and thinning):
+        a hash of what it labels, so the same clicks learn the same model whichever session, server
+        or order they come in (the correction's id counts over the whole server)."""
+        h = hashlib.blake2b(digest_size=8)
+        for part in (self.dataset, self.crs, str(self.value), repr(tuple(self.transform))):
+            h.update(part.encode() + b"\0")
+        h.update(np.ascontiguousarray(self.rows, dtype=np.int64).tobytes())
+        h.update(np.ascontiguousarray(self.cols, dtype=np.int64).tobytes())
+        return int.from_bytes(h.digest(), "little")
 
     def centres(self) -> tuple[np.ndarray, np.ndarray]:
         """(xs, ys) in `crs` of its pixels' centres (computed: they follow from rows, cols and the
@@ -147,7 +160,7 @@ def sample_pixels(c: Correction, limit: int) -> np.ndarray:
     """Indices of at most `limit` of the correction's pixels (a fixed draw per correction)."""
     if c.count <= limit:
         return np.arange(c.count)
-    rng = np.random.default_rng(c.id or 0)
+    rng = np.random.default_rng(c.seed)
     return np.sort(rng.choice(c.count, size=limit, replace=False))
 
 
@@ -189,6 +202,6 @@ def anchor_pixels(c: Correction, n: int, margin: int = 0) -> tuple[np.ndarray, n
     free[c.rows, c.cols] = False
     rows, cols = np.nonzero(free)
     if rows.size > n:
-        keep = np.sort(np.random.default_rng([c.id or 0, 1]).choice(rows.size, size=n, replace=False))
+        keep = np.sort(np.random.default_rng([c.seed, 1]).choice(rows.size, size=n, replace=False))
         rows, cols = rows[keep], cols[keep]
     return rows, cols

@@ -307,7 +307,7 @@ class FeatureSource:
             trust = c.seen_trust * hunting
         else:  # the base model's map: only around a click that confirms it, as far as it is trusted
             trust = base_trust.map if confirms(c) else 0.0
-        keep = (seen < NO_CLASS) & thinned(np.full(len(seen), trust), c.id or 0)
+        keep = (seen < NO_CLASS) & thinned(np.full(len(seen), trust), c.seed)
         return Samples(
             values[keep],
             seen[keep],
